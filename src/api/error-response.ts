@@ -1,0 +1,50 @@
+import { randomUUID } from 'node:crypto';
+import type { Response } from 'express';
+import type { Logger } from 'pino';
+import { BrokerError, RevokeIncomplete } from '../errors.js';
+
+/** Vault's status codes, by our stable error codes. */
+const STATUS_BY_CODE: Record<string, number> = {
+  ERR_INVALID_REQUEST: 400,
+  ERR_UNKNOWN_ROLE: 400,
+  ERR_LEASE_NOT_FOUND: 400,
+  ERR_LEASE_EXPIRED: 400,
+  ERR_PERMISSION_DENIED: 403,
+  ERR_UNKNOWN_PATH: 404,
+  ERR_UNSUPPORTED_OPERATION: 405,
+  ERR_TARGET: 502,
+  ERR_REVOKE_INCOMPLETE: 502,
+  ERR_STORE_UNAVAILABLE: 503,
+};
+
+/** body-parser's own client errors. */
+function bodyParserError(err: unknown): { status: number; message: string } | null {
+  const type = (err as { type?: string }).type;
+  if (type === 'entity.parse.failed') return { status: 400, message: 'failed to parse JSON input: the body is not valid JSON' };
+  if (type === 'entity.too.large') return { status: 413, message: 'request body too large' };
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return { status: 415, message: 'unsupported body encoding' };
+  if (typeof type === 'string' && (err as { status?: number }).status === 400) return { status: 400, message: 'malformed request body' };
+  return null;
+}
+
+/** Writes Vault's `{"errors": [...]}`. An unknown error is a 500 with a request id; details go only to the log. */
+export function sendError(res: Response, err: unknown, log: Logger, requestId: string = randomUUID()): void {
+  const parsed = bodyParserError(err);
+  if (parsed) {
+    res.status(parsed.status).json({ errors: [parsed.message] });
+    return;
+  }
+  if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) {
+    const status = STATUS_BY_CODE[err.code]!;
+    if (status >= 500) log.warn({ request_id: requestId, code: err.code, err: err.message }, 'request failed');
+    const body: Record<string, unknown> = { errors: [err.message] };
+    if (err instanceof RevokeIncomplete) {
+      body.errors = [err.message, ...err.failures.map((f) => `${f.leaseId}: ${f.error}`)];
+      body.data = { revoked: err.revoked, failed: err.failures.map((f) => ({ lease_id: f.leaseId, error: f.error })) };
+    }
+    res.status(status).json(body);
+    return;
+  }
+  log.error({ request_id: requestId, err }, 'internal error');
+  res.status(500).json({ errors: [`internal error; request id ${requestId}`] });
+}

@@ -1,0 +1,36 @@
+import { z } from 'zod';
+import { parseDurationSeconds } from '../duration.js';
+import { InvalidRequest } from '../errors.js';
+import { formatIssues } from '../config/load.js';
+
+const seconds = (field: string) =>
+  z
+    .union([z.number(), z.string()])
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v === '') return undefined;
+      try {
+        return parseDurationSeconds(v, field);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        return z.NEVER;
+      }
+    });
+
+const leaseId = z.string({ error: 'lease_id must be specified' }).max(300, 'lease_id is too long');
+
+export const credsRequest = z.object({ ttl: seconds('ttl') }).passthrough();
+export const leaseRequest = z.object({ lease_id: leaseId.optional() }).passthrough();
+export const renewRequest = z.object({ lease_id: leaseId.optional(), increment: seconds('increment') }).passthrough();
+
+/** Parses a request body at the edge; a mismatch is a 400 naming the field. */
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  const input = body === undefined || body === null ? {} : body;
+  if (typeof input !== 'object' || Array.isArray(input)) throw new InvalidRequest('the request body must be a JSON object');
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new InvalidRequest(issue.code === 'custom' ? issue.message : formatIssues([issue]));
+  }
+  return result.data;
+}

@@ -1,0 +1,192 @@
+import type { Request } from 'express';
+import type { JsonValue } from '../engines.js';
+import { InvalidRequest, UnknownPath } from '../errors.js';
+import { validatePrefix } from '../leases/lease-id.js';
+import type { LeaseRow } from '../leases/lease-store.js';
+import type { LeaseService } from '../leases/lease-service.js';
+import { envelope } from './envelope.js';
+import { credsRequest, leaseRequest, parseBody, renewRequest } from './request-schemas.js';
+
+export type Method = 'GET' | 'HEAD' | 'PUT' | 'LIST';
+
+export interface RouteContext {
+  req: Request;
+  requestId: string;
+  /** Capture groups of the route's pattern, URL-decoded. */
+  params: string[];
+  requester: string;
+}
+
+export interface Reply {
+  status: number;
+  body?: unknown;
+}
+
+export type Handler = (ctx: RouteContext) => Promise<Reply>;
+
+export interface Route {
+  /** Matched against the path after `/v1/`. */
+  pattern: RegExp;
+  /** Health answers without a token; everything else needs one. */
+  public?: boolean;
+  methods: Partial<Record<Method, Handler>>;
+}
+
+export interface HealthState {
+  storeReachable: () => Promise<boolean>;
+  version: string;
+  clusterName: string;
+}
+
+const NO_CONTENT: Reply = { status: 204 };
+
+function requireLeaseId(fromBody: string | undefined, fromPath: string | undefined): string {
+  const id = fromPath || fromBody;
+  if (!id) throw new InvalidRequest('lease_id must be specified');
+  return id;
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+function lookupData(lease: LeaseRow): Record<string, JsonValue> {
+  const live = lease.state === 'active';
+  return {
+    id: lease.id,
+    issue_time: iso(lease.issued_at),
+    expire_time: iso(lease.expires_at),
+    last_renewal: iso(lease.last_renewal),
+    renewable: live && lease.renewable,
+    ttl: live ? Math.max(0, Math.round((lease.expires_at.getTime() - Date.now()) / 1000)) : 0,
+    // Extensions: what an operator needs during an incident.
+    state: lease.state,
+    mount: lease.mount,
+    role: lease.role,
+    requester: lease.requester,
+    max_expire_time: iso(lease.max_expires_at),
+    revoked_at: iso(lease.revoked_at),
+    revoke_reason: lease.revoke_reason,
+    attempts: lease.attempts,
+    last_error: lease.last_error,
+  };
+}
+
+/** Vault's health codes, honouring the query overrides clients send. This broker is always active. */
+function healthStatus(query: Request['query'], storeOk: boolean): number {
+  const code = (name: string, fallback: number) => {
+    const v = Number(query[name]);
+    return Number.isInteger(v) && v >= 100 && v <= 599 ? v : fallback;
+  };
+  return storeOk ? code('activecode', 200) : 503;
+}
+
+export function buildRoutes(leases: LeaseService, health: HealthState): Route[] {
+  const list: Handler = async ({ params, requestId }) => {
+    const keys = await leases.listChildren(validatePrefix(params[0] ?? ''));
+    if (keys.length === 0) return { status: 404, body: { errors: [] } };
+    return { status: 200, body: envelope(requestId, { data: { keys } }) };
+  };
+
+  return [
+    {
+      pattern: /^sys\/health$/,
+      public: true,
+      methods: {
+        GET: async ({ req }) => {
+          const storeOk = await health.storeReachable();
+          return {
+            status: healthStatus(req.query, storeOk),
+            body: {
+              initialized: true,
+              sealed: false,
+              standby: false,
+              performance_standby: false,
+              replication_performance_mode: 'disabled',
+              replication_dr_mode: 'disabled',
+              server_time_utc: Math.floor(Date.now() / 1000),
+              version: health.version,
+              cluster_name: health.clusterName,
+              lease_store: storeOk ? 'ok' : 'unreachable',
+            },
+          };
+        },
+      },
+    },
+    {
+      pattern: /^sys\/leases\/lookup$/,
+      methods: {
+        PUT: async ({ req, requestId }) => {
+          const body = parseBody(leaseRequest, req.body);
+          const lease = await leases.lookup(requireLeaseId(body.lease_id, undefined));
+          return { status: 200, body: envelope(requestId, { data: lookupData(lease) }) };
+        },
+        LIST: list,
+      },
+    },
+    { pattern: /^sys\/leases\/lookup\/(.*)$/, methods: { LIST: list } },
+    {
+      pattern: /^sys\/leases\/renew(?:\/(.+))?$/,
+      methods: {
+        PUT: async ({ req, params, requestId }) => {
+          const body = parseBody(renewRequest, req.body);
+          const renewed = await leases.renew(requireLeaseId(body.lease_id, params[0]), body.increment);
+          return {
+            status: 200,
+            body: envelope(requestId, { leaseId: renewed.leaseId, leaseDuration: renewed.leaseDuration, renewable: true, warnings: renewed.warnings }),
+          };
+        },
+      },
+    },
+    {
+      pattern: /^sys\/leases\/revoke(?:\/(.+))?$/,
+      methods: {
+        PUT: async ({ req, params }) => {
+          const body = parseBody(leaseRequest, req.body);
+          await leases.revoke(requireLeaseId(body.lease_id, params[0]));
+          return NO_CONTENT;
+        },
+      },
+    },
+    {
+      pattern: /^sys\/leases\/revoke-prefix\/(.+)$/,
+      methods: {
+        PUT: async ({ params }) => {
+          await leases.revokePrefix(validatePrefix(params[0]!));
+          return NO_CONTENT;
+        },
+      },
+    },
+    {
+      pattern: /^sys\/leases\/revoke-force\/(.+)$/,
+      methods: {
+        PUT: async ({ params }) => {
+          await leases.revokeForce(validatePrefix(params[0]!));
+          return NO_CONTENT;
+        },
+      },
+    },
+    {
+      pattern: /^([^/]+)\/creds\/([^/]+)$/,
+      methods: {
+        GET: async ({ req, params, requestId, requester }) => issueReply(leases, params, req.query, requestId, requester),
+        PUT: async ({ req, params, requestId, requester }) => issueReply(leases, params, req.body, requestId, requester),
+      },
+    },
+  ];
+}
+
+async function issueReply(leases: LeaseService, params: string[], input: unknown, requestId: string, requester: string): Promise<Reply> {
+  const [mount, role] = params as [string, string];
+  if (mount === 'sys') throw new UnknownPath(`${mount}/creds/${role}`);
+  const { ttl } = parseBody(credsRequest, input);
+  const lease = await leases.issue(mount, role, { ttl, requester });
+  return {
+    status: 200,
+    body: envelope(requestId, {
+      leaseId: lease.leaseId,
+      leaseDuration: lease.leaseDuration,
+      renewable: lease.renewable,
+      data: lease.data,
+      warnings: lease.warnings,
+    }),
+  };
+}

@@ -1,0 +1,84 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError, messageOf } from '../errors.js';
+import { configSchema, type BrokerConfig } from './schema.js';
+
+const REF = /\$\{(env|file):([^}]+)\}/g;
+
+/** Replaces `${env:NAME}` and `${file:/path}` in every string of a parsed config. */
+export function resolveRefs(value: unknown, path: string[] = [], env: NodeJS.ProcessEnv = process.env): unknown {
+  if (typeof value === 'string') {
+    return value.replace(REF, (_, kind: string, ref: string) => {
+      if (kind === 'env') {
+        const v = env[ref];
+        if (v === undefined) throw new ConfigError(`${path.join('.')}: environment variable ${ref} is not set`);
+        return v;
+      }
+      try {
+        return readFileSync(ref, 'utf8').trim();
+      } catch (err) {
+        throw new ConfigError(`${path.join('.')}: cannot read ${ref}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`);
+      }
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => resolveRefs(v, [...path, String(i)], env));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, resolveRefs(v, [...path, k], env)]));
+  }
+  return value;
+}
+
+/** Names the key and the problem for each issue, one per line. */
+export function formatIssues(issues: z.core.$ZodIssue[], prefix: (string | number)[] = []): string {
+  return issues
+    .map((issue) => {
+      const key = [...prefix, ...issue.path].map(String).join('.') || '(top level)';
+      return `${key}: ${issue.message}`;
+    })
+    .join('\n');
+}
+
+const isRef = (s: unknown) => typeof s === 'string' && /^\$\{(env|file):[^}]+\}$/.test(s);
+
+/** Secrets may only be written as refs in a config file, so the file itself is never a secret. */
+function checkSecretsAreRefs(raw: Record<string, unknown>): void {
+  if (raw.root_token !== undefined && !isRef(raw.root_token)) {
+    throw new ConfigError('root_token: write it as ${env:NAME} or ${file:/path}, not inline');
+  }
+  const mounts = (raw.mounts ?? {}) as Record<string, Record<string, unknown>>;
+  const urls: [string, unknown][] = [['store.url', (raw.store as Record<string, unknown> | undefined)?.url]];
+  for (const [name, mount] of Object.entries(mounts)) urls.push([`mounts.${name}.connection_url`, mount?.connection_url]);
+  for (const [key, url] of urls) {
+    if (typeof url !== 'string' || isRef(url)) continue;
+    const password = /^[a-z]+:\/\/[^:/@]*:([^@]*)@/i.exec(url)?.[1];
+    if (password && !isRef(password)) {
+      throw new ConfigError(`${key}: the password must be a \${env:NAME} or \${file:/path} ref, not inline`);
+    }
+  }
+}
+
+/** Parses, resolves refs and validates; a bad config throws ConfigError naming the key. */
+export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env): BrokerConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`not valid YAML: ${messageOf(err)}`);
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('the config must be a YAML mapping');
+  checkSecretsAreRefs(raw as Record<string, unknown>);
+  const result = configSchema.safeParse(resolveRefs(raw, [], env));
+  if (!result.success) throw new ConfigError(formatIssues(result.error.issues));
+  return result.data;
+}
+
+export function loadConfigFile(path: string): BrokerConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${path}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`);
+  }
+  return parseConfig(text);
+}

@@ -1,0 +1,77 @@
+import { z } from 'zod';
+import { parseDurationSeconds } from '../duration.js';
+
+/** A duration in config: seconds or "90s"/"1h"; parsed to whole seconds. */
+export const durationSeconds = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  try {
+    return parseDurationSeconds(value, 'duration');
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** Names that end up in lease ids, URLs and PostgreSQL identifiers: kept boring on purpose. */
+export const NAME_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
+const name = z.string().regex(NAME_PATTERN, 'must be 1-32 characters: lower-case letters, digits, "_" or "-", starting with a letter');
+
+export const roleCommonSchema = z.object({
+  default_ttl: durationSeconds.default(3600),
+  max_ttl: durationSeconds.default(86400),
+});
+
+export const mountCommonSchema = z.object({
+  type: z.string(),
+  roles: z.record(name, z.record(z.string(), z.unknown())).default({}),
+});
+
+export const reaperSchema = z
+  .object({
+    /** node-cron expression with seconds: every second by default. */
+    schedule: z.string().default('* * * * * *'),
+    batch_size: z.number().int().min(1).max(10000).default(64),
+    /** Revocations in flight at once per mount, in each broker process. */
+    concurrency: z.number().int().min(1).max(256).default(8),
+    max_attempts: z.number().int().min(1).max(100).default(8),
+    backoff_base: durationSeconds.default(1),
+    backoff_max: durationSeconds.default(600),
+    /** A pending lease older than this is a crashed issue: revoke what it may have created. */
+    pending_grace: durationSeconds.default(60),
+    /** A claimed lease whose reaper died becomes due again after this. */
+    claim_timeout: durationSeconds.default(300),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    listen: z
+      .object({ address: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(8200) })
+      .strict()
+      .default({ address: '127.0.0.1', port: 8200 }),
+    store: z
+      .object({ url: z.string().min(1), max_connections: z.number().int().min(1).max(500).default(10) })
+      .strict(),
+    root_token: z.string().min(16, 'must be at least 16 characters'),
+    log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** Upper bound on one engine call (issue, renew, revoke); must stay below reaper.pending_grace. */
+    engine_timeout: durationSeconds.default(10),
+    reaper: reaperSchema.default(reaperSchema.parse({})),
+    mounts: z.record(name, mountCommonSchema.passthrough()).default({}),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    if (config.reaper.pending_grace <= config.engine_timeout) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['reaper', 'pending_grace'],
+        message: 'must be longer than engine_timeout, or the reaper could revoke an issue still in progress',
+      });
+    }
+    if (config.reaper.claim_timeout <= config.engine_timeout) {
+      ctx.addIssue({ code: 'custom', path: ['reaper', 'claim_timeout'], message: 'must be longer than engine_timeout' });
+    }
+  });
+
+export type BrokerConfig = z.infer<typeof configSchema>;
+export type ReaperConfig = z.infer<typeof reaperSchema>;
+export type RoleCommon = z.infer<typeof roleCommonSchema>;

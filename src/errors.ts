@@ -1,0 +1,93 @@
+/**
+ * One error base with a stable `code`; the API maps codes to HTTP statuses in one table
+ * (src/api/error-response.ts). Messages are shown to clients, so they never carry a secret.
+ */
+export class BrokerError extends Error {
+  readonly code: string = 'ERR_BROKER';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The client sent something we cannot act on (Vault answers 400). */
+export class InvalidRequest extends BrokerError {
+  override readonly code: string = 'ERR_INVALID_REQUEST';
+}
+
+export class UnknownRole extends InvalidRequest {
+  override readonly code = 'ERR_UNKNOWN_ROLE';
+  constructor(readonly role: string) {
+    super(`unknown role: ${role.length > 100 ? `${role.slice(0, 100)}…` : role}`);
+  }
+}
+
+/** Vault's texts, kept verbatim because clients match on them. */
+export class LeaseNotFound extends InvalidRequest {
+  override readonly code = 'ERR_LEASE_NOT_FOUND';
+  constructor(readonly leaseId: string, message = 'lease not found') {
+    super(message);
+  }
+}
+
+export class LeaseExpired extends InvalidRequest {
+  override readonly code = 'ERR_LEASE_EXPIRED';
+  constructor(readonly leaseId: string) {
+    super('lease expired');
+  }
+}
+
+export class UnknownPath extends BrokerError {
+  override readonly code = 'ERR_UNKNOWN_PATH';
+  constructor(readonly path: string) {
+    super(`no handler for route "${path.length > 200 ? `${path.slice(0, 200)}…` : path}". route entry not found.`);
+  }
+}
+
+export class PermissionDenied extends BrokerError {
+  override readonly code = 'ERR_PERMISSION_DENIED';
+  constructor() {
+    super('permission denied');
+  }
+}
+
+export class UnsupportedOperation extends BrokerError {
+  override readonly code = 'ERR_UNSUPPORTED_OPERATION';
+  constructor() {
+    super('unsupported operation');
+  }
+}
+
+/** A target (the database we mint roles on, AWS…) failed or timed out. */
+export class TargetError extends BrokerError {
+  override readonly code = 'ERR_TARGET';
+  constructor(readonly mount: string, message: string, options?: { cause?: unknown }) {
+    super(`${mount}: ${message}`, options);
+  }
+}
+
+/** The lease store is unreachable or failed. */
+export class StoreUnavailable extends BrokerError {
+  override readonly code = 'ERR_STORE_UNAVAILABLE';
+}
+
+/** Some leases of a prefix could not be revoked; the rest were. */
+export class RevokeIncomplete extends BrokerError {
+  override readonly code = 'ERR_REVOKE_INCOMPLETE';
+  constructor(
+    readonly revoked: number,
+    readonly failures: { leaseId: string; error: string }[],
+  ) {
+    super(`failed to revoke ${failures.length} of ${revoked + failures.length} leases; they stay queued for retry`);
+  }
+}
+
+export class ConfigError extends BrokerError {
+  override readonly code = 'ERR_CONFIG';
+}
+
+/** The message of anything thrown, without assuming it is an Error. */
+export function messageOf(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

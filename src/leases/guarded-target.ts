@@ -1,0 +1,65 @@
+import type { IssueRequest, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
+import { TargetError, messageOf } from '../errors.js';
+import { timed } from '../timing.js';
+
+const MAX_ERROR_LENGTH = 500;
+const REDACTED = '[redacted]';
+
+/** An error text fit to store and show: secrets replaced, control characters dropped, truncated. */
+export function sanitizeError(message: string, secrets: Iterable<string> = []): string {
+  let text = message;
+  for (const secret of secrets) if (secret) text = text.split(secret).join(REDACTED);
+  text = text.replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, ' ');
+  return text.length > MAX_ERROR_LENGTH ? `${text.slice(0, MAX_ERROR_LENGTH - 1)}…` : text;
+}
+
+/**
+ * Wraps every engine call once, for every engine: a hard timeout, the time spent on the target,
+ * and errors turned into a TargetError whose message has every secret the call registered
+ * scrubbed out. The original error (which may quote a secret) is dropped, not kept as `cause`.
+ */
+export class GuardedTarget<Role> {
+  constructor(
+    readonly mount: string,
+    private readonly target: Target<Role>,
+    private readonly timeoutMs: number,
+  ) {}
+
+  plan = (req: Parameters<Target<Role>['plan']>[0]) => this.target.plan(req);
+
+  get renewable(): boolean {
+    return typeof this.target.renew === 'function';
+  }
+
+  async issue(req: Omit<IssueRequest<Role>, 'secrets'>): Promise<IssueResponse> {
+    const secrets = new Set<string>();
+    return this.call('issue', secrets, () => this.target.issue({ ...req, secrets: { add: (s) => secrets.add(s) } }));
+  }
+
+  async renew(req: RenewRequest<Role>): Promise<void> {
+    if (!this.target.renew) return;
+    await this.call('renew', new Set(), () => this.target.renew!(req));
+  }
+
+  async revoke(req: RevokeRequest): Promise<void> {
+    await this.call('revoke', new Set(), () => this.target.revoke(req));
+  }
+
+  close(): Promise<void> {
+    return this.target.close();
+  }
+
+  private async call<T>(op: string, secrets: Set<string>, work: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${op} timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    try {
+      return await timed('target', () => Promise.race([work(), timeout]));
+    } catch (err) {
+      throw new TargetError(this.mount, `${op} failed: ${sanitizeError(messageOf(err), secrets)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

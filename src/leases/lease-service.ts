@@ -1,0 +1,179 @@
+import type { Logger } from 'pino';
+import type { ReaperConfig } from '../config/schema.js';
+import type { JsonValue } from '../engines.js';
+import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, UnknownPath, UnknownRole, messageOf } from '../errors.js';
+import type { MountRegistry } from '../mounts.js';
+import { sanitizeError } from './guarded-target.js';
+import { isLeaseIdShape, newLeaseId } from './lease-id.js';
+import type { LeaseRow, LeaseStore, RevokeReason } from './lease-store.js';
+import type { Revoker } from './revoker.js';
+
+export interface IssuedLease {
+  leaseId: string;
+  leaseDuration: number;
+  renewable: boolean;
+  data: Record<string, JsonValue>;
+  warnings: string[];
+}
+
+export interface RenewedLease {
+  leaseId: string;
+  leaseDuration: number;
+  warnings: string[];
+}
+
+const REVOKE_PREFIX_CHUNK = 500;
+
+const secondsUntil = (date: Date) => Math.max(0, Math.round((date.getTime() - Date.now()) / 1000));
+
+function ttlCapWarning(requested: number, max: number): string {
+  return `TTL of "${requested}s" exceeded the effective max_ttl of "${max}s"; TTL value is capped accordingly`;
+}
+
+/** The lease lifecycle: issue (intent first), lookup, renew, revoke one / by prefix / by force. */
+export class LeaseService {
+  constructor(
+    private readonly store: LeaseStore,
+    private readonly mounts: MountRegistry,
+    private readonly revoker: Revoker,
+    private readonly policy: ReaperConfig,
+    private readonly log: Logger,
+  ) {}
+
+  async issue(mountName: string, roleName: string, opts: { ttl?: number; requester: string | null }): Promise<IssuedLease> {
+    const mount = this.mounts.get(mountName);
+    if (!mount) throw new UnknownPath(`${mountName}/creds/${roleName}`);
+    const role = mount.roles.get(roleName);
+    if (!role) throw new UnknownRole(roleName);
+
+    const warnings: string[] = [];
+    let ttl = opts.ttl || role.common.default_ttl;
+    if (ttl > role.common.max_ttl) {
+      warnings.push(ttlCapWarning(ttl, role.common.max_ttl));
+      ttl = role.common.max_ttl;
+    }
+
+    const leaseId = newLeaseId(mount.name, role.name);
+    const handle = mount.target.plan({ mount: mount.name, roleName: role.name, role: role.config, leaseId });
+    const pending = await this.store.insertPending({
+      id: leaseId,
+      mount: mount.name,
+      role: role.name,
+      engine: mount.type,
+      handle,
+      requester: opts.requester,
+      ttlSeconds: ttl,
+      maxTtlSeconds: role.common.max_ttl,
+      pendingGraceSeconds: this.policy.pending_grace,
+    });
+
+    let issued;
+    try {
+      issued = await mount.target.issue({ roleName: role.name, role: role.config, handle, expiresAt: pending.expires_at });
+    } catch (err) {
+      // Whatever the target may have half-created is now due for cleanup. If even this write
+      // fails, the pending grace hands the lease to the reaper anyway.
+      await this.store.markForCleanup(leaseId, sanitizeError(messageOf(err))).catch((e) =>
+        this.log.warn({ lease_id: leaseId, err: messageOf(e) }, 'could not mark failed issue for cleanup; the pending grace will'),
+      );
+      throw err;
+    }
+
+    if (!(await this.store.activate(leaseId))) {
+      // The reaper judged this issue crashed and took the row: the secret must not be handed out.
+      await mount.target.revoke({ handle }).catch(() => undefined);
+      throw new TargetError(mount.name, 'issue took longer than the pending grace; the credential was revoked');
+    }
+    this.log.info({ lease_id: leaseId, ttl }, 'lease issued');
+    return { leaseId, leaseDuration: ttl, renewable: mount.target.renewable, data: issued.data, warnings };
+  }
+
+  /** Any lease ever issued, revoked ones included (they are the audit trail). */
+  async lookup(leaseId: string): Promise<LeaseRow> {
+    const lease = isLeaseIdShape(leaseId) ? await this.store.find(leaseId) : null;
+    if (!lease) throw new LeaseNotFound(leaseId, 'invalid lease');
+    return lease;
+  }
+
+  async renew(leaseId: string, incrementSeconds: number | undefined): Promise<RenewedLease> {
+    const lease = isLeaseIdShape(leaseId) ? await this.store.find(leaseId) : null;
+    if (!lease) throw new LeaseNotFound(leaseId);
+    const expired = (lease.state === 'active' && lease.expires_at <= new Date()) || lease.revoke_reason === 'expired';
+    if (expired) throw new LeaseExpired(leaseId);
+    if (lease.state !== 'active') throw new LeaseNotFound(leaseId);
+    const mount = this.mounts.get(lease.mount);
+    const role = mount?.roles.get(lease.role);
+    if (!mount || !role) throw new InvalidRequest(`lease ${leaseId} belongs to a role that is no longer configured; it cannot be renewed`);
+    if (!lease.renewable || !mount.target.renewable) throw new InvalidRequest('lease is not renewable');
+
+    const increment = incrementSeconds || role.common.default_ttl;
+    const wanted = new Date(Date.now() + increment * 1000);
+    const expiresAt = wanted > lease.max_expires_at ? lease.max_expires_at : wanted;
+    const updated = await this.store.extend(leaseId, expiresAt);
+    if (!updated) throw new LeaseExpired(leaseId);
+    await mount.target.renew({ role: role.config, handle: lease.revoke_handle, expiresAt });
+    const warnings = wanted > lease.max_expires_at ? [ttlCapWarning(increment, secondsUntil(lease.max_expires_at))] : [];
+    return { leaseId, leaseDuration: secondsUntil(expiresAt), warnings };
+  }
+
+  /** Revokes one lease now. Unknown and already revoked leases succeed, as in Vault. */
+  async revoke(leaseId: string, reason: RevokeReason = 'revoked'): Promise<void> {
+    if (!isLeaseIdShape(leaseId)) return;
+    const claimed = await this.store.claim(leaseId, reason, this.policy.claim_timeout);
+    if (!claimed) return;
+    const outcome = await this.revoker.revokeClaimed(claimed);
+    if (!outcome.ok) throw new TargetError(claimed.mount, `${outcome.error}; the lease stays queued for retry`);
+  }
+
+  /**
+   * Revokes every lease under a prefix, continuing past failures, and reports each failure.
+   * As in Vault, a prefix without a trailing slash that is itself a lease id revokes that lease;
+   * otherwise it is a path prefix ("demo/creds/ro" never matches "demo/creds/ro2/…").
+   */
+  async revokePrefix(prefix: string): Promise<{ revoked: number }> {
+    const ids = await this.store.liveIdsWithPrefix(await this.resolvePrefix(prefix));
+    let revoked = 0;
+    const failures: { leaseId: string; error: string }[] = [];
+    for (let i = 0; i < ids.length; i += REVOKE_PREFIX_CHUNK) {
+      await Promise.all(
+        ids.slice(i, i + REVOKE_PREFIX_CHUNK).map(async (id) => {
+          try {
+            await this.revoke(id, 'prefix');
+            revoked++;
+          } catch (err) {
+            failures.push({ leaseId: id, error: messageOf(err) });
+          }
+        }),
+      );
+    }
+    this.log.info({ prefix, revoked, failed: failures.length }, 'revoke-prefix done');
+    if (failures.length) throw new RevokeIncomplete(revoked, failures);
+    return { revoked };
+  }
+
+  /** Marks leases revoked without reaching the target: for a target that is gone for good. */
+  async revokeForce(prefix: string): Promise<number> {
+    const count = await this.store.forceRevoke(await this.resolvePrefix(prefix));
+    this.log.warn({ prefix, count }, 'leases force-revoked without reaching their targets');
+    return count;
+  }
+
+  /** Vault's LIST: the next path segment of every live lease under the prefix. */
+  async listChildren(prefix: string): Promise<string[]> {
+    const base = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
+    const keys = new Set<string>();
+    for (const id of await this.store.liveIdsWithPrefix(base)) {
+      const rest = id.slice(base.length);
+      const slash = rest.indexOf('/');
+      keys.add(slash === -1 ? rest : rest.slice(0, slash + 1));
+    }
+    return [...keys].sort();
+  }
+
+  private async resolvePrefix(prefix: string): Promise<string> {
+    if (prefix === '') throw new InvalidRequest('a prefix is required');
+    if (prefix.endsWith('/')) return prefix;
+    if (isLeaseIdShape(prefix) && (await this.store.find(prefix))) return prefix;
+    return `${prefix}/`;
+  }
+}

@@ -1,0 +1,197 @@
+import type pg from 'pg';
+import type { RevokeHandle } from '../engines.js';
+import { StoreUnavailable } from '../errors.js';
+import { timed } from '../timing.js';
+
+export type LeaseState = 'pending' | 'active' | 'revoking' | 'revoked' | 'irrevocable';
+export type RevokeReason = 'expired' | 'revoked' | 'prefix' | 'forced' | 'cleanup';
+
+export interface LeaseRow {
+  id: string;
+  mount: string;
+  role: string;
+  engine: string;
+  state: LeaseState;
+  revoke_handle: RevokeHandle;
+  requester: string | null;
+  issued_at: Date;
+  expires_at: Date;
+  max_expires_at: Date;
+  last_renewal: Date | null;
+  renewable: boolean;
+  attempts: number;
+  next_attempt_at: Date | null;
+  last_error: string | null;
+  revoked_at: Date | null;
+  revoke_reason: RevokeReason | null;
+}
+
+/** Queries on credbroker_leases. One place owns the table; every statement is parameterized. */
+export class LeaseStore {
+  constructor(readonly pool: pg.Pool) {}
+
+  private async query<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await timed('store', () => this.pool.query<R>(sql, params));
+    } catch (err) {
+      throw isConnectionFailure(err) ? new StoreUnavailable('lease store unavailable', { cause: err }) : err;
+    }
+  }
+
+  /** Step 2 of an issue: the intent, committed before the target is touched. */
+  async insertPending(lease: {
+    id: string;
+    mount: string;
+    role: string;
+    engine: string;
+    handle: RevokeHandle;
+    requester: string | null;
+    ttlSeconds: number;
+    maxTtlSeconds: number;
+    pendingGraceSeconds: number;
+  }): Promise<LeaseRow> {
+    const { rows } = await this.query<LeaseRow>(
+      `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester,
+                                      expires_at, max_expires_at, next_attempt_at)
+       VALUES ($1, $2, $3, $4, 'pending', $5, $6,
+               now() + make_interval(secs => $7), now() + make_interval(secs => $8), now() + make_interval(secs => $9))
+       RETURNING *`,
+      [lease.id, lease.mount, lease.role, lease.engine, lease.handle, lease.requester, lease.ttlSeconds, lease.maxTtlSeconds, lease.pendingGraceSeconds],
+    );
+    return rows[0]!;
+  }
+
+  /** Step 4: only if still pending. Null means the reaper took the row, and the credential must go. */
+  async activate(id: string): Promise<LeaseRow | null> {
+    const { rows } = await this.query<LeaseRow>(
+      `UPDATE credbroker_leases SET state = 'active', next_attempt_at = expires_at
+        WHERE id = $1 AND state = 'pending' RETURNING *`,
+      [id],
+    );
+    return rows[0] ?? null;
+  }
+
+  /** An issue failed after its pending row: whatever it may have created is due for cleanup now. */
+  async markForCleanup(id: string, error: string): Promise<void> {
+    await this.query(
+      `UPDATE credbroker_leases SET state = 'revoking', revoke_reason = 'cleanup', next_attempt_at = now(), last_error = $2
+        WHERE id = $1 AND state = 'pending'`,
+      [id, error],
+    );
+  }
+
+  async find(id: string): Promise<LeaseRow | null> {
+    const { rows } = await this.query<LeaseRow>('SELECT * FROM credbroker_leases WHERE id = $1', [id]);
+    return rows[0] ?? null;
+  }
+
+  /** Moves the expiry of a lease that is still active and unexpired. Null when it is not. */
+  async extend(id: string, expiresAt: Date): Promise<LeaseRow | null> {
+    const { rows } = await this.query<LeaseRow>(
+      `UPDATE credbroker_leases SET expires_at = $2, next_attempt_at = $2, last_renewal = now()
+        WHERE id = $1 AND state = 'active' AND expires_at > now() RETURNING *`,
+      [id, expiresAt],
+    );
+    return rows[0] ?? null;
+  }
+
+  /**
+   * Claims one lease for revocation by an operator. Any non-revoked state qualifies: an
+   * irrevocable lease is retried this way, a pending one makes its issuer back out.
+   */
+  async claim(id: string, reason: RevokeReason, claimTimeoutSeconds: number): Promise<LeaseRow | null> {
+    const { rows } = await this.query<LeaseRow>(
+      `UPDATE credbroker_leases
+          SET state = 'revoking', revoke_reason = $2, next_attempt_at = now() + make_interval(secs => $3)
+        WHERE id = $1 AND state <> 'revoked' RETURNING *`,
+      [id, reason, claimTimeoutSeconds],
+    );
+    return rows[0] ?? null;
+  }
+
+  /**
+   * Claims up to `limit` due leases. SKIP LOCKED lets any number of reapers share the table; the
+   * claim pushes next_attempt_at past the claim timeout, so a reaper that dies mid-revoke only
+   * delays its leases, and no two live reapers revoke the same one.
+   */
+  async claimDue(limit: number, claimTimeoutSeconds: number): Promise<LeaseRow[]> {
+    const { rows } = await this.query<LeaseRow>(
+      `UPDATE credbroker_leases l
+          SET state = 'revoking',
+              revoke_reason = COALESCE(l.revoke_reason, CASE l.state WHEN 'pending' THEN 'cleanup' ELSE 'expired' END),
+              next_attempt_at = now() + make_interval(secs => $2)
+        WHERE l.id IN (SELECT id FROM credbroker_leases
+                        WHERE next_attempt_at <= now()
+                        ORDER BY next_attempt_at
+                        LIMIT $1
+                        FOR UPDATE SKIP LOCKED)
+        RETURNING l.*`,
+      [limit, claimTimeoutSeconds],
+    );
+    return rows;
+  }
+
+  async markRevoked(id: string): Promise<void> {
+    await this.query(
+      `UPDATE credbroker_leases SET state = 'revoked', revoked_at = now(), next_attempt_at = NULL, last_error = NULL
+        WHERE id = $1 AND state = 'revoking'`,
+      [id],
+    );
+  }
+
+  /**
+   * Records a failed revocation: retried after an exponential backoff with jitter (computed in SQL
+   * so every replica agrees), or irrevocable after `maxAttempts`.
+   */
+  async markRevokeFailed(
+    id: string,
+    error: string,
+    policy: { maxAttempts: number; backoffBaseSeconds: number; backoffMaxSeconds: number },
+  ): Promise<LeaseState | null> {
+    const { rows } = await this.query<{ state: LeaseState }>(
+      `UPDATE credbroker_leases
+          SET attempts = attempts + 1,
+              last_error = $2,
+              state = CASE WHEN attempts + 1 >= $3 THEN 'irrevocable' ELSE 'revoking' END,
+              next_attempt_at = CASE WHEN attempts + 1 >= $3 THEN NULL
+                ELSE now() + make_interval(secs => least($5::float8, $4::float8 * power(2, attempts)) * (0.5 + random() / 2)) END
+        WHERE id = $1 AND state = 'revoking' RETURNING state`,
+      [id, error, policy.maxAttempts, policy.backoffBaseSeconds, policy.backoffMaxSeconds],
+    );
+    return rows[0]?.state ?? null;
+  }
+
+  /** Ids of leases not yet revoked whose id starts with `prefix` (a btree range on the "C" column). */
+  async liveIdsWithPrefix(prefix: string): Promise<string[]> {
+    const { rows } = await this.query<{ id: string }>(
+      `SELECT id FROM credbroker_leases WHERE id >= $1 AND id < $2 AND state <> 'revoked' ORDER BY id`,
+      [prefix, prefixUpperBound(prefix)],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Marks every unrevoked lease under the prefix revoked without touching the target. */
+  async forceRevoke(prefix: string): Promise<number> {
+    const { rowCount } = await this.query(
+      `UPDATE credbroker_leases
+          SET state = 'revoked', revoke_reason = 'forced', revoked_at = now(), next_attempt_at = NULL
+        WHERE id >= $1 AND id < $2 AND state <> 'revoked'`,
+      [prefix, prefixUpperBound(prefix)],
+    );
+    return rowCount ?? 0;
+  }
+}
+
+/** The smallest string greater than every string starting with `prefix`, in "C" collation. */
+export function prefixUpperBound(prefix: string): string {
+  if (prefix === '') return '\u{10FFFF}';
+  const last = prefix.charCodeAt(prefix.length - 1);
+  return prefix.slice(0, -1) + String.fromCharCode(last + 1);
+}
+
+/** No SQLSTATE (socket errors, pool timeouts) or a connection/shutdown class: the store is down. */
+export function isConnectionFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true;
+  return code.startsWith('08') || code.startsWith('57P');
+}

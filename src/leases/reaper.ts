@@ -1,0 +1,71 @@
+import type { Logger } from 'pino';
+import type { ReaperConfig } from '../config/schema.js';
+import { messageOf } from '../errors.js';
+import type { LeaseStore } from './lease-store.js';
+import type { Revoker } from './revoker.js';
+
+export interface ReapResult {
+  claimed: number;
+  revoked: string[];
+  failed: string[];
+}
+
+/**
+ * Revokes what is due: expired leases, pending leases older than the grace (crashed issues),
+ * failed revocations whose backoff has passed, and claims whose reaper died. Holds nothing about
+ * leases in memory; any number of reapers share the table through SKIP LOCKED claims.
+ */
+export class Reaper {
+  private running: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly store: LeaseStore,
+    private readonly revoker: Revoker,
+    private readonly config: ReaperConfig,
+    private readonly log: Logger,
+  ) {}
+
+  /** One batch: claim up to `limit` due leases and revoke them at each mount's bounded concurrency. */
+  async reapOnce(opts: { limit?: number } = {}): Promise<ReapResult> {
+    const claimed = await this.store.claimDue(opts.limit ?? this.config.batch_size, this.config.claim_timeout);
+    const result: ReapResult = { claimed: claimed.length, revoked: [], failed: [] };
+    await Promise.all(
+      claimed.map(async (lease) => {
+        const outcome = await this.revoker.revokeClaimed(lease);
+        (outcome.ok ? result.revoked : result.failed).push(lease.id);
+      }),
+    );
+    return result;
+  }
+
+  /** Batches until nothing is due. A backlog after downtime drains at the same bounded pace. */
+  async drain(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const { claimed } = await this.reapOnce();
+      total += claimed;
+      if (claimed < this.config.batch_size || this.stopped) return total;
+    }
+  }
+
+  /** What the timer calls: never throws, never overlaps itself. */
+  tick(): Promise<void> {
+    if (this.running || this.stopped) return this.running ?? Promise.resolve();
+    this.running = this.drain()
+      .then((n) => {
+        if (n > 0) this.log.debug({ claimed: n }, 'reaper tick');
+      })
+      .catch((err) => this.log.warn({ err: messageOf(err) }, 'reaper tick failed; will retry'))
+      .finally(() => {
+        this.running = null;
+      });
+    return this.running;
+  }
+
+  /** Stops claiming new work and waits for the batch in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.running;
+  }
+}
