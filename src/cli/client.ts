@@ -1,0 +1,50 @@
+/** A small Vault-API client for the CLI: address and token from the environment, errors as text. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly errors: string[],
+    readonly body: unknown,
+  ) {
+    super(errors.length ? errors.join('\n') : `HTTP ${status}`);
+  }
+}
+
+export interface ClientOptions {
+  address?: string;
+  token?: string;
+}
+
+export function clientFromEnv(env: NodeJS.ProcessEnv = process.env): ApiClient {
+  const address = env.CREDBROKER_ADDR || env.VAULT_ADDR || 'http://127.0.0.1:8200';
+  const token = env.CREDBROKER_TOKEN || env.VAULT_TOKEN;
+  return new ApiClient({ address, token });
+}
+
+export class ApiClient {
+  constructor(private readonly opts: ClientOptions) {}
+
+  async request(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<any> {
+    const url = new URL(`/v1/${path.replace(/^\/+/, '')}`, this.opts.address);
+    const httpMethod = method === 'LIST' ? 'GET' : method;
+    if (method === 'LIST') url.searchParams.set('list', 'true');
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (this.opts.token) headers['x-vault-token'] = this.opts.token;
+    let res: Response;
+    try {
+      res = await fetch(url, { method: httpMethod, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(`cannot reach credbroker at ${this.opts.address}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    }
+    if (res.status === 204) return null;
+    const text = await res.text();
+    let parsed: any = null;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      throw new ApiError(res.status, [`unexpected non-JSON answer (HTTP ${res.status})`], null);
+    }
+    if (!res.ok) throw new ApiError(res.status, Array.isArray(parsed?.errors) ? parsed.errors : [], parsed);
+    return parsed;
+  }
+}

@@ -1,0 +1,117 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import pg from 'pg';
+import { startBroker } from '../broker.js';
+import { configSchema } from '../config/schema.js';
+import { createLogger } from '../log.js';
+import { randomSecret } from '../random.js';
+import { startEmbeddedPostgres } from '../store/embedded-postgres.js';
+
+export interface DevOptions {
+  port: number;
+  address: string;
+  data?: string;
+  rootToken?: string;
+  logLevel: string;
+}
+
+/** The demo target: a table, and a group role holding the only grant on it. */
+const DEMO_SETUP = `
+  DO $$ BEGIN CREATE ROLE demo_readers NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+  CREATE TABLE IF NOT EXISTS public.orders (id serial PRIMARY KEY, customer text NOT NULL, amount numeric(10,2) NOT NULL, placed_at timestamptz NOT NULL DEFAULT now());
+  INSERT INTO public.orders (customer, amount) SELECT c, a FROM (VALUES ('acme', 120.50), ('globex', 75.00), ('initech', 310.25)) v(c, a)
+    WHERE NOT EXISTS (SELECT 1 FROM public.orders);
+  GRANT CONNECT ON DATABASE demo TO demo_readers;
+  GRANT USAGE ON SCHEMA public TO demo_readers;
+  GRANT SELECT ON ALL TABLES IN SCHEMA public TO demo_readers;
+`;
+
+async function ensureDatabase(adminUrl: string, name: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (exists.rowCount === 0) await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+  } finally {
+    await client.end();
+  }
+}
+
+/** The superuser password of a --data dir, kept beside it (0600) so restarts find it. */
+async function devPassword(dataDir: string | undefined): Promise<string> {
+  if (!dataDir) return randomSecret();
+  const file = join(dataDir, 'dev-superuser-password');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const password = randomSecret();
+  await writeFile(file, `${password}\n`, { mode: 0o600 });
+  return password;
+}
+
+/** `credbroker dev`: one process, an embedded PostgreSQL as lease store and demo target. */
+export async function runDev(opts: DevOptions): Promise<void> {
+  const dataDir = opts.data ? resolve(opts.data) : undefined;
+  if (dataDir) {
+    await mkdir(dataDir, { recursive: true });
+    await chmod(dataDir, 0o755); // the postgres OS user must traverse it
+  }
+  const password = await devPassword(dataDir);
+  process.stderr.write('starting embedded PostgreSQL…\n');
+  const server = await startEmbeddedPostgres({ dataDir: dataDir && join(dataDir, 'pg'), password, persistent: Boolean(dataDir) });
+  const log = createLogger(opts.logLevel);
+  let broker: Awaited<ReturnType<typeof startBroker>> | undefined;
+  try {
+    await ensureDatabase(server.url('postgres'), 'credbroker');
+    await ensureDatabase(server.url('postgres'), 'demo');
+    const demo = new pg.Client({ connectionString: server.url('demo') });
+    await demo.connect();
+    await demo.query(DEMO_SETUP).finally(() => demo.end());
+
+    const rootToken = opts.rootToken ?? `cbr.${randomSecret()}`;
+    const config = configSchema.parse({
+      listen: { address: opts.address, port: opts.port },
+      store: { url: server.url('credbroker') },
+      root_token: rootToken,
+      mounts: {
+        demo: {
+          type: 'postgres',
+          connection_url: server.url('demo'),
+          roles: { readonly: { member_of: ['demo_readers'], default_ttl: '1h', max_ttl: '24h' } },
+        },
+      },
+    });
+    broker = await startBroker(config, { log });
+    process.stdout.write(
+      [
+        '',
+        'credbroker dev is running: an embedded PostgreSQL is both the lease store and the demo target.',
+        dataDir ? `Data: ${dataDir} (kept across restarts)` : 'Data: a temporary directory, deleted on exit (use --data DIR to keep it).',
+        '',
+        'In another shell:',
+        `  export CREDBROKER_ADDR=${broker.url}`,
+        `  export CREDBROKER_TOKEN=${rootToken}`,
+        '  npx credbroker creds demo/readonly --format env --out demo.env',
+        "  set -a; . ./demo.env; set +a; psql -c 'SELECT * FROM orders'",
+        '',
+        'Or with curl:',
+        `  curl -s -H "X-Vault-Token: $CREDBROKER_TOKEN" ${broker.url}/v1/demo/creds/readonly`,
+        '',
+        'Ctrl-C stops the broker and the embedded PostgreSQL.',
+        '',
+      ].join('\n'),
+    );
+  } catch (err) {
+    await broker?.close().catch(() => undefined);
+    await server.stop().catch(() => undefined);
+    throw err;
+  }
+
+  await new Promise<void>((resolveStop) => {
+    const stop = () => resolveStop();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  process.stderr.write('stopping…\n');
+  await broker.close();
+  await server.stop();
+}

@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { ApiError, clientFromEnv } from './client.js';
+import { CREDENTIAL_FORMATS, formatCredential, type CredentialFormat } from './credential-format.js';
+import { writeFileAtomic } from './write-file-atomic.js';
+
+const ENV_HELP = `
+Environment:
+  CREDBROKER_ADDR   broker address (falls back to VAULT_ADDR; default http://127.0.0.1:8200)
+  CREDBROKER_TOKEN  token sent as X-Vault-Token (falls back to VAULT_TOKEN)`;
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number (0-65535)');
+  return n;
+}
+
+function mountRole(value: string): string {
+  if (!/^[a-z][a-z0-9_-]*\/[a-z][a-z0-9_-]*$/.test(value)) throw new InvalidArgumentError('expected <mount>/<role>, e.g. demo/readonly');
+  return value;
+}
+
+const print = (value: unknown): void => void process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+
+export function buildProgram(): Command {
+  const program = new Command('credbroker')
+    .description('Dynamic credentials broker: short-lived PostgreSQL logins as leases, behind a Vault-compatible API.')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (str, write) => write(str) });
+
+  program
+    .command('server')
+    .description('run a broker process (any number can share one lease store)')
+    .requiredOption('-c, --config <file>', 'YAML config file')
+    .action(async (opts: { config: string }) => {
+      const { runServer } = await import('./server.js');
+      await runServer(opts.config);
+    });
+
+  program
+    .command('dev')
+    .description('run a broker on an embedded PostgreSQL (lease store and demo target) with a demo/readonly role')
+    .option('-p, --port <port>', 'HTTP port', port, 8200)
+    .option('--address <address>', 'listen address', '127.0.0.1')
+    .option('--data <dir>', 'keep the embedded database in this directory across restarts')
+    .addOption(new Option('--root-token <token>', 'root token to accept (default: a new random one, printed)').env('CREDBROKER_ROOT_TOKEN'))
+    .option('--log-level <level>', 'fatal|error|warn|info|debug', 'warn')
+    .action(async (opts: { port: number; address: string; data?: string; rootToken?: string; logLevel: string }) => {
+      const { runDev } = await import('./dev.js');
+      await runDev(opts);
+    });
+
+  program
+    .command('migrate')
+    .description('apply pending lease-store migrations and exit (the server also does this at start)')
+    .requiredOption('-c, --config <file>', 'YAML config file')
+    .action(async (opts: { config: string }) => {
+      const { runMigrate } = await import('./server.js');
+      await runMigrate(opts.config);
+    });
+
+  program
+    .command('creds')
+    .description('get a new credential: a lease on <mount>/<role>')
+    .argument('<mount/role>', 'e.g. demo/readonly', mountRole)
+    .option('--ttl <ttl>', 'lease TTL: seconds or a duration like 15m, 1h (capped by the role max_ttl)')
+    .addOption(new Option('--format <format>', 'output format').choices(CREDENTIAL_FORMATS).default('json'))
+    .option('--out <file>', 'write to this file (atomically, mode 0600) instead of stdout')
+    .addHelpText('after', `${ENV_HELP}\n\nExample (an init container):\n  credbroker creds warehouse/etl-reader --ttl 2h --format pgpass --out /secrets/pgpass`)
+    .action(async (target: string, opts: { ttl?: string; format: CredentialFormat; out?: string }) => {
+      const [mount, role] = target.split('/');
+      const envelope = await clientFromEnv().request('PUT', `${mount}/creds/${role}`, opts.ttl ? { ttl: opts.ttl } : {});
+      for (const warning of envelope.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
+      const text = formatCredential(envelope, opts.format);
+      if (opts.out) {
+        await writeFileAtomic(opts.out, text);
+        process.stderr.write(`wrote ${opts.out} (lease ${envelope.lease_id}, ${envelope.lease_duration}s)\n`);
+      } else {
+        process.stdout.write(text);
+      }
+    });
+
+  const lease = program.command('lease').description('look up, renew or revoke one lease').addHelpText('after', ENV_HELP);
+  lease
+    .command('lookup')
+    .argument('<lease-id>')
+    .description("show a lease's times, state and revocation history")
+    .action(async (id: string) => {
+      print((await clientFromEnv().request('PUT', 'sys/leases/lookup', { lease_id: id })).data);
+    });
+  lease
+    .command('renew')
+    .argument('<lease-id>')
+    .option('--increment <ttl>', 'requested new TTL from now (default: the role default_ttl)')
+    .description('extend a lease (never past its max_ttl)')
+    .action(async (id: string, opts: { increment?: string }) => {
+      const res = await clientFromEnv().request('PUT', 'sys/leases/renew', { lease_id: id, ...(opts.increment ? { increment: opts.increment } : {}) });
+      for (const warning of res.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
+      print({ lease_id: res.lease_id, lease_duration: res.lease_duration });
+    });
+  lease
+    .command('revoke')
+    .argument('<lease-id>')
+    .description('revoke a lease now (succeeds if it is already gone)')
+    .action(async (id: string) => {
+      await clientFromEnv().request('PUT', 'sys/leases/revoke', { lease_id: id });
+      process.stderr.write(`revoked ${id}\n`);
+    });
+
+  program
+    .command('leases')
+    .description('list live leases under a prefix, one path level at a time')
+    .argument('[prefix]', 'e.g. demo/creds/readonly/', '')
+    .addHelpText('after', ENV_HELP)
+    .action(async (prefix: string) => {
+      try {
+        const res = await clientFromEnv().request('LIST', `sys/leases/lookup/${prefix}`);
+        for (const key of res.data.keys) process.stdout.write(`${key}\n`);
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 404 && err.errors.length === 0) return; // nothing there
+        throw err;
+      }
+    });
+
+  program
+    .command('revoke')
+    .description('revoke every lease under a prefix (a mount, a role or one lease)')
+    .requiredOption('--prefix <prefix>', 'e.g. demo/creds/readonly')
+    .option('--force', 'mark revoked WITHOUT reaching the target (for a target that is gone for good)')
+    .addHelpText('after', `${ENV_HELP}\n\nFailures do not stop the run: every lease that could not be revoked is listed, and stays queued for retry.`)
+    .action(async (opts: { prefix: string; force?: boolean }) => {
+      const path = `sys/leases/${opts.force ? 'revoke-force' : 'revoke-prefix'}/${opts.prefix}`;
+      process.stderr.write(`revoking leases under ${opts.prefix}${opts.force ? ' (force: targets are not contacted)' : ''}…\n`);
+      await clientFromEnv().request('PUT', path);
+      process.stderr.write('done\n');
+    });
+
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (err) {
+    process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+await main();

@@ -1,0 +1,33 @@
+import { startBroker } from '../broker.js';
+import { loadConfigFile } from '../config/load.js';
+import { createLogger } from '../log.js';
+import { migrate } from '../store/migrate.js';
+import { createStorePool } from '../store/pool.js';
+import { validateMounts } from '../mounts.js';
+
+/** `credbroker server`: runs until SIGINT/SIGTERM, then drains and exits. */
+export async function runServer(configPath: string): Promise<void> {
+  const config = loadConfigFile(configPath);
+  validateMounts(config);
+  const log = createLogger(config.log_level);
+  const broker = await startBroker(config, { log });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
+  log.info('shutting down');
+  await broker.close();
+}
+
+/** `credbroker migrate`: applies pending migrations and exits. */
+export async function runMigrate(configPath: string): Promise<void> {
+  const config = loadConfigFile(configPath);
+  const log = createLogger(config.log_level);
+  const pool = createStorePool(config.store.url, 1, log);
+  try {
+    const applied = await migrate(pool);
+    process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'the lease store is up to date\n');
+  } finally {
+    await pool.end();
+  }
+}

@@ -1,0 +1,59 @@
+import { startBroker, type Broker } from '../../src/broker.js';
+import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
+import { createLogger } from '../../src/log.js';
+import { pgUrl } from './pg.js';
+
+export const ROOT_TOKEN = 'test-root-token-0123456789';
+
+export interface TestBrokerOptions {
+  storeDatabase: string;
+  targetDatabase: string;
+  prefix: string;
+  roles: Record<string, Record<string, unknown>>;
+  mount?: Record<string, unknown>;
+  reaper?: Record<string, unknown>;
+  /** Run the reaper on its timer; by default tests call reapOnce() themselves. */
+  scheduleReaper?: boolean;
+  engineTimeout?: number;
+}
+
+export function testConfig(opts: TestBrokerOptions): BrokerConfig {
+  return configSchema.parse({
+    listen: { address: '127.0.0.1', port: 0 },
+    store: { url: pgUrl(opts.storeDatabase), max_connections: 10 },
+    root_token: ROOT_TOKEN,
+    log_level: 'silent',
+    engine_timeout: opts.engineTimeout ?? 5,
+    reaper: { pending_grace: 30, ...opts.reaper },
+    mounts: {
+      db: { type: 'postgres', connection_url: pgUrl(opts.targetDatabase), username_prefix: opts.prefix, ...opts.mount, roles: opts.roles },
+    },
+  });
+}
+
+/** A real broker on a random loopback port: real HTTP server, real lease store, real target. */
+export async function startTestBroker(opts: TestBrokerOptions): Promise<Broker & { config: BrokerConfig }> {
+  const config = testConfig(opts);
+  const broker = await startBroker(config, { log: createLogger('silent'), reaper: opts.scheduleReaper ?? false });
+  return { ...broker, config };
+}
+
+/** Calls the broker's HTTP API as a Vault client would. */
+export async function api(broker: { url: string }, method: string, path: string, body?: unknown, token: string | null = ROOT_TOKEN) {
+  const headers: Record<string, string> = {};
+  if (token !== null) headers['x-vault-token'] = token;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${broker.url}/v1/${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: any = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = text;
+  }
+  return { status: res.status, body: json, headers: res.headers };
+}

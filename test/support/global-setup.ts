@@ -1,0 +1,32 @@
+import pg from 'pg';
+import type { TestProject } from 'vitest/node';
+import { startEmbeddedPostgres } from '../../src/store/embedded-postgres.js';
+import { migrate } from '../../src/store/migrate.js';
+import { randomSecret } from '../../src/random.js';
+
+export const TEMPLATE_DB = 'credbroker_template';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    pg: { port: number; password: string };
+  }
+}
+
+/**
+ * One real PostgreSQL server for the whole run (with SCRAM password auth), and a template
+ * database already migrated, from which every test file clones its own lease store.
+ */
+export default async function setup(project: TestProject) {
+  const server = await startEmbeddedPostgres({ password: randomSecret(), persistent: false });
+  const admin = new pg.Client({ connectionString: server.url('postgres') });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${TEMPLATE_DB}`);
+  await admin.end();
+  const pool = new pg.Pool({ connectionString: server.url(TEMPLATE_DB), max: 1 });
+  await migrate(pool);
+  await pool.end();
+  project.provide('pg', { port: server.port, password: server.password });
+  return async () => {
+    await server.stop();
+  };
+}
