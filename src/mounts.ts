@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { formatIssues } from './config/load.js';
-import { roleCommonSchema, type BrokerConfig, type RoleCommon } from './config/schema.js';
+import { NAME_PATTERN, NAME_RULE, roleCommonSchema, type BrokerConfig, type RoleCommon } from './config/schema.js';
 import { engineFor } from './engines.js';
 import { ConfigError } from './errors.js';
 import { GuardedTarget } from './leases/guarded-target.js';
@@ -41,6 +41,7 @@ export function validateMounts(config: BrokerConfig): ValidatedMount[] {
     for (const [roleName, rawRole] of Object.entries(rawRoles)) {
       const { default_ttl, max_ttl, ...engineRole } = rawRole;
       const path = ['mounts', name, 'roles', roleName];
+      if (!NAME_PATTERN.test(roleName)) throw new ConfigError(`${path.join('.')}: a role name ${NAME_RULE}`);
       const common = roleCommonSchema.safeParse({ default_ttl, max_ttl });
       if (!common.success) throw new ConfigError(formatIssues(common.error.issues, path));
       if (common.data.default_ttl > common.data.max_ttl) throw new ConfigError(`${path.join('.')}.default_ttl: must not exceed max_ttl`);

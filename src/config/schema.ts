@@ -1,3 +1,4 @@
+import cron from 'node-cron';
 import { z } from 'zod';
 import { parseDurationSeconds } from '../duration.js';
 
@@ -13,7 +14,7 @@ export const durationSeconds = z.union([z.number(), z.string()]).transform((valu
 
 /** Names that end up in lease ids, URLs and PostgreSQL identifiers: kept boring on purpose. */
 export const NAME_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
-const name = z.string().regex(NAME_PATTERN, 'must be 1-32 characters: lower-case letters, digits, "_" or "-", starting with a letter');
+export const NAME_RULE = 'must be 1-32 characters: lower-case letters, digits, "_" or "-", starting with a letter';
 
 export const roleCommonSchema = z.object({
   default_ttl: durationSeconds.default(3600),
@@ -22,13 +23,13 @@ export const roleCommonSchema = z.object({
 
 export const mountCommonSchema = z.object({
   type: z.string(),
-  roles: z.record(name, z.record(z.string(), z.unknown())).default({}),
+  roles: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
 });
 
 export const reaperSchema = z
   .object({
     /** node-cron expression with seconds: every second by default. */
-    schedule: z.string().default('* * * * * *'),
+    schedule: z.string().refine((s) => cron.validate(s), 'must be a node-cron expression, e.g. "* * * * * *" (every second)').default('* * * * * *'),
     batch_size: z.number().int().min(1).max(10000).default(64),
     /** Revocations in flight at once per mount, in each broker process. */
     concurrency: z.number().int().min(1).max(256).default(8),
@@ -56,10 +57,19 @@ export const configSchema = z
     /** Upper bound on one engine call (issue, renew, revoke); must stay below reaper.pending_grace. */
     engine_timeout: durationSeconds.default(10),
     reaper: reaperSchema.default(reaperSchema.parse({})),
-    mounts: z.record(name, mountCommonSchema.passthrough()).default({}),
+    mounts: z
+      .record(z.string(), mountCommonSchema.passthrough())
+      .default({}),
   })
   .strict()
   .superRefine((config, ctx) => {
+    for (const mount of Object.keys(config.mounts)) {
+      if (!NAME_PATTERN.test(mount)) {
+        ctx.addIssue({ code: 'custom', path: ['mounts', mount], message: `a mount name ${NAME_RULE}` });
+      } else if (mount === 'sys') {
+        ctx.addIssue({ code: 'custom', path: ['mounts', mount], message: '"sys" is reserved for the broker\'s own API' });
+      }
+    }
     if (config.reaper.pending_grace <= config.engine_timeout) {
       ctx.addIssue({
         code: 'custom',
