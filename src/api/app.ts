@@ -58,12 +58,17 @@ export function createApp(opts: AppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  // Timing starts before body parsing, so Server-Timing's `broker` covers all of our own work.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    res.locals.started = performance.now();
+    next();
+  });
   // Vault clients do not always send a JSON content type; any body is JSON here.
   app.use(express.json({ limit: opts.bodyLimit ?? '64kb', type: () => true, strict: true }));
 
   app.use('/v1', async (req: Request, res: Response) => {
     const requestId = randomUUID();
-    const started = performance.now();
+    const started: number = res.locals.started ?? performance.now();
     const { timings, result } = withTimings(() => dispatch(routes, req, requestId, isRoot));
     try {
       const reply = await result;
