@@ -66,6 +66,13 @@ export interface Target<Role> {
    * created because the issue crashed after the plan).
    */
   revoke(req: RevokeRequest): Promise<void>;
+  /**
+   * Optional: revokes many credentials at once, as cheaply as the target allows (the reaper's
+   * catch-up, revoke-prefix). Same contract as `revoke` for each handle; never rejects as a
+   * whole: answers one entry per request, in order, null where that revocation succeeded.
+   * At most `concurrency` target operations run at once.
+   */
+  revokeMany?(reqs: RevokeRequest[], concurrency: number): Promise<(Error | null)[]>;
   close(): Promise<void>;
 }
 

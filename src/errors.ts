@@ -60,9 +60,24 @@ export class UnsupportedOperation extends BrokerError {
 
 /** A target (the database we mint roles on, AWS…) failed or timed out. */
 export class TargetError extends BrokerError {
-  override readonly code = 'ERR_TARGET';
+  override readonly code: string = 'ERR_TARGET';
   constructor(readonly mount: string, message: string, options?: { cause?: unknown }) {
     super(`${mount}: ${message}`, options);
+  }
+}
+
+/**
+ * An engine call gave up waiting. The work itself may still be running on the target: `settled`
+ * resolves once it has finished either way, and only then is it safe to clean up after it.
+ */
+export class TargetTimeout extends TargetError {
+  override readonly code = 'ERR_TARGET';
+  constructor(
+    mount: string,
+    message: string,
+    readonly settled: Promise<void>,
+  ) {
+    super(mount, message);
   }
 }
 

@@ -1,3 +1,5 @@
+import pg from 'pg';
+import { migrate } from '../../src/store/migrate.js';
 import { createDatabase, createRoles, dropRoles, postgresMount, sql, startBrokerProcess } from '../lib/cluster.js';
 import type { BenchContext, Scenario } from '../lib/context.js';
 import { httpClient } from '../lib/http.js';
@@ -10,6 +12,9 @@ const PREFIX_LEASES = 1000;
 
 /** A million-row history: mostly revoked, 50,000 active and not yet due, as a busy year leaves it. */
 async function fillTable(ctx: BenchContext, store: string): Promise<void> {
+  const pool = new pg.Pool({ connectionString: ctx.server.url(store), max: 1 });
+  await migrate(pool);
+  await pool.end();
   await sql(
     ctx.server,
     store,

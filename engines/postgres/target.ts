@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { EngineContext, IssueRequest, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeRequest, Target } from '../../src/engines.js';
 import { randomName, randomSecret } from '../../src/random.js';
 import type { PostgresMount, PostgresRole } from './schema.js';
+import { Semaphore } from '../../src/semaphore.js';
 import { scramVerifier } from './scram.js';
 import { pgTimestamp, renderStatement } from './statements.js';
 
@@ -135,43 +136,65 @@ export class PostgresTarget implements Target<PostgresRole> {
   }
 
   /**
-   * Drops the role, then ends its sessions by the role's oid: dropping first closes the window in
-   * which a new login could slip in between terminate and drop. PostgreSQL keeps existing sessions
-   * of a dropped role alive, so the terminate is what actually cuts access.
+   * Drops the role, then ends the sessions it left behind. PostgreSQL keeps the sessions of a
+   * dropped role alive, so the terminate is what actually cuts access; doing it after the drop
+   * has committed closes the window in which a new login could slip in between the two.
    */
   async revoke(req: RevokeRequest): Promise<void> {
-    const handle = req.handle as PostgresHandle;
-    const client = await this.pool.connect();
-    try {
-      const found = await client.query<{ oid: string }>('SELECT oid FROM pg_roles WHERE rolname = $1', [handle.username]);
-      const oid = found.rows[0]?.oid;
-      if (oid === undefined) return; // already gone, or never created: revoked either way
-      await this.dropRole(client, handle);
-      await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = $1', [oid]);
-    } finally {
-      client.release();
-    }
+    await this.dropRole(req.handle as PostgresHandle);
+    await this.terminateOrphanSessions();
   }
 
-  private async dropRole(client: pg.PoolClient, handle: PostgresHandle): Promise<void> {
+  /** Drops every role at the given concurrency, then sweeps orphaned sessions once for all. */
+  async revokeMany(reqs: RevokeRequest[], concurrency: number): Promise<(Error | null)[]> {
+    const slots = new Semaphore(concurrency);
+    const errors = await Promise.all(
+      reqs.map((req) =>
+        slots.run(() =>
+          this.dropRole(req.handle as PostgresHandle).then(
+            () => null,
+            (err: Error) => err,
+          ),
+        ),
+      ),
+    );
+    try {
+      await this.terminateOrphanSessions();
+    } catch (err) {
+      // The roles are gone, but their sessions may not be: report every revocation as failed, so
+      // the retry (idempotent drop, then this sweep again) ends them.
+      return reqs.map(() => err as Error);
+    }
+    return errors;
+  }
+
+  /** Sessions whose role no longer exists: every one of them is a revoked credential still in use. */
+  private async terminateOrphanSessions(): Promise<void> {
+    await this.pool.query(
+      `SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+        WHERE a.backend_type = 'client backend' AND a.usesysid IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = a.usesysid)`,
+    );
+  }
+
+  /** Idempotent: a role that is already gone counts as dropped. */
+  private async dropRole(handle: PostgresHandle): Promise<void> {
     const name = escapeIdentifier(handle.username);
     const statements = handle.revocation_statements as string[] | undefined;
     if (statements) {
-      for (const sql of statements) await client.query(renderStatement(sql, { name: handle.username }));
-      await client.query(`DROP ROLE IF EXISTS ${name}`);
+      // Operator statements may assume the role exists; a role that is gone is revoked already.
+      const exists = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [handle.username]);
+      if (exists.rowCount === 0) return;
+      await this.runStatements([...statements, `DROP ROLE IF EXISTS ${name}`], { name: handle.username }, false);
       return;
     }
     try {
-      await client.query(`DROP ROLE IF EXISTS ${name}`);
+      await this.pool.query(`DROP ROLE IF EXISTS ${name}`);
     } catch (err) {
       if ((err as { code?: string }).code !== DEPENDENT_OBJECTS_STILL_EXIST) throw err;
-      // It owns objects or holds grants: only now pay for REASSIGN/DROP OWNED.
-      const reassign =
-        this.mount.revoke_owned === 'reassign' ? `REASSIGN OWNED BY ${name} TO ${escapeIdentifier(this.mount.reassign_owned_to!)}; ` : '';
-      await client.query(`BEGIN; ${reassign}DROP OWNED BY ${name}; DROP ROLE IF EXISTS ${name}; COMMIT`).catch(async (e) => {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw e;
-      });
+      // It owns objects or holds grants: only now pay for REASSIGN / DROP OWNED, in one transaction.
+      const reassign = this.mount.revoke_owned === 'reassign' ? [`REASSIGN OWNED BY ${name} TO ${escapeIdentifier(this.mount.reassign_owned_to!)}`] : [];
+      await this.runStatements([...reassign, `DROP OWNED BY ${name}`, `DROP ROLE IF EXISTS ${name}`], { name: handle.username }, false);
     }
   }
 

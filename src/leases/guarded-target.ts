@@ -1,5 +1,6 @@
 import type { IssueRequest, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
-import { TargetError, messageOf } from '../errors.js';
+import { TargetError, TargetTimeout, messageOf } from '../errors.js';
+import { Semaphore } from '../semaphore.js';
 import { timed } from '../timing.js';
 
 const MAX_ERROR_LENGTH = 500;
@@ -45,18 +46,51 @@ export class GuardedTarget<Role> {
     await this.call('revoke', new Set(), () => this.target.revoke(req));
   }
 
+  /** One outcome per handle, in order: null for revoked, else a sanitized error message. */
+  async revokeMany(reqs: RevokeRequest[], concurrency: number): Promise<(string | null)[]> {
+    if (this.target.revokeMany) {
+      try {
+        // The bound scales with the rounds the batch needs at its concurrency.
+        const rounds = Math.ceil(reqs.length / concurrency);
+        const errors = await this.call('revoke', new Set(), () => this.target.revokeMany!(reqs, concurrency), this.timeoutMs * rounds);
+        return errors.map((e) => (e ? sanitizeError(messageOf(e)) : null));
+      } catch (err) {
+        return reqs.map(() => messageOf(err));
+      }
+    }
+    const slots = new Semaphore(concurrency);
+    return Promise.all(
+      reqs.map((req) =>
+        slots.run(() =>
+          this.revoke(req).then(
+            () => null,
+            (err) => messageOf(err),
+          ),
+        ),
+      ),
+    );
+  }
+
   close(): Promise<void> {
     return this.target.close();
   }
 
-  private async call<T>(op: string, secrets: Set<string>, work: () => Promise<T>): Promise<T> {
+  private async call<T>(op: string, secrets: Set<string>, work: () => Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
+    const running = work();
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${op} timed out after ${this.timeoutMs} ms`)), this.timeoutMs);
+      timer = setTimeout(() => {
+        const settled = running.then(
+          () => undefined,
+          () => undefined,
+        );
+        reject(new TargetTimeout(this.mount, `${op} timed out after ${timeoutMs} ms`, settled));
+      }, timeoutMs);
     });
     try {
-      return await timed('target', () => Promise.race([work(), timeout]));
+      return await timed('target', () => Promise.race([running, timeout]));
     } catch (err) {
+      if (err instanceof TargetTimeout) throw err;
       throw new TargetError(this.mount, `${op} failed: ${sanitizeError(messageOf(err), secrets)}`);
     } finally {
       clearTimeout(timer);

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import type { JsonValue } from '../engines.js';
-import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, UnknownPath, UnknownRole, messageOf } from '../errors.js';
+import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, TargetTimeout, UnknownPath, UnknownRole, messageOf } from '../errors.js';
 import type { MountRegistry } from '../mounts.js';
 import { sanitizeError } from './guarded-target.js';
 import { isLeaseIdShape, newLeaseId } from './lease-id.js';
@@ -22,7 +22,7 @@ export interface RenewedLease {
   warnings: string[];
 }
 
-const REVOKE_PREFIX_CHUNK = 500;
+const REVOKE_PREFIX_PAGE = 1000;
 
 const secondsUntil = (date: Date) => Math.max(0, Math.round((date.getTime() - Date.now()) / 1000));
 
@@ -71,11 +71,16 @@ export class LeaseService {
     try {
       issued = await mount.target.issue({ roleName: role.name, role: role.config, handle, expiresAt: pending.expires_at });
     } catch (err) {
-      // Whatever the target may have half-created is now due for cleanup. If even this write
-      // fails, the pending grace hands the lease to the reaper anyway.
-      await this.store.markForCleanup(leaseId, sanitizeError(messageOf(err))).catch((e) =>
-        this.log.warn({ lease_id: leaseId, err: messageOf(e) }, 'could not mark failed issue for cleanup; the pending grace will'),
-      );
+      // Whatever the target may have half-created is due for cleanup, but only once the engine's
+      // work is over: a timed-out call may still create the credential after we stopped waiting.
+      // If this process dies first, or the write fails, the pending grace hands the lease to the
+      // reaper anyway.
+      const markForCleanup = () =>
+        this.store.markForCleanup(leaseId, sanitizeError(messageOf(err))).catch((e) =>
+          this.log.warn({ lease_id: leaseId, err: messageOf(e) }, 'could not mark failed issue for cleanup; the pending grace will'),
+        );
+      if (err instanceof TargetTimeout) void err.settled.then(markForCleanup);
+      else await markForCleanup();
       throw err;
     }
 
@@ -126,27 +131,29 @@ export class LeaseService {
   }
 
   /**
-   * Revokes every lease under a prefix, continuing past failures, and reports each failure.
-   * As in Vault, a prefix without a trailing slash that is itself a lease id revokes that lease;
-   * otherwise it is a path prefix ("demo/creds/ro" never matches "demo/creds/ro2/…").
+   * Revokes every lease under a prefix, page by page, continuing past failures, and reports each
+   * failure. As in Vault, a prefix without a trailing slash that is itself a lease id revokes that
+   * lease; otherwise it is a path prefix ("demo/creds/ro" never matches "demo/creds/ro2/…").
    */
   async revokePrefix(prefix: string): Promise<{ revoked: number }> {
-    const ids = await this.store.liveIdsWithPrefix(await this.resolvePrefix(prefix));
+    const base = await this.resolvePrefix(prefix);
+    if (!base.endsWith('/')) {
+      await this.revoke(base, 'prefix');
+      return { revoked: 1 };
+    }
     let revoked = 0;
     const failures: { leaseId: string; error: string }[] = [];
-    for (let i = 0; i < ids.length; i += REVOKE_PREFIX_CHUNK) {
-      await Promise.all(
-        ids.slice(i, i + REVOKE_PREFIX_CHUNK).map(async (id) => {
-          try {
-            await this.revoke(id, 'prefix');
-            revoked++;
-          } catch (err) {
-            failures.push({ leaseId: id, error: messageOf(err) });
-          }
-        }),
-      );
+    for (let after = base; ; ) {
+      const page = await this.store.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_timeout);
+      if (page.length === 0) break;
+      const outcomes = await this.revoker.revokeClaimedMany(page);
+      for (const [leaseId, outcome] of outcomes) {
+        if (outcome.ok) revoked++;
+        else failures.push({ leaseId, error: outcome.error });
+      }
+      after = page[page.length - 1]!.id;
+      this.log.info({ prefix: base, revoked, failed: failures.length }, 'revoke-prefix progress');
     }
-    this.log.info({ prefix, revoked, failed: failures.length }, 'revoke-prefix done');
     if (failures.length) throw new RevokeIncomplete(revoked, failures);
     return { revoked };
   }

@@ -110,6 +110,23 @@ export class LeaseStore {
   }
 
   /**
+   * Claims the next page of unrevoked leases under a prefix, in id order after `after` (start
+   * with the prefix itself, which ends in "/" and so is no lease id). For revoke-prefix.
+   */
+  async claimPrefixPage(prefix: string, after: string, limit: number, reason: RevokeReason, claimTimeoutSeconds: number): Promise<LeaseRow[]> {
+    const { rows } = await this.query<LeaseRow>(
+      `UPDATE credbroker_leases
+          SET state = 'revoking', revoke_reason = $4, next_attempt_at = now() + make_interval(secs => $5)
+        WHERE id IN (SELECT id FROM credbroker_leases
+                      WHERE id > $1 AND id < $2 AND state <> 'revoked'
+                      ORDER BY id LIMIT $3 FOR UPDATE)
+        RETURNING *`,
+      [after, prefixUpperBound(prefix), limit, reason, claimTimeoutSeconds],
+    );
+    return rows.sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  /**
    * Claims up to `limit` due leases. SKIP LOCKED lets any number of reapers share the table; the
    * claim pushes next_attempt_at past the claim timeout, so a reaper that dies mid-revoke only
    * delays its leases, and no two live reapers revoke the same one.
@@ -131,11 +148,12 @@ export class LeaseStore {
     return rows;
   }
 
-  async markRevoked(id: string): Promise<void> {
+  async markRevoked(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
     await this.query(
       `UPDATE credbroker_leases SET state = 'revoked', revoked_at = now(), next_attempt_at = NULL, last_error = NULL
-        WHERE id = $1 AND state = 'revoking'`,
-      [id],
+        WHERE id = ANY($1) AND state = 'revoking'`,
+      [ids],
     );
   }
 

@@ -30,12 +30,9 @@ export class Reaper {
   async reapOnce(opts: { limit?: number } = {}): Promise<ReapResult> {
     const claimed = await this.store.claimDue(opts.limit ?? this.config.batch_size, this.config.claim_timeout);
     const result: ReapResult = { claimed: claimed.length, revoked: [], failed: [] };
-    await Promise.all(
-      claimed.map(async (lease) => {
-        const outcome = await this.revoker.revokeClaimed(lease);
-        (outcome.ok ? result.revoked : result.failed).push(lease.id);
-      }),
-    );
+    for (const [leaseId, outcome] of await this.revoker.revokeClaimedMany(claimed)) {
+      (outcome.ok ? result.revoked : result.failed).push(leaseId);
+    }
     return result;
   }
 

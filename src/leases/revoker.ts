@@ -1,16 +1,18 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
-import { messageOf } from '../errors.js';
 import type { MountRegistry } from '../mounts.js';
-import { sanitizeError } from './guarded-target.js';
 import type { LeaseRow, LeaseState, LeaseStore } from './lease-store.js';
 
 export type RevokeOutcome = { ok: true } | { ok: false; error: string; state: LeaseState | null };
 
+/** Most handles sent to a target in one revokeMany call. */
+const TARGET_BATCH = 256;
+
 /**
- * Revokes one lease already claimed (state 'revoking') on its target, within the mount's
- * concurrency bound, and records the outcome: revoked, or retried later with backoff, or
- * irrevocable after the last attempt. Used by the reaper and by operator revokes alike.
+ * Revokes leases already claimed (state 'revoking') on their targets, within each mount's
+ * concurrency bound, and records the outcomes: revoked (one UPDATE for all that succeeded), or
+ * retried later with backoff, or irrevocable after the last attempt. Used by the reaper and by
+ * operator revokes alike.
  */
 export class Revoker {
   constructor(
@@ -21,16 +23,41 @@ export class Revoker {
   ) {}
 
   async revokeClaimed(lease: LeaseRow): Promise<RevokeOutcome> {
-    const mount = this.mounts.get(lease.mount);
-    try {
-      if (!mount) throw new Error(`mount "${lease.mount}" is not configured on this broker`);
-      await mount.revokeSlots.run(() => mount.target.revoke({ handle: lease.revoke_handle }));
-    } catch (err) {
-      return this.recordFailure(lease, sanitizeError(messageOf(err)));
-    }
-    await this.store.markRevoked(lease.id);
-    this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
-    return { ok: true };
+    return (await this.revokeClaimedMany([lease])).get(lease.id)!;
+  }
+
+  async revokeClaimedMany(leases: LeaseRow[]): Promise<Map<string, RevokeOutcome>> {
+    const byMount = new Map<string, LeaseRow[]>();
+    for (const lease of leases) byMount.set(lease.mount, [...(byMount.get(lease.mount) ?? []), lease]);
+    const outcomes = new Map<string, RevokeOutcome>();
+    await Promise.all(
+      [...byMount].map(async ([mountName, group]) => {
+        for (let i = 0; i < group.length; i += TARGET_BATCH) {
+          const chunk = group.slice(i, i + TARGET_BATCH);
+          const errors = await this.revokeOnTarget(mountName, chunk);
+          const revoked = chunk.filter((_, j) => errors[j] === null);
+          await this.store.markRevoked(revoked.map((l) => l.id));
+          for (const lease of revoked) {
+            outcomes.set(lease.id, { ok: true });
+            this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
+          }
+          for (const [j, lease] of chunk.entries()) {
+            const error = errors[j];
+            if (error) outcomes.set(lease.id, await this.recordFailure(lease, error));
+          }
+        }
+      }),
+    );
+    return outcomes;
+  }
+
+  private async revokeOnTarget(mountName: string, leases: LeaseRow[]): Promise<(string | null)[]> {
+    const mount = this.mounts.get(mountName);
+    if (!mount) return leases.map(() => `mount "${mountName}" is not configured on this broker`);
+    return mount.target.revokeMany(
+      leases.map((l) => ({ handle: l.revoke_handle })),
+      this.policy.concurrency,
+    );
   }
 
   private async recordFailure(lease: LeaseRow, error: string): Promise<RevokeOutcome> {
