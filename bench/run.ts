@@ -24,8 +24,14 @@ const GROUPS: Record<string, (ctx: BenchContext) => Promise<void>> = {
 };
 
 function table(scenarios: Scenario[]): string {
-  const lines = ['| scenario | unit | broker | raw | ratio |', '|---|---|---:|---:|---:|'];
-  for (const s of scenarios) lines.push(`| ${s.name} | ${s.unit} | ${s.broker} | ${s.raw} | ${s.ratio} |`);
+  const lines = ['| scenario | unit | broker | raw | ratio | details |', '|---|---|---:|---:|---:|---|'];
+  for (const s of scenarios) {
+    const { name, unit, broker, raw, ratio, ...details } = s;
+    const extra = Object.entries(details)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ');
+    lines.push(`| ${name} | ${unit} | ${broker} | ${raw} | ${ratio} | ${extra} |`);
+  }
   return lines.join('\n');
 }
 
