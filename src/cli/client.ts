@@ -21,7 +21,17 @@ export function clientFromEnv(env: NodeJS.ProcessEnv = process.env): ApiClient {
 }
 
 export class ApiClient {
-  constructor(private readonly opts: ClientOptions) {}
+  constructor(private readonly opts: ClientOptions) {
+    let url: URL;
+    try {
+      url = new URL(opts.address ?? '');
+    } catch {
+      throw new Error(`CREDBROKER_ADDR is not a valid URL: "${opts.address}" (expected http://host:port)`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw new Error(`CREDBROKER_ADDR must be an http:// or https:// URL, not "${opts.address}"`);
+    }
+  }
 
   async request(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<any> {
     const url = new URL(`/v1/${path.replace(/^\/+/, '')}`, this.opts.address);

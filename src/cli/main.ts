@@ -2,7 +2,10 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError, clientFromEnv } from './client.js';
 import { CREDENTIAL_FORMATS, formatCredential, type CredentialFormat } from './credential-format.js';
+import { isLeaseIdShape, validatePrefix } from '../leases/lease-id.js';
 import { writeFileAtomic } from './write-file-atomic.js';
+import { access, constants } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 
 const ENV_HELP = `
 Environment:
@@ -13,6 +16,22 @@ function port(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port number (0-65535)');
   return n;
+}
+
+/** The same rule the server applies, checked here too: `..` would be resolved away by URL parsing. */
+function leasePrefix(value: string): string {
+  try {
+    validatePrefix(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  if (value.split('/').some((segment) => segment === '.' || segment === '..')) throw new InvalidArgumentError('"." and ".." segments are not allowed');
+  return value;
+}
+
+function leaseId(value: string): string {
+  if (!isLeaseIdShape(value)) throw new InvalidArgumentError('expected a lease id like demo/creds/readonly/<id>');
+  return value;
 }
 
 function mountRole(value: string): string {
@@ -69,28 +88,41 @@ export function buildProgram(): Command {
     .addHelpText('after', `${ENV_HELP}\n\nExample (an init container):\n  credbroker creds warehouse/etl-reader --ttl 2h --format pgpass --out /secrets/pgpass`)
     .action(async (target: string, opts: { ttl?: string; format: CredentialFormat; out?: string }) => {
       const [mount, role] = target.split('/');
-      const envelope = await clientFromEnv().request('PUT', `${mount}/creds/${role}`, opts.ttl ? { ttl: opts.ttl } : {});
+      // Fail before a credential exists if it could not be written anyway.
+      if (opts.out) await access(dirname(resolve(opts.out)), constants.W_OK).catch(() => {
+        throw new Error(`cannot write ${opts.out}: its directory does not exist or is not writable`);
+      });
+      const client = clientFromEnv();
+      const envelope = await client.request('PUT', `${mount}/creds/${role}`, opts.ttl ? { ttl: opts.ttl } : {});
       for (const warning of envelope.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
-      const text = formatCredential(envelope, opts.format);
-      if (opts.out) {
-        await writeFileAtomic(opts.out, text);
-        process.stderr.write(`wrote ${opts.out} (lease ${envelope.lease_id}, ${envelope.lease_duration}s)\n`);
-      } else {
-        process.stdout.write(text);
+      try {
+        const text = formatCredential(envelope, opts.format);
+        if (opts.out) {
+          await writeFileAtomic(opts.out, text);
+          process.stderr.write(`wrote ${opts.out} (lease ${envelope.lease_id}, ${envelope.lease_duration}s)\n`);
+        } else {
+          process.stdout.write(text);
+        }
+      } catch (err) {
+        // Nobody will ever hold this password: do not leave the credential alive for its TTL.
+        await client.request('PUT', 'sys/leases/revoke', { lease_id: envelope.lease_id }).catch(() => undefined);
+        throw new Error(`${(err as Error).message}; lease ${envelope.lease_id} was revoked`);
       }
     });
 
   const lease = program.command('lease').description('look up, renew or revoke one lease').addHelpText('after', ENV_HELP);
   lease
     .command('lookup')
-    .argument('<lease-id>')
+    .argument('<lease-id>', 'e.g. demo/creds/readonly/<id>', leaseId)
     .description("show a lease's times, state and revocation history")
+    .addHelpText('after', ENV_HELP)
     .action(async (id: string) => {
       print((await clientFromEnv().request('PUT', 'sys/leases/lookup', { lease_id: id })).data);
     });
   lease
     .command('renew')
-    .argument('<lease-id>')
+    .argument('<lease-id>', 'e.g. demo/creds/readonly/<id>', leaseId)
+    .addHelpText('after', ENV_HELP)
     .option('--increment <ttl>', 'requested new TTL from now (default: the role default_ttl)')
     .description('extend a lease (never past its max_ttl)')
     .action(async (id: string, opts: { increment?: string }) => {
@@ -100,7 +132,8 @@ export function buildProgram(): Command {
     });
   lease
     .command('revoke')
-    .argument('<lease-id>')
+    .argument('<lease-id>', 'e.g. demo/creds/readonly/<id>', leaseId)
+    .addHelpText('after', ENV_HELP)
     .description('revoke a lease now (succeeds if it is already gone)')
     .action(async (id: string) => {
       await clientFromEnv().request('PUT', 'sys/leases/revoke', { lease_id: id });
@@ -110,7 +143,7 @@ export function buildProgram(): Command {
   program
     .command('leases')
     .description('list live leases under a prefix, one path level at a time')
-    .argument('[prefix]', 'e.g. demo/creds/readonly/', '')
+    .argument('[prefix]', 'e.g. demo/creds/readonly/', leasePrefix, '')
     .addHelpText('after', ENV_HELP)
     .action(async (prefix: string) => {
       try {
@@ -125,7 +158,7 @@ export function buildProgram(): Command {
   program
     .command('revoke')
     .description('revoke every lease under a prefix (a mount, a role or one lease)')
-    .requiredOption('--prefix <prefix>', 'e.g. demo/creds/readonly')
+    .requiredOption('--prefix <prefix>', 'e.g. demo/creds/readonly', leasePrefix)
     .option('--force', 'mark revoked WITHOUT reaching the target (for a target that is gone for good)')
     .addHelpText('after', `${ENV_HELP}\n\nFailures do not stop the run: every lease that could not be revoked is listed, and stays queued for retry.`)
     .action(async (opts: { prefix: string; force?: boolean }) => {

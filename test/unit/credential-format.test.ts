@@ -1,0 +1,79 @@
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { formatCredential } from '../../src/cli/credential-format.js';
+
+const envelope = {
+  lease_id: 'demo/creds/readonly/AbCdEfGhIjKlMnOpQrStUvWx',
+  lease_duration: 3600,
+  renewable: true,
+  data: { username: 'cb_readonly_abc123', password: 'pw-Base64url_value', host: '127.0.0.1', port: 5432, database: 'demo' },
+};
+
+/** Sources an env-format text in a real POSIX shell and reads back the named variables. */
+function sourceInShell(text: string, names: string[]): string[] {
+  const script = `set -a; eval "$CREDENTIAL"; set +a; ${names.map((n) => `printf '%s\\0' "$${n}"`).join('; ')}`;
+  const out = execFileSync('sh', ['-c', script], { env: { PATH: process.env.PATH, CREDENTIAL: text }, encoding: 'utf8' });
+  return out.split('\0').slice(0, names.length);
+}
+
+describe('formatCredential: json', () => {
+  it('writes the whole envelope as indented JSON ending in a newline', () => {
+    const text = formatCredential(envelope, 'json');
+    expect(text.endsWith('}\n')).toBe(true);
+    expect(JSON.parse(text)).toEqual(envelope);
+    expect(text).toContain('\n  "lease_id": ');
+  });
+});
+
+describe('formatCredential: env', () => {
+  it('names the PostgreSQL fields as libpq reads them, plus the lease id and duration', () => {
+    expect(formatCredential(envelope, 'env')).toBe(
+      [
+        "CREDBROKER_LEASE_ID='demo/creds/readonly/AbCdEfGhIjKlMnOpQrStUvWx'",
+        'CREDBROKER_LEASE_DURATION=3600',
+        "PGUSER='cb_readonly_abc123'",
+        "PGPASSWORD='pw-Base64url_value'",
+        "PGHOST='127.0.0.1'",
+        "PGPORT='5432'",
+        "PGDATABASE='demo'",
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('upper-cases other keys into valid variable names', () => {
+    const text = formatCredential({ ...envelope, data: { 'access-key': 'AK', 'session.token': 'ST' } }, 'env');
+    expect(text).toContain("ACCESS_KEY='AK'\n");
+    expect(text).toContain("SESSION_TOKEN='ST'\n");
+  });
+
+  it('quotes values so a shell reads back exactly what the broker sent', () => {
+    const nasty = `it's $HOME \`id\` "q" \\ ; & | * \n next`;
+    const text = formatCredential({ ...envelope, data: { ...envelope.data, password: nasty } }, 'env');
+    const [user, password, leaseId] = sourceInShell(text, ['PGUSER', 'PGPASSWORD', 'CREDBROKER_LEASE_ID']);
+    expect(user).toBe('cb_readonly_abc123');
+    expect(password).toBe(nasty);
+    expect(leaseId).toBe(envelope.lease_id);
+  });
+});
+
+describe('formatCredential: pgpass', () => {
+  it('writes one hostname:port:database:username:password line', () => {
+    expect(formatCredential(envelope, 'pgpass')).toBe('127.0.0.1:5432:demo:cb_readonly_abc123:pw-Base64url_value\n');
+  });
+
+  it('escapes ":" and "\\" with a backslash, as libpq expects', () => {
+    const data = { ...envelope.data, database: 'db:1', username: 'us\\er', password: 'p:a\\ss:' };
+    expect(formatCredential({ ...envelope, data }, 'pgpass')).toBe('127.0.0.1:5432:db\\:1:us\\\\er:p\\:a\\\\ss\\:\n');
+  });
+
+  it('writes the "*" wildcard for a missing host, port or database', () => {
+    expect(formatCredential({ ...envelope, data: { username: 'u', password: 'p' } }, 'pgpass')).toBe('*:*:*:u:p\n');
+  });
+
+  it('refuses a credential without username and password', () => {
+    expect(() => formatCredential({ ...envelope, data: { access_key: 'AK', secret_key: 'SK' } }, 'pgpass')).toThrow(
+      'pgpass format needs a credential with username and password',
+    );
+  });
+});
