@@ -67,30 +67,44 @@ export class LeaseService {
       pendingGraceSeconds: this.policy.pending_grace,
     });
 
+    // While the engine works, keep the pending row out of the reaper's hands: only an issuer
+    // that died (or lost the store) lets its grace run out.
+    const heartbeat = this.keepPending(leaseId);
     let issued;
     try {
       issued = await mount.target.issue({ roleName: role.name, role: role.config, handle, expiresAt: pending.expires_at });
     } catch (err) {
       // Whatever the target may have half-created is due for cleanup, but only once the engine's
       // work is over: a timed-out call may still create the credential after we stopped waiting.
-      // If this process dies first, or the write fails, the pending grace hands the lease to the
-      // reaper anyway.
-      const markForCleanup = () =>
-        this.store.markForCleanup(leaseId, sanitizeError(messageOf(err))).catch((e) =>
+      const markForCleanup = () => {
+        clearInterval(heartbeat);
+        return this.store.markForCleanup(leaseId, sanitizeError(messageOf(err))).catch((e) =>
           this.log.warn({ lease_id: leaseId, err: messageOf(e) }, 'could not mark failed issue for cleanup; the pending grace will'),
         );
+      };
       if (err instanceof TargetTimeout) void err.settled.then(markForCleanup);
       else await markForCleanup();
       throw err;
     }
+    clearInterval(heartbeat);
 
     if (!(await this.store.activate(leaseId))) {
       // The reaper judged this issue crashed and took the row: the secret must not be handed out.
-      await mount.target.revoke({ handle }).catch(() => undefined);
+      // If the reaper already closed the row, put it back in the queue until this revoke succeeds.
+      await mount.target.revoke({ handle }).catch((err) => this.store.requeue(leaseId, sanitizeError(messageOf(err))));
       throw new TargetError(mount.name, 'issue took longer than the pending grace; the credential was revoked');
     }
     this.log.info({ lease_id: leaseId, ttl }, 'lease issued');
     return { leaseId, leaseDuration: ttl, renewable: mount.target.renewable, data: issued.data, warnings };
+  }
+
+  private keepPending(leaseId: string): NodeJS.Timeout {
+    const timer = setInterval(
+      () => void this.store.extendPending(leaseId, this.policy.pending_grace).catch(() => undefined),
+      (this.policy.pending_grace * 1000) / 3,
+    );
+    timer.unref();
+    return timer;
   }
 
   /** Any lease ever issued, revoked ones included (they are the audit trail). */

@@ -71,6 +71,24 @@ export class LeaseStore {
     return rows[0] ?? null;
   }
 
+  /** The issuer is alive and its engine call still running: push the pending grace forward. */
+  async extendPending(id: string, graceSeconds: number): Promise<void> {
+    await this.query(
+      `UPDATE credbroker_leases SET next_attempt_at = now() + make_interval(secs => $2) WHERE id = $1 AND state = 'pending'`,
+      [id, graceSeconds],
+    );
+  }
+
+  /** Whatever state the lease is in, it is due for revocation (again) now. */
+  async requeue(id: string, error: string): Promise<void> {
+    await this.query(
+      `UPDATE credbroker_leases
+          SET state = 'revoking', next_attempt_at = now(), revoked_at = NULL, last_error = $2, revoke_reason = COALESCE(revoke_reason, 'cleanup')
+        WHERE id = $1`,
+      [id, error],
+    );
+  }
+
   /** An issue failed after its pending row: whatever it may have created is due for cleanup now. */
   async markForCleanup(id: string, error: string): Promise<void> {
     await this.query(
