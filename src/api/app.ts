@@ -32,7 +32,7 @@ function vaultMethod(req: Request): Method | null {
     case 'GET':
       return req.query.list === 'true' || req.query.list === '1' ? 'LIST' : 'GET';
     case 'HEAD':
-      return 'GET';
+      return 'HEAD';
     case 'PUT':
     case 'POST':
       return 'PUT';

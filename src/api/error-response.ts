@@ -23,7 +23,9 @@ function bodyParserError(err: unknown): { status: number; message: string } | nu
   if (type === 'entity.parse.failed') return { status: 400, message: 'failed to parse JSON input: the body is not valid JSON' };
   if (type === 'entity.too.large') return { status: 413, message: 'request body too large' };
   if (type === 'encoding.unsupported' || type === 'charset.unsupported') return { status: 415, message: 'unsupported body encoding' };
-  if (typeof type === 'string' && (err as { status?: number }).status === 400) return { status: 400, message: 'malformed request body' };
+  // Anything else body-parser refuses (a gzip body that does not inflate, …) is still the client's.
+  const { status, expose } = err as { status?: number; expose?: boolean };
+  if (expose && typeof status === 'number' && status >= 400 && status < 500) return { status, message: 'malformed request body' };
   return null;
 }
 

@@ -86,31 +86,28 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
     return { status: 200, body: envelope(requestId, { data: { keys } }) };
   };
 
-  return [
-    {
-      pattern: /^sys\/health$/,
-      public: true,
-      methods: {
-        GET: async ({ req }) => {
-          const storeOk = await health.storeReachable();
-          return {
-            status: healthStatus(req.query, storeOk),
-            body: {
-              initialized: true,
-              sealed: false,
-              standby: false,
-              performance_standby: false,
-              replication_performance_mode: 'disabled',
-              replication_dr_mode: 'disabled',
-              server_time_utc: Math.floor(Date.now() / 1000),
-              version: health.version,
-              cluster_name: health.clusterName,
-              lease_store: storeOk ? 'ok' : 'unreachable',
-            },
-          };
-        },
+  const healthCheck: Handler = async ({ req }) => {
+    const storeOk = await health.storeReachable();
+    return {
+      status: healthStatus(req.query, storeOk),
+      body: {
+        initialized: true,
+        sealed: false,
+        standby: false,
+        performance_standby: false,
+        replication_performance_mode: 'disabled',
+        replication_dr_mode: 'disabled',
+        server_time_utc: Math.floor(Date.now() / 1000),
+        version: health.version,
+        cluster_name: health.clusterName,
+        lease_store: storeOk ? 'ok' : 'unreachable',
       },
-    },
+    };
+  };
+
+  return [
+    // HEAD only where it cannot have a side effect: a HEAD on creds would mint a credential nobody sees.
+    { pattern: /^sys\/health$/, public: true, methods: { GET: healthCheck, HEAD: healthCheck } },
     {
       pattern: /^sys\/leases\/lookup$/,
       methods: {

@@ -126,12 +126,13 @@ export class LeaseService {
     if (!lease.renewable || !mount.target.renewable) throw new InvalidRequest('lease is not renewable');
 
     const increment = incrementSeconds || role.common.default_ttl;
-    const wanted = new Date(Date.now() + increment * 1000);
-    const expiresAt = wanted > lease.max_expires_at ? lease.max_expires_at : wanted;
+    const wantedMs = Date.now() + increment * 1000;
+    const capped = wantedMs > lease.max_expires_at.getTime();
+    const expiresAt = capped ? lease.max_expires_at : new Date(wantedMs);
     const updated = await this.store.extend(leaseId, expiresAt);
     if (!updated) throw new LeaseExpired(leaseId);
     await mount.target.renew({ role: role.config, handle: lease.revoke_handle, expiresAt });
-    const warnings = wanted > lease.max_expires_at ? [ttlCapWarning(increment, secondsUntil(lease.max_expires_at))] : [];
+    const warnings = capped ? [ttlCapWarning(increment, secondsUntil(lease.max_expires_at))] : [];
     return { leaseId, leaseDuration: secondsUntil(expiresAt), warnings };
   }
 
