@@ -8,7 +8,7 @@ import { packageRoot } from '../../src/package-root.js';
 import { randomName, randomSecret } from '../../src/random.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedServer } from '../../src/store/embedded-postgres.js';
 
-export const ROOT_TOKEN = `bench-root-${randomSecret()}`;
+export const ROOT_TOKEN = process.env.BENCH_ROOT_TOKEN ?? `bench-root-${randomSecret()}`;
 
 /** One real PostgreSQL for the whole run: lease stores and targets, raw and broker alike. */
 export async function startCluster(): Promise<EmbeddedServer> {

@@ -104,15 +104,14 @@ export class PostgresTarget implements Target<PostgresRole> {
    * still retried a bounded number of times for statements we do not control.
    */
   private async runStatements(templates: string[], values: Parameters<typeof renderStatement>[1], serialize: boolean): Promise<void> {
-    const sqls = templates.map((t) => renderStatement(t, values));
-    const lockKey = templates.join('\n');
+    // One round trip: the whole transaction as one simple query, so the advisory lock is held
+    // only for the server's own work, never across client round trips.
+    const lock = serialize ? [`SELECT pg_advisory_xact_lock(hashtext(${escapeLiteral(templates.join('\n'))}))`] : [];
+    const sql = ['BEGIN', ...lock, ...templates.map((t) => renderStatement(t, values)), 'COMMIT'].join(';\n');
     for (let attempt = 1; ; attempt++) {
       const client = await this.pool.connect();
       try {
-        await client.query('BEGIN');
-        if (serialize) await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [lockKey]);
-        for (const sql of sqls) await client.query(sql);
-        await client.query('COMMIT');
+        await client.query(sql);
         return;
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined);

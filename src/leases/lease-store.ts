@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { RevokeHandle } from '../engines.js';
 import { StoreUnavailable } from '../errors.js';
 import { timed } from '../timing.js';
+import { Batcher } from '../store/batcher.js';
 
 export type LeaseState = 'pending' | 'active' | 'revoking' | 'revoked' | 'irrevocable';
 export type RevokeReason = 'expired' | 'revoked' | 'prefix' | 'forced' | 'cleanup';
@@ -26,49 +27,82 @@ export interface LeaseRow {
   revoke_reason: RevokeReason | null;
 }
 
+export interface PendingLease {
+  id: string;
+  mount: string;
+  role: string;
+  engine: string;
+  handle: RevokeHandle;
+  requester: string | null;
+  ttlSeconds: number;
+  maxTtlSeconds: number;
+  pendingGraceSeconds: number;
+}
+
 /** Queries on credbroker_leases. One place owns the table; every statement is parameterized. */
 export class LeaseStore {
+  // Concurrent issues share their two store writes: one INSERT and one UPDATE (and one commit
+  // each) for every batch of requests in flight, instead of one per request.
+  private readonly pendingInserts = new Batcher((leases: PendingLease[]) => this.insertPendingBatch(leases));
+  private readonly activations = new Batcher((ids: string[]) => this.activateBatch(ids));
+
   constructor(readonly pool: pg.Pool) {}
 
-  private async query<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+  private async exec<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
     try {
-      return await timed('store', () => this.pool.query<R>(sql, params));
+      return await this.pool.query<R>(sql, params);
     } catch (err) {
       throw isConnectionFailure(err) ? new StoreUnavailable('lease store unavailable', { cause: err }) : err;
     }
   }
 
-  /** Step 2 of an issue: the intent, committed before the target is touched. */
-  async insertPending(lease: {
-    id: string;
-    mount: string;
-    role: string;
-    engine: string;
-    handle: RevokeHandle;
-    requester: string | null;
-    ttlSeconds: number;
-    maxTtlSeconds: number;
-    pendingGraceSeconds: number;
-  }): Promise<LeaseRow> {
-    const { rows } = await this.query<LeaseRow>(
-      `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester,
-                                      expires_at, max_expires_at, next_attempt_at)
-       VALUES ($1, $2, $3, $4, 'pending', $5, $6,
-               now() + make_interval(secs => $7), now() + make_interval(secs => $8), now() + make_interval(secs => $9))
-       RETURNING *`,
-      [lease.id, lease.mount, lease.role, lease.engine, lease.handle, lease.requester, lease.ttlSeconds, lease.maxTtlSeconds, lease.pendingGraceSeconds],
-    );
-    return rows[0]!;
+  private query<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
+    return timed('store', () => this.exec<R>(sql, params));
   }
 
-  /** Step 4: only if still pending. Null means the reaper took the row, and the credential must go. */
-  async activate(id: string): Promise<LeaseRow | null> {
-    const { rows } = await this.query<LeaseRow>(
-      `UPDATE credbroker_leases SET state = 'active', next_attempt_at = expires_at
-        WHERE id = $1 AND state = 'pending' RETURNING *`,
-      [id],
+  /** Step 2 of an issue: the intent, committed before the target is touched. */
+  insertPending(lease: PendingLease): Promise<{ expires_at: Date }> {
+    return timed('store', () => this.pendingInserts.run(lease));
+  }
+
+  private async insertPendingBatch(leases: PendingLease[]): Promise<{ expires_at: Date }[]> {
+    const { rows } = await this.exec<{ id: string; expires_at: Date }>(
+      `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester,
+                                      expires_at, max_expires_at, next_attempt_at)
+       SELECT id, mount, role, engine, 'pending', handle::jsonb, requester,
+              now() + make_interval(secs => ttl), now() + make_interval(secs => max_ttl), now() + make_interval(secs => grace)
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[])
+              AS t(id, mount, role, engine, handle, requester, ttl, max_ttl, grace)
+       RETURNING id, expires_at`,
+      [
+        leases.map((l) => l.id),
+        leases.map((l) => l.mount),
+        leases.map((l) => l.role),
+        leases.map((l) => l.engine),
+        leases.map((l) => JSON.stringify(l.handle)),
+        leases.map((l) => l.requester),
+        leases.map((l) => l.ttlSeconds),
+        leases.map((l) => l.maxTtlSeconds),
+        leases.map((l) => l.pendingGraceSeconds),
+      ],
     );
-    return rows[0] ?? null;
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    return leases.map((l) => byId.get(l.id)!);
+  }
+
+  /** Step 4: only if still pending. False means the reaper took the row, and the credential must go. */
+  activate(id: string): Promise<boolean> {
+    return timed('store', () => this.activations.run(id));
+  }
+
+  private async activateBatch(ids: string[]): Promise<boolean[]> {
+    const { rows } = await this.exec<{ id: string }>(
+      `UPDATE credbroker_leases SET state = 'active', next_attempt_at = expires_at
+        WHERE id = ANY($1) AND state = 'pending' RETURNING id`,
+      [ids],
+    );
+    const activated = new Set(rows.map((r) => r.id));
+    return ids.map((id) => activated.has(id));
   }
 
   /** The issuer is alive and its engine call still running: push the pending grace forward. */

@@ -70,7 +70,7 @@ async function waitForBlockedDropOwned(): Promise<number> {
     const [{ n }] = await adminQuery(
       'postgres',
       `SELECT count(*)::int AS n FROM pg_stat_activity
-        WHERE datname = $1 AND application_name = 'credbroker:db' AND wait_event_type = 'Lock' AND query ILIKE 'DROP OWNED%'`,
+        WHERE datname = $1 AND application_name = 'credbroker:db' AND wait_event_type = 'Lock' AND query ILIKE '%DROP OWNED BY%'`,
       [targetDb],
     );
     if (n > 0 || Date.now() > deadline) return n;
