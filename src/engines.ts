@@ -11,6 +11,12 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
  */
 export type RevokeHandle = { [key: string]: JsonValue };
 
+/** Runs tasks at most `limit` at a time. */
+export interface Limiter {
+  readonly limit: number;
+  run<T>(task: () => Promise<T>): Promise<T>;
+}
+
 /** Values registered here are scrubbed from any error the engine call throws. */
 export interface SecretSink {
   add(secret: string): void;
@@ -70,9 +76,9 @@ export interface Target<Role> {
    * Optional: revokes many credentials at once, as cheaply as the target allows (the reaper's
    * catch-up, revoke-prefix). Same contract as `revoke` for each handle; never rejects as a
    * whole: answers one entry per request, in order, null where that revocation succeeded.
-   * At most `concurrency` target operations run at once.
+   * Every target operation runs through `slots`, the bound shared by all revocations on the mount.
    */
-  revokeMany?(reqs: RevokeRequest[], concurrency: number): Promise<(Error | null)[]>;
+  revokeMany?(reqs: RevokeRequest[], slots: Limiter): Promise<(Error | null)[]>;
   close(): Promise<void>;
 }
 

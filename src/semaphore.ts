@@ -1,9 +1,11 @@
+import type { Limiter } from './engines.js';
+
 /** Bounds how many async tasks run at once; the rest wait in FIFO order. */
-export class Semaphore {
+export class Semaphore implements Limiter {
   private active = 0;
   private readonly waiting: (() => void)[] = [];
 
-  constructor(private readonly limit: number) {}
+  constructor(readonly limit: number) {}
 
   async run<T>(task: () => Promise<T>): Promise<T> {
     if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));

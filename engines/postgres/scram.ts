@@ -1,4 +1,5 @@
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
+import { secureBytes } from '../../src/random.js';
 
 /**
  * A SCRAM-SHA-256 verifier in PostgreSQL's stored form (`rolpassword`), computed here so the
@@ -8,7 +9,7 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
  * count costs no security and saves ~6 ms of PBKDF2 per role on the target (see DESIGN.md).
  * @example scramVerifier('secret', 4096) // 'SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>'
  */
-export function scramVerifier(password: string, iterations: number, salt: Buffer = randomBytes(16)): string {
+export function scramVerifier(password: string, iterations: number, salt: Buffer = secureBytes(16)): string {
   const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
   const clientKey = createHmac('sha256', salted).update('Client Key').digest();
   const storedKey = createHash('sha256').update(clientKey).digest();

@@ -1,8 +1,7 @@
 import pg from 'pg';
-import type { EngineContext, IssueRequest, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeRequest, Target } from '../../src/engines.js';
+import type { EngineContext, IssueRequest, Limiter, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeRequest, Target } from '../../src/engines.js';
 import { randomName, randomSecret } from '../../src/random.js';
 import type { PostgresMount, PostgresRole } from './schema.js';
-import { Semaphore } from '../../src/semaphore.js';
 import { scramVerifier } from './scram.js';
 import { pgTimestamp, renderStatement } from './statements.js';
 
@@ -144,9 +143,8 @@ export class PostgresTarget implements Target<PostgresRole> {
     await this.terminateOrphanSessions();
   }
 
-  /** Drops every role at the given concurrency, then sweeps orphaned sessions once for all. */
-  async revokeMany(reqs: RevokeRequest[], concurrency: number): Promise<(Error | null)[]> {
-    const slots = new Semaphore(concurrency);
+  /** Drops every role within the mount's bound, then sweeps orphaned sessions once for all. */
+  async revokeMany(reqs: RevokeRequest[], slots: Limiter): Promise<(Error | null)[]> {
     const errors = await Promise.all(
       reqs.map((req) =>
         slots.run(() =>

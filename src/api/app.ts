@@ -57,6 +57,8 @@ export function createApp(opts: AppOptions): express.Express {
 
   const app = express();
   app.disable('x-powered-by');
+  // Vault sends no ETag; without one, a small JSON answer leaves in a single write with its headers.
+  app.set('etag', false);
   app.set('query parser', 'simple');
   // Timing starts before body parsing, so Server-Timing's `broker` covers all of our own work.
   app.use((req: Request, res: Response, next: NextFunction) => {

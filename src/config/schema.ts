@@ -30,7 +30,7 @@ export const reaperSchema = z
   .object({
     /** node-cron expression with seconds: every second by default. */
     schedule: z.string().refine((s) => cron.validate(s), 'must be a node-cron expression, e.g. "* * * * * *" (every second)').default('* * * * * *'),
-    batch_size: z.number().int().min(1).max(10000).default(64),
+    batch_size: z.number().int().min(1).max(10000).default(256),
     /** Revocations in flight at once per mount, in each broker process. */
     concurrency: z.number().int().min(1).max(256).default(8),
     max_attempts: z.number().int().min(1).max(100).default(8),
@@ -39,7 +39,7 @@ export const reaperSchema = z
     /** A pending lease older than this is a crashed issue: revoke what it may have created. */
     pending_grace: durationSeconds.default(60),
     /** A claimed lease whose reaper died becomes due again after this. */
-    claim_timeout: durationSeconds.default(300),
+    claim_timeout: durationSeconds.default(600),
   })
   .strict();
 

@@ -1,6 +1,5 @@
-import type { IssueRequest, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
+import type { IssueRequest, Limiter, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
 import { TargetError, TargetTimeout, messageOf } from '../errors.js';
-import { Semaphore } from '../semaphore.js';
 import { timed } from '../timing.js';
 
 const MAX_ERROR_LENGTH = 500;
@@ -47,18 +46,17 @@ export class GuardedTarget<Role> {
   }
 
   /** One outcome per handle, in order: null for revoked, else a sanitized error message. */
-  async revokeMany(reqs: RevokeRequest[], concurrency: number): Promise<(string | null)[]> {
+  async revokeMany(reqs: RevokeRequest[], slots: Limiter): Promise<(string | null)[]> {
     if (this.target.revokeMany) {
       try {
         // The bound scales with the rounds the batch needs at its concurrency.
-        const rounds = Math.ceil(reqs.length / concurrency);
-        const errors = await this.call('revoke', new Set(), () => this.target.revokeMany!(reqs, concurrency), this.timeoutMs * rounds);
+        const rounds = Math.ceil(reqs.length / slots.limit);
+        const errors = await this.call('revoke', new Set(), () => this.target.revokeMany!(reqs, slots), this.timeoutMs * rounds);
         return errors.map((e) => (e ? sanitizeError(messageOf(e)) : null));
       } catch (err) {
         return reqs.map(() => messageOf(err));
       }
     }
-    const slots = new Semaphore(concurrency);
     return Promise.all(
       reqs.map((req) =>
         slots.run(() =>

@@ -56,7 +56,7 @@ export class Revoker {
     if (!mount) return leases.map(() => `mount "${mountName}" is not configured on this broker`);
     return mount.target.revokeMany(
       leases.map((l) => ({ handle: l.revoke_handle })),
-      this.policy.concurrency,
+      mount.revokeSlots,
     );
   }
 
