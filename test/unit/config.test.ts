@@ -79,8 +79,8 @@ describe('parseConfig', () => {
     expect(config.reaper.pending_grace).toBe(120);
     expect(config.reaper.schedule).toBe('*/5 * * * * *');
     // Defaults fill what the file leaves out.
-    expect(config.reaper.batch_size).toBe(64);
-    expect(config.reaper.claim_timeout).toBe(300);
+    expect(config.reaper.batch_size).toBe(256);
+    expect(config.reaper.claim_timeout).toBe(600);
     // A file ref is read and trimmed of its trailing newline.
     expect(config.mounts.warehouse!.connection_url).toBe('postgres://admin:pa55word-from-file@wh.internal:5432/wh');
   });
