@@ -3,7 +3,7 @@ import { migrate } from '../../src/store/migrate.js';
 import { createDatabase, createRoles, dropRoles, postgresMount, sql, startBrokerProcess } from '../lib/cluster.js';
 import type { BenchContext, Scenario } from '../lib/context.js';
 import { httpClient } from '../lib/http.js';
-import { closedLoop, round } from '../lib/stats.js';
+import { closedLoop, percentile, round } from '../lib/stats.js';
 
 const GROUP = 'bench_readers';
 const ROWS = 1_000_000;
@@ -79,12 +79,18 @@ async function measure(ctx: BenchContext, store: string, label: string): Promise
     const revokePrefixMs = performance.now() - t;
     if (revoked.status !== 204) throw new Error(`revoke-prefix: ${revoked.status} ${JSON.stringify(revoked.body)}`);
 
-    const [plan] = await sql<{ 'QUERY PLAN': any }>(
-      ctx.server,
-      store,
-      `EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM credbroker_leases WHERE next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 64 FOR UPDATE SKIP LOCKED`,
-    );
-    const planJson = JSON.stringify(plan!['QUERY PLAN']);
+    // The due query is tens of microseconds: the median of many runs, warm, is the figure.
+    const dueTimes: number[] = [];
+    let planJson = '';
+    for (let i = 0; i < 21; i++) {
+      const [plan] = await sql<{ 'QUERY PLAN': any }>(
+        ctx.server,
+        store,
+        `EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM credbroker_leases WHERE next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 256 FOR UPDATE SKIP LOCKED`,
+      );
+      dueTimes.push(plan!['QUERY PLAN'][0]['Execution Time']);
+      planJson = JSON.stringify(plan!['QUERY PLAN']);
+    }
 
     ctx.progress(`scale (${label}): 500-request burst for memory`);
     await closedLoop(500, 500, () => client.issue('scale/r'));
@@ -96,7 +102,7 @@ async function measure(ctx: BenchContext, store: string, label: string): Promise
       issueP50: issue.p50,
       lookupP50: lookup.p50,
       revokePrefixMs,
-      dueQueryMs: plan!['QUERY PLAN'][0]['Execution Time'],
+      dueQueryMs: percentile(dueTimes, 50),
       dueUsesIndex: planJson.includes('credbroker_leases_due'),
     };
   } finally {
