@@ -34,6 +34,12 @@ export interface PlanRequest<Role> {
   roleName: string;
   role: Role;
   leaseId: string;
+  /** The lease's TTL, already capped by the role's max_ttl. */
+  ttlSeconds: number;
+  /** The request's own fields besides `ttl` (e.g. AWS's `role_arn`), unvalidated. */
+  params: Record<string, unknown>;
+  /** Which path asked: Vault's `creds`, or `sts` where an engine serves it. */
+  path: string;
 }
 
 export interface IssueRequest<Role> {
@@ -57,12 +63,28 @@ export interface RenewRequest<Role> {
 
 export interface RevokeRequest {
   handle: RevokeHandle;
+  /** When the lease expires (or expired): a credential that dies on its own needs nothing after it. */
+  expiresAt: Date;
+}
+
+/** What a lease's credential allows an operator to do, told truthfully in lookup and revoke. */
+export interface HandleFacts {
+  /** False when the target offers no way to end the credential before it expires. */
+  revocableBeforeExpiry: boolean;
+  note?: string;
 }
 
 /** One connected mount: the side effects on a target. Knows nothing of HTTP, auth or the lease table. */
 export interface Target<Role> {
-  /** Pure: decides every name the issue will create. No side effect, no I/O. */
+  /**
+   * Pure: decides every name the issue will create. No side effect, no I/O. The place to refuse
+   * a request the target would refuse (a TTL out of its bounds, an unknown option): throw an
+   * InvalidRequest (src/errors.ts) and nothing is written or created.
+   */
   plan(req: PlanRequest<Role>): RevokeHandle;
+  /** Whether leases of this role can be renewed; by default, whether `renew` exists. */
+  renewable?(role: Role): boolean;
+  describe?(handle: RevokeHandle): HandleFacts;
   /** Creates the credential described by the handle, valid until `expiresAt`. */
   issue(req: IssueRequest<Role>): Promise<IssueResponse>;
   /** Moves the credential's own expiry, where the target has one. */
@@ -87,6 +109,8 @@ export interface Engine<Mount = unknown, Role = unknown> {
   /** Validated when the config loads: a bad mount fails at start, naming the key. */
   mountSchema: z.ZodType<Mount>;
   roleSchema: z.ZodType<Role>;
+  /** Paths besides `creds` this engine issues on, e.g. AWS's `sts` (Vault's `/v1/aws/sts/<role>`). */
+  paths?: readonly string[];
   /** Opens pools/clients. A target that is down must not fail the broker's start. */
   connect(mount: Mount, ctx: EngineContext): Promise<Target<Role>>;
 }

@@ -20,6 +20,8 @@ export interface Mount {
   roles: Map<string, MountRole>;
   /** Bounds revocations on this mount in this process (reaper and revoke-prefix together). */
   revokeSlots: Semaphore;
+  /** Request paths that issue leases: `creds`, plus any the engine adds. */
+  paths: readonly string[];
 }
 
 interface ValidatedMount {
@@ -68,6 +70,7 @@ export class MountRegistry {
         target: new GuardedTarget(m.name, target, timeoutMs),
         roles: m.roles,
         revokeSlots: new Semaphore(config.reaper.concurrency),
+        paths: ['creds', ...(engineFor(m.type)!.paths ?? [])],
       });
     }
     return new MountRegistry(mounts);

@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import type { JsonValue } from '../engines.js';
+import type { HandleFacts, JsonValue } from '../engines.js';
 import { InvalidRequest, UnknownPath } from '../errors.js';
 import { validatePrefix } from '../leases/lease-id.js';
 import type { LeaseRow } from '../leases/lease-store.js';
@@ -48,7 +48,7 @@ function requireLeaseId(fromBody: string | undefined, fromPath: string | undefin
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
-function lookupData(lease: LeaseRow): Record<string, JsonValue> {
+function lookupData(lease: LeaseRow, facts: HandleFacts): Record<string, JsonValue> {
   const live = lease.state === 'active';
   return {
     id: lease.id,
@@ -67,6 +67,8 @@ function lookupData(lease: LeaseRow): Record<string, JsonValue> {
     revoke_reason: lease.revoke_reason,
     attempts: lease.attempts,
     last_error: lease.last_error,
+    revocable_before_expiry: facts.revocableBeforeExpiry,
+    ...(facts.note ? { revocation_note: facts.note } : {}),
   };
 }
 
@@ -114,7 +116,7 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
         PUT: async ({ req, requestId }) => {
           const body = parseBody(leaseRequest, req.body);
           const lease = await leases.lookup(requireLeaseId(body.lease_id, undefined));
-          return { status: 200, body: envelope(requestId, { data: lookupData(lease) }) };
+          return { status: 200, body: envelope(requestId, { data: lookupData(lease, leases.facts(lease)) }) };
         },
         LIST: list,
       },
@@ -136,10 +138,11 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
     {
       pattern: /^sys\/leases\/revoke(?:\/(.+))?$/,
       methods: {
-        PUT: async ({ req, params }) => {
+        PUT: async ({ req, params, requestId }) => {
           const body = parseBody(leaseRequest, req.body);
-          await leases.revoke(requireLeaseId(body.lease_id, params[0]));
-          return NO_CONTENT;
+          const { warnings } = await leases.revoke(requireLeaseId(body.lease_id, params[0]));
+          // Vault answers 204; a warning that the credential outlives its lease is worth a body.
+          return warnings.length ? { status: 200, body: envelope(requestId, { warnings }) } : NO_CONTENT;
         },
       },
     },
@@ -162,7 +165,7 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
       },
     },
     {
-      pattern: /^([^/]+)\/creds\/([^/]+)$/,
+      pattern: /^([^/]+)\/(creds|sts)\/([^/]+)$/,
       methods: {
         GET: async ({ req, params, requestId, requester }) => issueReply(leases, params, req.query, requestId, requester),
         PUT: async ({ req, params, requestId, requester }) => issueReply(leases, params, req.body, requestId, requester),
@@ -172,10 +175,10 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
 }
 
 async function issueReply(leases: LeaseService, params: string[], input: unknown, requestId: string, requester: string): Promise<Reply> {
-  const [mount, role] = params as [string, string];
-  if (mount === 'sys') throw new UnknownPath(`${mount}/creds/${role}`);
-  const { ttl } = parseBody(credsRequest, input);
-  const lease = await leases.issue(mount, role, { ttl, requester });
+  const [mount, path, role] = params as [string, string, string];
+  if (mount === 'sys') throw new UnknownPath(`${mount}/${path}/${role}`);
+  const { ttl, ...rest } = parseBody(credsRequest, input);
+  const lease = await leases.issue(mount, role, { ttl, requester, path, params: rest });
   return {
     status: 200,
     body: envelope(requestId, {

@@ -1,4 +1,4 @@
-import type { IssueRequest, Limiter, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
+import type { HandleFacts, IssueRequest, Limiter, RevokeHandle, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
 import { TargetError, TargetTimeout, messageOf } from '../errors.js';
 import { timed } from '../timing.js';
 
@@ -27,8 +27,12 @@ export class GuardedTarget<Role> {
 
   plan = (req: Parameters<Target<Role>['plan']>[0]) => this.target.plan(req);
 
-  get renewable(): boolean {
-    return typeof this.target.renew === 'function';
+  renewable(role: Role): boolean {
+    return this.target.renewable ? this.target.renewable(role) : typeof this.target.renew === 'function';
+  }
+
+  describe(handle: RevokeHandle): HandleFacts {
+    return this.target.describe?.(handle) ?? { revocableBeforeExpiry: true };
   }
 
   async issue(req: Omit<IssueRequest<Role>, 'secrets'>): Promise<IssueResponse> {

@@ -1,12 +1,12 @@
 import { InvalidRequest } from '../errors.js';
 import { randomLeaseSuffix } from '../random.js';
 
-const LEASE_ID = /^[a-z][a-z0-9_-]{0,31}\/creds\/[a-z][a-z0-9_-]{0,31}\/[A-Za-z0-9]{1,64}$/;
+const LEASE_ID = /^[a-z][a-z0-9_-]{0,31}\/(?:creds|sts)\/[a-z][a-z0-9_-]{0,31}\/[A-Za-z0-9]{1,64}$/;
 const PREFIX = /^[A-Za-z0-9_/-]{0,200}$/;
 
-/** Vault's shape: `<mount>/creds/<role>/<random>`, so a prefix names a mount, a role or one lease. */
-export function newLeaseId(mount: string, role: string): string {
-  return `${mount}/creds/${role}/${randomLeaseSuffix()}`;
+/** Vault's shape: `<mount>/<path>/<role>/<random>` (path `creds`, or `sts`), so a prefix names a mount, a role or one lease. */
+export function newLeaseId(mount: string, path: string, role: string): string {
+  return `${mount}/${path}/${role}/${randomLeaseSuffix()}`;
 }
 
 /** True when the text could be a lease id at all; anything else is simply not found. */

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
-import type { JsonValue } from '../engines.js';
+import type { HandleFacts, JsonValue } from '../engines.js';
 import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, TargetTimeout, UnknownPath, UnknownRole, messageOf } from '../errors.js';
 import type { MountRegistry } from '../mounts.js';
 import { sanitizeError } from './guarded-target.js';
@@ -40,9 +40,14 @@ export class LeaseService {
     private readonly log: Logger,
   ) {}
 
-  async issue(mountName: string, roleName: string, opts: { ttl?: number; requester: string | null }): Promise<IssuedLease> {
+  async issue(
+    mountName: string,
+    roleName: string,
+    opts: { ttl?: number; requester: string | null; params?: Record<string, unknown>; path?: string },
+  ): Promise<IssuedLease> {
+    const path = opts.path ?? 'creds';
     const mount = this.mounts.get(mountName);
-    if (!mount) throw new UnknownPath(`${mountName}/creds/${roleName}`);
+    if (!mount || !mount.paths.includes(path)) throw new UnknownPath(`${mountName}/${path}/${roleName}`);
     const role = mount.roles.get(roleName);
     if (!role) throw new UnknownRole(roleName);
 
@@ -53,8 +58,9 @@ export class LeaseService {
       ttl = role.common.max_ttl;
     }
 
-    const leaseId = newLeaseId(mount.name, role.name);
-    const handle = mount.target.plan({ mount: mount.name, roleName: role.name, role: role.config, leaseId });
+    const leaseId = newLeaseId(mount.name, path, role.name);
+    const handle = mount.target.plan({ mount: mount.name, roleName: role.name, role: role.config, leaseId, ttlSeconds: ttl, params: opts.params ?? {}, path });
+    const renewable = mount.target.renewable(role.config);
     const pending = await this.store.insertPending({
       id: leaseId,
       mount: mount.name,
@@ -65,6 +71,7 @@ export class LeaseService {
       ttlSeconds: ttl,
       maxTtlSeconds: role.common.max_ttl,
       pendingGraceSeconds: this.policy.pending_grace,
+      renewable,
     });
 
     // While the engine works, keep the pending row out of the reaper's hands: only an issuer
@@ -91,11 +98,11 @@ export class LeaseService {
     if (!(await this.store.activate(leaseId))) {
       // The reaper judged this issue crashed and took the row: the secret must not be handed out.
       // If the reaper already closed the row, put it back in the queue until this revoke succeeds.
-      await mount.target.revoke({ handle }).catch((err) => this.store.requeue(leaseId, sanitizeError(messageOf(err))));
+      await mount.target.revoke({ handle, expiresAt: pending.expires_at }).catch((err) => this.store.requeue(leaseId, sanitizeError(messageOf(err))));
       throw new TargetError(mount.name, 'issue took longer than the pending grace; the credential was revoked');
     }
     this.log.info({ lease_id: leaseId, ttl }, 'lease issued');
-    return { leaseId, leaseDuration: ttl, renewable: mount.target.renewable, data: issued.data, warnings };
+    return { leaseId, leaseDuration: ttl, renewable, data: issued.data, warnings };
   }
 
   private keepPending(leaseId: string): NodeJS.Timeout {
@@ -123,7 +130,7 @@ export class LeaseService {
     const mount = this.mounts.get(lease.mount);
     const role = mount?.roles.get(lease.role);
     if (!mount || !role) throw new InvalidRequest(`lease ${leaseId} belongs to a role that is no longer configured; it cannot be renewed`);
-    if (!lease.renewable || !mount.target.renewable) throw new InvalidRequest('lease is not renewable');
+    if (!lease.renewable || !mount.target.renewable(role.config)) throw new InvalidRequest('lease is not renewable');
 
     const increment = incrementSeconds || role.common.default_ttl;
     const wantedMs = Date.now() + increment * 1000;
@@ -137,12 +144,25 @@ export class LeaseService {
   }
 
   /** Revokes one lease now. Unknown and already revoked leases succeed, as in Vault. */
-  async revoke(leaseId: string, reason: RevokeReason = 'revoked'): Promise<void> {
-    if (!isLeaseIdShape(leaseId)) return;
+  async revoke(leaseId: string, reason: RevokeReason = 'revoked'): Promise<{ warnings: string[] }> {
+    if (!isLeaseIdShape(leaseId)) return { warnings: [] };
     const claimed = await this.store.claim(leaseId, reason, this.policy.claim_timeout);
-    if (!claimed) return;
+    if (!claimed) return { warnings: [] };
     const outcome = await this.revoker.revokeClaimed(claimed);
     if (!outcome.ok) throw new TargetError(claimed.mount, `${outcome.error}; the lease stays queued for retry`);
+    return { warnings: this.earlyRevokeWarnings(claimed) };
+  }
+
+  /** The truth about a credential its target cannot end early: revoked here, alive there until expiry. */
+  private earlyRevokeWarnings(lease: LeaseRow): string[] {
+    const facts = this.mounts.get(lease.mount)?.target.describe(lease.revoke_handle);
+    if (!facts || facts.revocableBeforeExpiry || lease.expires_at <= new Date()) return [];
+    return [`the lease is revoked, but its credential cannot be revoked before it expires at ${lease.expires_at.toISOString()}${facts.note ? `: ${facts.note}` : ''}`];
+  }
+
+  /** What lookup adds about the credential itself. */
+  facts(lease: LeaseRow): HandleFacts {
+    return this.mounts.get(lease.mount)?.target.describe(lease.revoke_handle) ?? { revocableBeforeExpiry: true };
   }
 
   /**

@@ -37,6 +37,7 @@ export interface PendingLease {
   ttlSeconds: number;
   maxTtlSeconds: number;
   pendingGraceSeconds: number;
+  renewable: boolean;
 }
 
 /** Queries on credbroker_leases. One place owns the table; every statement is parameterized. */
@@ -68,11 +69,11 @@ export class LeaseStore {
   private async insertPendingBatch(leases: PendingLease[]): Promise<{ expires_at: Date }[]> {
     const { rows } = await this.exec<{ id: string; expires_at: Date }>(
       `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester,
-                                      expires_at, max_expires_at, next_attempt_at)
+                                      expires_at, max_expires_at, next_attempt_at, renewable)
        SELECT id, mount, role, engine, 'pending', handle::jsonb, requester,
-              now() + make_interval(secs => ttl), now() + make_interval(secs => max_ttl), now() + make_interval(secs => grace)
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[])
-              AS t(id, mount, role, engine, handle, requester, ttl, max_ttl, grace)
+              now() + make_interval(secs => ttl), now() + make_interval(secs => max_ttl), now() + make_interval(secs => grace), renewable
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::bool[])
+              AS t(id, mount, role, engine, handle, requester, ttl, max_ttl, grace, renewable)
        RETURNING id, expires_at`,
       [
         leases.map((l) => l.id),
@@ -84,6 +85,7 @@ export class LeaseStore {
         leases.map((l) => l.ttlSeconds),
         leases.map((l) => l.maxTtlSeconds),
         leases.map((l) => l.pendingGraceSeconds),
+        leases.map((l) => l.renewable),
       ],
     );
     const byId = new Map(rows.map((r) => [r.id, r]));

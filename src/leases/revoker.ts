@@ -55,7 +55,7 @@ export class Revoker {
     const mount = this.mounts.get(mountName);
     if (!mount) return leases.map(() => `mount "${mountName}" is not configured on this broker`);
     return mount.target.revokeMany(
-      leases.map((l) => ({ handle: l.revoke_handle })),
+      leases.map((l) => ({ handle: l.revoke_handle, expiresAt: l.expires_at })),
       mount.revokeSlots,
     );
   }

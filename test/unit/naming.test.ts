@@ -117,7 +117,7 @@ describe('validatePrefix', () => {
 
 describe('lease ids', () => {
   it("have Vault's <mount>/creds/<role>/<24 base62> shape", () => {
-    const id = newLeaseId('db', 'reader');
+    const id = newLeaseId('db', 'creds', 'reader');
     expect(id).toMatch(/^db\/creds\/reader\/[A-Za-z0-9]{24}$/);
     expect(isLeaseIdShape(id)).toBe(true);
     expect(isLeaseIdShape('db/creds/reader/')).toBe(false);
