@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
+import { awsEngine } from '../engines/aws/index.js';
 import { postgresEngine } from '../engines/postgres/index.js';
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
@@ -118,6 +119,7 @@ export interface Engine<Mount = unknown, Role = unknown> {
 /** Every engine, by type name. A new engine is one folder in engines/ plus one line here. */
 export const engines = {
   postgres: postgresEngine,
+  aws: awsEngine,
 } satisfies Record<string, Engine<any, any>>;
 
 export type EngineType = keyof typeof engines;

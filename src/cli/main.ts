@@ -85,18 +85,27 @@ export function buildProgram(): Command {
     .option('--ttl <ttl>', 'lease TTL: seconds or a duration like 15m, 1h (capped by the role max_ttl)')
     .addOption(new Option('--format <format>', 'output format').choices(CREDENTIAL_FORMATS).default('json'))
     .option('--out <file>', 'write to this file (atomically, mode 0600) instead of stdout')
-    .addHelpText('after', `${ENV_HELP}\n\nExample (an init container):\n  credbroker creds warehouse/etl-reader --ttl 2h --format pgpass --out /secrets/pgpass`)
-    .action(async (target: string, opts: { ttl?: string; format: CredentialFormat; out?: string }) => {
+    .option('--profile <name>', 'profile name for --format aws-credentials', 'default')
+    .option('--role-arn <arn>', 'AWS assumed_role: which of the role\'s role_arns to assume')
+    .option('--sts', 'AWS: ask on the sts path (Vault\'s /v1/<mount>/sts/<role>) instead of creds')
+    .addHelpText(
+      'after',
+      `${ENV_HELP}\n\nExamples:\n  credbroker creds warehouse/etl-reader --ttl 2h --format pgpass --out /secrets/pgpass\n` +
+        '  credbroker creds aws/deploy --format aws-credentials --out ~/.aws/credentials\n' +
+        '  # in ~/.aws/config:  credential_process = credbroker creds aws/deploy --format credential-process',
+    )
+    .action(async (target: string, opts: { ttl?: string; format: CredentialFormat; out?: string; profile: string; roleArn?: string; sts?: boolean }) => {
       const [mount, role] = target.split('/');
       // Fail before a credential exists if it could not be written anyway.
       if (opts.out) await access(dirname(resolve(opts.out)), constants.W_OK).catch(() => {
         throw new Error(`cannot write ${opts.out}: its directory does not exist or is not writable`);
       });
       const client = clientFromEnv();
-      const envelope = await client.request('PUT', `${mount}/creds/${role}`, opts.ttl ? { ttl: opts.ttl } : {});
+      const body = { ...(opts.ttl ? { ttl: opts.ttl } : {}), ...(opts.roleArn ? { role_arn: opts.roleArn } : {}) };
+      const envelope = await client.request('PUT', `${mount}/${opts.sts ? 'sts' : 'creds'}/${role}`, body);
       for (const warning of envelope.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
       try {
-        const text = formatCredential(envelope, opts.format);
+        const text = formatCredential(envelope, opts.format, { profile: opts.profile });
         if (opts.out) {
           await writeFileAtomic(opts.out, text);
           process.stderr.write(`wrote ${opts.out} (lease ${envelope.lease_id}, ${envelope.lease_duration}s)\n`);
@@ -136,7 +145,8 @@ export function buildProgram(): Command {
     .addHelpText('after', ENV_HELP)
     .description('revoke a lease now (succeeds if it is already gone)')
     .action(async (id: string) => {
-      await clientFromEnv().request('PUT', 'sys/leases/revoke', { lease_id: id });
+      const res = await clientFromEnv().request('PUT', 'sys/leases/revoke', { lease_id: id });
+      for (const warning of res?.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
       process.stderr.write(`revoked ${id}\n`);
     });
 
