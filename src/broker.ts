@@ -21,6 +21,7 @@ export interface Broker {
   leases: LeaseService;
   reaper: Reaper;
   store: LeaseStore;
+  mounts: MountRegistry;
   close(): Promise<void>;
 }
 
@@ -91,5 +92,5 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
 
   const host = config.listen.address.includes(':') ? `[${config.listen.address}]` : config.listen.address;
   log.info({ url: `http://${host}:${port}`, mounts: mounts.names() }, 'credbroker listening');
-  return { url: `http://${host}:${port}`, port, leases, reaper, store, close };
+  return { url: `http://${host}:${port}`, port, leases, reaper, store, mounts, close };
 }
