@@ -9,7 +9,7 @@ const policyJson = z.string().refine((s) => {
   }
 }, 'must be a JSON policy document');
 
-const arn = z.string().regex(/^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$/, 'must be an ARN');
+const arn = z.string().regex(/^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}|aws)?:.+$/, 'must be an ARN');
 
 export const awsMountSchema = z
   .object({
