@@ -20,6 +20,7 @@ const roles = {
   multi: { credential_type: 'assumed_role', role_arns: [ROLE_ARN, OTHER_ROLE_ARN], default_ttl: '15m' },
   fed: { credential_type: 'federation_token', policy_document: POLICY, default_ttl: '15m' },
   ci: { credential_type: 'iam_user', default_ttl: '15m' },
+  session: { credential_type: 'session_token', default_ttl: '15m' },
   ghost: { credential_type: 'assumed_role', role_arns: ['arn:aws:iam::123456789012:role/not-there'], default_ttl: '15m' },
 };
 
@@ -142,6 +143,12 @@ describe('the CLI renders AWS credentials for AWS tools', () => {
     const out = JSON.parse(stdout);
     expect(out).toMatchObject({ Version: 1, AccessKeyId: expect.stringMatching(/^ASIA/), SecretAccessKey: expect.any(String), SessionToken: expect.any(String) });
     expect(Date.parse(out.Expiration)).toBeGreaterThan(Date.now());
+  });
+
+  it.each(['deploy', 'fed', 'session', 'ci'])('issues %s through the CLI with keys that sign a GetCallerIdentity', async (role) => {
+    const { stdout } = await cli(['creds', `aws/${role}`, '--format', 'credential-process']);
+    const out = JSON.parse(stdout);
+    expect(await callerArn(endpoint, { access_key: out.AccessKeyId, secret_key: out.SecretAccessKey, session_token: out.SessionToken ?? null })).toMatch(/^arn:aws:/);
   });
 
   it('prints AWS_* variables for an IAM user, without a session token', async () => {
