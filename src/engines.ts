@@ -102,6 +102,12 @@ export interface Target<Role> {
    * Every target operation runs through `slots`, the bound shared by all revocations on the mount.
    */
   revokeMany?(reqs: RevokeRequest[], slots: Limiter): Promise<(Error | null)[]>;
+  /**
+   * Optional, for incidents: ends at once every credential of this role issued before `before`
+   * (AWS: a deny on aws:TokenIssueTime), so its leases need no one-by-one revocation. Answers
+   * false where the target has no such thing for this role; the leases are then revoked one by one.
+   */
+  revokeIssuedBefore?(role: Role, before: Date): Promise<boolean>;
   close(): Promise<void>;
 }
 

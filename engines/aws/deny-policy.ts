@@ -16,7 +16,7 @@ interface Statement {
   Effect: 'Deny';
   Action: '*';
   Resource: '*';
-  Condition: { StringEquals: { [key: string]: string[] } };
+  Condition: { [operator: string]: { [key: string]: string | string[] } };
 }
 
 export interface DenyPolicy {
@@ -40,13 +40,45 @@ export function parsePolicy(document: string | undefined): DenyPolicy {
   return { Version: '2012-10-17', Statement: Array.isArray(parsed.Statement) ? parsed.Statement : [parsed.Statement] };
 }
 
+const ISSUED_BEFORE_PREFIX = 'CredbrokerIssuedBeforeUntil';
+
+/** When a statement this module wrote stops mattering (every session it denies has expired). */
 const bucketEnd = (statement: Statement): number | null => {
-  const m = new RegExp(`^${SID_PREFIX}(\\d+)$`).exec(statement.Sid ?? '');
+  const m = new RegExp(`^(?:${SID_PREFIX}|${ISSUED_BEFORE_PREFIX})(\\d+)$`).exec(statement.Sid ?? '');
   return m ? Number(m[1]) * 1000 : null;
 };
 
+const tokensOf = (s: Statement): string[] => {
+  const v = s.Condition.StringEquals?.[`aws:PrincipalTag/${LEASE_TAG}`];
+  return Array.isArray(v) ? v : [];
+};
+
 export function isDenied(policy: DenyPolicy, token: string): boolean {
-  return policy.Statement.some((s) => bucketEnd(s) !== null && s.Condition.StringEquals[`aws:PrincipalTag/${LEASE_TAG}`]?.includes(token));
+  return policy.Statement.some((s) => bucketEnd(s) !== null && tokensOf(s).includes(token));
+}
+
+/**
+ * AWS's own incident pattern: deny every session of the role issued before `before`, whoever
+ * started it. Kept until the longest session such a role can have has run out.
+ */
+export function withIssuedBefore(policy: DenyPolicy, before: Date, maxSessionSeconds: number, now: Date): DenyPolicy {
+  const pruned = withRevocations(policy, [], now).Statement.filter((s) => !s.Sid.startsWith(ISSUED_BEFORE_PREFIX) || issuedBeforeOf(s) > before.getTime());
+  if (pruned.some((s) => s.Sid.startsWith(ISSUED_BEFORE_PREFIX))) return { Version: '2012-10-17', Statement: pruned }; // a later cut-off already covers this one
+  const until = Math.ceil((before.getTime() + maxSessionSeconds * 1000) / 1000);
+  pruned.push({
+    Sid: `${ISSUED_BEFORE_PREFIX}${until}`,
+    Effect: 'Deny',
+    Action: '*',
+    Resource: '*',
+    Condition: { DateLessThan: { 'aws:TokenIssueTime': before.toISOString() } },
+  });
+  return { Version: '2012-10-17', Statement: pruned };
+}
+
+const issuedBeforeOf = (s: Statement): number => Date.parse(String(s.Condition.DateLessThan?.['aws:TokenIssueTime'] ?? 0));
+
+export function deniesIssuedBefore(policy: DenyPolicy, at: Date): boolean {
+  return policy.Statement.some((s) => s.Sid.startsWith(ISSUED_BEFORE_PREFIX) && issuedBeforeOf(s) >= at.getTime());
 }
 
 /**
@@ -67,7 +99,7 @@ export function withRevocations(policy: DenyPolicy, revocations: Revocation[], n
       statement = { Sid: sid, Effect: 'Deny', Action: '*', Resource: '*', Condition: { StringEquals: { [`aws:PrincipalTag/${LEASE_TAG}`]: [] } } };
       statements.push(statement);
     }
-    const tokens = statement.Condition.StringEquals[`aws:PrincipalTag/${LEASE_TAG}`]!;
+    const tokens = statement.Condition.StringEquals![`aws:PrincipalTag/${LEASE_TAG}`] as string[];
     if (!tokens.includes(token)) tokens.push(token);
   }
   const next: DenyPolicy = { Version: '2012-10-17', Statement: statements };

@@ -5,7 +5,7 @@ import { InvalidRequest } from '../../src/errors.js';
 import { randomName } from '../../src/random.js';
 import { Semaphore } from '../../src/semaphore.js';
 import { createClients, describeAwsError, isNoSuchEntity } from './clients.js';
-import { LEASE_TAG, isDenied, parsePolicy, withRevocations, type Revocation } from './deny-policy.js';
+import { LEASE_TAG, deniesIssuedBefore, isDenied, parsePolicy, withIssuedBefore, withRevocations, type DenyPolicy, type Revocation } from './deny-policy.js';
 import { createIamUser, deleteIamUser } from './iam-user.js';
 import type { AwsMount, AwsRole } from './schema.js';
 
@@ -168,20 +168,47 @@ export class AwsTarget implements Target<AwsRole> {
     return errors;
   }
 
-  /** Read-modify-write of the role's deny policy, serialized per role in this process, checked after. */
+  /** Incident: every session of the role's AWS roles issued before `before` is denied, whoever started it. */
+  async revokeIssuedBefore(role: AwsRole, before: Date): Promise<boolean> {
+    if (role.credential_type !== 'assumed_role') return false;
+    for (const roleArn of role.role_arns) {
+      await this.updateDenyPolicy(
+        roleArn,
+        (current) => deniesIssuedBefore(current, before),
+        (current, now) => withIssuedBefore(current, before, role.max_session_duration, now),
+        (written) => deniesIssuedBefore(written, before),
+      );
+    }
+    return true;
+  }
+
   private denySessions(roleArn: string, revocations: Revocation[]): Promise<void> {
+    return this.updateDenyPolicy(
+      roleArn,
+      (current) => revocations.every((r) => isDenied(current, r.token)),
+      (current, now) => withRevocations(current, revocations, now),
+      (written) => revocations.every((r) => r.expiresAt <= new Date() || isDenied(written, r.token)),
+    );
+  }
+
+  /**
+   * Read-modify-write of the role's deny policy, serialized per role in this process, and checked
+   * after: another replica writing the same policy at the same moment could have replaced ours.
+   */
+  private updateDenyPolicy(
+    roleArn: string,
+    alreadyDone: (current: DenyPolicy) => boolean,
+    change: (current: DenyPolicy, now: Date) => DenyPolicy,
+    stuck: (written: DenyPolicy) => boolean,
+  ): Promise<void> {
     const RoleName = roleNameOf(roleArn);
     const PolicyName = this.mount.deny_policy_name;
     return this.policyWrites.run(RoleName, () =>
       this.aws(async () => {
         const current = await this.readPolicy(RoleName, PolicyName);
-        if (revocations.every((r) => isDenied(current, r.token))) return; // revoked twice: nothing to add
-        const next = withRevocations(current, revocations, new Date());
-        await this.iam.send(new PutRolePolicyCommand({ RoleName, PolicyName, PolicyDocument: JSON.stringify(next) }));
-        // Another replica may have written the same policy at the same moment: make sure ours stuck.
-        const written = await this.readPolicy(RoleName, PolicyName);
-        const lost = revocations.filter((r) => r.expiresAt > new Date() && !isDenied(written, r.token));
-        if (lost.length) throw new Error(`a concurrent write replaced ${lost.length} deny entries on role ${RoleName}; will retry`);
+        if (alreadyDone(current)) return; // revoked twice: nothing to add
+        await this.iam.send(new PutRolePolicyCommand({ RoleName, PolicyName, PolicyDocument: JSON.stringify(change(current, new Date())) }));
+        if (!stuck(await this.readPolicy(RoleName, PolicyName))) throw new Error(`a concurrent write replaced the deny policy on role ${RoleName}; will retry`);
       }),
     );
   }

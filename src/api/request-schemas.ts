@@ -21,6 +21,12 @@ const leaseId = z.string({ error: 'lease_id must be specified' }).max(300, 'leas
 
 export const credsRequest = z.object({ ttl: seconds('ttl') }).passthrough();
 export const leaseRequest = z.object({ lease_id: leaseId.optional() }).passthrough();
+export const issuedBeforeRequest = z.object({
+  issued_before: z.iso
+    .datetime({ offset: true, error: 'issued_before must be an RFC 3339 time, e.g. 2026-11-23T12:00:00Z' })
+    .transform((s) => new Date(s))
+    .optional(),
+});
 export const renewRequest = z.object({ lease_id: leaseId.optional(), increment: seconds('increment') }).passthrough();
 
 /** Parses a request body at the edge; a mismatch is a 400 naming the field. */

@@ -5,7 +5,7 @@ import { validatePrefix } from '../leases/lease-id.js';
 import type { LeaseRow } from '../leases/lease-store.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { envelope } from './envelope.js';
-import { credsRequest, leaseRequest, parseBody, renewRequest } from './request-schemas.js';
+import { credsRequest, issuedBeforeRequest, leaseRequest, parseBody, renewRequest } from './request-schemas.js';
 
 export type Method = 'GET' | 'HEAD' | 'PUT' | 'LIST';
 
@@ -152,6 +152,17 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
         PUT: async ({ params }) => {
           await leases.revokePrefix(validatePrefix(params[0]!));
           return NO_CONTENT;
+        },
+      },
+    },
+    {
+      // Extension (incident): every lease under the prefix issued before a time, default now.
+      pattern: /^sys\/broker\/revoke-issued-before\/(.+)$/,
+      methods: {
+        PUT: async ({ req, params, requestId }) => {
+          const { issued_before } = parseBody(issuedBeforeRequest, req.body);
+          const { revoked } = await leases.revokePrefix(validatePrefix(params[0]!), issued_before ?? new Date());
+          return { status: 200, body: envelope(requestId, { data: { revoked } }) };
         },
       },
     },

@@ -170,11 +170,18 @@ export function buildProgram(): Command {
     .description('revoke every lease under a prefix (a mount, a role or one lease)')
     .requiredOption('--prefix <prefix>', 'e.g. demo/creds/readonly', leasePrefix)
     .option('--force', 'mark revoked WITHOUT reaching the target (for a target that is gone for good)')
+    .option('--issued-before <time>', 'only leases issued before this RFC 3339 time ("now" for now); AWS roles are cut at once with a deny on aws:TokenIssueTime')
     .addHelpText('after', `${ENV_HELP}\n\nFailures do not stop the run: every lease that could not be revoked is listed, and stays queued for retry.`)
-    .action(async (opts: { prefix: string; force?: boolean }) => {
-      const path = `sys/leases/${opts.force ? 'revoke-force' : 'revoke-prefix'}/${opts.prefix}`;
+    .action(async (opts: { prefix: string; force?: boolean; issuedBefore?: string }) => {
+      if (opts.force && opts.issuedBefore) throw new Error('--force and --issued-before cannot be combined');
       process.stderr.write(`revoking leases under ${opts.prefix}${opts.force ? ' (force: targets are not contacted)' : ''}…\n`);
-      await clientFromEnv().request('PUT', path);
+      if (opts.issuedBefore) {
+        const before = opts.issuedBefore === 'now' ? new Date().toISOString() : opts.issuedBefore;
+        const res = await clientFromEnv().request('PUT', `sys/broker/revoke-issued-before/${opts.prefix}`, { issued_before: before });
+        process.stderr.write(`revoked ${res.data.revoked} leases issued before ${before}\n`);
+        return;
+      }
+      await clientFromEnv().request('PUT', `sys/leases/${opts.force ? 'revoke-force' : 'revoke-prefix'}/${opts.prefix}`);
       process.stderr.write('done\n');
     });
 

@@ -73,6 +73,11 @@ export class GuardedTarget<Role> {
     );
   }
 
+  async revokeIssuedBefore(role: Role, before: Date): Promise<boolean> {
+    if (!this.target.revokeIssuedBefore) return false;
+    return this.call('revoke', new Set(), () => this.target.revokeIssuedBefore!(role, before));
+  }
+
   close(): Promise<void> {
     return this.target.close();
   }

@@ -170,16 +170,16 @@ export class LeaseService {
    * failure. As in Vault, a prefix without a trailing slash that is itself a lease id revokes that
    * lease; otherwise it is a path prefix ("demo/creds/ro" never matches "demo/creds/ro2/…").
    */
-  async revokePrefix(prefix: string): Promise<{ revoked: number }> {
+  async revokePrefix(prefix: string, issuedBefore: Date | null = null): Promise<{ revoked: number }> {
     const base = await this.resolvePrefix(prefix);
     if (!base.endsWith('/')) {
       await this.revoke(base, 'prefix');
       return { revoked: 1 };
     }
-    let revoked = 0;
+    let revoked = issuedBefore ? await this.revokeWholeRoles(base, issuedBefore) : 0;
     const failures: { leaseId: string; error: string }[] = [];
     for (let after = base; ; ) {
-      const page = await this.store.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_timeout);
+      const page = await this.store.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_timeout, issuedBefore);
       if (page.length === 0) break;
       const outcomes = await this.revoker.revokeClaimedMany(page);
       for (const [leaseId, outcome] of outcomes) {
@@ -191,6 +191,24 @@ export class LeaseService {
     }
     if (failures.length) throw new RevokeIncomplete(revoked, failures);
     return { revoked };
+  }
+
+  /**
+   * Incident revocation by issue time: where a target can end every credential of a role issued
+   * before a time at once (AWS's aws:TokenIssueTime deny), do that and mark those leases revoked
+   * in one statement; the rest are revoked one by one by the caller.
+   */
+  private async revokeWholeRoles(prefix: string, before: Date): Promise<number> {
+    let revoked = 0;
+    for (const { mount: mountName, role: roleName } of await this.store.rolesIssuedBefore(prefix, before)) {
+      const mount = this.mounts.get(mountName);
+      const role = mount?.roles.get(roleName);
+      if (!mount || !role || !(await mount.target.revokeIssuedBefore(role.config, before))) continue;
+      const count = await this.store.markRoleRevokedBefore(prefix, mountName, roleName, before);
+      this.log.warn({ mount: mountName, role: roleName, before, count }, 'every credential of the role issued before the cut-off ended at the target');
+      revoked += count;
+    }
+    return revoked;
   }
 
   /** Marks leases revoked without reaching the target: for a target that is gone for good. */

@@ -167,15 +167,22 @@ export class LeaseStore {
    * Claims the next page of unrevoked leases under a prefix, in id order after `after` (start
    * with the prefix itself, which ends in "/" and so is no lease id). For revoke-prefix.
    */
-  async claimPrefixPage(prefix: string, after: string, limit: number, reason: RevokeReason, claimTimeoutSeconds: number): Promise<LeaseRow[]> {
+  async claimPrefixPage(
+    prefix: string,
+    after: string,
+    limit: number,
+    reason: RevokeReason,
+    claimTimeoutSeconds: number,
+    issuedBefore: Date | null = null,
+  ): Promise<LeaseRow[]> {
     const { rows } = await this.query<LeaseRow>(
       `UPDATE credbroker_leases
           SET state = 'revoking', revoke_reason = $4, next_attempt_at = now() + make_interval(secs => $5)
         WHERE id IN (SELECT id FROM credbroker_leases
-                      WHERE id > $1 AND id < $2 AND state <> 'revoked'
+                      WHERE id > $1 AND id < $2 AND state <> 'revoked' AND ($6::timestamptz IS NULL OR issued_at < $6)
                       ORDER BY id LIMIT $3 FOR UPDATE)
         RETURNING *`,
-      [after, prefixUpperBound(prefix), limit, reason, claimTimeoutSeconds],
+      [after, prefixUpperBound(prefix), limit, reason, claimTimeoutSeconds, issuedBefore],
     );
     return rows.sort((a, b) => (a.id < b.id ? -1 : 1));
   }
@@ -240,6 +247,26 @@ export class LeaseStore {
       [prefix, prefixUpperBound(prefix)],
     );
     return rows.map((r) => r.id);
+  }
+
+  /** The roles that have unrevoked leases under the prefix issued before a time. */
+  async rolesIssuedBefore(prefix: string, before: Date): Promise<{ mount: string; role: string }[]> {
+    const { rows } = await this.query<{ mount: string; role: string }>(
+      `SELECT DISTINCT mount, role FROM credbroker_leases WHERE id >= $1 AND id < $2 AND state <> 'revoked' AND issued_at < $3`,
+      [prefix, prefixUpperBound(prefix), before],
+    );
+    return rows;
+  }
+
+  /** Leases whose target already ended every credential of their role issued before a time. */
+  async markRoleRevokedBefore(prefix: string, mount: string, role: string, before: Date): Promise<number> {
+    const { rowCount } = await this.query(
+      `UPDATE credbroker_leases
+          SET state = 'revoked', revoke_reason = 'prefix', revoked_at = now(), next_attempt_at = NULL, last_error = NULL
+        WHERE id >= $1 AND id < $2 AND state <> 'revoked' AND mount = $3 AND role = $4 AND issued_at < $5`,
+      [prefix, prefixUpperBound(prefix), mount, role, before],
+    );
+    return rowCount ?? 0;
   }
 
   /** Marks every unrevoked lease under the prefix revoked without touching the target. */

@@ -120,6 +120,30 @@ describe('revoking STS sessions', () => {
     for (const lease of [leases[0]!, leases[250]!, leases[499]!]) await expect(callerArn(endpoint, lease.data)).rejects.toThrow();
   });
 
+  it("cuts every session of a role issued before a time with AWS's aws:TokenIssueTime deny, sparing later ones", async () => {
+    const old = (await api(broker, 'PUT', 'aws/creds/multi', { role_arn: OTHER_ROLE_ARN })).body;
+    await new Promise((r) => setTimeout(r, 1100)); // STS issue times have one-second precision
+    const cutoff = new Date();
+    await new Promise((r) => setTimeout(r, 1100));
+    const fresh = (await api(broker, 'PUT', 'aws/creds/multi', { role_arn: OTHER_ROLE_ARN })).body;
+    const writes = putRolePolicyCalls();
+    const res = await api(broker, 'PUT', 'sys/broker/revoke-issued-before/aws/creds/multi/', { issued_before: cutoff.toISOString() });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body.data.revoked).toBeGreaterThanOrEqual(1);
+    expect(putRolePolicyCalls() - writes).toBe(2); // one statement on each of the role's two AWS roles, not one per lease
+    expect(denyPolicyOf('audit')).toContain('aws:TokenIssueTime');
+    await expect(callerArn(endpoint, old.data)).rejects.toThrow();
+    expect(await callerArn(endpoint, fresh.data)).toContain('assumed-role/audit/');
+    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: old.lease_id })).body.data).toMatchObject({ state: 'revoked', revoke_reason: 'prefix' });
+    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: fresh.lease_id })).body.data.state).toBe('active');
+  });
+
+  it('refuses an issued_before that is not an RFC 3339 time', async () => {
+    const res = await api(broker, 'PUT', 'sys/broker/revoke-issued-before/aws/creds/multi/', { issued_before: 'yesterday' });
+    expect(res.status).toBe(400);
+    expect(res.body.errors[0]).toMatch(/RFC 3339/);
+  });
+
   it('tells the truth about a federation token: revoked here, alive at AWS until it expires', async () => {
     const lease = (await api(broker, 'PUT', 'aws/creds/fed')).body;
     const res = await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: lease.lease_id });
