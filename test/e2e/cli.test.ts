@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Broker } from '../../src/broker.js';
+import { freePort } from '../../src/store/embedded-postgres.js';
 import { ROOT_TOKEN, api, startTestBroker } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, roleExists } from '../support/pg.js';
 
@@ -51,17 +51,8 @@ function parseEnvFile(text: string): Record<string, string> {
   return vars;
 }
 
-/** A port nothing listens on: the OS hands it out, then we close it. */
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+/** A port nothing listens on: the OS hands it out, then it is closed again. */
+const closedPort = freePort;
 
 async function issue(role = 'reader', body: Record<string, unknown> = {}) {
   const res = await api(broker, 'PUT', `db/creds/${role}`, body);
