@@ -1,6 +1,5 @@
 import type { Engine } from '../../src/engines.js';
 import { awsMountSchema, awsRoleSchema, type AwsMount, type AwsRole } from './schema.js';
-import { AwsTarget } from './target.js';
 
 /** AWS: STS sessions (assumed_role, federation_token, session_token) and IAM users, as leases. */
 export const awsEngine: Engine<AwsMount, AwsRole> = {
@@ -9,6 +8,8 @@ export const awsEngine: Engine<AwsMount, AwsRole> = {
   roleSchema: awsRoleSchema,
   paths: ['sts'],
   async connect(mount, ctx) {
+    // The AWS SDK is loaded only by a broker that has an AWS mount: start-up and memory stay lean.
+    const { AwsTarget } = await import('./target.js');
     return new AwsTarget(mount, ctx);
   },
 };
