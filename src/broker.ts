@@ -4,6 +4,10 @@ import cron from 'node-cron';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { createApp } from './api/app.js';
+import { createAuditor, type Auditor } from './audit/auditor.js';
+import { AuthService } from './auth/auth-service.js';
+import { PolicySet } from './auth/policy.js';
+import { TokenStore } from './auth/token-store.js';
 import { acceptListMethod } from './api/list-method.js';
 import type { BrokerConfig } from './config/schema.js';
 import { LeaseService } from './leases/lease-service.js';
@@ -21,6 +25,7 @@ export interface Broker {
   leases: LeaseService;
   reaper: Reaper;
   store: LeaseStore;
+  auditor: Auditor;
   mounts: MountRegistry;
   close(): Promise<void>;
 }
@@ -49,13 +54,17 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   }
 
   const store = new LeaseStore(pool);
-  const revoker = new Revoker(store, mounts, config.reaper, log);
+  const auditor = createAuditor(config.audit, { storePool: pool, log });
+  const revoker = new Revoker(store, mounts, config.reaper, log, (event) => void auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }));
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log);
   const reaper = new Reaper(store, revoker, config.reaper, log);
 
+  const auth = new AuthService(config.root_token, config.auth, new TokenStore(pool), log);
   const app = createApp({
     leases,
-    rootToken: config.root_token,
+    auth,
+    policies: new PolicySet(config.policies),
+    auditor,
     log,
     health: {
       version: VERSION,
@@ -87,10 +96,11 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       });
       await reaper.stop();
       await mounts!.close();
+      await auditor.close();
       await pool.end();
     })());
 
   const host = config.listen.address.includes(':') ? `[${config.listen.address}]` : config.listen.address;
   log.info({ url: `http://${host}:${port}`, mounts: mounts.names() }, 'credbroker listening');
-  return { url: `http://${host}:${port}`, port, leases, reaper, store, mounts, close };
+  return { url: `http://${host}:${port}`, port, leases, reaper, store, mounts, auditor, close };
 }

@@ -1,22 +1,29 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
-import { InvalidRequest, PermissionDenied, UnknownPath, UnsupportedOperation } from '../errors.js';
+import { AuditUnavailable, type Auditor } from '../audit/auditor.js';
+import type { AuditRecord } from '../audit/record.js';
+import type { AuthService } from '../auth/auth-service.js';
+import { identityRecord, type Identity } from '../auth/identity.js';
+import type { PolicySet } from '../auth/policy.js';
+import { InvalidRequest, PermissionDenied, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
 import { sendError } from './error-response.js';
-import { buildRoutes, type HealthState, type Method, type Route } from './routes.js';
+import { buildAuthRoutes } from './auth-routes.js';
+import { Authz } from './authz.js';
+import { buildRoutes, type HealthState, type Method, type Reply, type Route, type RouteContext } from './routes.js';
 
 export interface AppOptions {
   leases: LeaseService;
-  rootToken: string;
+  auth: AuthService;
+  policies: PolicySet;
+  auditor: Auditor;
   health: HealthState;
   log: Logger;
   /** Largest accepted request body. */
   bodyLimit?: string;
 }
-
-const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /** The token from `X-Vault-Token` or `Authorization: Bearer`. */
 function presentedToken(req: Request): string | undefined {
@@ -49,12 +56,9 @@ function decodePath(path: string): string {
   }
 }
 
-/** The HTTP API: Vault's dynamic-secrets subset. Routing, validation and error mapping only. */
+/** The HTTP API: Vault's dynamic-secrets subset. Routing, authentication, authorization, audit and error mapping. */
 export function createApp(opts: AppOptions): express.Express {
-  const routes = buildRoutes(opts.leases, opts.health);
-  const rootDigest = digest(opts.rootToken);
-  const isRoot = (token: string | undefined) => token !== undefined && timingSafeEqual(digest(token), rootDigest);
-
+  const routes = [...buildAuthRoutes(opts.auth, opts.leases), ...buildRoutes(opts.leases, opts.health)];
   const app = express();
   app.disable('x-powered-by');
   // Vault sends no ETag; without one, a small JSON answer leaves in a single write with its headers.
@@ -71,7 +75,8 @@ export function createApp(opts: AppOptions): express.Express {
   app.use('/v1', async (req: Request, res: Response) => {
     const requestId = randomUUID();
     const started: number = res.locals.started ?? performance.now();
-    const { timings, result } = withTimings(() => dispatch(routes, req, requestId, isRoot));
+    const call = new ApiCall(req, requestId, opts);
+    const { timings, result } = withTimings(() => call.run(routes));
     try {
       const reply = await result;
       const total = performance.now() - started;
@@ -93,17 +98,103 @@ export function createApp(opts: AppOptions): express.Express {
   return app;
 }
 
-async function dispatch(routes: Route[], req: Request, requestId: string, isRoot: (t: string | undefined) => boolean) {
-  const path = decodePath(req.path.replace(/^\//, ''));
-  for (const route of routes) {
-    const match = route.pattern.exec(path);
-    if (!match) continue;
-    if (!route.public && !isRoot(presentedToken(req))) throw new PermissionDenied();
-    const method = vaultMethod(req);
-    const handler = method ? route.methods[method] : undefined;
-    if (!handler) throw new UnsupportedOperation();
-    return handler({ req, requestId, params: match.slice(1).map((p) => p ?? ''), requester: 'root' });
+/**
+ * One API request: route, authenticate, audit the request (fail closed: no record, no action),
+ * run the handler, audit the response. A response that cannot be audited is not sent, and a
+ * lease it would have carried is revoked.
+ */
+class ApiCall {
+  private identity: Identity | undefined;
+  private readonly audit: RouteContext['audit'] = {};
+  private path = '';
+  private operation = '';
+
+  constructor(
+    private readonly req: Request,
+    private readonly requestId: string,
+    private readonly opts: AppOptions,
+  ) {}
+
+  async run(routes: Route[]): Promise<Reply> {
+    try {
+      const reply = await this.dispatch(routes);
+      await this.recordResponse(reply.status, reply.body, undefined);
+      return reply;
+    } catch (err) {
+      if (err instanceof AuditUnavailable) throw err;
+      await this.recordResponse(statusOf(err), undefined, err);
+      throw err;
+    }
   }
-  if (!isRoot(presentedToken(req))) throw new PermissionDenied();
-  throw new UnknownPath(path);
+
+  private async dispatch(routes: Route[]): Promise<Reply> {
+    this.path = decodePath(this.req.path.replace(/^\//, ''));
+    const method = vaultMethod(this.req);
+    this.operation = OPERATIONS[method ?? 'GET'];
+    for (const route of routes) {
+      const match = route.pattern.exec(this.path);
+      if (!match) continue;
+      const ctx: RouteContext = { req: this.req, requestId: this.requestId, params: match.slice(1).map((p) => p ?? ''), audit: this.audit };
+      if (!route.public) {
+        this.identity = await this.opts.auth.authenticate(presentedToken(this.req)).catch(async (err) => {
+          await this.recordRequest();
+          throw err;
+        });
+        ctx.authz = new Authz(this.identity, this.opts.policies);
+      }
+      await this.recordRequest();
+      const handler = method ? route.methods[method] : undefined;
+      if (!handler) throw new UnsupportedOperation();
+      return handler(ctx);
+    }
+    this.identity = await this.opts.auth.authenticate(presentedToken(this.req));
+    throw new UnknownPath(this.path);
+  }
+
+  private base(): Omit<AuditRecord, 'type'> {
+    return {
+      time: new Date().toISOString(),
+      request_id: this.requestId,
+      ...(this.identity ? { identity: identityRecord(this.identity) } : {}),
+      remote_address: this.req.ip,
+      operation: this.operation,
+      path: this.path,
+      ...(this.audit.leaseId ? { lease_id: this.audit.leaseId } : {}),
+    };
+  }
+
+  private recordRequest(): Promise<void> {
+    const body = this.req.body && typeof this.req.body === 'object' && !Array.isArray(this.req.body) ? this.req.body : {};
+    return this.opts.auditor.record({ type: 'request', ...this.base(), data: { ...body, ...(presentedToken(this.req) ? { client_token: presentedToken(this.req) } : {}) } });
+  }
+
+  private async recordResponse(status: number, body: unknown, err: unknown): Promise<void> {
+    const record: AuditRecord = {
+      type: 'response',
+      ...this.base(),
+      status,
+      outcome: err === undefined ? 'ok' : status === 403 ? 'denied' : 'error',
+      ...(err !== undefined ? { error: messageOf(err) } : {}),
+      ...(body && typeof body === 'object' ? { data: body as Record<string, unknown> } : {}),
+    };
+    try {
+      await this.opts.auditor.record(record);
+    } catch (auditErr) {
+      // The secret must not leave unrecorded: take back what this request created.
+      if (err === undefined && this.audit.leaseId && this.operation !== 'read-lease') {
+        await this.opts.leases.revoke(this.audit.leaseId).catch(() => undefined);
+      }
+      throw auditErr;
+    }
+  }
+}
+
+const OPERATIONS: Record<Method, string> = { GET: 'read', HEAD: 'read', PUT: 'update', LIST: 'list' };
+
+function statusOf(err: unknown): number {
+  if (err instanceof PermissionDenied) return 403;
+  if (err instanceof UnknownPath) return 404;
+  if (err instanceof UnsupportedOperation) return 405;
+  if (err instanceof InvalidRequest) return 400;
+  return 500;
 }

@@ -15,6 +15,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_TARGET: 502,
   ERR_REVOKE_INCOMPLETE: 502,
   ERR_STORE_UNAVAILABLE: 503,
+  ERR_AUDIT_UNAVAILABLE: 503,
 };
 
 /** body-parser's own client errors. */

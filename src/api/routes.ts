@@ -3,7 +3,10 @@ import type { HandleFacts, JsonValue } from '../engines.js';
 import { InvalidRequest, UnknownPath } from '../errors.js';
 import { validatePrefix } from '../leases/lease-id.js';
 import type { LeaseRow } from '../leases/lease-store.js';
+import { identityRecord } from '../auth/identity.js';
+import type { Capability } from '../auth/policy.js';
 import type { LeaseService } from '../leases/lease-service.js';
+import type { Authz } from './authz.js';
 import { envelope } from './envelope.js';
 import { credsRequest, issuedBeforeRequest, leaseRequest, parseBody, renewRequest } from './request-schemas.js';
 
@@ -14,8 +17,14 @@ export interface RouteContext {
   requestId: string;
   /** Capture groups of the route's pattern, URL-decoded. */
   params: string[];
-  requester: string;
+  /** The caller and what it may do; absent on public routes (health, login). */
+  authz?: Authz;
+  /** Fields worth an audit record beyond the path (a lease id…); the secrets among them are HMAC'd. */
+  audit: { leaseId?: string };
 }
+
+/** The authorization of a route that is not public. */
+export const authzOf = (ctx: RouteContext): Authz => ctx.authz!;
 
 export interface Reply {
   status: number;
@@ -82,8 +91,11 @@ function healthStatus(query: Request['query'], storeOk: boolean): number {
 }
 
 export function buildRoutes(leases: LeaseService, health: HealthState): Route[] {
-  const list: Handler = async ({ params, requestId }) => {
-    const keys = await leases.listChildren(validatePrefix(params[0] ?? ''));
+  const list: Handler = async (ctx) => {
+    const { params, requestId } = ctx;
+    const prefix = validatePrefix(params[0] ?? '');
+    const authz = authzOf(ctx);
+    const keys = await leases.listChildren(prefix, authz.seesAllUnder(prefix) ? undefined : identityRecord(authz.identity));
     if (keys.length === 0) return { status: 404, body: { errors: [] } };
     return { status: 200, body: envelope(requestId, { data: { keys } }) };
   };
@@ -113,10 +125,12 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
     {
       pattern: /^sys\/leases\/lookup$/,
       methods: {
-        PUT: async ({ req, requestId }) => {
-          const body = parseBody(leaseRequest, req.body);
+        PUT: async (ctx) => {
+          const body = parseBody(leaseRequest, ctx.req.body);
           const lease = await leases.lookup(requireLeaseId(body.lease_id, undefined));
-          return { status: 200, body: envelope(requestId, { data: lookupData(lease, leases.facts(lease)) }) };
+          ctx.audit.leaseId = lease.id;
+          authzOf(ctx).requireLease('lookup', lease, ['read', 'update']);
+          return { status: 200, body: envelope(ctx.requestId, { data: lookupData(lease, leases.facts(lease)) }) };
         },
         LIST: list,
       },
@@ -125,9 +139,13 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
     {
       pattern: /^sys\/leases\/renew(?:\/(.+))?$/,
       methods: {
-        PUT: async ({ req, params, requestId }) => {
+        PUT: async (ctx) => {
+          const { req, params, requestId } = ctx;
           const body = parseBody(renewRequest, req.body);
-          const renewed = await leases.renew(requireLeaseId(body.lease_id, params[0]), body.increment);
+          const leaseId = requireLeaseId(body.lease_id, params[0]);
+          ctx.audit.leaseId = leaseId;
+          await authorizeLease(ctx, leases, 'renew', leaseId, ['update']);
+          const renewed = await leases.renew(leaseId, body.increment);
           return {
             status: 200,
             body: envelope(requestId, { leaseId: renewed.leaseId, leaseDuration: renewed.leaseDuration, renewable: true, warnings: renewed.warnings }),
@@ -138,9 +156,13 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
     {
       pattern: /^sys\/leases\/revoke(?:\/(.+))?$/,
       methods: {
-        PUT: async ({ req, params, requestId }) => {
+        PUT: async (ctx) => {
+          const { req, params, requestId } = ctx;
           const body = parseBody(leaseRequest, req.body);
-          const { warnings } = await leases.revoke(requireLeaseId(body.lease_id, params[0]));
+          const leaseId = requireLeaseId(body.lease_id, params[0]);
+          ctx.audit.leaseId = leaseId;
+          await authorizeLease(ctx, leases, 'revoke', leaseId, ['update', 'revoke']);
+          const { warnings } = await leases.revoke(leaseId);
           // Vault answers 204; a warning that the credential outlives its lease is worth a body.
           return warnings.length ? { status: 200, body: envelope(requestId, { warnings }) } : NO_CONTENT;
         },
@@ -149,8 +171,10 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
     {
       pattern: /^sys\/leases\/revoke-prefix\/(.+)$/,
       methods: {
-        PUT: async ({ params }) => {
-          await leases.revokePrefix(validatePrefix(params[0]!));
+        PUT: async (ctx) => {
+          const prefix = validatePrefix(ctx.params[0]!);
+          authzOf(ctx).require(`sys/leases/revoke-prefix/${prefix}`, ['sudo']);
+          await leases.revokePrefix(prefix);
           return NO_CONTENT;
         },
       },
@@ -159,9 +183,12 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
       // Extension (incident): every lease under the prefix issued before a time, default now.
       pattern: /^sys\/broker\/revoke-issued-before\/(.+)$/,
       methods: {
-        PUT: async ({ req, params, requestId }) => {
+        PUT: async (ctx) => {
+          const { req, params, requestId } = ctx;
+          const prefix = validatePrefix(params[0]!);
+          authzOf(ctx).require(`sys/broker/revoke-issued-before/${prefix}`, ['sudo']);
           const { issued_before } = parseBody(issuedBeforeRequest, req.body);
-          const { revoked } = await leases.revokePrefix(validatePrefix(params[0]!), issued_before ?? new Date());
+          const { revoked } = await leases.revokePrefix(prefix, issued_before ?? new Date());
           return { status: 200, body: envelope(requestId, { data: { revoked } }) };
         },
       },
@@ -169,8 +196,10 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
     {
       pattern: /^sys\/leases\/revoke-force\/(.+)$/,
       methods: {
-        PUT: async ({ params }) => {
-          await leases.revokeForce(validatePrefix(params[0]!));
+        PUT: async (ctx) => {
+          const prefix = validatePrefix(ctx.params[0]!);
+          authzOf(ctx).require(`sys/leases/revoke-force/${prefix}`, ['sudo']);
+          await leases.revokeForce(prefix);
           return NO_CONTENT;
         },
       },
@@ -178,18 +207,27 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
     {
       pattern: /^([^/]+)\/(creds|sts)\/([^/]+)$/,
       methods: {
-        GET: async ({ req, params, requestId, requester }) => issueReply(leases, params, req.query, requestId, requester),
-        PUT: async ({ req, params, requestId, requester }) => issueReply(leases, params, req.body, requestId, requester),
+        GET: async (ctx) => issueReply(leases, ctx, ctx.req.query, ['read']),
+        PUT: async (ctx) => issueReply(leases, ctx, ctx.req.body, ['update', 'create']),
       },
     },
   ];
 }
 
-async function issueReply(leases: LeaseService, params: string[], input: unknown, requestId: string, requester: string): Promise<Reply> {
-  const [mount, path, role] = params as [string, string, string];
-  if (mount === 'sys') throw new UnknownPath(`${mount}/${path}/${role}`);
+/** Authorizes a lease operation against the lease itself; an unknown lease is left to the service's answer. */
+async function authorizeLease(ctx: RouteContext, leases: LeaseService, op: string, leaseId: string, capabilities: Capability[]): Promise<void> {
+  const lease = await leases.find(leaseId);
+  if (lease) authzOf(ctx).requireLease(op, lease, capabilities);
+}
+
+async function issueReply(leases: LeaseService, ctx: RouteContext, input: unknown, capabilities: Capability[]): Promise<Reply> {
+  const [mount, path, role] = ctx.params as [string, string, string];
+  if (mount === 'sys' || mount === 'auth') throw new UnknownPath(`${mount}/${path}/${role}`);
+  const decision = authzOf(ctx).require(`${mount}/${path}/${role}`, capabilities);
   const { ttl, ...rest } = parseBody(credsRequest, input);
-  const lease = await leases.issue(mount, role, { ttl, requester, path, params: rest });
+  const lease = await leases.issue(mount, role, { ttl, identity: authzOf(ctx).identity, path, params: rest, ttlCap: decision.allowedTtl });
+  ctx.audit.leaseId = lease.leaseId;
+  const requestId = ctx.requestId;
   return {
     status: 200,
     body: envelope(requestId, {

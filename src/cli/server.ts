@@ -11,6 +11,8 @@ export async function runServer(configPath: string): Promise<void> {
   validateMounts(config);
   const log = createLogger(config.log_level);
   const broker = await startBroker(config, { log });
+  // Log rotation: reopen audit files in place.
+  process.on('SIGHUP', () => void broker.auditor.reopen().catch((err) => log.error({ err: (err as Error).message }, 'audit reopen failed')));
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

@@ -46,6 +46,10 @@ function checkSecretsAreRefs(raw: Record<string, unknown>): void {
   if (raw.root_token !== undefined && !isRef(raw.root_token)) {
     throw new ConfigError('root_token: write it as ${env:NAME} or ${file:/path}, not inline');
   }
+  const audit = raw.audit as Record<string, unknown> | undefined;
+  if (audit?.hmac_key !== undefined && !isRef(audit.hmac_key)) {
+    throw new ConfigError('audit.hmac_key: write it as ${env:NAME} or ${file:/path}, not inline');
+  }
   const mounts = (raw.mounts ?? {}) as Record<string, Record<string, unknown>>;
   const urls: [string, unknown][] = [['store.url', (raw.store as Record<string, unknown> | undefined)?.url]];
   for (const [name, mount] of Object.entries(mounts)) urls.push([`mounts.${name}.connection_url`, mount?.connection_url]);

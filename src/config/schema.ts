@@ -1,16 +1,11 @@
 import cron from 'node-cron';
 import { z } from 'zod';
-import { parseDurationSeconds } from '../duration.js';
+import { authMountSchema } from '../auth/auth-config.js';
+import { policyConfigSchema } from '../auth/policy.js';
+import { auditConfigSchema } from '../audit/auditor.js';
+import { durationSeconds } from './duration-schema.js';
 
-/** A duration in config: seconds or "90s"/"1h"; parsed to whole seconds. */
-export const durationSeconds = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  try {
-    return parseDurationSeconds(value, 'duration');
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+export { durationSeconds };
 
 /** Names that end up in lease ids, URLs and PostgreSQL identifiers: kept boring on purpose. */
 export const NAME_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -60,6 +55,10 @@ export const configSchema = z
     mounts: z
       .record(z.string(), mountCommonSchema.passthrough())
       .default({}),
+    /** Login methods by mount name: /v1/auth/<name>/login. */
+    auth: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), authMountSchema).default({}),
+    policies: policyConfigSchema.default({}),
+    audit: auditConfigSchema.optional(),
   })
   .strict()
   .superRefine((config, ctx) => {
@@ -68,6 +67,17 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['mounts', mount], message: `a mount name ${NAME_RULE}` });
       } else if (mount === 'sys') {
         ctx.addIssue({ code: 'custom', path: ['mounts', mount], message: '"sys" is reserved for the broker\'s own API' });
+      }
+    }
+    if (Object.hasOwn(config.auth, 'token')) {
+      ctx.addIssue({ code: 'custom', path: ['auth', 'token'], message: '"token" is reserved for the token self-service routes' });
+    }
+    const known = new Set(Object.keys(config.policies));
+    for (const [mount, authMount] of Object.entries(config.auth)) {
+      for (const [role, roleConfig] of Object.entries(authMount.roles)) {
+        for (const policy of roleConfig.token_policies) {
+          if (!known.has(policy)) ctx.addIssue({ code: 'custom', path: ['auth', mount, 'roles', role, 'token_policies'], message: `unknown policy "${policy}"` });
+        }
       }
     }
     if (config.reaper.pending_grace <= config.engine_timeout) {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
+import { identityRecord, type Identity } from '../auth/identity.js';
 import type { HandleFacts, JsonValue } from '../engines.js';
 import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, TargetTimeout, UnknownPath, UnknownRole, messageOf } from '../errors.js';
 import type { MountRegistry } from '../mounts.js';
@@ -43,7 +44,7 @@ export class LeaseService {
   async issue(
     mountName: string,
     roleName: string,
-    opts: { ttl?: number; requester: string | null; params?: Record<string, unknown>; path?: string },
+    opts: { ttl?: number; identity: Identity; params?: Record<string, unknown>; path?: string; ttlCap?: number },
   ): Promise<IssuedLease> {
     const path = opts.path ?? 'creds';
     const mount = this.mounts.get(mountName);
@@ -53,9 +54,11 @@ export class LeaseService {
 
     const warnings: string[] = [];
     let ttl = opts.ttl || role.common.default_ttl;
-    if (ttl > role.common.max_ttl) {
-      warnings.push(ttlCapWarning(ttl, role.common.max_ttl));
-      ttl = role.common.max_ttl;
+    // A policy's allowed_ttl may cap below the role's max_ttl.
+    const cap = Math.min(role.common.max_ttl, opts.ttlCap ?? Infinity);
+    if (ttl > cap) {
+      warnings.push(ttlCapWarning(ttl, cap));
+      ttl = cap;
     }
 
     const leaseId = newLeaseId(mount.name, path, role.name);
@@ -67,7 +70,9 @@ export class LeaseService {
       role: role.name,
       engine: mount.type,
       handle,
-      requester: opts.requester,
+      requester: opts.identity.name,
+      identity: identityRecord(opts.identity),
+      tokenAccessor: opts.identity.accessor ?? null,
       ttlSeconds: ttl,
       maxTtlSeconds: role.common.max_ttl,
       pendingGraceSeconds: this.policy.pending_grace,
@@ -211,6 +216,18 @@ export class LeaseService {
     return revoked;
   }
 
+  /** Revokes every live lease a token created (its holder logged out, or the token was revoked). */
+  async revokeByAccessor(accessor: string): Promise<number> {
+    let revoked = 0;
+    for (;;) {
+      const page = await this.store.claimAccessorPage(accessor, REVOKE_PREFIX_PAGE, this.policy.claim_timeout);
+      if (page.length === 0) return revoked;
+      for (const outcome of (await this.revoker.revokeClaimedMany(page)).values()) if (outcome.ok) revoked++;
+      // Failures stay queued with backoff for the reaper; they are not claimable here again.
+      if (page.length < REVOKE_PREFIX_PAGE) return revoked;
+    }
+  }
+
   /** Marks leases revoked without reaching the target: for a target that is gone for good. */
   async revokeForce(prefix: string): Promise<number> {
     const count = await this.store.forceRevoke(await this.resolvePrefix(prefix));
@@ -218,11 +235,16 @@ export class LeaseService {
     return count;
   }
 
-  /** Vault's LIST: the next path segment of every live lease under the prefix. */
-  async listChildren(prefix: string): Promise<string[]> {
+  /** A lease by id, or null; for authorization before acting on it. */
+  find(leaseId: string): Promise<LeaseRow | null> {
+    return isLeaseIdShape(leaseId) ? this.store.find(leaseId) : Promise.resolve(null);
+  }
+
+  /** Vault's LIST: the next path segment of every live lease under the prefix (only `owner`'s, if given). */
+  async listChildren(prefix: string, owner?: { name: string; auth_mount: string }): Promise<string[]> {
     const base = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
     const keys = new Set<string>();
-    for (const id of await this.store.liveIdsWithPrefix(base)) {
+    for (const id of await this.store.liveIdsWithPrefix(base, owner)) {
       const rest = id.slice(base.length);
       const slash = rest.indexOf('/');
       keys.add(slash === -1 ? rest : rest.slice(0, slash + 1));

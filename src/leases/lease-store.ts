@@ -25,6 +25,8 @@ export interface LeaseRow {
   last_error: string | null;
   revoked_at: Date | null;
   revoke_reason: RevokeReason | null;
+  identity: { name: string; auth_mount: string; metadata?: Record<string, string>; accessor?: string; root?: boolean } | null;
+  token_accessor: string | null;
 }
 
 export interface PendingLease {
@@ -38,6 +40,9 @@ export interface PendingLease {
   maxTtlSeconds: number;
   pendingGraceSeconds: number;
   renewable: boolean;
+  /** Who holds it (see identityRecord) and the token that asked, for ownership, quotas and audit. */
+  identity?: Record<string, unknown> | null;
+  tokenAccessor?: string | null;
 }
 
 /** Queries on credbroker_leases. One place owns the table; every statement is parameterized. */
@@ -69,11 +74,13 @@ export class LeaseStore {
   private async insertPendingBatch(leases: PendingLease[]): Promise<{ expires_at: Date }[]> {
     const { rows } = await this.exec<{ id: string; expires_at: Date }>(
       `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester,
-                                      expires_at, max_expires_at, next_attempt_at, renewable)
+                                      expires_at, max_expires_at, next_attempt_at, renewable, identity, token_accessor)
        SELECT id, mount, role, engine, 'pending', handle::jsonb, requester,
-              now() + make_interval(secs => ttl), now() + make_interval(secs => max_ttl), now() + make_interval(secs => grace), renewable
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::bool[])
-              AS t(id, mount, role, engine, handle, requester, ttl, max_ttl, grace, renewable)
+              now() + make_interval(secs => ttl), now() + make_interval(secs => max_ttl), now() + make_interval(secs => grace), renewable,
+              identity::jsonb, accessor
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::bool[],
+                     $11::text[], $12::text[])
+              AS t(id, mount, role, engine, handle, requester, ttl, max_ttl, grace, renewable, identity, accessor)
        RETURNING id, expires_at`,
       [
         leases.map((l) => l.id),
@@ -86,6 +93,8 @@ export class LeaseStore {
         leases.map((l) => l.maxTtlSeconds),
         leases.map((l) => l.pendingGraceSeconds),
         leases.map((l) => l.renewable),
+        leases.map((l) => (l.identity ? JSON.stringify(l.identity) : null)),
+        leases.map((l) => l.tokenAccessor ?? null),
       ],
     );
     const byId = new Map(rows.map((r) => [r.id, r]));
@@ -241,12 +250,27 @@ export class LeaseStore {
   }
 
   /** Ids of leases not yet revoked whose id starts with `prefix` (a btree range on the "C" column). */
-  async liveIdsWithPrefix(prefix: string): Promise<string[]> {
+  async liveIdsWithPrefix(prefix: string, owner?: { name: string; auth_mount: string }): Promise<string[]> {
     const { rows } = await this.query<{ id: string }>(
-      `SELECT id FROM credbroker_leases WHERE id >= $1 AND id < $2 AND state <> 'revoked' ORDER BY id`,
-      [prefix, prefixUpperBound(prefix)],
+      `SELECT id FROM credbroker_leases WHERE id >= $1 AND id < $2 AND state <> 'revoked'
+          AND ($3::text IS NULL OR (identity->>'name' = $3 AND identity->>'auth_mount' = $4)) ORDER BY id`,
+      [prefix, prefixUpperBound(prefix), owner?.name ?? null, owner?.auth_mount ?? null],
     );
     return rows.map((r) => r.id);
+  }
+
+  /** Claims the next page of unrevoked leases a token created, for revoking them with the token. */
+  async claimAccessorPage(accessor: string, limit: number, claimTimeoutSeconds: number): Promise<LeaseRow[]> {
+    const { rows } = await this.query<LeaseRow>(
+      `UPDATE credbroker_leases
+          SET state = 'revoking', revoke_reason = 'revoked', next_attempt_at = now() + make_interval(secs => $3)
+        WHERE id IN (SELECT id FROM credbroker_leases
+                      WHERE token_accessor = $1 AND state IN ('pending', 'active')
+                      LIMIT $2 FOR UPDATE SKIP LOCKED)
+        RETURNING *`,
+      [accessor, limit, claimTimeoutSeconds],
+    );
+    return rows;
   }
 
   /** The roles that have unrevoked leases under the prefix issued before a time. */

@@ -20,6 +20,8 @@ export class Revoker {
     private readonly mounts: MountRegistry,
     private readonly policy: ReaperConfig,
     private readonly log: Logger,
+    /** Engine-level events for the audit log: revoked, revoke failed (will retry), irrevocable. */
+    private readonly onEvent: (event: { operation: string; lease_id: string; error?: string; data?: Record<string, unknown> }) => void = () => undefined,
   ) {}
 
   async revokeClaimed(lease: LeaseRow): Promise<RevokeOutcome> {
@@ -40,6 +42,7 @@ export class Revoker {
           for (const lease of revoked) {
             outcomes.set(lease.id, { ok: true });
             this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
+            this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
           }
           for (const [j, lease] of chunk.entries()) {
             const error = errors[j];
@@ -66,6 +69,7 @@ export class Revoker {
       backoffBaseSeconds: this.policy.backoff_base,
       backoffMaxSeconds: this.policy.backoff_max,
     });
+    this.onEvent({ operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed', lease_id: lease.id, error, data: { attempts: lease.attempts + 1 } });
     if (state === 'irrevocable') {
       this.log.error({ lease_id: lease.id, attempts: lease.attempts + 1, err: error }, 'lease is irrevocable: operator action needed');
     } else {

@@ -1,0 +1,100 @@
+import { z } from 'zod';
+import type { AuthService } from '../auth/auth-service.js';
+import type { TokenRow } from '../auth/token-store.js';
+import { PermissionDenied } from '../errors.js';
+import type { LeaseService } from '../leases/lease-service.js';
+import { envelope } from './envelope.js';
+import { parseBody } from './request-schemas.js';
+import { authzOf, type Route } from './routes.js';
+import { parseDurationSeconds } from '../duration.js';
+
+const loginRequest = z.object({ role: z.unknown(), jwt: z.unknown() }).passthrough();
+const renewSelfRequest = z.object({ increment: z.union([z.number(), z.string()]).optional() }).passthrough();
+
+const secondsLeft = (d: Date) => Math.max(0, Math.round((d.getTime() - Date.now()) / 1000));
+
+/** Vault's token data, as `lookup-self` answers it (without the token itself). */
+function tokenData(row: TokenRow) {
+  return {
+    accessor: row.accessor,
+    creation_time: Math.floor(row.issued_at.getTime() / 1000),
+    display_name: `${row.identity.auth_mount}-${row.identity.name}`,
+    entity_id: '',
+    expire_time: row.expires_at.toISOString(),
+    explicit_max_ttl: Math.round((row.max_expires_at.getTime() - row.issued_at.getTime()) / 1000),
+    issue_time: row.issued_at.toISOString(),
+    meta: row.identity.metadata ?? {},
+    num_uses: 0,
+    orphan: true,
+    path: `auth/${row.identity.auth_mount}/login`,
+    policies: row.policies,
+    renewable: true,
+    ttl: secondsLeft(row.expires_at),
+    type: 'service',
+  };
+}
+
+function authBlock(token: string, row: TokenRow) {
+  return {
+    client_token: token,
+    accessor: row.accessor,
+    policies: row.policies,
+    token_policies: row.policies,
+    metadata: row.identity.metadata ?? {},
+    lease_duration: secondsLeft(row.expires_at),
+    renewable: true,
+    entity_id: '',
+    token_type: 'service',
+    orphan: true,
+  };
+}
+
+/** Logins (jwt, kubernetes) and Vault's token self-service routes. */
+export function buildAuthRoutes(auth: AuthService, leases: LeaseService): Route[] {
+  return [
+    {
+      pattern: /^auth\/token\/lookup-self$/,
+      methods: {
+        GET: async (ctx) => {
+          const identity = authzOf(ctx).identity;
+          if (identity.root) return { status: 200, body: envelope(ctx.requestId, { data: { display_name: 'root', policies: ['root'], ttl: 0, expire_time: null, meta: {} } }) };
+          const row = await auth.tokens.find(ctx.req.get('x-vault-token') ?? ctx.req.get('authorization')?.slice(7) ?? '');
+          if (!row) throw new PermissionDenied();
+          return { status: 200, body: envelope(ctx.requestId, { data: tokenData(row) }) };
+        },
+      },
+    },
+    {
+      pattern: /^auth\/token\/renew-self$/,
+      methods: {
+        PUT: async (ctx) => {
+          const { increment } = parseBody(renewSelfRequest, ctx.req.body);
+          const row = await auth.renewSelf(authzOf(ctx).identity, increment === undefined ? undefined : parseDurationSeconds(increment, 'increment'));
+          return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock('', row) } };
+        },
+      },
+    },
+    {
+      pattern: /^auth\/token\/revoke-self$/,
+      methods: {
+        PUT: async (ctx) => {
+          const identity = authzOf(ctx).identity;
+          if (identity.root || !identity.accessor) return { status: 204 };
+          const row = await auth.tokens.revoke(identity.accessor);
+          if (row?.revoke_leases) await leases.revokeByAccessor(row.accessor);
+          return { status: 204 };
+        },
+      },
+    },
+    {
+      pattern: /^auth\/([^/]+)\/login$/,
+      public: true,
+      methods: {
+        PUT: async (ctx) => {
+          const { token, row } = await auth.login(ctx.params[0]!, parseBody(loginRequest, ctx.req.body));
+          return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock(token, row) } };
+        },
+      },
+    },
+  ];
+}

@@ -1,0 +1,51 @@
+import type { Identity } from '../auth/identity.js';
+import type { Capability, Decision, PolicySet } from '../auth/policy.js';
+import { PermissionDenied } from '../errors.js';
+import type { LeaseRow } from '../leases/lease-store.js';
+
+/** The creds path a lease was issued on: `demo/creds/readonly/<id>` → `demo/creds/readonly`. */
+export const leasePath = (leaseId: string) => leaseId.slice(0, leaseId.lastIndexOf('/'));
+
+/** One request's authorization: the caller's identity against the configured policies. Deny wins. */
+export class Authz {
+  constructor(
+    readonly identity: Identity,
+    private readonly policies: PolicySet,
+  ) {}
+
+  private evaluate(path: string): Decision {
+    return this.policies.evaluate(this.identity.policies, path, { name: this.identity.name, metadata: this.identity.metadata });
+  }
+
+  /** The decision when any of `capabilities` is granted on `path`; PermissionDenied otherwise. */
+  require(path: string, capabilities: Capability[]): Decision {
+    const decision = this.evaluate(path);
+    if (!decision.allowed || !capabilities.some((c) => decision.capabilities.includes(c))) throw new PermissionDenied();
+    return decision;
+  }
+
+  has(path: string, capability: Capability): boolean {
+    const decision = this.evaluate(path);
+    return decision.allowed && decision.capabilities.includes(capability);
+  }
+
+  owns(lease: LeaseRow): boolean {
+    return Boolean(lease.identity && lease.identity.name === this.identity.name && lease.identity.auth_mount === this.identity.authMount);
+  }
+
+  /**
+   * A lease operation (`sys/leases/<op>`) is checked against the lease itself: an operator with
+   * sudo on the operation may act on any lease; anyone else only on a lease they hold, and only
+   * with `capability` on the path it was issued on. One pipeline cannot touch its neighbour's.
+   */
+  requireLease(op: string, lease: LeaseRow, capabilities: Capability[]): void {
+    if (this.identity.root || this.has(`sys/leases/${op}`, 'sudo')) return;
+    if (!this.owns(lease)) throw new PermissionDenied();
+    this.require(leasePath(lease.id), capabilities);
+  }
+
+  /** Sees every lease under a prefix (sudo or list on the lookup path); otherwise only its own. */
+  seesAllUnder(prefix: string): boolean {
+    return this.identity.root || this.has(`sys/leases/lookup/${prefix}`, 'sudo') || this.has(`sys/leases/lookup/${prefix}`, 'list');
+  }
+}

@@ -1,0 +1,107 @@
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { BrokerError, ConfigError } from '../errors.js';
+import { hmacField } from './hmac.js';
+import { scrubRecord, type AuditRecord } from './record.js';
+import { FileSink, PostgresSink, StdoutSink, type AuditSink } from './sinks.js';
+
+/** No audit sink accepted the record, so the request it describes must not go ahead. */
+export class AuditUnavailable extends BrokerError {
+  override readonly code = 'ERR_AUDIT_UNAVAILABLE';
+  constructor(options?: { cause?: unknown }) {
+    super('audit log unavailable: request refused', options);
+  }
+}
+
+export const auditConfigSchema = z
+  .object({
+    /** A secret: in a config file it is a ${env:} or ${file:} ref. */
+    hmac_key: z.string().min(32, 'must be at least 32 characters'),
+    file: z.object({ path: z.string().min(1) }).strict().optional(),
+    stdout: z.boolean().optional(),
+    postgres: z.boolean().optional(),
+  })
+  .strict()
+  .refine((audit) => audit.file !== undefined || audit.stdout === true || audit.postgres === true, {
+    message: 'configure at least one sink: file, stdout or postgres',
+  });
+
+export type AuditConfig = z.infer<typeof auditConfigSchema>;
+
+/** The code of a sink failure, for the log: never its message, which may quote part of the record. */
+const errorCode = (err: unknown): string => {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code ? code : err instanceof Error ? err.name : typeof err;
+};
+
+/** Scrubs records and hands them to every sink; fails closed when none accepts. */
+export class Auditor {
+  constructor(
+    private readonly sinks: AuditSink[],
+    private readonly hmacKey: string,
+    private readonly log: Logger,
+  ) {
+    if (sinks.length > 0 && !hmacKey) throw new ConfigError('audit: an hmac_key is required');
+  }
+
+  /**
+   * Scrubs, then writes to every sink in parallel and waits for all of them; resolves if at least
+   * one accepted, else throws AuditUnavailable. Each failing sink is logged by name and error code.
+   * With no sinks at all, auditing is off and this resolves.
+   */
+  async record(record: AuditRecord): Promise<void> {
+    if (this.sinks.length === 0) return;
+    const line = scrubRecord(record, this.hmacKey);
+    const results = await Promise.allSettled(this.sinks.map((sink) => sink.write(line)));
+    const failures: unknown[] = [];
+    results.forEach((result, i) => {
+      if (result.status === 'fulfilled') return;
+      failures.push(result.reason);
+      this.log.error({ sink: this.sinks[i]!.name, code: errorCode(result.reason) }, 'audit sink failed to write');
+    });
+    if (failures.length === this.sinks.length) throw new AuditUnavailable({ cause: failures[0] });
+  }
+
+  /** Like record(), for engine events (the reaper's revocations) no request waits on: never throws. */
+  async event(event: Omit<AuditRecord, 'type' | 'time'> & { operation: string }): Promise<void> {
+    try {
+      await this.record({ ...event, type: 'event', time: new Date().toISOString() });
+    } catch (err) {
+      this.log.error({ operation: event.operation, code: errorCode(err) }, 'audit event not recorded');
+    }
+  }
+
+  /** hmacField with the configured key: what a secret looks like in the audit log. */
+  hash(value: string): string {
+    if (!this.hmacKey) throw new ConfigError('audit is not configured: no audit.hmac_key');
+    return hmacField(this.hmacKey, value);
+  }
+
+  /** Reopens every file sink, after log rotation. A sink that cannot reopen is logged; its next writes retry. */
+  async reopen(): Promise<void> {
+    const files = this.sinks.filter((sink): sink is FileSink => sink instanceof FileSink);
+    await this.settleLogging(files, (sink) => sink.reopen(), 'audit sink failed to reopen');
+  }
+
+  async close(): Promise<void> {
+    await this.settleLogging(this.sinks, (sink) => sink.close(), 'audit sink failed to close');
+  }
+
+  private async settleLogging<S extends AuditSink>(sinks: S[], work: (sink: S) => Promise<void>, message: string): Promise<void> {
+    const results = await Promise.allSettled(sinks.map(work));
+    results.forEach((result, i) => {
+      if (result.status === 'rejected') this.log.error({ sink: sinks[i]!.name, code: errorCode(result.reason) }, message);
+    });
+  }
+}
+
+/** The auditor a config asks for; without an `audit` section, one that records nothing. */
+export function createAuditor(config: AuditConfig | undefined, deps: { storePool: pg.Pool; log: Logger }): Auditor {
+  if (!config) return new Auditor([], '', deps.log);
+  const sinks: AuditSink[] = [];
+  if (config.file) sinks.push(new FileSink(config.file.path));
+  if (config.stdout) sinks.push(new StdoutSink());
+  if (config.postgres) sinks.push(new PostgresSink(deps.storePool));
+  return new Auditor(sinks, config.hmac_key, deps.log);
+}

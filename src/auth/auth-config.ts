@@ -1,0 +1,44 @@
+import { z } from 'zod';
+import { durationSeconds } from '../config/duration-schema.js';
+
+const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+export const authRoleSchema = z
+  .object({
+    bound_audiences: z.array(z.string().min(1)).min(1),
+    bound_subject: z.string().min(1).optional(),
+    /** Claim (or JSON pointer like /kubernetes.io/namespace) → allowed value(s); `*` globs. */
+    bound_claims: z.record(z.string().min(1), z.union([z.string(), z.array(z.string()).min(1)])).optional(),
+    user_claim: z.string().min(1).default('sub'),
+    /** Claim (or JSON pointer) → metadata key, copied into leases and audit records. */
+    claim_mappings: z.record(z.string().min(1), z.string().regex(/^[a-z][a-z0-9_]{0,63}$/)).optional(),
+    token_policies: z.array(z.string().min(1)).default([]),
+    token_ttl: durationSeconds.default(3600),
+    token_max_ttl: durationSeconds.default(86400),
+    /** Vault revokes a token's leases with it; an ETL job's lease may need to outlive a short login. */
+    revoke_leases_with_token: z.boolean().default(true),
+  })
+  .strict();
+
+export const authMountSchema = z
+  .object({
+    type: z.enum(['jwt', 'kubernetes']),
+    jwks_url: z.string().url().optional(),
+    oidc_discovery_url: z.string().url().optional(),
+    /** Pinned public keys, PEM. */
+    jwt_validation_pubkeys: z.array(z.string().min(1)).min(1).optional(),
+    bound_issuer: z.string().min(1).optional(),
+    jwt_supported_algs: z.array(z.enum(ALGORITHMS)).min(1).default(['RS256', 'ES256', 'EdDSA']),
+    clock_skew_leeway: durationSeconds.default(30),
+    max_jwt_bytes: z.number().int().min(512).max(1_048_576).default(16_384),
+    /** Least time between two JWKS fetches triggered by an unknown key id. */
+    jwks_refresh_interval: durationSeconds.default(10),
+    roles: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/), authRoleSchema).default({}),
+  })
+  .strict()
+  .refine((m) => [m.jwks_url, m.oidc_discovery_url, m.jwt_validation_pubkeys].filter(Boolean).length === 1, {
+    message: 'give exactly one key source: jwks_url, oidc_discovery_url or jwt_validation_pubkeys',
+  });
+
+export type AuthMountConfig = z.infer<typeof authMountSchema>;
+export type AuthRoleConfig = z.infer<typeof authRoleSchema>;

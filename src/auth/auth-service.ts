@@ -1,0 +1,73 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import { InvalidRequest, PermissionDenied, UnknownPath } from '../errors.js';
+import type { AuthMountConfig } from './auth-config.js';
+import { ROOT_IDENTITY, type Identity } from './identity.js';
+import { JwtAuthMount } from './jwt-login.js';
+import type { TokenRow, TokenStore } from './token-store.js';
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+export interface LoginResult {
+  token: string;
+  row: TokenRow;
+  identity: Identity;
+}
+
+/** Who is asking (root token or broker token), and logins that mint broker tokens. */
+export class AuthService {
+  private readonly rootDigest: Buffer;
+  private readonly mounts = new Map<string, JwtAuthMount>();
+
+  constructor(
+    rootToken: string,
+    mounts: Record<string, AuthMountConfig>,
+    readonly tokens: TokenStore,
+    private readonly log: Logger,
+  ) {
+    this.rootDigest = digest(rootToken);
+    for (const [name, config] of Object.entries(mounts)) this.mounts.set(name, new JwtAuthMount(name, config));
+  }
+
+  /** The identity behind a presented token; PermissionDenied for none, unknown, expired or revoked. */
+  async authenticate(token: string | undefined): Promise<Identity> {
+    if (!token) throw new PermissionDenied();
+    if (timingSafeEqual(digest(token), this.rootDigest)) {
+      this.log.warn('root token used');
+      return ROOT_IDENTITY;
+    }
+    const row = await this.tokens.find(token);
+    if (!row) throw new PermissionDenied();
+    return identityOf(row);
+  }
+
+  hasMount(name: string): boolean {
+    return this.mounts.has(name);
+  }
+
+  async login(mountName: string, body: { role?: unknown; jwt?: unknown }): Promise<LoginResult> {
+    const mount = this.mounts.get(mountName);
+    if (!mount) throw new UnknownPath(`auth/${mountName}/login`);
+    const verified = await mount.verify(body.role, body.jwt);
+    const { token, row } = await this.tokens.create({
+      identity: { ...verified.identity },
+      role: verified.role,
+      ttlSeconds: verified.roleConfig.token_ttl,
+      maxTtlSeconds: verified.roleConfig.token_max_ttl,
+      revokeLeases: verified.roleConfig.revoke_leases_with_token,
+    });
+    this.log.info({ auth_mount: mountName, role: verified.role, name: verified.identity.name, accessor: row.accessor }, 'login');
+    return { token, row, identity: identityOf(row) };
+  }
+
+  async renewSelf(identity: Identity, incrementSeconds: number | undefined): Promise<TokenRow> {
+    if (identity.root || !identity.accessor) throw new InvalidRequest('the root token does not expire and cannot be renewed');
+    const row = await this.tokens.renew(identity.accessor, incrementSeconds || 3600);
+    if (!row) throw new PermissionDenied();
+    return row;
+  }
+}
+
+export function identityOf(row: TokenRow): Identity {
+  return { name: row.identity.name, authMount: row.identity.auth_mount, metadata: row.identity.metadata ?? {}, policies: row.policies, accessor: row.accessor, root: false };
+}

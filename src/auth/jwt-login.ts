@@ -1,0 +1,138 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { InvalidRequest, TargetError, messageOf } from '../errors.js';
+import type { AuthMountConfig, AuthRoleConfig } from './auth-config.js';
+import { claimMatches, claimValue } from './claims.js';
+import type { Identity } from './identity.js';
+
+/** jose's error codes, turned into the reasons a client can act on. */
+const REASONS: Record<string, string> = {
+  ERR_JWT_EXPIRED: 'token is expired',
+  ERR_JOSE_ALG_NOT_ALLOWED: 'signing algorithm not allowed',
+  ERR_JWKS_NO_MATCHING_KEY: "no key matches the token's key id",
+  ERR_JWKS_MULTIPLE_MATCHING_KEYS: 'several keys match the token',
+  ERR_JWS_SIGNATURE_VERIFICATION_FAILED: 'signature is invalid',
+  ERR_JWS_INVALID: 'token is malformed',
+  ERR_JWT_INVALID: 'token is malformed',
+  ERR_JOSE_NOT_SUPPORTED: 'signing algorithm not supported',
+};
+
+export interface VerifiedLogin {
+  identity: Omit<Identity, 'accessor'>;
+  role: string;
+  roleConfig: AuthRoleConfig;
+}
+
+/** One JWT auth mount: verifies a presented JWT and binds it to one of the mount's roles. */
+export class JwtAuthMount {
+  private keySource: JWTVerifyGetKey | KeyObject[] | undefined;
+
+  constructor(
+    readonly name: string,
+    private readonly config: AuthMountConfig,
+  ) {}
+
+  async verify(roleName: unknown, jwt: unknown): Promise<VerifiedLogin> {
+    if (typeof roleName !== 'string' || !roleName) throw new InvalidRequest('missing role');
+    const role = Object.hasOwn(this.config.roles, roleName) ? this.config.roles[roleName]! : undefined;
+    if (!role) throw new InvalidRequest(`role "${roleName.slice(0, 64)}" could not be found`);
+    if (typeof jwt !== 'string' || !jwt) throw new InvalidRequest('missing jwt');
+    if (Buffer.byteLength(jwt) > this.config.max_jwt_bytes) throw new InvalidRequest(`jwt is too large (over ${this.config.max_jwt_bytes} bytes)`);
+
+    const claims = await this.verifySignature(jwt);
+    const identity = this.bind(claims, roleName, role);
+    return { identity, role: roleName, roleConfig: role };
+  }
+
+  private async verifySignature(jwt: string): Promise<JWTPayload> {
+    const options = {
+      algorithms: this.config.jwt_supported_algs,
+      clockTolerance: this.config.clock_skew_leeway,
+      ...(this.config.bound_issuer ? { issuer: this.config.bound_issuer } : {}),
+      requiredClaims: ['exp'],
+    };
+    try {
+      decodeProtectedHeader(jwt);
+    } catch {
+      throw new InvalidRequest('error validating token: token is malformed');
+    }
+    const keys = await this.keys();
+    try {
+      if (!Array.isArray(keys)) return (await jwtVerify(jwt, keys, options)).payload;
+      let lastError: unknown;
+      for (const key of keys) {
+        try {
+          return (await jwtVerify(jwt, key, options)).payload;
+        } catch (err) {
+          lastError = err;
+          if ((err as { code?: string }).code !== 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED') throw err;
+        }
+      }
+      throw lastError;
+    } catch (err) {
+      throw this.explain(err);
+    }
+  }
+
+  private explain(err: unknown): Error {
+    const e = err as { code?: string; claim?: string; reason?: string };
+    if (e.code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') {
+      const reason = e.claim === 'nbf' ? 'token is not yet valid' : e.claim === 'iss' ? 'issuer does not match bound_issuer' : `invalid "${e.claim}" claim`;
+      return new InvalidRequest(`error validating token: ${reason}`);
+    }
+    if (e.code && REASONS[e.code]) return new InvalidRequest(`error validating token: ${REASONS[e.code]}`);
+    if (e.code === 'ERR_JWKS_TIMEOUT' || e.code === 'ERR_JWKS_INVALID' || !e.code) {
+      return new TargetError(`auth/${this.name}`, `cannot fetch the signing keys: ${messageOf(err)}`);
+    }
+    return new InvalidRequest(`error validating token: ${messageOf(err)}`);
+  }
+
+  /** Keys from pinned PEMs, a JWKS URL, or OIDC discovery (fetched on first use, refetched on an unknown kid). */
+  private async keys(): Promise<JWTVerifyGetKey | KeyObject[]> {
+    if (this.keySource) return this.keySource;
+    const c = this.config;
+    const remote = (url: string) => createRemoteJWKSet(new URL(url), { cooldownDuration: c.jwks_refresh_interval * 1000, cacheMaxAge: 600_000, timeoutDuration: 5000 });
+    if (c.jwt_validation_pubkeys) this.keySource = c.jwt_validation_pubkeys.map((pem) => createPublicKey(pem));
+    else if (c.jwks_url) this.keySource = remote(c.jwks_url);
+    else {
+      const discoveryUrl = `${c.oidc_discovery_url!.replace(/\/$/, '')}/.well-known/openid-configuration`;
+      const res = await fetch(discoveryUrl).catch((err) => {
+        throw new TargetError(`auth/${this.name}`, `OIDC discovery failed: ${messageOf(err)}`);
+      });
+      const doc = (await res.json().catch(() => ({}))) as { jwks_uri?: string };
+      if (!res.ok || !doc.jwks_uri) throw new TargetError(`auth/${this.name}`, `OIDC discovery at ${discoveryUrl} gave no jwks_uri`);
+      this.keySource = remote(doc.jwks_uri);
+    }
+    return this.keySource;
+  }
+
+  /** Checks the role's bindings and builds the identity; Vault's texts where clients match them. */
+  private bind(claims: JWTPayload, roleName: string, role: AuthRoleConfig): Omit<Identity, 'accessor'> {
+    const audiences = Array.isArray(claims.aud) ? claims.aud : claims.aud ? [claims.aud] : [];
+    if (!audiences.some((a) => role.bound_audiences.includes(a))) throw new InvalidRequest('error validating token: invalid audience (aud) claim: audience claim does not match any expected audience');
+    if (role.bound_subject && claims.sub !== role.bound_subject) throw new InvalidRequest('error validating token: sub claim does not match bound subject');
+    for (const [selector, allowed] of Object.entries(role.bound_claims ?? {})) {
+      if (!claimMatches(claimValue(claims, selector), allowed)) throw new InvalidRequest(`error validating claims: claim "${selector}" does not match any associated bound claim values`);
+    }
+    const name = claimValue(claims, role.user_claim);
+    if (typeof name !== 'string' || !name) throw new InvalidRequest(`error validating claims: user claim "${role.user_claim}" is missing or not a string`);
+    const metadata: Record<string, string> = { role: roleName };
+    for (const [selector, key] of Object.entries(role.claim_mappings ?? {})) {
+      const value = claimValue(claims, selector);
+      if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') metadata[key] = String(value);
+    }
+    if (this.config.type === 'kubernetes') Object.assign(metadata, kubernetesMetadata(claims));
+    return { name, authMount: this.name, metadata, policies: role.token_policies, root: false };
+  }
+}
+
+/** Vault's Kubernetes auth metadata, from a projected (nested) or legacy (flat) service-account token. */
+function kubernetesMetadata(claims: JWTPayload): Record<string, string> {
+  const k8s = (claims['kubernetes.io'] ?? {}) as { namespace?: string; serviceaccount?: { name?: string; uid?: string } };
+  const pick = (...values: unknown[]) => values.find((v): v is string => typeof v === 'string') ?? '';
+  return {
+    service_account_namespace: pick(k8s.namespace, claims['kubernetes.io/serviceaccount/namespace']),
+    service_account_name: pick(k8s.serviceaccount?.name, claims['kubernetes.io/serviceaccount/service-account.name']),
+    service_account_uid: pick(k8s.serviceaccount?.uid, claims['kubernetes.io/serviceaccount/service-account.uid']),
+  };
+}

@@ -1,0 +1,219 @@
+import { z } from 'zod';
+import { parseDurationSeconds } from '../duration.js';
+
+export type Capability = 'read' | 'create' | 'update' | 'list' | 'delete' | 'revoke' | 'sudo' | 'deny';
+
+const CAPABILITIES = ['read', 'create', 'update', 'list', 'delete', 'revoke', 'sudo', 'deny'] as const satisfies readonly Capability[];
+const ROOT_CAPABILITIES: Capability[] = CAPABILITIES.filter((c) => c !== 'deny');
+
+const POLICY_NAME = /^[a-z][a-z0-9_-]{0,63}$/;
+const TEMPLATE = /\{\{([^{}]*)\}\}/g;
+const TEMPLATE_EXPR = /^identity\.(?:name|metadata\.[A-Za-z0-9_.-]+)$/;
+
+/**
+ * Defined here rather than taken from config/schema.ts: the config schema will embed this one,
+ * and a cycle between the two modules would leave one of them undefined at load time.
+ */
+const allowedTtl = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  try {
+    const seconds = parseDurationSeconds(value, 'allowed_ttl');
+    // Vault reads a zero TTL as "the default"; as a cap it would mean dead credentials. Either way, not what was meant.
+    if (seconds === 0) ctx.addIssue({ code: 'custom', message: 'must be at least 1 second' });
+    return seconds;
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** Why a rule path cannot be used, or undefined when it can. */
+function pathProblem(path: string): string | undefined {
+  if (path.startsWith('/')) return 'must not start with "/" (paths are written as after /v1/, e.g. "warehouse/creds/etl-reader")';
+  for (const [, expr] of path.matchAll(TEMPLATE)) {
+    if (!TEMPLATE_EXPR.test(expr!)) return `unknown template "{{${expr}}}": use {{identity.name}} or {{identity.metadata.<key>}}`;
+  }
+  const literal = path.replace(TEMPLATE, 'x');
+  if (literal.includes('{{') || literal.includes('}}')) return 'has an unclosed "{{" or a stray "}}"';
+  if (literal.slice(0, -1).includes('*')) return '"*" is only allowed at the very end';
+  if (literal.split('/').some((segment) => segment.includes('+') && segment !== '+')) {
+    return '"+" must be a whole path segment, e.g. "warehouse/+/etl-reader"';
+  }
+  return undefined;
+}
+
+const ruleSchema = z
+  .object({
+    path: z
+      .string()
+      .min(1)
+      .max(512)
+      .superRefine((path, ctx) => {
+        const problem = pathProblem(path);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
+    capabilities: z.array(z.enum(CAPABILITIES)).min(1),
+    allowed_ttl: allowedTtl.optional(),
+  })
+  .strict();
+
+export const policyConfigSchema = z.record(z.string(), z.array(ruleSchema)).superRefine((policies, ctx) => {
+  for (const name of Object.keys(policies)) {
+    if (name === 'root') {
+      ctx.addIssue({ code: 'custom', path: [name], message: '"root" is reserved: the root token\'s policy grants everything and cannot be redefined' });
+    } else if (!POLICY_NAME.test(name)) {
+      ctx.addIssue({ code: 'custom', path: [name], message: 'a policy name must be 1-64 characters: lower-case letters, digits, "_" or "-", starting with a letter' });
+    }
+  }
+});
+
+export type PolicyConfig = z.infer<typeof policyConfigSchema>;
+
+export interface IdentityForTemplates {
+  name: string;
+  metadata: Record<string, string>;
+}
+
+export interface Decision {
+  allowed: boolean;
+  /** Granted capabilities; empty when denied or nothing matched. Never contains 'deny'. */
+  capabilities: Capability[];
+  /** The configured path (templates unfilled) of the winning rule, or of the rule that denied. */
+  matchedPath?: string;
+  /** The smallest allowed_ttl among the winning rules, in seconds. */
+  allowedTtl?: number;
+}
+
+type Part = string | { metadata: string } | { name: true };
+
+interface CompiledRule {
+  path: string;
+  parts: Part[];
+  capabilities: Capability[];
+  allowedTtl?: number;
+}
+
+interface Match {
+  rule: CompiledRule;
+  /** Index of the first '+' or '*' in the filled path; its length when it has none. */
+  firstWildcard: number;
+  glob: boolean;
+  plusSegments: number;
+  length: number;
+}
+
+function compile(rule: PolicyConfig[string][number]): CompiledRule {
+  const parts: Part[] = [];
+  let last = 0;
+  for (const m of rule.path.matchAll(TEMPLATE)) {
+    if (m.index > last) parts.push(rule.path.slice(last, m.index));
+    const expr = m[1]!;
+    parts.push(expr === 'identity.name' ? { name: true } : { metadata: expr.slice('identity.metadata.'.length) });
+    last = m.index + m[0].length;
+  }
+  if (last < rule.path.length) parts.push(rule.path.slice(last));
+  return { path: rule.path, parts, capabilities: rule.capabilities, ...(rule.allowed_ttl !== undefined ? { allowedTtl: rule.allowed_ttl } : {}) };
+}
+
+/**
+ * A filled value becomes part of a path pattern, so it must stay inside its segment and stay
+ * literal: an empty value would also widen `team-{{…}}*` to `team-*`.
+ */
+const safeValue = (v: unknown): v is string =>
+  typeof v === 'string' && v !== '' && !v.includes('/') && !v.includes('*') && !v.includes('+') && !v.includes('..');
+
+/** The rule path with its templates filled, or undefined when a value is missing or unsafe. */
+function fill(parts: Part[], identity: IdentityForTemplates): string | undefined {
+  let out = '';
+  for (const part of parts) {
+    if (typeof part === 'string') {
+      out += part;
+      continue;
+    }
+    // hasOwn: only the identity's own claims count, never a key reached through a prototype.
+    const value = 'name' in part ? identity.name : Object.hasOwn(identity.metadata, part.metadata) ? identity.metadata[part.metadata] : undefined;
+    if (!safeValue(value)) return undefined;
+    out += value;
+  }
+  return out;
+}
+
+/** '+' matches exactly one non-empty segment; a trailing '*' matches any suffix, '/' included. */
+function matches(pattern: string, path: string): boolean {
+  const glob = pattern.endsWith('*');
+  const want = (glob ? pattern.slice(0, -1) : pattern).split('/');
+  const have = path.split('/');
+  if (glob ? have.length < want.length : have.length !== want.length) return false;
+  return want.every((segment, i) => {
+    const actual = have[i]!;
+    if (segment === '+') return actual !== '';
+    return glob && i === want.length - 1 ? actual.startsWith(segment) : actual === segment;
+  });
+}
+
+function measure(rule: CompiledRule, filled: string): Match {
+  const wildcard = filled.search(/[+*]/);
+  return {
+    rule,
+    firstWildcard: wildcard === -1 ? filled.length : wildcard,
+    glob: filled.endsWith('*'),
+    plusSegments: filled.split('/').filter((s) => s === '+').length,
+    length: filled.length,
+  };
+}
+
+/** Vault's priority: positive when `a` is more specific than `b`, 0 when they tie. */
+function compareSpecificity(a: Match, b: Match): number {
+  if (a.firstWildcard !== b.firstWildcard) return a.firstWildcard - b.firstWildcard;
+  if (a.glob !== b.glob) return a.glob ? -1 : 1;
+  if (a.plusSegments !== b.plusSegments) return b.plusSegments - a.plusSegments;
+  return a.length - b.length;
+}
+
+/** The configured policies, compiled once; evaluated per request against the caller's policy names. */
+export class PolicySet {
+  private readonly rules = new Map<string, CompiledRule[]>();
+
+  constructor(config: PolicyConfig) {
+    for (const [name, rules] of Object.entries(config)) this.rules.set(name, rules.map(compile));
+  }
+
+  /**
+   * What `policies` allow on `path` (no leading slash). 'root' grants everything. Otherwise the
+   * most specific matching rules win, equally specific ones unioned across policies; any
+   * matching 'deny', however general, denies.
+   */
+  evaluate(policies: string[], path: string, identity: IdentityForTemplates): Decision {
+    if (policies.includes('root')) return { allowed: true, capabilities: [...ROOT_CAPABILITIES] };
+    const found: Match[] = [];
+    for (const name of new Set(policies)) {
+      for (const rule of this.rules.get(name) ?? []) {
+        const filled = fill(rule.parts, identity);
+        if (filled !== undefined && matches(filled, path)) found.push(measure(rule, filled));
+      }
+    }
+    const denying = found.find((m) => m.rule.capabilities.includes('deny'));
+    if (denying) return { allowed: false, capabilities: [], matchedPath: denying.rule.path };
+    if (found.length === 0) return { allowed: false, capabilities: [] };
+
+    const best = found.reduce((a, b) => (compareSpecificity(b, a) > 0 ? b : a));
+    const winners = found.filter((m) => compareSpecificity(m, best) === 0);
+    const granted = new Set(winners.flatMap((m) => m.rule.capabilities));
+    const ttls = winners.flatMap((m) => (m.rule.allowedTtl !== undefined ? [m.rule.allowedTtl] : []));
+    return {
+      allowed: granted.size > 0,
+      capabilities: ROOT_CAPABILITIES.filter((c) => granted.has(c)),
+      matchedPath: best.rule.path,
+      ...(ttls.length ? { allowedTtl: Math.min(...ttls) } : {}),
+    };
+  }
+
+  allows(policies: string[], path: string, capability: Capability, identity: IdentityForTemplates): boolean {
+    const decision = this.evaluate(policies, path, identity);
+    return decision.allowed && decision.capabilities.includes(capability);
+  }
+
+  /** The configured policy names; 'root' is built in and never among them. */
+  names(): string[] {
+    return [...this.rules.keys()];
+  }
+}

@@ -1,0 +1,88 @@
+import { createHash } from 'node:crypto';
+import type pg from 'pg';
+import { randomName, randomSecret } from '../random.js';
+import type { Identity } from './identity.js';
+
+export interface TokenRow {
+  accessor: string;
+  identity: { name: string; auth_mount: string; metadata: Record<string, string>; role?: string };
+  policies: string[];
+  issued_at: Date;
+  expires_at: Date;
+  max_expires_at: Date;
+  revoke_leases: boolean;
+  revoked_at: Date | null;
+}
+
+/** How long a token check may be answered from memory: a revocation takes effect within this. */
+const CACHE_MS = 1000;
+const TOKEN_PREFIX = 'cbt.';
+
+const hashOf = (token: string) => createHash('sha256').update(token).digest();
+
+/**
+ * Broker tokens. Only a SHA-256 of each token is stored (a token carries 256 random bits, so a
+ * slow hash would add nothing). A check costs one indexed lookup, cached for at most a second.
+ */
+export class TokenStore {
+  private readonly cache = new Map<string, { row: TokenRow | null; until: number }>();
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  async create(opts: { identity: Identity; role: string; ttlSeconds: number; maxTtlSeconds: number; revokeLeases: boolean }): Promise<{ token: string; row: TokenRow }> {
+    const token = `${TOKEN_PREFIX}${randomSecret()}`;
+    const { rows } = await this.pool.query<TokenRow>(
+      `INSERT INTO credbroker_tokens (accessor, token_hash, identity, policies, expires_at, max_expires_at, revoke_leases)
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => least($5, $6)), now() + make_interval(secs => $6), $7)
+       RETURNING *`,
+      [
+        randomName(24),
+        hashOf(token),
+        { name: opts.identity.name, auth_mount: opts.identity.authMount, metadata: opts.identity.metadata, role: opts.role },
+        opts.identity.policies,
+        opts.ttlSeconds,
+        opts.maxTtlSeconds,
+        opts.revokeLeases,
+      ],
+    );
+    return { token, row: rows[0]! };
+  }
+
+  /** The live token row for a presented token, or null (unknown, expired or revoked). */
+  async find(token: string): Promise<TokenRow | null> {
+    if (!token.startsWith(TOKEN_PREFIX) || token.length > 100) return null;
+    const key = hashOf(token).toString('base64');
+    const cached = this.cache.get(key);
+    if (cached && cached.until > Date.now()) return live(cached.row);
+    const { rows } = await this.pool.query<TokenRow>('SELECT * FROM credbroker_tokens WHERE token_hash = $1', [hashOf(token)]);
+    const row = rows[0] ?? null;
+    if (this.cache.size > 10_000) this.cache.clear();
+    this.cache.set(key, { row, until: Date.now() + CACHE_MS });
+    return live(row);
+  }
+
+  /** Moves the expiry forward by `increment` from now, never past the token's max. */
+  async renew(accessor: string, incrementSeconds: number): Promise<TokenRow | null> {
+    const { rows } = await this.pool.query<TokenRow>(
+      `UPDATE credbroker_tokens SET expires_at = least(now() + make_interval(secs => $2), max_expires_at)
+        WHERE accessor = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING *`,
+      [accessor, incrementSeconds],
+    );
+    this.cache.clear();
+    return rows[0] ?? null;
+  }
+
+  async revoke(accessor: string): Promise<TokenRow | null> {
+    const { rows } = await this.pool.query<TokenRow>(
+      `UPDATE credbroker_tokens SET revoked_at = now() WHERE accessor = $1 AND revoked_at IS NULL RETURNING *`,
+      [accessor],
+    );
+    this.cache.clear();
+    return rows[0] ?? null;
+  }
+}
+
+function live(row: TokenRow | null): TokenRow | null {
+  if (!row || row.revoked_at || row.expires_at <= new Date()) return null;
+  return row;
+}
