@@ -97,6 +97,11 @@ export class RevokeIncomplete extends BrokerError {
   }
 }
 
+/** A quota counted in the store is reached (Vault answers 429). */
+export class QuotaExceeded extends BrokerError {
+  override readonly code = 'ERR_QUOTA';
+}
+
 export class ConfigError extends BrokerError {
   override readonly code = 'ERR_CONFIG';
 }

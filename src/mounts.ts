@@ -41,10 +41,10 @@ export function validateMounts(config: BrokerConfig): ValidatedMount[] {
     if (!parsed.success) throw new ConfigError(formatIssues(parsed.error.issues, ['mounts', name]));
     const roles = new Map<string, MountRole>();
     for (const [roleName, rawRole] of Object.entries(rawRoles)) {
-      const { default_ttl, max_ttl, ...engineRole } = rawRole;
+      const { default_ttl, max_ttl, max_active_leases, max_active_leases_per_identity, ...engineRole } = rawRole;
       const path = ['mounts', name, 'roles', roleName];
       if (!NAME_PATTERN.test(roleName)) throw new ConfigError(`${path.join('.')}: a role name ${NAME_RULE}`);
-      const common = roleCommonSchema.safeParse({ default_ttl, max_ttl });
+      const common = roleCommonSchema.safeParse({ default_ttl, max_ttl, max_active_leases, max_active_leases_per_identity });
       if (!common.success) throw new ConfigError(formatIssues(common.error.issues, path));
       if (common.data.default_ttl > common.data.max_ttl) throw new ConfigError(`${path.join('.')}.default_ttl: must not exceed max_ttl`);
       const role = engine.roleSchema.safeParse(engineRole);

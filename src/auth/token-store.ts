@@ -33,7 +33,7 @@ export class TokenStore {
     const token = `${TOKEN_PREFIX}${randomSecret()}`;
     const { rows } = await this.pool.query<TokenRow>(
       `INSERT INTO credbroker_tokens (accessor, token_hash, identity, policies, expires_at, max_expires_at, revoke_leases)
-       VALUES ($1, $2, $3, $4, now() + make_interval(secs => least($5, $6)), now() + make_interval(secs => $6), $7)
+       VALUES ($1, $2, $3, $4, now() + make_interval(secs => least($5::float8, $6::float8)), now() + make_interval(secs => $6::float8), $7)
        RETURNING *`,
       [
         randomName(24),
@@ -64,7 +64,7 @@ export class TokenStore {
   /** Moves the expiry forward by `increment` from now, never past the token's max. */
   async renew(accessor: string, incrementSeconds: number): Promise<TokenRow | null> {
     const { rows } = await this.pool.query<TokenRow>(
-      `UPDATE credbroker_tokens SET expires_at = least(now() + make_interval(secs => $2), max_expires_at)
+      `UPDATE credbroker_tokens SET expires_at = least(now() + make_interval(secs => $2::float8), max_expires_at)
         WHERE accessor = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING *`,
       [accessor, incrementSeconds],
     );

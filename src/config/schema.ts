@@ -14,6 +14,10 @@ export const NAME_RULE = 'must be 1-32 characters: lower-case letters, digits, "
 export const roleCommonSchema = z.object({
   default_ttl: durationSeconds.default(3600),
   max_ttl: durationSeconds.default(86400),
+  /** Most live leases of this role at once, counted in the store so every replica agrees. */
+  max_active_leases: z.number().int().min(1).optional(),
+  /** Most live leases of this role one identity may hold at once. */
+  max_active_leases_per_identity: z.number().int().min(1).optional(),
 });
 
 export const mountCommonSchema = z.object({

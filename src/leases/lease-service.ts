@@ -6,7 +6,7 @@ import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetEr
 import type { MountRegistry } from '../mounts.js';
 import { sanitizeError } from './guarded-target.js';
 import { isLeaseIdShape, newLeaseId } from './lease-id.js';
-import type { LeaseRow, LeaseStore, RevokeReason } from './lease-store.js';
+import type { LeaseRow, LeaseStore, PendingLease, RevokeReason } from './lease-store.js';
 import type { Revoker } from './revoker.js';
 
 export interface IssuedLease {
@@ -64,7 +64,10 @@ export class LeaseService {
     const leaseId = newLeaseId(mount.name, path, role.name);
     const handle = mount.target.plan({ mount: mount.name, roleName: role.name, role: role.config, leaseId, ttlSeconds: ttl, params: opts.params ?? {}, path });
     const renewable = mount.target.renewable(role.config);
-    const pending = await this.store.insertPending({
+    const quota = { perRole: role.common.max_active_leases, perIdentity: role.common.max_active_leases_per_identity };
+    const insert = (lease: PendingLease) =>
+      quota.perRole === undefined && quota.perIdentity === undefined ? this.store.insertPending(lease) : this.store.insertPendingWithinQuota(lease, quota);
+    const pending = await insert({
       id: leaseId,
       mount: mount.name,
       role: role.name,

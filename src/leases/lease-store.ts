@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { RevokeHandle } from '../engines.js';
-import { StoreUnavailable } from '../errors.js';
+import { QuotaExceeded, StoreUnavailable } from '../errors.js';
 import { timed } from '../timing.js';
 import { Batcher } from '../store/batcher.js';
 
@@ -71,8 +71,47 @@ export class LeaseStore {
     return timed('store', () => this.pendingInserts.run(lease));
   }
 
-  private async insertPendingBatch(leases: PendingLease[]): Promise<{ expires_at: Date }[]> {
-    const { rows } = await this.exec<{ id: string; expires_at: Date }>(
+  /**
+   * The pending insert of a role with quotas: counted and written under a transaction-scoped
+   * advisory lock on the role, so concurrent issues on any replica cannot both take the last place.
+   */
+  async insertPendingWithinQuota(lease: PendingLease, quota: { perRole?: number; perIdentity?: number }): Promise<{ expires_at: Date }> {
+    return timed('store', async () => {
+      const client = await this.pool.connect().catch((err) => {
+        throw new StoreUnavailable('lease store unavailable', { cause: err });
+      });
+      try {
+        await client.query('BEGIN');
+        await client.query(`SELECT pg_advisory_xact_lock(hashtext('credbroker-quota:' || $1 || '/' || $2))`, [lease.mount, lease.role]);
+        const identity = lease.identity as { name?: string; auth_mount?: string } | null | undefined;
+        const { rows } = await client.query<{ total: number; mine: number }>(
+          `SELECT count(*)::int AS total,
+                  count(*) FILTER (WHERE identity->>'name' = $3 AND identity->>'auth_mount' = $4)::int AS mine
+             FROM credbroker_leases WHERE mount = $1 AND role = $2 AND state IN ('pending', 'active')`,
+          [lease.mount, lease.role, identity?.name ?? null, identity?.auth_mount ?? null],
+        );
+        const { total, mine } = rows[0]!;
+        if (quota.perRole !== undefined && total >= quota.perRole) {
+          throw new QuotaExceeded(`quota reached: role ${lease.mount}/${lease.role} allows ${quota.perRole} active leases`);
+        }
+        if (quota.perIdentity !== undefined && mine >= quota.perIdentity) {
+          throw new QuotaExceeded(`quota reached: ${identity?.name ?? 'this identity'} may hold ${quota.perIdentity} active leases of ${lease.mount}/${lease.role}`);
+        }
+        const [out] = await this.insertPendingBatch([lease], client);
+        await client.query('COMMIT');
+        return out!;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err instanceof QuotaExceeded || !isConnectionFailure(err) ? err : new StoreUnavailable('lease store unavailable', { cause: err });
+      } finally {
+        client.release();
+      }
+    });
+  }
+
+  private async insertPendingBatch(leases: PendingLease[], client?: pg.PoolClient): Promise<{ expires_at: Date }[]> {
+    const run = client ? (sql: string, params: unknown[]) => client.query<{ id: string; expires_at: Date }>(sql, params) : (sql: string, params: unknown[]) => this.exec<{ id: string; expires_at: Date }>(sql, params);
+    const { rows } = await run(
       `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester,
                                       expires_at, max_expires_at, next_attempt_at, renewable, identity, token_accessor)
        SELECT id, mount, role, engine, 'pending', handle::jsonb, requester,
