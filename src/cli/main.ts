@@ -4,7 +4,7 @@ import { ApiError, clientFromEnv } from './client.js';
 import { CREDENTIAL_FORMATS, formatCredential, type CredentialFormat } from './credential-format.js';
 import { isLeaseIdShape, validatePrefix } from '../leases/lease-id.js';
 import { writeFileAtomic } from './write-file-atomic.js';
-import { access, constants } from 'node:fs/promises';
+import { access, constants, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
 const ENV_HELP = `
@@ -148,6 +148,40 @@ export function buildProgram(): Command {
       const res = await clientFromEnv().request('PUT', 'sys/leases/revoke', { lease_id: id });
       for (const warning of res?.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
       process.stderr.write(`revoked ${id}\n`);
+    });
+
+  program
+    .command('login')
+    .description('log in with a JWT the workload already has (a Kubernetes service-account token, a CI OIDC token)')
+    .requiredOption('--role <role>', 'the auth role to log in as')
+    .option('--mount <mount>', 'the auth mount (e.g. kubernetes, jwt)', 'kubernetes')
+    .option('--jwt-file <file>', 'where the JWT is', '/var/run/secrets/kubernetes.io/serviceaccount/token')
+    .addOption(new Option('--format <format>', 'output: the token alone, an export line, or the whole answer').choices(['token', 'env', 'json']).default('token'))
+    .addHelpText('after', `${ENV_HELP}\n\nExample (an init container):\n  export CREDBROKER_TOKEN=$(credbroker login --role etl)\n  credbroker creds warehouse/etl-reader --format pgpass --out /secrets/pgpass`)
+    .action(async (opts: { role: string; mount: string; jwtFile: string; format: 'token' | 'env' | 'json' }) => {
+      const jwt = (await readFile(opts.jwtFile, 'utf8').catch((err: NodeJS.ErrnoException) => {
+        throw new Error(`cannot read ${opts.jwtFile}: ${err.code ?? err.message}`);
+      })).trim();
+      const res = await clientFromEnv().request('PUT', `auth/${opts.mount}/login`, { role: opts.role, jwt });
+      const token: string = res.auth.client_token;
+      if (opts.format === 'json') print(res);
+      else process.stdout.write(opts.format === 'env' ? `export CREDBROKER_TOKEN=${token}\n` : `${token}\n`);
+      process.stderr.write(`logged in as ${res.auth.metadata?.service_account_name || opts.role}; policies: ${res.auth.policies.join(', ')}; ${res.auth.lease_duration}s\n`);
+    });
+
+  program
+    .command('audit')
+    .description('audit log tools')
+    .command('hash')
+    .argument('<value>', 'a secret (password, key, token) to look for in the audit log')
+    .requiredOption('-c, --config <file>', 'the server config holding audit.hmac_key')
+    .description('print the HMAC under which the audit log records this value')
+    .action(async (value: string, opts: { config: string }) => {
+      const { loadConfigFile } = await import('../config/load.js');
+      const { hmacField } = await import('../audit/hmac.js');
+      const config = loadConfigFile(opts.config);
+      if (!config.audit) throw new Error(`${opts.config} configures no audit log`);
+      process.stdout.write(`${hmacField(config.audit.hmac_key, value)}\n`);
     });
 
   program
