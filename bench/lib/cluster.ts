@@ -62,7 +62,10 @@ export interface BrokerProcess {
 }
 
 /** The real `credbroker server` in its own process, configured through a YAML file with refs. */
-export async function startBrokerProcess(server: EmbeddedServer, opts: { store: string; mounts: Record<string, unknown>; reaper?: Record<string, unknown> }): Promise<BrokerProcess> {
+export async function startBrokerProcess(
+  server: EmbeddedServer,
+  opts: { store: string; mounts: Record<string, unknown>; reaper?: Record<string, unknown>; extra?: Record<string, unknown>; env?: Record<string, string> },
+): Promise<BrokerProcess> {
   const port = await freePort();
   const config = {
     listen: { address: '127.0.0.1', port },
@@ -71,12 +74,13 @@ export async function startBrokerProcess(server: EmbeddedServer, opts: { store: 
     log_level: 'warn',
     reaper: opts.reaper ?? {},
     mounts: opts.mounts,
+    ...opts.extra,
   };
   const file = join(tmpdir(), `credbroker-bench-${randomName(8)}.yaml`);
   writeFileSync(file, stringify(config));
   const started = performance.now();
   const child = spawn(process.execPath, [join(packageRoot(), 'dist/src/cli/main.js'), 'server', '--config', file], {
-    env: { ...process.env, BENCH_PG_PASSWORD: server.password, BENCH_ROOT_TOKEN: ROOT_TOKEN },
+    env: { ...process.env, ...opts.env, BENCH_PG_PASSWORD: server.password, BENCH_ROOT_TOKEN: ROOT_TOKEN },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -9,7 +9,7 @@ export interface HttpReply {
 }
 
 /** A keep-alive client with at most `sockets` connections, as a fleet of pods would present. */
-export function httpClient(baseUrl: string, sockets: number) {
+export function httpClient(baseUrl: string, sockets: number, token: string = ROOT_TOKEN) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: sockets });
   const url = new URL(baseUrl);
   const request = (method: string, path: string, body?: unknown): Promise<HttpReply> =>
@@ -22,7 +22,7 @@ export function httpClient(baseUrl: string, sockets: number) {
           port: url.port,
           method,
           path: `/v1/${path}`,
-          headers: { 'x-vault-token': ROOT_TOKEN, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) },
+          headers: { 'x-vault-token': token, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) },
         },
         (res) => {
           const chunks: Buffer[] = [];

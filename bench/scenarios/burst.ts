@@ -3,6 +3,7 @@ import type { EmbeddedServer } from '../../src/store/embedded-postgres.js';
 import { createDatabase, dropRoles, postgresMount, sql, startBrokerProcess } from '../lib/cluster.js';
 import type { BenchContext } from '../lib/context.js';
 import { httpClient } from '../lib/http.js';
+import { workloadAuth } from '../lib/workload-login.js';
 import { RawIssuer } from '../lib/raw.js';
 import { closedLoop, round } from '../lib/stats.js';
 import { migrate } from '../../src/store/migrate.js';
@@ -41,8 +42,11 @@ export async function burstScenario(ctx: BenchContext): Promise<void> {
   const pool = new pg.Pool({ connectionString: ctx.server.url('burst_raw_store'), max: 1 });
   await migrate(pool);
   await pool.end();
+  const workload = await workloadAuth();
   const broker = await startBrokerProcess(ctx.server, {
     store: 'burst_store',
+    extra: workload.config,
+    env: workload.env,
     mounts: { burst: { ...postgresMount(ctx.server, 'burst_target', { username_prefix: 'be', max_open_connections: POOL_BOUND }), roles: { r: { member_of: [GROUP] } } } },
   });
   try {
@@ -51,7 +55,7 @@ export async function burstScenario(ctx: BenchContext): Promise<void> {
     const rawRun = await closedLoop(BURST, BURST, () => raw.issue());
     await raw.close();
 
-    const client = httpClient(broker.url, BURST);
+    const client = httpClient(broker.url, BURST, await workload.login(broker.url));
     const watcher = watchTargetConnections(ctx.server, 'credbroker:burst');
     const rssBefore = broker.rssKb();
     const brokerRun = await closedLoop(BURST, BURST, () => client.issue('burst/r'));

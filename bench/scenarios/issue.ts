@@ -3,6 +3,7 @@ import { migrate } from '../../src/store/migrate.js';
 import { createDatabase, dropRoles, postgresMount, sql, startBrokerProcess } from '../lib/cluster.js';
 import type { BenchContext } from '../lib/context.js';
 import { httpClient } from '../lib/http.js';
+import { workloadAuth } from '../lib/workload-login.js';
 import { RawIssuer } from '../lib/raw.js';
 import { closedLoop, percentile, round } from '../lib/stats.js';
 
@@ -28,8 +29,11 @@ export async function issueScenarios(ctx: BenchContext): Promise<void> {
   await setUpDatabases(ctx);
   const mount = (prefix: string, extra: Record<string, unknown>) =>
     postgresMount(ctx.server, 'bench_target', { username_prefix: prefix, max_open_connections: 16, ...extra });
+  const workload = await workloadAuth();
   const broker = await startBrokerProcess(ctx.server, {
     store: 'bench_store',
+    extra: workload.config,
+    env: workload.env,
     mounts: {
       low: { ...mount('bb', {}), roles: { r: { member_of: [GROUP] } } },
       high: { ...mount('bc', { scram_iterations: 4096 }), roles: { r: { member_of: [GROUP] } } },
@@ -39,6 +43,7 @@ export async function issueScenarios(ctx: BenchContext): Promise<void> {
       },
     },
   });
+  const token = await workload.login(broker.url);
   const n = (full: number, quick: number) => (ctx.quick ? quick : full);
   const cases = [
     { name: 'issue_c1', mount: 'low', concurrency: 1, count: n(600, 150), raw: { prefix: 'rb', iterations: 16 } },
@@ -54,7 +59,7 @@ export async function issueScenarios(ctx: BenchContext): Promise<void> {
       await closedLoop(Math.min(50, c.count), c.concurrency, () => raw.issue()); // warm-up
       const rawRun = await closedLoop(c.count, c.concurrency, () => raw.issue());
       await raw.close();
-      const client = httpClient(broker.url, c.concurrency);
+      const client = httpClient(broker.url, c.concurrency, token);
       const overhead: number[] = [];
       await closedLoop(Math.min(50, c.count), c.concurrency, () => client.issue(`${c.mount}/r`));
       const brokerRun = await closedLoop(c.count, c.concurrency, async () => overhead.push((await client.issue(`${c.mount}/r`)).brokerMs));
