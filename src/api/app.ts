@@ -155,7 +155,7 @@ class ApiCall {
     return {
       time: new Date().toISOString(),
       request_id: this.requestId,
-      ...(this.identity ? { identity: identityRecord(this.identity) } : {}),
+      ...(this.identity ?? this.audit.identity ? { identity: identityRecord((this.identity ?? this.audit.identity)!) } : {}),
       remote_address: this.req.ip,
       operation: this.operation,
       path: this.path,
@@ -181,7 +181,7 @@ class ApiCall {
       await this.opts.auditor.record(record);
     } catch (auditErr) {
       // The secret must not leave unrecorded: take back what this request created.
-      if (err === undefined && this.audit.leaseId && this.operation !== 'read-lease') {
+      if (err === undefined && this.audit.issued && this.audit.leaseId) {
         await this.opts.leases.revoke(this.audit.leaseId).catch(() => undefined);
       }
       throw auditErr;

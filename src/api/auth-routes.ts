@@ -8,7 +8,7 @@ import { parseBody } from './request-schemas.js';
 import { authzOf, type Route } from './routes.js';
 import { parseDurationSeconds } from '../duration.js';
 
-const loginRequest = z.object({ role: z.unknown(), jwt: z.unknown() }).passthrough();
+const loginRequest = z.object({ role: z.unknown().optional(), jwt: z.unknown().optional() }).passthrough();
 const renewSelfRequest = z.object({ increment: z.union([z.number(), z.string()]).optional() }).passthrough();
 
 const secondsLeft = (d: Date) => Math.max(0, Math.round((d.getTime() - Date.now()) / 1000));
@@ -91,7 +91,8 @@ export function buildAuthRoutes(auth: AuthService, leases: LeaseService): Route[
       public: true,
       methods: {
         PUT: async (ctx) => {
-          const { token, row } = await auth.login(ctx.params[0]!, parseBody(loginRequest, ctx.req.body));
+          const { token, row, identity } = await auth.login(ctx.params[0]!, parseBody(loginRequest, ctx.req.body));
+          ctx.audit.identity = identity;
           return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock(token, row) } };
         },
       },

@@ -38,10 +38,10 @@ export class Authz {
    * sudo on the operation may act on any lease; anyone else only on a lease they hold, and only
    * with `capability` on the path it was issued on. One pipeline cannot touch its neighbour's.
    */
-  requireLease(op: string, lease: LeaseRow, capabilities: Capability[]): void {
-    if (this.identity.root || this.has(`sys/leases/${op}`, 'sudo')) return;
+  requireLease(op: string, lease: LeaseRow, capabilities: Capability[]): Decision | undefined {
+    if (this.identity.root || this.has(`sys/leases/${op}`, 'sudo')) return undefined;
     if (!this.owns(lease)) throw new PermissionDenied();
-    this.require(leasePath(lease.id), capabilities);
+    return this.require(leasePath(lease.id), capabilities);
   }
 
   /** Sees every lease under a prefix (sudo or list on the lookup path); otherwise only its own. */

@@ -3,7 +3,7 @@ import type { HandleFacts, JsonValue } from '../engines.js';
 import { InvalidRequest, UnknownPath } from '../errors.js';
 import { validatePrefix } from '../leases/lease-id.js';
 import type { LeaseRow } from '../leases/lease-store.js';
-import { identityRecord } from '../auth/identity.js';
+import { identityRecord, type Identity } from '../auth/identity.js';
 import type { Capability } from '../auth/policy.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import type { Authz } from './authz.js';
@@ -20,7 +20,7 @@ export interface RouteContext {
   /** The caller and what it may do; absent on public routes (health, login). */
   authz?: Authz;
   /** Fields worth an audit record beyond the path (a lease id…); the secrets among them are HMAC'd. */
-  audit: { leaseId?: string };
+  audit: { leaseId?: string; issued?: boolean; identity?: Identity };
 }
 
 /** The authorization of a route that is not public. */
@@ -144,8 +144,8 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
           const body = parseBody(renewRequest, req.body);
           const leaseId = requireLeaseId(body.lease_id, params[0]);
           ctx.audit.leaseId = leaseId;
-          await authorizeLease(ctx, leases, 'renew', leaseId, ['update']);
-          const renewed = await leases.renew(leaseId, body.increment);
+          const ttlCap = await authorizeLease(ctx, leases, 'renew', leaseId, ['update']);
+          const renewed = await leases.renew(leaseId, body.increment, ttlCap);
           return {
             status: 200,
             body: envelope(requestId, { leaseId: renewed.leaseId, leaseDuration: renewed.leaseDuration, renewable: true, warnings: renewed.warnings }),
@@ -215,9 +215,9 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
 }
 
 /** Authorizes a lease operation against the lease itself; an unknown lease is left to the service's answer. */
-async function authorizeLease(ctx: RouteContext, leases: LeaseService, op: string, leaseId: string, capabilities: Capability[]): Promise<void> {
+async function authorizeLease(ctx: RouteContext, leases: LeaseService, op: string, leaseId: string, capabilities: Capability[]): Promise<number | undefined> {
   const lease = await leases.find(leaseId);
-  if (lease) authzOf(ctx).requireLease(op, lease, capabilities);
+  return lease ? authzOf(ctx).requireLease(op, lease, capabilities)?.allowedTtl : undefined;
 }
 
 async function issueReply(leases: LeaseService, ctx: RouteContext, input: unknown, capabilities: Capability[]): Promise<Reply> {
@@ -227,6 +227,7 @@ async function issueReply(leases: LeaseService, ctx: RouteContext, input: unknow
   const { ttl, ...rest } = parseBody(credsRequest, input);
   const lease = await leases.issue(mount, role, { ttl, identity: authzOf(ctx).identity, path, params: rest, ttlCap: decision.allowedTtl });
   ctx.audit.leaseId = lease.leaseId;
+  ctx.audit.issued = true;
   const requestId = ctx.requestId;
   return {
     status: 200,

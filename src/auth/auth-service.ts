@@ -62,7 +62,7 @@ export class AuthService {
 
   async renewSelf(identity: Identity, incrementSeconds: number | undefined): Promise<TokenRow> {
     if (identity.root || !identity.accessor) throw new InvalidRequest('the root token does not expire and cannot be renewed');
-    const row = await this.tokens.renew(identity.accessor, incrementSeconds || 3600);
+    const row = await this.tokens.renew(identity.accessor, incrementSeconds || undefined);
     if (!row) throw new PermissionDenied();
     return row;
   }

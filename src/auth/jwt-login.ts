@@ -81,7 +81,8 @@ export class JwtAuthMount {
       return new InvalidRequest(`error validating token: ${reason}`);
     }
     if (e.code && REASONS[e.code]) return new InvalidRequest(`error validating token: ${REASONS[e.code]}`);
-    if (e.code === 'ERR_JWKS_TIMEOUT' || e.code === 'ERR_JWKS_INVALID' || !e.code) {
+    // The key source failing (down, timing out, answering garbage) is the identity provider's fault, not the client's.
+    if (e.code === 'ERR_JWKS_TIMEOUT' || e.code === 'ERR_JWKS_INVALID' || e.code === 'ERR_JOSE_GENERIC' || !e.code) {
       return new TargetError(`auth/${this.name}`, `cannot fetch the signing keys: ${messageOf(err)}`);
     }
     return new InvalidRequest(`error validating token: ${messageOf(err)}`);

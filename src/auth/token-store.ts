@@ -5,7 +5,7 @@ import type { Identity } from './identity.js';
 
 export interface TokenRow {
   accessor: string;
-  identity: { name: string; auth_mount: string; metadata: Record<string, string>; role?: string };
+  identity: { name: string; auth_mount: string; metadata: Record<string, string>; role?: string; ttl?: number };
   policies: string[];
   issued_at: Date;
   expires_at: Date;
@@ -38,7 +38,7 @@ export class TokenStore {
       [
         randomName(24),
         hashOf(token),
-        { name: opts.identity.name, auth_mount: opts.identity.authMount, metadata: opts.identity.metadata, role: opts.role },
+        { name: opts.identity.name, auth_mount: opts.identity.authMount, metadata: opts.identity.metadata, role: opts.role, ttl: opts.ttlSeconds },
         opts.identity.policies,
         opts.ttlSeconds,
         opts.maxTtlSeconds,
@@ -61,12 +61,13 @@ export class TokenStore {
     return live(row);
   }
 
-  /** Moves the expiry forward by `increment` from now, never past the token's max. */
-  async renew(accessor: string, incrementSeconds: number): Promise<TokenRow | null> {
+  /** Moves the expiry forward by `increment` (default: the auth role's token_ttl) from now, never past the token's max. */
+  async renew(accessor: string, incrementSeconds: number | undefined): Promise<TokenRow | null> {
     const { rows } = await this.pool.query<TokenRow>(
-      `UPDATE credbroker_tokens SET expires_at = least(now() + make_interval(secs => $2::float8), max_expires_at)
+      `UPDATE credbroker_tokens
+          SET expires_at = least(now() + make_interval(secs => coalesce($2::float8, (identity->>'ttl')::float8, 3600)), max_expires_at)
         WHERE accessor = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING *`,
-      [accessor, incrementSeconds],
+      [accessor, incrementSeconds ?? null],
     );
     this.cache.clear();
     return rows[0] ?? null;

@@ -129,7 +129,8 @@ export class LeaseService {
     return lease;
   }
 
-  async renew(leaseId: string, incrementSeconds: number | undefined): Promise<RenewedLease> {
+  /** `ttlCap`: a policy's allowed_ttl, which may cap below the role's own maximum. */
+  async renew(leaseId: string, incrementSeconds: number | undefined, ttlCap?: number): Promise<RenewedLease> {
     const lease = isLeaseIdShape(leaseId) ? await this.store.find(leaseId) : null;
     if (!lease) throw new LeaseNotFound(leaseId);
     const expired = (lease.state === 'active' && lease.expires_at <= new Date()) || lease.revoke_reason === 'expired';
@@ -140,14 +141,14 @@ export class LeaseService {
     if (!mount || !role) throw new InvalidRequest(`lease ${leaseId} belongs to a role that is no longer configured; it cannot be renewed`);
     if (!lease.renewable || !mount.target.renewable(role.config)) throw new InvalidRequest('lease is not renewable');
 
-    const increment = incrementSeconds || role.common.default_ttl;
-    const wantedMs = Date.now() + increment * 1000;
-    const capped = wantedMs > lease.max_expires_at.getTime();
-    const expiresAt = capped ? lease.max_expires_at : new Date(wantedMs);
+    const asked = incrementSeconds || role.common.default_ttl;
+    const increment = Math.min(asked, ttlCap ?? Infinity);
+    const expiresAt = new Date(Math.min(Date.now() + increment * 1000, lease.max_expires_at.getTime()));
+    const capped = expiresAt.getTime() < Date.now() + asked * 1000 - 1000;
     const updated = await this.store.extend(leaseId, expiresAt);
     if (!updated) throw new LeaseExpired(leaseId);
     await mount.target.renew({ role: role.config, handle: lease.revoke_handle, expiresAt });
-    const warnings = capped ? [ttlCapWarning(increment, secondsUntil(lease.max_expires_at))] : [];
+    const warnings = capped ? [ttlCapWarning(asked, secondsUntil(expiresAt))] : [];
     return { leaseId, leaseDuration: secondsUntil(expiresAt), warnings };
   }
 
