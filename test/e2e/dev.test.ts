@@ -193,3 +193,13 @@ describe('credbroker dev --data DIR', () => {
     expect(await stopDev(second)).not.toBeNull();
   });
 });
+
+describe('the installed command', () => {
+  it('runs as `npx credbroker` (the bin is executable), as the README says', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const { packageRoot } = await import('../../src/package-root.js');
+    const { stdout } = await promisify(execFile)('npx', ['--no-install', 'credbroker', '--help'], { cwd: packageRoot() });
+    expect(stdout).toMatch(/Usage: credbroker/);
+  });
+});
