@@ -1,8 +1,12 @@
 import type pg from 'pg';
 import type { RevokeHandle } from '../engines.js';
-import { QuotaExceeded, StoreUnavailable } from '../errors.js';
+import { StoreUnavailable } from '../errors.js';
+import { isConnectionFailure } from '../store/pool.js';
 import { timed } from '../timing.js';
 import { Batcher } from '../store/batcher.js';
+import { insertPendingRows, insertWithinQuota, type PendingLease, type Quota } from './pending-insert.js';
+
+export type { PendingLease };
 
 export type LeaseState = 'pending' | 'active' | 'revoking' | 'revoked' | 'irrevocable';
 export type RevokeReason = 'expired' | 'revoked' | 'prefix' | 'forced' | 'cleanup';
@@ -29,21 +33,6 @@ export interface LeaseRow {
   token_accessor: string | null;
 }
 
-export interface PendingLease {
-  id: string;
-  mount: string;
-  role: string;
-  engine: string;
-  handle: RevokeHandle;
-  requester: string | null;
-  ttlSeconds: number;
-  maxTtlSeconds: number;
-  pendingGraceSeconds: number;
-  renewable: boolean;
-  /** Who holds it (see identityRecord) and the token that asked, for ownership, quotas and audit. */
-  identity?: Record<string, unknown> | null;
-  tokenAccessor?: string | null;
-}
 
 /** Queries on credbroker_leases. One place owns the table; every statement is parameterized. */
 export class LeaseStore {
@@ -71,73 +60,17 @@ export class LeaseStore {
     return timed('store', () => this.pendingInserts.run(lease));
   }
 
-  /**
-   * The pending insert of a role with quotas: counted and written under a transaction-scoped
-   * advisory lock on the role, so concurrent issues on any replica cannot both take the last place.
-   */
-  async insertPendingWithinQuota(lease: PendingLease, quota: { perRole?: number; perIdentity?: number }): Promise<{ expires_at: Date }> {
-    return timed('store', async () => {
-      const client = await this.pool.connect().catch((err) => {
-        throw new StoreUnavailable('lease store unavailable', { cause: err });
-      });
-      try {
-        await client.query('BEGIN');
-        await client.query(`SELECT pg_advisory_xact_lock(hashtext('credbroker-quota:' || $1 || '/' || $2))`, [lease.mount, lease.role]);
-        const identity = lease.identity as { name?: string; auth_mount?: string } | null | undefined;
-        const { rows } = await client.query<{ total: number; mine: number }>(
-          `SELECT count(*)::int AS total,
-                  count(*) FILTER (WHERE identity->>'name' = $3 AND identity->>'auth_mount' = $4)::int AS mine
-             FROM credbroker_leases WHERE mount = $1 AND role = $2 AND state IN ('pending', 'active')`,
-          [lease.mount, lease.role, identity?.name ?? null, identity?.auth_mount ?? null],
-        );
-        const { total, mine } = rows[0]!;
-        if (quota.perRole !== undefined && total >= quota.perRole) {
-          throw new QuotaExceeded(`quota reached: role ${lease.mount}/${lease.role} allows ${quota.perRole} active leases`);
-        }
-        if (quota.perIdentity !== undefined && mine >= quota.perIdentity) {
-          throw new QuotaExceeded(`quota reached: ${identity?.name ?? 'this identity'} may hold ${quota.perIdentity} active leases of ${lease.mount}/${lease.role}`);
-        }
-        const [out] = await this.insertPendingBatch([lease], client);
-        await client.query('COMMIT');
-        return out!;
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw err instanceof QuotaExceeded || !isConnectionFailure(err) ? err : new StoreUnavailable('lease store unavailable', { cause: err });
-      } finally {
-        client.release();
-      }
-    });
+  /** The pending insert of a role with quotas, counted under a lock on the role (see pending-insert.ts). */
+  insertPendingWithinQuota(lease: PendingLease, quota: Quota): Promise<{ expires_at: Date }> {
+    return timed('store', () => insertWithinQuota(this.pool, lease, quota));
   }
 
-  private async insertPendingBatch(leases: PendingLease[], client?: pg.PoolClient): Promise<{ expires_at: Date }[]> {
-    const run = client ? (sql: string, params: unknown[]) => client.query<{ id: string; expires_at: Date }>(sql, params) : (sql: string, params: unknown[]) => this.exec<{ id: string; expires_at: Date }>(sql, params);
-    const { rows } = await run(
-      `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester,
-                                      expires_at, max_expires_at, next_attempt_at, renewable, identity, token_accessor)
-       SELECT id, mount, role, engine, 'pending', handle::jsonb, requester,
-              now() + make_interval(secs => ttl), now() + make_interval(secs => max_ttl), now() + make_interval(secs => grace), renewable,
-              identity::jsonb, accessor
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::bool[],
-                     $11::text[], $12::text[])
-              AS t(id, mount, role, engine, handle, requester, ttl, max_ttl, grace, renewable, identity, accessor)
-       RETURNING id, expires_at`,
-      [
-        leases.map((l) => l.id),
-        leases.map((l) => l.mount),
-        leases.map((l) => l.role),
-        leases.map((l) => l.engine),
-        leases.map((l) => JSON.stringify(l.handle)),
-        leases.map((l) => l.requester),
-        leases.map((l) => l.ttlSeconds),
-        leases.map((l) => l.maxTtlSeconds),
-        leases.map((l) => l.pendingGraceSeconds),
-        leases.map((l) => l.renewable),
-        leases.map((l) => (l.identity ? JSON.stringify(l.identity) : null)),
-        leases.map((l) => l.tokenAccessor ?? null),
-      ],
-    );
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    return leases.map((l) => byId.get(l.id)!);
+  private async insertPendingBatch(leases: PendingLease[]): Promise<{ expires_at: Date }[]> {
+    try {
+      return await insertPendingRows(this.pool, leases);
+    } catch (err) {
+      throw isConnectionFailure(err) ? new StoreUnavailable('lease store unavailable', { cause: err }) : err;
+    }
   }
 
   /** Step 4: only if still pending. False means the reaper took the row, and the credential must go. */
@@ -349,11 +282,4 @@ export function prefixUpperBound(prefix: string): string {
   if (prefix === '') return '\u{10FFFF}';
   const last = prefix.charCodeAt(prefix.length - 1);
   return prefix.slice(0, -1) + String.fromCharCode(last + 1);
-}
-
-/** No SQLSTATE (socket errors, pool timeouts) or a connection/shutdown class: the store is down. */
-export function isConnectionFailure(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true;
-  return code.startsWith('08') || code.startsWith('57P');
 }

@@ -10,3 +10,10 @@ export function createStorePool(url: string, max: number, log: Logger): pg.Pool 
   pool.on('error', (err) => log.warn({ err: err.message }, 'lease store connection lost'));
   return pool;
 }
+
+/** No SQLSTATE (socket errors, pool timeouts) or a connection/shutdown class: the store is down. */
+export function isConnectionFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return true;
+  return code.startsWith('08') || code.startsWith('57P');
+}
