@@ -10,7 +10,7 @@ import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { randomSecret } from '../../src/random.js';
-import { ROOT_TOKEN, api } from '../support/broker.js';
+import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
 import { K8S_ISSUER, kubernetesClaims, startJwksServer, type JwksServer } from '../support/jwks-server.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl, roleExists } from '../support/pg.js';
 
@@ -46,12 +46,7 @@ const mount = (prefix: string) => ({
 
 function brokerConfig(storeDb: string, prefix: string, audit: Record<string, unknown>) {
   return configSchema.parse({
-    listen: { address: '127.0.0.1', port: 0 },
-    store: { url: pgUrl(storeDb), max_connections: 10 },
-    root_token: ROOT_TOKEN,
-    log_level: 'silent',
-    engine_timeout: 5,
-    reaper: { pending_grace: 30 },
+    ...baseTestConfig(storeDb),
     mounts: { db: mount(prefix) },
     auth: {
       kubernetes: {

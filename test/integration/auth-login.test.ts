@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
-import { ROOT_TOKEN, api } from '../support/broker.js';
+import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
 import { K8S_ISSUER, b64url, kubernetesClaims, startJwksServer, type JwksServer } from '../support/jwks-server.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, roleExists } from '../support/pg.js';
 
@@ -33,12 +33,7 @@ beforeAll(async () => {
     token_max_ttl: '20m',
   };
   const config = configSchema.parse({
-    listen: { address: '127.0.0.1', port: 0 },
-    store: { url: pgUrl(storeDb), max_connections: 10 },
-    root_token: ROOT_TOKEN,
-    log_level: 'silent',
-    engine_timeout: 5,
-    reaper: { pending_grace: 30 },
+    ...baseTestConfig(storeDb),
     mounts: {
       db: {
         type: 'postgres',

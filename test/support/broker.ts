@@ -17,12 +17,21 @@ export interface TestBrokerOptions {
   engineTimeout?: number;
 }
 
-export function testConfig(opts: TestBrokerOptions): BrokerConfig {
-  return configSchema.parse({
+/** What every test broker shares: loopback on a free port, a store, the root token, quiet logs. */
+export function baseTestConfig(storeDatabase: string) {
+  return {
     listen: { address: '127.0.0.1', port: 0 },
-    store: { url: pgUrl(opts.storeDatabase), max_connections: 10 },
+    store: { url: pgUrl(storeDatabase), max_connections: 10 },
     root_token: ROOT_TOKEN,
     log_level: 'silent',
+    engine_timeout: 5,
+    reaper: { pending_grace: 30 },
+  };
+}
+
+export function testConfig(opts: TestBrokerOptions): BrokerConfig {
+  return configSchema.parse({
+    ...baseTestConfig(opts.storeDatabase),
     engine_timeout: opts.engineTimeout ?? 5,
     reaper: { pending_grace: 30, ...opts.reaper },
     mounts: {
