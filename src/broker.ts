@@ -7,6 +7,7 @@ import { createApp } from './api/app.js';
 import { createAuditor, type Auditor } from './audit/auditor.js';
 import { AuthService } from './auth/auth-service.js';
 import { PolicySet } from './auth/policy.js';
+import { expireTokensOnce } from './auth/token-expiry.js';
 import { TokenStore } from './auth/token-store.js';
 import { acceptListMethod } from './api/list-method.js';
 import type { BrokerConfig } from './config/schema.js';
@@ -26,6 +27,7 @@ export interface Broker {
   reaper: Reaper;
   store: LeaseStore;
   auditor: Auditor;
+  auth: AuthService;
   mounts: MountRegistry;
   close(): Promise<void>;
 }
@@ -59,7 +61,8 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log);
   const reaper = new Reaper(store, revoker, config.reaper, log);
 
-  const auth = new AuthService(config.root_token, config.auth, new TokenStore(pool), log);
+  const tokens = new TokenStore(pool);
+  const auth = new AuthService(config.root_token, config.auth, tokens, log);
   const app = createApp({
     leases,
     auth,
@@ -85,11 +88,19 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const { port } = server.address() as AddressInfo;
 
   const task = opts.reaper === false ? null : cron.schedule(config.reaper.schedule, () => reaper.tick(), { name: 'reaper', noOverlap: true });
+  const tokenTask =
+    opts.reaper === false
+      ? null
+      : cron.schedule('*/5 * * * * *', () => expireTokensOnce(tokens, leases, log).catch((err) => log.warn({ err: (err as Error).message }, 'token expiry sweep failed')), {
+          name: 'token-expiry',
+          noOverlap: true,
+        });
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       await task?.destroy();
+      await tokenTask?.destroy();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
@@ -102,5 +113,5 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
 
   const host = config.listen.address.includes(':') ? `[${config.listen.address}]` : config.listen.address;
   log.info({ url: `http://${host}:${port}`, mounts: mounts.names() }, 'credbroker listening');
-  return { url: `http://${host}:${port}`, port, leases, reaper, store, mounts, auditor, close };
+  return { url: `http://${host}:${port}`, port, leases, reaper, store, mounts, auditor, auth, close };
 }

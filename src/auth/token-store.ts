@@ -73,6 +73,22 @@ export class TokenStore {
     return rows[0] ?? null;
   }
 
+  /**
+   * Claims tokens that expired and take their leases with them: marked revoked in the same
+   * statement, so each is handed to exactly one broker replica.
+   */
+  async claimExpired(limit: number): Promise<TokenRow[]> {
+    const { rows } = await this.pool.query<TokenRow>(
+      `UPDATE credbroker_tokens SET revoked_at = now()
+        WHERE accessor IN (SELECT accessor FROM credbroker_tokens
+                            WHERE revoked_at IS NULL AND revoke_leases AND expires_at <= now()
+                            LIMIT $1 FOR UPDATE SKIP LOCKED)
+        RETURNING *`,
+      [limit],
+    );
+    return rows;
+  }
+
   async revoke(accessor: string): Promise<TokenRow | null> {
     const { rows } = await this.pool.query<TokenRow>(
       `UPDATE credbroker_tokens SET revoked_at = now() WHERE accessor = $1 AND revoked_at IS NULL RETURNING *`,

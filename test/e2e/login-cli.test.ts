@@ -11,7 +11,8 @@ import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { packageRoot } from '../../src/package-root.js';
 import { ROOT_TOKEN } from '../support/broker.js';
-import { dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl } from '../support/pg.js';
+import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl, roleExists } from '../support/pg.js';
+import { expireTokensOnce } from '../../src/auth/token-expiry.js';
 
 const run = promisify(execFile);
 const PREFIX = 'logincli';
@@ -19,6 +20,7 @@ const HMAC_KEY = 'an-audit-hmac-key-of-at-least-32-characters';
 const dir = mkdtempSync(join(tmpdir(), 'credbroker-login-'));
 let broker: Broker;
 let jwtFile: string;
+let storeDb: string;
 
 beforeAll(async () => {
   const keys = await generateKeyPair('ES256', { extractable: true });
@@ -26,7 +28,7 @@ beforeAll(async () => {
   broker = await startBroker(
     configSchema.parse({
       listen: { address: '127.0.0.1', port: 0 },
-      store: { url: pgUrl(await freshStoreDatabase('logincli')) },
+      store: { url: pgUrl((storeDb = await freshStoreDatabase('logincli'))) },
       root_token: ROOT_TOKEN,
       log_level: 'silent',
       auth: { kubernetes: { type: 'kubernetes', jwt_validation_pubkeys: [await exportSPKI(keys.publicKey)], roles: { etl: { bound_audiences: ['credbroker'], token_policies: ['etl'] } } } },
@@ -79,4 +81,15 @@ it('computes with `audit hash` the HMAC the audit log uses for a value', async (
     env: { ...process.env, T: 'root-token-0123456789', K: HMAC_KEY },
   });
   expect(stdout.trim()).toBe(hmacField(HMAC_KEY, 's3cret-value'));
+});
+
+it('revokes the leases of a token when the token expires, as Vault does', async () => {
+  const token = (await cli(['login', '--role', 'etl', '--jwt-file', jwtFile])).stdout.trim();
+  const lease = JSON.parse((await cli(['creds', 'db/reader', '--format', 'json'], token)).stdout);
+  expect(await roleExists(lease.data.username)).toBe(true);
+  const [row] = await adminQuery(storeDb, `SELECT token_accessor FROM credbroker_leases WHERE id = $1`, [lease.lease_id]);
+  await adminQuery(storeDb, `UPDATE credbroker_tokens SET expires_at = now() - interval '1 second' WHERE accessor = $1`, [row.token_accessor]);
+  expect(await expireTokensOnce(broker.auth.tokens, broker.leases, createLogger('silent'))).toBe(1);
+  expect(await roleExists(lease.data.username)).toBe(false);
+  expect(await expireTokensOnce(broker.auth.tokens, broker.leases, createLogger('silent'))).toBe(0); // claimed once
 });
