@@ -180,6 +180,27 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
       },
     },
     {
+      // Extension: what failed to revoke for good, with the last error, for the operator to retry or force.
+      pattern: /^sys\/broker\/irrevocable(?:\/(.*))?$/,
+      methods: {
+        GET: async (ctx) => {
+          const prefix = validatePrefix(ctx.params[0] ?? '');
+          authzOf(ctx).require(`sys/broker/irrevocable/${prefix}`, ['sudo', 'read']);
+          const leasesFound = await leases.irrevocable(prefix);
+          const data = leasesFound.map((l) => ({
+            lease_id: l.id,
+            mount: l.mount,
+            role: l.role,
+            attempts: l.attempts,
+            last_error: l.last_error,
+            expire_time: iso(l.expires_at),
+            revoke_reason: l.revoke_reason,
+          }));
+          return { status: 200, body: envelope(ctx.requestId, { data: { leases: data } }) };
+        },
+      },
+    },
+    {
       // Extension (incident): every lease under the prefix issued before a time, default now.
       pattern: /^sys\/broker\/revoke-issued-before\/(.+)$/,
       methods: {

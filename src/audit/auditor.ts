@@ -36,11 +36,23 @@ const errorCode = (err: unknown): string => {
 };
 
 /** Scrubs records and hands them to every sink; fails closed when none accepts. */
+/** A sink that neither accepts nor refuses within this counts as failed: a hung sink must not hang requests. */
+const SINK_DEADLINE_MS = 5000;
+
+function withinDeadline<T>(work: Promise<T>, ms: number, name: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`${name} did not answer within ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
 export class Auditor {
   constructor(
     private readonly sinks: AuditSink[],
     private readonly hmacKey: string,
     private readonly log: Logger,
+    private readonly sinkDeadlineMs = SINK_DEADLINE_MS,
   ) {
     if (sinks.length > 0 && !hmacKey) throw new ConfigError('audit: an hmac_key is required');
   }
@@ -53,7 +65,7 @@ export class Auditor {
   async record(record: AuditRecord): Promise<void> {
     if (this.sinks.length === 0) return;
     const line = scrubRecord(record, this.hmacKey);
-    const results = await Promise.allSettled(this.sinks.map((sink) => sink.write(line)));
+    const results = await Promise.allSettled(this.sinks.map((sink) => withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name)));
     const failures: unknown[] = [];
     results.forEach((result, i) => {
       if (result.status === 'fulfilled') return;

@@ -239,6 +239,11 @@ export class LeaseService {
     return count;
   }
 
+  /** Leases whose revocation failed for good under a prefix (at most 1,000): for the operator. */
+  irrevocable(prefix: string): Promise<LeaseRow[]> {
+    return this.store.irrevocable(prefix, 1000);
+  }
+
   /** A lease by id, or null; for authorization before acting on it. */
   find(leaseId: string): Promise<LeaseRow | null> {
     return isLeaseIdShape(leaseId) ? this.store.find(leaseId) : Promise.resolve(null);

@@ -265,6 +265,15 @@ export class LeaseStore {
     return rowCount ?? 0;
   }
 
+  /** Leases the reaper gave up on, under a prefix: what an operator must retry or force. */
+  async irrevocable(prefix: string, limit: number): Promise<LeaseRow[]> {
+    const { rows } = await this.query<LeaseRow>(
+      `SELECT * FROM credbroker_leases WHERE id >= $1 AND id < $2 AND state = 'irrevocable' ORDER BY id LIMIT $3`,
+      [prefix, prefixUpperBound(prefix), limit],
+    );
+    return rows;
+  }
+
   /** Marks every unrevoked lease under the prefix revoked without touching the target. */
   async forceRevoke(prefix: string): Promise<number> {
     const { rowCount } = await this.query(

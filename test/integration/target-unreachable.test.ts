@@ -111,13 +111,16 @@ describe('revocation while the target is unreachable', () => {
     expect(irrevocable).toMatchObject({ state: 'irrevocable', attempts: MAX_ATTEMPTS, next_attempt_at: null });
     for (const secret of secrets) expect(irrevocable.last_error).not.toContain(secret);
     expect(await roleExists(lease.username)).toBe(true);
-    // Nothing schedules an irrevocable lease again: it waits for an operator.
+    // Nothing schedules an irrevocable lease again: it waits for an operator, who can list it.
     expect((await dead.reaper.reapOnce()).claimed).toBe(0);
+    const listed = await api(live, 'GET', 'sys/broker/irrevocable/db/');
+    expect(listed.body.data.leases).toEqual([expect.objectContaining({ lease_id: lease.leaseId, attempts: MAX_ATTEMPTS, last_error: irrevocable.last_error })]);
 
     const retry = await api(live, 'PUT', 'sys/leases/revoke', { lease_id: lease.leaseId });
     expect(retry.status).toBe(204);
     expect(await leaseRow(lease.leaseId)).toMatchObject({ state: 'revoked', next_attempt_at: null });
     expect(await roleExists(lease.username)).toBe(false);
+    expect((await api(live, 'GET', 'sys/broker/irrevocable/db/')).body.data.leases).toEqual([]);
   });
 
   it('revoke-prefix reports 502 with every lease it could not revoke, and still revokes the reachable mount', async () => {

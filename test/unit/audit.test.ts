@@ -178,6 +178,13 @@ describe('auditConfigSchema', () => {
 });
 
 describe('Auditor', () => {
+  it('counts a sink that hangs as failed after its deadline: a hung sink must not hang requests', async () => {
+    const hung: AuditSink = { name: 'hung', write: () => new Promise(() => undefined), close: async () => undefined };
+    const started = Date.now();
+    await expect(new Auditor([hung], KEY, capturingLogger().log, 50).record(record({}))).rejects.toBeInstanceOf(AuditUnavailable);
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
   it('hands every sink the scrubbed record', async () => {
     const a = new MemorySink('a');
     const b = new MemorySink('b');
