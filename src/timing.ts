@@ -10,10 +10,6 @@ export function withTimings<T>(fn: () => T): { timings: Timings; result: T } {
   return { timings, result: storage.run(timings, fn) };
 }
 
-export function currentTimings(): Timings | undefined {
-  return storage.getStore();
-}
-
 /** Adds the wall time of `work` to the current request's bucket, if there is a request. */
 export async function timed<T>(kind: keyof Timings, work: () => Promise<T>): Promise<T> {
   const timings = storage.getStore();

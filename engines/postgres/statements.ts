@@ -8,7 +8,7 @@ export interface TemplateValues {
 
 /** Fills Vault's `{{name}}` `{{password}}` `{{expiration}}` placeholders. */
 export function renderStatement(template: string, values: TemplateValues): string {
-  return template.replace(/\{\{\s*(name|username|password|expiration)\s*\}\}/g, (whole, key: string) => {
+  return template.replace(/\{\{\s*(name|username|password|expiration)\s*\}\}/g, (_whole, key: string) => {
     const value = key === 'username' ? values.name : values[key as keyof TemplateValues];
     if (value === undefined) throw new Error(`statement uses {{${key}}}, which is not available here`);
     return value;

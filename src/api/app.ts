@@ -6,10 +6,10 @@ import type { AuditRecord } from '../audit/record.js';
 import type { AuthService } from '../auth/auth-service.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
 import type { PolicySet } from '../auth/policy.js';
-import { InvalidRequest, PermissionDenied, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
+import { InvalidRequest, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
-import { sendError } from './error-response.js';
+import { sendError, statusFor } from './error-response.js';
 import { buildAuthRoutes } from './auth-routes.js';
 import { Authz } from './authz.js';
 import { buildRoutes, type HealthState, type Method, type Reply, type Route, type RouteContext } from './routes.js';
@@ -65,7 +65,7 @@ export function createApp(opts: AppOptions): express.Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
   // Timing starts before body parsing, so Server-Timing's `broker` covers all of our own work.
-  app.use((req: Request, res: Response, next: NextFunction) => {
+  app.use((_req: Request, res: Response, next: NextFunction) => {
     res.locals.started = performance.now();
     next();
   });
@@ -90,11 +90,11 @@ export function createApp(opts: AppOptions): express.Express {
     opts.log.info({ request_id: requestId, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
   });
 
-  app.use((req: Request, res: Response) => {
+  app.use((_req: Request, res: Response) => {
     res.status(404).json({ errors: [] });
   });
   // Body-parser failures and anything else thrown before a route: a 4xx for the client's mistakes.
-  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => sendError(res, err, opts.log));
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => sendError(res, err, opts.log));
   return app;
 }
 
@@ -122,7 +122,7 @@ class ApiCall {
       return reply;
     } catch (err) {
       if (err instanceof AuditUnavailable) throw err;
-      await this.recordResponse(statusOf(err), undefined, err);
+      await this.recordResponse(statusFor(err), undefined, err);
       throw err;
     }
   }
@@ -190,11 +190,3 @@ class ApiCall {
 }
 
 const OPERATIONS: Record<Method, string> = { GET: 'read', HEAD: 'read', PUT: 'update', LIST: 'list' };
-
-function statusOf(err: unknown): number {
-  if (err instanceof PermissionDenied) return 403;
-  if (err instanceof UnknownPath) return 404;
-  if (err instanceof UnsupportedOperation) return 405;
-  if (err instanceof InvalidRequest) return 400;
-  return 500;
-}

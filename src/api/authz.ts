@@ -38,8 +38,13 @@ export class Authz {
    * sudo on the operation may act on any lease; anyone else only on a lease they hold, and only
    * with `capability` on the path it was issued on. One pipeline cannot touch its neighbour's.
    */
+  /** Root, or sudo on the operation: may act on any lease, whoever holds it. */
+  actsOnAnyLease(op: string): boolean {
+    return this.identity.root || this.has(`sys/leases/${op}`, 'sudo');
+  }
+
   requireLease(op: string, lease: LeaseRow, capabilities: Capability[]): Decision | undefined {
-    if (this.identity.root || this.has(`sys/leases/${op}`, 'sudo')) return undefined;
+    if (this.actsOnAnyLease(op)) return undefined;
     if (!this.owns(lease)) throw new PermissionDenied();
     return this.require(leasePath(lease.id), capabilities);
   }

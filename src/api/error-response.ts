@@ -31,6 +31,14 @@ function bodyParserError(err: unknown): { status: number; message: string } | nu
   return null;
 }
 
+/** The HTTP status an error answers with: the same table for the answer and for its audit record. */
+export function statusFor(err: unknown): number {
+  const parsed = bodyParserError(err);
+  if (parsed) return parsed.status;
+  if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) return STATUS_BY_CODE[err.code]!;
+  return 500;
+}
+
 /** Writes Vault's `{"errors": [...]}`. An unknown error is a 500 with a request id; details go only to the log. */
 export function sendError(res: Response, err: unknown, log: Logger, requestId: string = randomUUID()): void {
   const parsed = bodyParserError(err);
@@ -39,7 +47,7 @@ export function sendError(res: Response, err: unknown, log: Logger, requestId: s
     return;
   }
   if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) {
-    const status = STATUS_BY_CODE[err.code]!;
+    const status = statusFor(err);
     if (status >= 500) log.warn({ request_id: requestId, code: err.code, err: err.message }, 'request failed');
     const body: Record<string, unknown> = { errors: [err.message] };
     if (err instanceof RevokeIncomplete) {
