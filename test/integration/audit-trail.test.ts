@@ -11,7 +11,7 @@ import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { randomSecret } from '../../src/random.js';
 import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
-import { K8S_ISSUER, kubernetesClaims, startJwksServer, type JwksServer } from '../support/jwks-server.js';
+import { K8S_ISSUER, kubernetesClaims, startJwksServer, type JwksServer, kubernetesAuthMount, kubernetesRole } from '../support/jwks-server.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl, roleExists } from '../support/pg.js';
 
 /** Roles are cluster-wide: every role this file creates starts with one of these. */
@@ -49,22 +49,7 @@ function brokerConfig(storeDb: string, prefix: string, audit: Record<string, unk
     ...baseTestConfig(storeDb),
     mounts: { db: mount(prefix) },
     auth: {
-      kubernetes: {
-        type: 'kubernetes',
-        jwks_url: cluster.jwksUrl,
-        bound_issuer: K8S_ISSUER,
-        jwks_refresh_interval: 0,
-        roles: {
-          etl: {
-            bound_audiences: ['credbroker'],
-            bound_claims: { '/kubernetes.io/namespace': 'etl' },
-            user_claim: 'sub',
-            claim_mappings: { '/kubernetes.io/namespace': 'namespace' },
-            token_policies: ['etl'],
-            token_ttl: '10m',
-          },
-        },
-      },
+      kubernetes: kubernetesAuthMount(cluster, { etl: kubernetesRole('etl', ['etl']) }),
     },
     policies: {
       etl: [

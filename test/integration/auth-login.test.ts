@@ -5,7 +5,7 @@ import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
-import { K8S_ISSUER, b64url, kubernetesClaims, startJwksServer, type JwksServer } from '../support/jwks-server.js';
+import { K8S_ISSUER, b64url, kubernetesClaims, startJwksServer, type JwksServer, kubernetesAuthMount, kubernetesRole } from '../support/jwks-server.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, roleExists } from '../support/pg.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
@@ -23,15 +23,7 @@ beforeAll(async () => {
   ci = await startJwksServer({ algs: ['RS256'] });
   target = await freshTargetDatabase(PREFIX);
   storeDb = await freshStoreDatabase('authlg');
-  const etlRole = {
-    bound_audiences: ['credbroker'],
-    bound_claims: { '/kubernetes.io/namespace': 'etl' },
-    user_claim: 'sub',
-    claim_mappings: { '/kubernetes.io/namespace': 'namespace' },
-    token_policies: ['etl'],
-    token_ttl: '10m',
-    token_max_ttl: '20m',
-  };
+  const etlRole = kubernetesRole('etl', ['etl'], { token_max_ttl: '20m' });
   const config = configSchema.parse({
     ...baseTestConfig(storeDb),
     mounts: {
@@ -47,17 +39,8 @@ beforeAll(async () => {
       },
     },
     auth: {
-      kubernetes: {
-        type: 'kubernetes',
-        jwks_url: cluster.jwksUrl,
-        bound_issuer: K8S_ISSUER,
-        // Every unknown kid refetches: rotation is picked up at once.
-        jwks_refresh_interval: 0,
-        roles: {
-          etl: etlRole,
-          'etl-keep': { ...etlRole, revoke_leases_with_token: false },
-        },
-      },
+      // Every unknown kid refetches: rotation is picked up at once.
+      kubernetes: kubernetesAuthMount(cluster, { etl: etlRole, 'etl-keep': { ...etlRole, revoke_leases_with_token: false } }),
       jwt: {
         type: 'jwt',
         oidc_discovery_url: ci.url,

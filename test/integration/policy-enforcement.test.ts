@@ -3,7 +3,7 @@ import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
-import { K8S_ISSUER, kubernetesClaims, startJwksServer, type JwksServer } from '../support/jwks-server.js';
+import { K8S_ISSUER, kubernetesClaims, startJwksServer, type JwksServer, kubernetesAuthMount, kubernetesRole } from '../support/jwks-server.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl, roleExists } from '../support/pg.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
@@ -20,14 +20,6 @@ beforeAll(async () => {
   const target = await freshTargetDatabase(PREFIX);
   storeDb = await freshStoreDatabase('polenf');
   const role = { member_of: [target.group], default_ttl: '10m', max_ttl: '2h' };
-  const k8sRole = (namespace: string | string[], policies: string[]) => ({
-    bound_audiences: ['credbroker'],
-    bound_claims: { '/kubernetes.io/namespace': namespace },
-    user_claim: 'sub',
-    claim_mappings: { '/kubernetes.io/namespace': 'namespace' },
-    token_policies: policies,
-    token_ttl: '10m',
-  });
   const config = configSchema.parse({
     ...baseTestConfig(storeDb),
     mounts: {
@@ -45,20 +37,14 @@ beforeAll(async () => {
       },
     },
     auth: {
-      kubernetes: {
-        type: 'kubernetes',
-        jwks_url: cluster.jwksUrl,
-        bound_issuer: K8S_ISSUER,
-        jwks_refresh_interval: 0,
-        roles: {
-          etl: k8sRole('etl', ['etl']),
-          locked: k8sRole('etl', ['etl', 'lockdown']),
-          globs: k8sRole('globs', ['globs']),
-          team: k8sRole(['alpha', 'beta'], ['team']),
-          capped: k8sRole('etl', ['capped']),
-          ops: k8sRole('ops', ['operator']),
-        },
-      },
+      kubernetes: kubernetesAuthMount(cluster, {
+        etl: kubernetesRole('etl', ['etl']),
+        locked: kubernetesRole('etl', ['etl', 'lockdown']),
+        globs: kubernetesRole('globs', ['globs']),
+        team: kubernetesRole(['alpha', 'beta'], ['team']),
+        capped: kubernetesRole('etl', ['capped']),
+        ops: kubernetesRole('ops', ['operator']),
+      }),
       jwt: {
         type: 'jwt',
         oidc_discovery_url: ci.url,

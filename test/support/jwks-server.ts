@@ -182,3 +182,21 @@ export function kubernetesClaims(opts: { namespace?: string; serviceAccount?: st
     },
   };
 }
+
+/** An auth role bound to a Kubernetes namespace, copying it into the login's metadata as `namespace`. */
+export function kubernetesRole(namespace: string | string[], policies: string[], extra: Record<string, unknown> = {}) {
+  return {
+    bound_audiences: ['credbroker'],
+    bound_claims: { '/kubernetes.io/namespace': namespace },
+    user_claim: 'sub',
+    claim_mappings: { '/kubernetes.io/namespace': 'namespace' },
+    token_policies: policies,
+    token_ttl: '10m',
+    ...extra,
+  };
+}
+
+/** A `kubernetes` auth mount verifying against this server's JWKS; every unknown kid refetches at once. */
+export function kubernetesAuthMount(server: { jwksUrl: string }, roles: Record<string, unknown>) {
+  return { type: 'kubernetes', jwks_url: server.jwksUrl, bound_issuer: K8S_ISSUER, jwks_refresh_interval: 0, roles };
+}
