@@ -75,6 +75,15 @@ export interface HandleFacts {
   note?: string;
 }
 
+/** One thing a mount needs on its target (a privilege, an object), checked, with the fix if it fails. */
+export interface VerifyCheck {
+  check: string;
+  ok: boolean;
+  detail: string;
+  /** What an operator runs to fix it (SQL, a policy statement). */
+  fix?: string;
+}
+
 /** One connected mount: the side effects on a target. Knows nothing of HTTP, auth or the lease table. */
 export interface Target<Role> {
   /**
@@ -86,6 +95,12 @@ export interface Target<Role> {
   /** Whether leases of this role can be renewed; by default, whether `renew` exists. */
   renewable?(role: Role): boolean;
   describe?(handle: RevokeHandle): HandleFacts;
+  /**
+   * Checks that the mount can do what its roles need on the target (create credentials and take
+   * them back), naming each missing privilege with its fix. A target that cannot take back what it
+   * issues must refuse to issue.
+   */
+  verify?(roles: Role[]): Promise<VerifyCheck[]>;
   /** Creates the credential described by the handle, valid until `expiresAt`. */
   issue(req: IssueRequest<Role>): Promise<IssueResponse>;
   /** Moves the credential's own expiry, where the target has one. */

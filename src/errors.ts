@@ -81,6 +81,15 @@ export class TargetTimeout extends TargetError {
   }
 }
 
+/**
+ * Thrown by an engine's revoke when the credential's power is gone (it cannot authenticate, no
+ * session of it remains) but cleaning up after it failed. The lease stays queued for the cleanup;
+ * lookup tells the operator the credential is disabled meanwhile.
+ */
+export class CredentialDisabled extends BrokerError {
+  override readonly code = 'ERR_CREDENTIAL_DISABLED';
+}
+
 /** The lease store is unreachable or failed. */
 export class StoreUnavailable extends BrokerError {
   override readonly code = 'ERR_STORE_UNAVAILABLE';

@@ -64,10 +64,18 @@ export class MountRegistry {
     const mounts = new Map<string, Mount>();
     for (const m of validateMounts(config)) {
       const target = await engineFor(m.type)!.connect(m.config, { mount: m.name, log, timeoutMs });
+      const guarded = new GuardedTarget(m.name, target, timeoutMs);
+      // Told at start, without holding it up: a target that is down must not fail the broker.
+      void guarded.verify([...m.roles.values()].map((r) => r.config)).then(
+        (checks) => {
+          for (const c of checks.filter((c) => !c.ok)) log.error({ mount: m.name, check: c.check, fix: c.fix }, `mount ${m.name}: ${c.detail}`);
+        },
+        () => undefined,
+      );
       mounts.set(m.name, {
         name: m.name,
         type: m.type,
-        target: new GuardedTarget(m.name, target, timeoutMs),
+        target: guarded,
         roles: m.roles,
         revokeSlots: new Semaphore(config.reaper.concurrency),
         paths: ['creds', ...(engineFor(m.type)!.paths ?? [])],

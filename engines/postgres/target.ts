@@ -1,8 +1,13 @@
 import pg from 'pg';
-import type { EngineContext, IssueRequest, Limiter, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeRequest, Target } from '../../src/engines.js';
+import type { EngineContext, IssueRequest, Limiter, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeRequest, Target, VerifyCheck } from '../../src/engines.js';
+import { CredentialDisabled } from '../../src/errors.js';
 import { randomName, randomSecret } from '../../src/random.js';
+import { KeyedLock } from './keyed-lock.js';
+import { dropOwnedStatements, roleDependencies, urlForDatabase } from './owned-objects.js';
+import { REQUIRED_TO_ISSUE, checkPrivileges } from './privileges.js';
 import type { PostgresMount, PostgresRole } from './schema.js';
 import { scramVerifier } from './scram.js';
+import { TERMINATE_ORPHAN_SESSIONS, disableAndEndSessionsSql, issuerTag } from './session-sql.js';
 import { pgTimestamp, renderStatement } from './statements.js';
 
 const { escapeIdentifier, escapeLiteral } = pg;
@@ -15,12 +20,30 @@ const MAX_STATEMENT_ATTEMPTS = 8;
 
 const MAX_IDENTIFIER_BYTES = 63;
 const SUFFIX_LENGTH = 16; // base36: ~82 bits, unique without asking the target
+/** A failed privilege check is asked again at most this often, so a fixed GRANT takes effect soon. */
+const RECHECK_FAILED_PRIVILEGES_MS = 5000;
 
 interface PostgresHandle extends RevokeHandle {
   username: string;
 }
 
+interface TransactionOptions {
+  /** application_name of the transaction, so a revoke can find and end an issue still running. */
+  tag?: string;
+  /** Serializes the transaction with every other one under this key, across replicas. */
+  lock?: string;
+}
+
+/**
+ * The key issues and revocations of one role are serialized on: `<mount>/<role>` for
+ * statements-form roles (recorded at plan), else one key per mount for the rare DROP OWNED.
+ */
+function lockOf(handle: RevokeHandle, mount: string): string {
+  return typeof handle.lock === 'string' ? handle.lock : `${mount}/owned`;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const sqlstate = (err: unknown) => (err as { code?: string }).code;
 
 /** `<prefix>_<role>_<random>`, the role part shortened so the whole stays within 63 bytes. */
 export function makeUsername(prefix: string, roleName: string): string {
@@ -40,23 +63,22 @@ function connectionInfo(mount: PostgresMount) {
 
 export class PostgresTarget implements Target<PostgresRole> {
   private readonly pool: pg.Pool;
+  /** One connection of its own, so a stuck issue can be ended even when the pool is exhausted. */
+  private readonly control: pg.Pool;
   private readonly connection: { host: string; port: number; database: string };
+  private readonly roleLocks = new KeyedLock();
+  private privileges: { checkedAt: number; failure: string | null } | null = null;
 
   constructor(
     private readonly mount: PostgresMount,
-    ctx: EngineContext,
+    private readonly ctx: EngineContext,
   ) {
     this.connection = connectionInfo(mount);
-    this.pool = new pg.Pool({
-      connectionString: mount.connection_url,
-      max: mount.max_open_connections,
-      connectionTimeoutMillis: ctx.timeoutMs,
-      statement_timeout: ctx.timeoutMs,
-      idleTimeoutMillis: 30_000,
-      application_name: `credbroker:${ctx.mount}`,
-    });
+    const common = { connectionString: mount.connection_url, connectionTimeoutMillis: ctx.timeoutMs, idleTimeoutMillis: 30_000 };
+    this.pool = new pg.Pool({ ...common, max: mount.max_open_connections, statement_timeout: ctx.timeoutMs, application_name: `credbroker:${ctx.mount}` });
+    this.control = new pg.Pool({ ...common, max: 1, statement_timeout: ctx.timeoutMs, application_name: `credbroker:${ctx.mount}:control` });
     // An idle client losing its connection (target restarted) must not crash the broker.
-    this.pool.on('error', (err) => ctx.log.warn({ mount: ctx.mount, err: err.message }, 'target connection lost'));
+    for (const pool of [this.pool, this.control]) pool.on('error', (err) => ctx.log.warn({ mount: ctx.mount, err: err.message }, 'target connection lost'));
   }
 
   async ping(): Promise<void> {
@@ -65,61 +87,135 @@ export class PostgresTarget implements Target<PostgresRole> {
 
   plan(req: PlanRequest<PostgresRole>): PostgresHandle {
     const handle: PostgresHandle = { username: makeUsername(this.mount.username_prefix, req.roleName) };
+    if (req.role.creation_statements) handle.lock = `${req.mount}/${req.roleName}`;
     if (req.role.revocation_statements) handle.revocation_statements = req.role.revocation_statements;
     return handle;
   }
 
+  async verify(roles: PostgresRole[]): Promise<VerifyCheck[]> {
+    return checkPrivileges(this.pool, roles.flatMap((r) => r.member_of ?? []));
+  }
+
   async issue(req: IssueRequest<PostgresRole>): Promise<IssueResponse> {
-    const { username } = req.handle as PostgresHandle;
+    await this.ensureCanTakeBack();
+    const handle = req.handle as PostgresHandle;
+    const { username } = handle;
     const password = randomSecret();
     req.secrets.add(password);
     const verifier = scramVerifier(password, this.mount.scram_iterations);
     req.secrets.add(verifier);
     const expiration = pgTimestamp(req.expiresAt);
-    if (req.role.creation_statements) {
-      await this.runStatements(req.role.creation_statements, { name: username, password: verifier, expiration }, true);
-    } else {
-      await this.pool.query(this.createRoleSql(req.role, username, verifier, expiration));
-    }
+    const tag = issuerTag(username);
+    await this.endIfStuck(tag, async () => {
+      if (req.role.creation_statements) {
+        const statements = req.role.creation_statements.map((t) => renderStatement(t, { name: username, password: verifier, expiration }));
+        const lock = typeof handle.lock === 'string' ? handle.lock : `${this.ctx.mount}/${req.roleName}`;
+        await this.roleLocks.run(lock, () => this.transaction(statements, { tag, lock }));
+      } else {
+        await this.transaction(this.createRoleStatements(req.role, username, verifier, expiration), { tag });
+      }
+    });
     return { data: { username, password, ...this.connection } };
   }
 
-  private createRoleSql(role: PostgresRole, username: string, verifier: string, expiration: string): string {
+  private createRoleStatements(role: PostgresRole, username: string, verifier: string, expiration: string): string[] {
     const parts = [`CREATE ROLE ${escapeIdentifier(username)} WITH LOGIN INHERIT`];
     parts.push(`PASSWORD ${escapeLiteral(verifier)}`, `VALID UNTIL ${escapeLiteral(expiration)}`);
     if (role.connection_limit !== undefined) parts.push(`CONNECTION LIMIT ${role.connection_limit}`);
     parts.push(`IN ROLE ${role.member_of!.map(escapeIdentifier).join(', ')}`);
-    let sql = parts.join(' ');
-    if (role.search_path) {
-      sql = `${sql}; ALTER ROLE ${escapeIdentifier(username)} SET search_path TO ${role.search_path.map(escapeIdentifier).join(', ')}`;
-    }
-    return sql;
+    const statements = [parts.join(' ')];
+    if (role.search_path) statements.push(`ALTER ROLE ${escapeIdentifier(username)} SET search_path TO ${role.search_path.map(escapeIdentifier).join(', ')}`);
+    return statements;
   }
 
   /**
-   * Runs a statement list in one transaction. GRANTs on one object from concurrent transactions
-   * fail with "tuple concurrently updated", so issues of one role are serialized on the target with
-   * a transaction-scoped advisory lock (this covers every broker replica), and that SQLSTATE is
-   * still retried a bounded number of times for statements we do not control.
+   * A mount that could not end the sessions of what it issues must not issue. Checked on the
+   * first issue (a target down at start must not fail the broker), then trusted; a failure is
+   * checked again every few seconds, so a GRANT takes effect without a restart.
    */
-  private async runStatements(templates: string[], values: Parameters<typeof renderStatement>[1], serialize: boolean): Promise<void> {
-    // One round trip: the whole transaction as one simple query, so the advisory lock is held
-    // only for the server's own work, never across client round trips.
-    const lock = serialize ? [`SELECT pg_advisory_xact_lock(hashtext(${escapeLiteral(templates.join('\n'))}))`] : [];
-    const sql = ['BEGIN', ...lock, ...templates.map((t) => renderStatement(t, values)), 'COMMIT'].join(';\n');
+  private async ensureCanTakeBack(): Promise<void> {
+    const known = this.privileges;
+    if (known && (known.failure === null || Date.now() - known.checkedAt < RECHECK_FAILED_PRIVILEGES_MS)) {
+      if (known.failure) throw new Error(known.failure);
+      return;
+    }
+    let checks;
+    try {
+      checks = await checkPrivileges(this.pool, []);
+    } catch {
+      return; // unreachable or refused: the issue itself fails with the target's own error
+    }
+    const missing = checks.filter((c) => !c.ok && REQUIRED_TO_ISSUE.has(c.check));
+    const failure = missing.length
+      ? `refusing to issue a credential the broker could not take back: ${missing.map((c) => `${c.detail}; fix: ${c.fix}`).join('; ')}`
+      : null;
+    this.privileges = { checkedAt: Date.now(), failure };
+    if (failure) throw new Error(failure);
+  }
+
+  /**
+   * Bounds an issuing transaction as a whole (statement_timeout only bounds each statement): just
+   * before the engine timeout, the backend running it is terminated, which rolls it back. So a
+   * timed-out issue can never commit a role after the broker stopped waiting for it.
+   */
+  private async endIfStuck(tag: string, work: () => Promise<void>): Promise<void> {
+    const timer = setTimeout(() => {
+      this.control.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [tag]).catch((err: Error) => {
+        this.ctx.log.warn({ mount: this.ctx.mount, err: err.message }, 'could not end a stuck issue; the reaper will');
+      });
+    }, Math.max(1, this.ctx.timeoutMs * 0.9));
+    try {
+      await work();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Runs statements in one transaction, sent as one simple query, so an advisory lock is held only
+   * for the server's own work, never across client round trips. Concurrent GRANTs on one object
+   * fail with "tuple concurrently updated"; that SQLSTATE (and deadlocks, serialization failures)
+   * is retried a bounded number of times for statements we do not control.
+   */
+  private async transaction(statements: string[], opts: TransactionOptions = {}): Promise<void> {
+    const prologue = ['BEGIN'];
+    if (opts.tag) prologue.push(`SET LOCAL application_name = ${escapeLiteral(opts.tag)}`);
+    if (opts.lock) prologue.push(`SELECT pg_advisory_xact_lock(hashtext(${escapeLiteral(`credbroker ${opts.lock}`)}))`);
+    const sql = [...prologue, ...statements, 'COMMIT'].join(';\n');
     for (let attempt = 1; ; attempt++) {
-      const client = await this.pool.connect();
       try {
-        await client.query(sql);
+        await this.withClient(async (client) => {
+          try {
+            await client.query(sql);
+          } catch (err) {
+            await client.query('ROLLBACK').catch(() => undefined);
+            throw err;
+          }
+        });
         return;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        const code = (err as { code?: string }).code;
+        const code = sqlstate(err);
         if (!code || !RETRYABLE.has(code) || attempt >= MAX_STATEMENT_ATTEMPTS) throw err;
         await sleep(Math.random() * 20 * attempt);
-      } finally {
-        client.release();
       }
+    }
+  }
+
+  /**
+   * A pooled client for several queries. While checked out, a client whose backend is terminated
+   * (a stuck issue ended by endIfStuck) emits 'error' with no pool listener: caught here, and the
+   * client is discarded rather than returned to the pool.
+   */
+  private async withClient<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let lost: Error | undefined;
+    const onError = (err: Error) => (lost = err);
+    client.on('error', onError);
+    try {
+      return await work(client);
+    } finally {
+      client.off('error', onError);
+      client.release(lost);
     }
   }
 
@@ -127,75 +223,111 @@ export class PostgresTarget implements Target<PostgresRole> {
     const { username } = req.handle as PostgresHandle;
     const expiration = pgTimestamp(req.expiresAt);
     if (req.role.renew_statements) {
-      await this.runStatements(req.role.renew_statements, { name: username, expiration }, false);
+      await this.transaction(req.role.renew_statements.map((t) => renderStatement(t, { name: username, expiration })));
       return;
     }
     await this.pool.query(`ALTER ROLE ${escapeIdentifier(username)} VALID UNTIL ${escapeLiteral(expiration)}`);
   }
 
   /**
-   * Drops the role, then ends the sessions it left behind. PostgreSQL keeps the sessions of a
-   * dropped role alive, so the terminate is what actually cuts access; doing it after the drop
-   * has committed closes the window in which a new login could slip in between the two.
+   * Takes the credential's power away, then cleans up: a leased user can make DROP ROLE fail (a
+   * temporary table is enough) and must not keep its sessions meanwhile. Idempotent. When only
+   * the cleanup fails, the error is a CredentialDisabled: the role can no longer log in and has
+   * no session left, and the retry only has the cleanup to do.
    */
   async revoke(req: RevokeRequest): Promise<void> {
-    await this.dropRole(req.handle as PostgresHandle);
-    await this.terminateOrphanSessions();
+    const handle = req.handle as PostgresHandle;
+    const statements = handle.revocation_statements as string[] | undefined;
+    try {
+      await this.pool.query(disableAndEndSessionsSql(handle.username, { drop: !statements }));
+    } catch (err) {
+      if (sqlstate(err) !== DEPENDENT_OBJECTS_STILL_EXIST) throw err;
+      await this.cleanUp(handle, () => this.dropOwnedThenRole(handle));
+      return;
+    }
+    if (statements) await this.cleanUp(handle, () => this.runRevocationStatements(handle, statements));
   }
 
-  /** Drops every role within the mount's bound, then sweeps orphaned sessions once for all. */
+  /** Revokes each within the mount's bound; one failure never fails another. */
   async revokeMany(reqs: RevokeRequest[], slots: Limiter): Promise<(Error | null)[]> {
     const errors = await Promise.all(
       reqs.map((req) =>
         slots.run(() =>
-          this.dropRole(req.handle as PostgresHandle).then(
+          this.revoke(req).then(
             () => null,
             (err: Error) => err,
           ),
         ),
       ),
     );
-    try {
-      await this.terminateOrphanSessions();
-    } catch (err) {
-      // The roles are gone, but their sessions may not be: report every revocation as failed, so
-      // the retry (idempotent drop, then this sweep again) ends them.
-      return reqs.map(() => err as Error);
-    }
+    // Sessions of roles dropped before this version revoked in the safe order; best effort.
+    await this.pool.query(TERMINATE_ORPHAN_SESSIONS).catch((err: Error) => {
+      this.ctx.log.warn({ mount: this.ctx.mount, err: err.message }, 'orphaned-session sweep failed');
+    });
     return errors;
   }
 
-  /** Sessions whose role no longer exists: every one of them is a revoked credential still in use. */
-  private async terminateOrphanSessions(): Promise<void> {
-    await this.pool.query(
-      `SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
-        WHERE a.backend_type = 'client backend' AND a.usesysid IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = a.usesysid)`,
-    );
+  /** The role is disabled and sessionless by now: a failure here leaves only cleanup to do. */
+  private async cleanUp(handle: PostgresHandle, work: () => Promise<void>): Promise<void> {
+    try {
+      await this.roleLocks.run(lockOf(handle, this.ctx.mount), work);
+    } catch (err) {
+      throw new CredentialDisabled(`role ${handle.username} can no longer log in and has no session, but cleanup failed: ${(err as Error).message}`);
+    }
   }
 
-  /** Idempotent: a role that is already gone counts as dropped. */
-  private async dropRole(handle: PostgresHandle): Promise<void> {
-    const name = escapeIdentifier(handle.username);
-    const statements = handle.revocation_statements as string[] | undefined;
-    if (statements) {
-      // Operator statements may assume the role exists; a role that is gone is revoked already.
-      const exists = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [handle.username]);
-      if (exists.rowCount === 0) return;
-      await this.runStatements([...statements, `DROP ROLE IF EXISTS ${name}`], { name: handle.username }, false);
-      return;
-    }
+  /** Operator statements may assume the role exists; a role that is gone is revoked already. */
+  private async runRevocationStatements(handle: PostgresHandle, statements: string[]): Promise<void> {
+    const exists = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [handle.username]);
+    if (exists.rowCount === 0) return;
+    const rendered = [...statements.map((t) => renderStatement(t, { name: handle.username })), `DROP ROLE IF EXISTS ${escapeIdentifier(handle.username)}`];
     try {
-      await this.pool.query(`DROP ROLE IF EXISTS ${name}`);
+      await this.transaction(rendered, { lock: lockOf(handle, this.ctx.mount) });
     } catch (err) {
-      if ((err as { code?: string }).code !== DEPENDENT_OBJECTS_STILL_EXIST) throw err;
-      // It owns objects or holds grants: only now pay for REASSIGN / DROP OWNED, in one transaction.
-      const reassign = this.mount.revoke_owned === 'reassign' ? [`REASSIGN OWNED BY ${name} TO ${escapeIdentifier(this.mount.reassign_owned_to!)}`] : [];
-      await this.runStatements([...reassign, `DROP OWNED BY ${name}`, `DROP ROLE IF EXISTS ${name}`], { name: handle.username }, false);
+      if (sqlstate(err) !== DEPENDENT_OBJECTS_STILL_EXIST) throw err;
+      await this.dropOwnedThenRole(handle);
     }
+  }
+
+  /**
+   * What the role owns or was granted goes (or is reassigned), in every database of the cluster
+   * where it has any; the databases the broker cannot reach are named in the error.
+   */
+  private async dropOwnedThenRole(handle: PostgresHandle): Promise<void> {
+    const name = escapeIdentifier(handle.username);
+    const reassignTo = this.mount.revoke_owned === 'reassign' ? this.mount.reassign_owned_to : undefined;
+    const here = (await this.pool.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
+    const deps = await this.withClient(async (client) => {
+      // Without superuser, DROP OWNED needs the role's privileges: the admin created it, so it
+      // may join it; the membership goes with the role.
+      await client.query(`GRANT ${name} TO CURRENT_USER`).catch(() => undefined);
+      return roleDependencies(client, handle.username);
+    });
+    if (deps.shared.length) throw new Error(`role ${handle.username} owns ${deps.shared.join(', ')}; drop or reassign them, then retry`);
+    const failures: string[] = [];
+    const lock = lockOf(handle, this.ctx.mount);
+    for (const database of deps.databases) {
+      const statements = dropOwnedStatements(handle.username, reassignTo);
+      if (database === here) {
+        await this.transaction(statements, { lock });
+        continue;
+      }
+      const other = new pg.Client({ connectionString: urlForDatabase(this.mount.connection_url, database), connectionTimeoutMillis: this.ctx.timeoutMs, statement_timeout: this.ctx.timeoutMs });
+      other.on('error', () => undefined); // a lost connection fails the query below
+      try {
+        await other.connect();
+        await other.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
+      } catch (err) {
+        failures.push(`database ${database}: ${(err as Error).message}`);
+      } finally {
+        await other.end().catch(() => undefined);
+      }
+    }
+    if (failures.length) throw new Error(`role ${handle.username} still owns objects or privileges in ${failures.join('; ')}`);
+    await this.pool.query(`DROP ROLE IF EXISTS ${name}`);
   }
 
   async close(): Promise<void> {
-    await this.pool.end();
+    await Promise.all([this.pool.end(), this.control.end()]);
   }
 }

@@ -226,6 +226,19 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
       },
     },
     {
+      // Checks what the mount needs on its target (privileges, groups), each with its fix.
+      pattern: /^([^/]+)\/config\/verify$/,
+      methods: {
+        GET: async (ctx) => {
+          const [mount] = ctx.params as [string];
+          if (mount === 'sys' || mount === 'auth') throw new UnknownPath(`${mount}/config/verify`);
+          authzOf(ctx).require(`${mount}/config/verify`, ['read']);
+          const report = await leases.verifyMount(mount);
+          return { status: 200, body: envelope(ctx.requestId, { data: { ok: report.ok, checks: report.checks as unknown as JsonValue } }) };
+        },
+      },
+    },
+    {
       pattern: /^([^/]+)\/(creds|sts)\/([^/]+)$/,
       methods: {
         GET: async (ctx) => issueReply(leases, ctx, ctx.req.query, ['read']),

@@ -1,4 +1,4 @@
-import type { HandleFacts, IssueRequest, Limiter, RevokeHandle, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
+import type { HandleFacts, VerifyCheck, IssueRequest, Limiter, RevokeHandle, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
 import { TargetError, TargetTimeout, messageOf } from '../errors.js';
 import { timed } from '../timing.js';
 
@@ -33,6 +33,12 @@ export class GuardedTarget<Role> {
 
   describe(handle: RevokeHandle): HandleFacts {
     return this.target.describe?.(handle) ?? { revocableBeforeExpiry: true };
+  }
+
+  /** The engine's own checks; an engine without any has nothing to check. */
+  async verify(roles: Role[]): Promise<VerifyCheck[]> {
+    if (!this.target.verify) return [];
+    return this.call('verify', new Set(), () => this.target.verify!(roles));
   }
 
   async issue(req: Omit<IssueRequest<Role>, 'secrets'>): Promise<IssueResponse> {

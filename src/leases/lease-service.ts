@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
-import type { HandleFacts, JsonValue } from '../engines.js';
+import type { HandleFacts, JsonValue, VerifyCheck } from '../engines.js';
 import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, TargetTimeout, UnknownPath, UnknownRole, messageOf } from '../errors.js';
 import type { MountRegistry } from '../mounts.js';
 import { sanitizeError } from './guarded-target.js';
@@ -242,6 +242,14 @@ export class LeaseService {
   /** Leases whose revocation failed for good under a prefix (at most 1,000): for the operator. */
   irrevocable(prefix: string): Promise<LeaseRow[]> {
     return this.store.irrevocable(prefix, 1000);
+  }
+
+  /** What the mount's engine needs on its target, checked now (privileges, groups), with fixes. */
+  async verifyMount(mountName: string): Promise<{ ok: boolean; checks: VerifyCheck[] }> {
+    const mount = this.mounts.get(mountName);
+    if (!mount) throw new UnknownPath(`${mountName}/config/verify`);
+    const checks = await mount.target.verify([...mount.roles.values()].map((r) => r.config));
+    return { ok: checks.every((c) => c.ok), checks };
   }
 
   /** A lease by id, or null; for authorization before acting on it. */

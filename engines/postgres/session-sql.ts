@@ -1,0 +1,69 @@
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+
+const { escapeIdentifier, escapeLiteral } = pg;
+
+/** How long a revoke waits for terminated backends to exit, polling every 20 ms. */
+const EXIT_POLLS = 100;
+
+/**
+ * The `application_name` an issuing transaction runs under. A revoke looks for it first: a
+ * broker killed mid-issue leaves its transaction running on the target, and the role it creates
+ * must not commit after the revoke has looked for it. A hash, because application_name keeps
+ * 63 bytes and a username may have as many.
+ */
+export function issuerTag(username: string): string {
+  return `credbroker issue ${createHash('sha256').update(username).digest('base64url').slice(0, 24)}`;
+}
+
+/** Waits (in the server) until no backend matches `where`, else raises SQLSTATE 55006. */
+function waitForExit(where: string, what: string): string {
+  return `
+  FOR i IN 1..${EXIT_POLLS} LOOP
+    PERFORM pg_stat_clear_snapshot();
+    SELECT count(*) INTO n FROM pg_stat_activity WHERE ${where} AND pid <> pg_backend_pid();
+    EXIT WHEN n = 0;
+    PERFORM pg_sleep(0.02);
+  END LOOP;
+  IF n > 0 THEN
+    RAISE EXCEPTION USING ERRCODE = '55006', MESSAGE = n || ' ' || ${escapeLiteral(what)} || ' still running after pg_terminate_backend';
+  END IF;`;
+}
+
+/**
+ * One round trip that takes a login's power away, in the only safe order:
+ *   1. end a still-running issuer of this role (a crashed broker's transaction), and wait;
+ *   2. NOLOGIN and VALID UNTIL in the past, committed, so no new session can start;
+ *   3. terminate every session of the role in every database, and confirm they are gone;
+ *   4. with `drop`, DROP ROLE (fails with 2BP01 if it owns objects; steps 1-3 stay committed);
+ *      then end any session that slipped in while its login was being checked.
+ * A role that does not exist is revoked already. It runs as a top-level DO block, the only kind
+ * allowed to COMMIT, so it must be the only statement of its query.
+ */
+export function disableAndEndSessionsSql(username: string, opts: { drop: boolean }): string {
+  const name = escapeLiteral(username);
+  const ident = escapeIdentifier(username);
+  const body = `
+DECLARE
+  r oid;
+  n bigint := 0;
+BEGIN
+  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${escapeLiteral(issuerTag(username))} AND pid <> pg_backend_pid();
+  ${waitForExit(`application_name = ${escapeLiteral(issuerTag(username))}`, 'issuing transaction(s) of this role')}
+  SELECT oid INTO r FROM pg_roles WHERE rolname = ${name};
+  IF r IS NULL THEN
+    RETURN;
+  END IF;
+  ALTER ROLE ${ident} NOLOGIN VALID UNTIL 'epoch';
+  COMMIT;
+  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = r AND pid <> pg_backend_pid();
+  ${waitForExit('usesysid = r', `session(s) of role ${username}`)}
+  ${opts.drop ? `DROP ROLE IF EXISTS ${ident};\n  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = r;` : ''}
+END`;
+  return `DO ${escapeLiteral(body)}`;
+}
+
+/** Sessions whose role no longer exists: each one is a revoked credential still in use. */
+export const TERMINATE_ORPHAN_SESSIONS = `SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+  WHERE a.usesysid IS NOT NULL AND a.pid <> pg_backend_pid()
+    AND NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = a.usesysid)`;
