@@ -13,7 +13,7 @@ export interface Dependencies {
  * (which every database shares). Objects in a database have that database's oid as `dbid`;
  * shared objects (databases, tablespaces) have 0.
  */
-export async function roleDependencies(client: pg.ClientBase, username: string): Promise<Dependencies> {
+export async function roleDependencies(client: pg.ClientBase, usernames: string[]): Promise<Dependencies> {
   const { rows } = await client.query<{ datname: string | null; shared: string | null }>(
     `SELECT DISTINCT d.datname,
             CASE WHEN s.dbid = 0 THEN
@@ -23,8 +23,8 @@ export async function roleDependencies(client: pg.ClientBase, username: string):
             END AS shared
        FROM pg_shdepend s LEFT JOIN pg_database d ON d.oid = s.dbid
       WHERE s.refclassid = 'pg_authid'::regclass
-        AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)`,
-    [username],
+        AND s.refobjid IN (SELECT oid FROM pg_roles WHERE rolname = ANY($1))`,
+    [usernames],
   );
   return {
     databases: rows.flatMap((r) => (r.datname ? [r.datname] : [])),
@@ -32,10 +32,10 @@ export async function roleDependencies(client: pg.ClientBase, username: string):
   };
 }
 
-/** REASSIGN OWNED (if configured) then DROP OWNED: the statements for one database. */
-export function dropOwnedStatements(username: string, reassignTo: string | undefined): string[] {
-  const name = escapeIdentifier(username);
-  return [...(reassignTo ? [`REASSIGN OWNED BY ${name} TO ${escapeIdentifier(reassignTo)}`] : []), `DROP OWNED BY ${name}`];
+/** REASSIGN OWNED (if configured) then DROP OWNED, for any number of roles: the statements for one database. */
+export function dropOwnedStatements(usernames: string[], reassignTo: string | undefined): string[] {
+  const names = usernames.map(escapeIdentifier).join(', ');
+  return [...(reassignTo ? [`REASSIGN OWNED BY ${names} TO ${escapeIdentifier(reassignTo)}`] : []), `DROP OWNED BY ${names}`];
 }
 
 /** The broker's admin connection string for another database of the same cluster. */

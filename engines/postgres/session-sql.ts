@@ -34,33 +34,50 @@ function waitForExit(where: string, what: string): string {
  * One round trip that takes a login's power away, in the only safe order:
  *   1. end a still-running issuer of this role (a crashed broker's transaction), and wait;
  *   2. NOLOGIN and VALID UNTIL in the past, committed, so no new session can start;
- *   3. terminate every session of the role in every database, and confirm they are gone;
- *   4. with `drop`, DROP ROLE (fails with 2BP01 if it owns objects; steps 1-3 stay committed);
- *      then end any session that slipped in while its login was being checked.
- * A role that does not exist is revoked already. It runs as a top-level DO block, the only kind
- * allowed to COMMIT, so it must be the only statement of its query.
+ *   3. terminate every session of the role in every database, and confirm they are gone
+ *      (else SQLSTATE 55006, and steps 1-2 stay committed);
+ *   4. with `drop`, DROP ROLE unless it owns objects or holds privileges, then end any session
+ *      that slipped in while its login was being checked.
+ * The last statement answers `remains`: whether the role still exists (it owns something, or
+ * `drop` was not asked), so cleanup is left to do. A role that does not exist is revoked already.
+ * Failing statements are avoided on the common paths on purpose: an error costs the server far
+ * more than a catalog lookup (it is logged with the whole statement).
  */
 export function disableAndEndSessionsSql(username: string, opts: { drop: boolean }): string {
   const name = escapeLiteral(username);
   const ident = escapeIdentifier(username);
-  const body = `
+  const tag = escapeLiteral(issuerTag(username));
+  const disable = `
+DECLARE
+  n bigint := 0;
+BEGIN
+  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${tag} AND pid <> pg_backend_pid();
+  ${waitForExit(`application_name = ${tag}`, 'issuing transaction(s) of this role')}
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}) THEN
+    ALTER ROLE ${ident} NOLOGIN VALID UNTIL 'epoch';
+  END IF;
+END`;
+  const endSessions = `
 DECLARE
   r oid;
   n bigint := 0;
 BEGIN
-  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${escapeLiteral(issuerTag(username))} AND pid <> pg_backend_pid();
-  ${waitForExit(`application_name = ${escapeLiteral(issuerTag(username))}`, 'issuing transaction(s) of this role')}
   SELECT oid INTO r FROM pg_roles WHERE rolname = ${name};
   IF r IS NULL THEN
     RETURN;
   END IF;
-  ALTER ROLE ${ident} NOLOGIN VALID UNTIL 'epoch';
-  COMMIT;
   PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = r AND pid <> pg_backend_pid();
   ${waitForExit('usesysid = r', `session(s) of role ${username}`)}
-  ${opts.drop ? `DROP ROLE IF EXISTS ${ident};\n  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = r;` : ''}
+  ${opts.drop ? dropUnlessDependent(ident) : ''}
 END`;
-  return `DO ${escapeLiteral(body)}`;
+  return [`DO ${escapeLiteral(disable)}`, 'COMMIT', `DO ${escapeLiteral(endSessions)}`, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}) AS remains`].join(';\n');
+}
+
+function dropUnlessDependent(ident: string): string {
+  return `IF NOT EXISTS (SELECT 1 FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass AND refobjid = r) THEN
+    DROP ROLE IF EXISTS ${ident};
+    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = r;
+  END IF;`;
 }
 
 /** Sessions whose role no longer exists: each one is a revoked credential still in use. */

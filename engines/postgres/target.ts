@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { EngineContext, IssueRequest, Limiter, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeRequest, Target, VerifyCheck } from '../../src/engines.js';
 import { CredentialDisabled } from '../../src/errors.js';
 import { randomName, randomSecret } from '../../src/random.js';
+import { Batcher } from '../../src/store/batcher.js';
 import { KeyedLock } from './keyed-lock.js';
 import { dropOwnedStatements, roleDependencies, urlForDatabase } from './owned-objects.js';
 import { REQUIRED_TO_ISSUE, checkPrivileges } from './privileges.js';
@@ -17,6 +18,8 @@ const TUPLE_CONCURRENTLY_UPDATED = 'XX000'; // concurrent GRANTs on one object (
 const DEPENDENT_OBJECTS_STILL_EXIST = '2BP01';
 const RETRYABLE = new Set([TUPLE_CONCURRENTLY_UPDATED, '40001', '40P01']);
 const MAX_STATEMENT_ATTEMPTS = 8;
+/** Most roles cleaned up in one transaction. */
+const CLEANUP_BATCH = 64;
 
 const MAX_IDENTIFIER_BYTES = 63;
 const SUFFIX_LENGTH = 16; // base36: ~82 bits, unique without asking the target
@@ -27,19 +30,13 @@ interface PostgresHandle extends RevokeHandle {
   username: string;
 }
 
+type CleanupKind = 'owned' | 'statements';
+
 interface TransactionOptions {
   /** application_name of the transaction, so a revoke can find and end an issue still running. */
   tag?: string;
   /** Serializes the transaction with every other one under this key, across replicas. */
   lock?: string;
-}
-
-/**
- * The key issues and revocations of one role are serialized on: `<mount>/<role>` for
- * statements-form roles (recorded at plan), else one key per mount for the rare DROP OWNED.
- */
-function lockOf(handle: RevokeHandle, mount: string): string {
-  return typeof handle.lock === 'string' ? handle.lock : `${mount}/owned`;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -67,6 +64,7 @@ export class PostgresTarget implements Target<PostgresRole> {
   private readonly control: pg.Pool;
   private readonly connection: { host: string; port: number; database: string };
   private readonly roleLocks = new KeyedLock();
+  private readonly cleanups = new Batcher((items: { kind: CleanupKind; handle: PostgresHandle }[]) => this.cleanUpAll(items), CLEANUP_BATCH);
   private privileges: { checkedAt: number; failure: string | null } | null = null;
 
   constructor(
@@ -238,14 +236,9 @@ export class PostgresTarget implements Target<PostgresRole> {
   async revoke(req: RevokeRequest): Promise<void> {
     const handle = req.handle as PostgresHandle;
     const statements = handle.revocation_statements as string[] | undefined;
-    try {
-      await this.pool.query(disableAndEndSessionsSql(handle.username, { drop: !statements }));
-    } catch (err) {
-      if (sqlstate(err) !== DEPENDENT_OBJECTS_STILL_EXIST) throw err;
-      await this.cleanUp(handle, () => this.dropOwnedThenRole(handle));
-      return;
-    }
-    if (statements) await this.cleanUp(handle, () => this.runRevocationStatements(handle, statements));
+    const results = (await this.pool.query(disableAndEndSessionsSql(handle.username, { drop: !statements }))) as unknown as pg.QueryResult<{ remains: boolean }>[];
+    if (!results.at(-1)!.rows[0]!.remains) return;
+    await this.cleanUp(statements ? 'statements' : 'owned', handle);
   }
 
   /** Revokes each within the mount's bound; one failure never fails another. */
@@ -267,47 +260,81 @@ export class PostgresTarget implements Target<PostgresRole> {
     return errors;
   }
 
-  /** The role is disabled and sessionless by now: a failure here leaves only cleanup to do. */
-  private async cleanUp(handle: PostgresHandle, work: () => Promise<void>): Promise<void> {
-    try {
-      await this.roleLocks.run(lockOf(handle, this.ctx.mount), work);
-    } catch (err) {
-      throw new CredentialDisabled(`role ${handle.username} can no longer log in and has no session, but cleanup failed: ${(err as Error).message}`);
+  /**
+   * The role is disabled and sessionless by now: what is left is cleanup, and a failure here
+   * leaves only cleanup to do. Cleanups touch shared catalog rows (the ACL of a table that several
+   * roles were granted), so concurrent ones deadlock or fail with "tuple concurrently updated":
+   * they are batched instead, one transaction for all those waiting, one batch at a time on the
+   * mount (and across replicas, under an advisory lock).
+   */
+  private async cleanUp(kind: CleanupKind, handle: PostgresHandle): Promise<void> {
+    const error = await this.cleanups.run({ kind, handle });
+    if (error) throw new CredentialDisabled(`role ${handle.username} can no longer log in and has no session, but cleanup failed: ${error.message}`);
+  }
+
+  private async cleanUpAll(items: { kind: CleanupKind; handle: PostgresHandle }[]): Promise<(Error | null)[]> {
+    const outcomes = new Map<PostgresHandle, Error | null>();
+    for (const kind of ['statements', 'owned'] as const) {
+      const handles = items.filter((i) => i.kind === kind).map((i) => i.handle);
+      if (handles.length === 0) continue;
+      const errors = await this.cleanUpBatch(kind, `${this.ctx.mount}/cleanup`, handles);
+      handles.forEach((h, i) => outcomes.set(h, errors[i]!));
     }
+    return items.map((i) => outcomes.get(i.handle) ?? null);
+  }
+
+  /** One outcome per handle. All together first; if that fails, one by one, so one bad role fails alone. */
+  private async cleanUpBatch(kind: CleanupKind, lock: string, handles: PostgresHandle[]): Promise<(Error | null)[]> {
+    const run = (group: PostgresHandle[]) => (kind === 'owned' ? this.dropOwnedThenRoles(group, lock) : this.runRevocationStatements(group, lock));
+    try {
+      await run(handles);
+      return handles.map(() => null);
+    } catch (err) {
+      if (handles.length === 1) return [err as Error];
+    }
+    const outcomes: (Error | null)[] = [];
+    for (const handle of handles) outcomes.push(await run([handle]).then(() => null, (err: Error) => err));
+    return outcomes;
   }
 
   /** Operator statements may assume the role exists; a role that is gone is revoked already. */
-  private async runRevocationStatements(handle: PostgresHandle, statements: string[]): Promise<void> {
-    const exists = await this.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [handle.username]);
-    if (exists.rowCount === 0) return;
-    const rendered = [...statements.map((t) => renderStatement(t, { name: handle.username })), `DROP ROLE IF EXISTS ${escapeIdentifier(handle.username)}`];
+  private async runRevocationStatements(handles: PostgresHandle[], lock: string): Promise<void> {
+    const { rows } = await this.pool.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [handles.map((h) => h.username)]);
+    const existing = new Set(rows.map((r) => r.rolname));
+    const live = handles.filter((h) => existing.has(h.username));
+    if (live.length === 0) return;
+    const statements = live.flatMap((h) => [
+      ...(h.revocation_statements as string[]).map((t) => renderStatement(t, { name: h.username })),
+      `DROP ROLE IF EXISTS ${escapeIdentifier(h.username)}`,
+    ]);
     try {
-      await this.transaction(rendered, { lock: lockOf(handle, this.ctx.mount) });
+      await this.transaction(statements, { lock });
     } catch (err) {
       if (sqlstate(err) !== DEPENDENT_OBJECTS_STILL_EXIST) throw err;
-      await this.dropOwnedThenRole(handle);
+      await this.dropOwnedThenRoles(live, lock);
     }
   }
 
   /**
-   * What the role owns or was granted goes (or is reassigned), in every database of the cluster
-   * where it has any; the databases the broker cannot reach are named in the error.
+   * What the roles own or were granted goes (or is reassigned), in every database of the cluster
+   * where they have any; the databases the broker cannot reach are named in the error.
    */
-  private async dropOwnedThenRole(handle: PostgresHandle): Promise<void> {
-    const name = escapeIdentifier(handle.username);
+  private async dropOwnedThenRoles(handles: PostgresHandle[], lock: string): Promise<void> {
+    const usernames = handles.map((h) => h.username);
+    const names = usernames.map(escapeIdentifier).join(', ');
     const reassignTo = this.mount.revoke_owned === 'reassign' ? this.mount.reassign_owned_to : undefined;
-    const here = (await this.pool.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
-    const deps = await this.withClient(async (client) => {
-      // Without superuser, DROP OWNED needs the role's privileges: the admin created it, so it
-      // may join it; the membership goes with the role.
-      await client.query(`GRANT ${name} TO CURRENT_USER`).catch(() => undefined);
-      return roleDependencies(client, handle.username);
+    const { here, deps } = await this.withClient(async (client) => {
+      const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames]);
+      // Without superuser, DROP OWNED needs the roles' privileges: the admin created them, so it
+      // may join them; the membership goes with the roles.
+      if (rows.length) await client.query(`GRANT ${rows.map((r) => escapeIdentifier(r.rolname)).join(', ')} TO CURRENT_USER`).catch(() => undefined);
+      const here = (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
+      return { here, deps: await roleDependencies(client, usernames) };
     });
-    if (deps.shared.length) throw new Error(`role ${handle.username} owns ${deps.shared.join(', ')}; drop or reassign them, then retry`);
+    if (deps.shared.length) throw new Error(`${deps.shared.join(', ')} belong to a leased role; drop or reassign them, then retry`);
     const failures: string[] = [];
-    const lock = lockOf(handle, this.ctx.mount);
+    const statements = dropOwnedStatements(usernames, reassignTo);
     for (const database of deps.databases) {
-      const statements = dropOwnedStatements(handle.username, reassignTo);
       if (database === here) {
         await this.transaction(statements, { lock });
         continue;
@@ -323,8 +350,8 @@ export class PostgresTarget implements Target<PostgresRole> {
         await other.end().catch(() => undefined);
       }
     }
-    if (failures.length) throw new Error(`role ${handle.username} still owns objects or privileges in ${failures.join('; ')}`);
-    await this.pool.query(`DROP ROLE IF EXISTS ${name}`);
+    if (failures.length) throw new Error(`objects or privileges of the role remain in ${failures.join('; ')}`);
+    await this.pool.query(`DROP ROLE IF EXISTS ${names}`);
   }
 
   async close(): Promise<void> {
