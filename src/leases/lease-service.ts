@@ -155,7 +155,7 @@ export class LeaseService {
   /** Revokes one lease now. Unknown and already revoked leases succeed, as in Vault. */
   async revoke(leaseId: string, reason: RevokeReason = 'revoked'): Promise<{ warnings: string[] }> {
     if (!isLeaseIdShape(leaseId)) return { warnings: [] };
-    const claimed = await this.store.claim(leaseId, reason, this.policy.claim_timeout);
+    const claimed = await this.store.claims.claim(leaseId, reason, this.policy.claim_ttl);
     if (!claimed) return { warnings: [] };
     const outcome = await this.revoker.revokeClaimed(claimed);
     if (!outcome.ok) throw new TargetError(claimed.mount, `${outcome.error}; the lease stays queued for retry`);
@@ -188,7 +188,7 @@ export class LeaseService {
     let revoked = issuedBefore ? await this.revokeWholeRoles(base, issuedBefore) : 0;
     const failures: { leaseId: string; error: string }[] = [];
     for (let after = base; ; ) {
-      const page = await this.store.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_timeout, issuedBefore);
+      const page = await this.store.claims.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_ttl, issuedBefore);
       if (page.length === 0) break;
       const outcomes = await this.revoker.revokeClaimedMany(page);
       for (const [leaseId, outcome] of outcomes) {
@@ -224,7 +224,7 @@ export class LeaseService {
   async revokeByAccessor(accessor: string): Promise<number> {
     let revoked = 0;
     for (;;) {
-      const page = await this.store.claimAccessorPage(accessor, REVOKE_PREFIX_PAGE, this.policy.claim_timeout);
+      const page = await this.store.claims.claimAccessorPage(accessor, REVOKE_PREFIX_PAGE, this.policy.claim_ttl);
       if (page.length === 0) return revoked;
       for (const outcome of (await this.revoker.revokeClaimedMany(page)).values()) if (outcome.ok) revoked++;
       // Failures stay queued with backoff for the reaper; they are not claimable here again.
