@@ -24,6 +24,10 @@ export interface RenewedLease {
 }
 
 const REVOKE_PREFIX_PAGE = 1000;
+/** How often a revoke waiting for another process's revocation of the same lease looks again. */
+const CLAIM_POLL_MS = 50;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const secondsUntil = (date: Date) => Math.max(0, Math.round((date.getTime() - Date.now()) / 1000));
 
@@ -39,6 +43,8 @@ export class LeaseService {
     private readonly revoker: Revoker,
     private readonly policy: ReaperConfig,
     private readonly log: Logger,
+    /** The bound on one engine call (config engine_timeout): how long a revoke waits for another process's. */
+    private readonly engineTimeoutSeconds = 10,
   ) {}
 
   async issue(
@@ -155,11 +161,30 @@ export class LeaseService {
   /** Revokes one lease now. Unknown and already revoked leases succeed, as in Vault. */
   async revoke(leaseId: string, reason: RevokeReason = 'revoked'): Promise<{ warnings: string[] }> {
     if (!isLeaseIdShape(leaseId)) return { warnings: [] };
-    const claimed = await this.store.claims.claim(leaseId, reason, this.policy.claim_ttl);
+    const claimed = await this.claimOrAwait(leaseId, reason);
     if (!claimed) return { warnings: [] };
     const outcome = await this.revoker.revokeClaimed(claimed);
     if (!outcome.ok) throw new TargetError(claimed.mount, `${outcome.error}; the lease stays queued for retry`);
     return { warnings: this.earlyRevokeWarnings(claimed) };
+  }
+
+  /**
+   * Claims one lease for this request, unless another process (a reaper) is revoking it right
+   * now: then waits for that revocation rather than run a second one. Null once it is revoked
+   * (or never existed). If that revocation fails or its claim lapses, the lease is claimed here
+   * and retried by this request; after engine_timeout + claim_ttl it is taken over all the same,
+   * so no request waits longer than that for another process.
+   */
+  private async claimOrAwait(leaseId: string, reason: RevokeReason): Promise<LeaseRow | null> {
+    const deadline = Date.now() + (this.engineTimeoutSeconds + this.policy.claim_ttl) * 1000;
+    for (;;) {
+      const takeOver = Date.now() >= deadline;
+      const claimed = await this.store.claims.claim(leaseId, reason, this.policy.claim_ttl, { takeOver });
+      if (claimed || takeOver) return claimed;
+      const lease = await this.store.find(leaseId);
+      if (!lease || lease.state === 'revoked') return null;
+      await sleep(CLAIM_POLL_MS);
+    }
   }
 
   /** The truth about a credential its target cannot end early: revoked here, alive there until expiry. */
