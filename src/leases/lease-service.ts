@@ -116,7 +116,8 @@ export class LeaseService {
       throw new TargetError(mount.name, 'issue took longer than the pending grace; the credential was revoked');
     }
     this.log.info({ lease_id: leaseId, ttl }, 'lease issued');
-    return { leaseId, leaseDuration: ttl, renewable, data: issued.data, warnings };
+    // The TTL ran from the pending insert: a slow target has used part of it already.
+    return { leaseId, leaseDuration: secondsUntil(pending.expires_at), renewable, data: issued.data, warnings };
   }
 
   private keepPending(leaseId: string): NodeJS.Timeout {
