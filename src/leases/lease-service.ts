@@ -24,10 +24,6 @@ export interface RenewedLease {
 }
 
 const REVOKE_PREFIX_PAGE = 1000;
-/** How often a revoke waiting for another process's revocation of the same lease looks again. */
-const CLAIM_POLL_MS = 50;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const secondsUntil = (date: Date) => Math.max(0, Math.round((date.getTime() - Date.now()) / 1000));
 
@@ -162,30 +158,11 @@ export class LeaseService {
   /** Revokes one lease now. Unknown and already revoked leases succeed, as in Vault. */
   async revoke(leaseId: string, reason: RevokeReason = 'revoked'): Promise<{ warnings: string[] }> {
     if (!isLeaseIdShape(leaseId)) return { warnings: [] };
-    const claimed = await this.claimOrAwait(leaseId, reason);
+    const claimed = await this.store.claims.claimOrAwait(leaseId, reason, this.policy.claim_ttl, this.waitForOthersMs());
     if (!claimed) return { warnings: [] };
     const outcome = await this.revoker.revokeClaimed(claimed);
     if (!outcome.ok) throw new TargetError(claimed.mount, `${outcome.error}; the lease stays queued for retry`);
     return { warnings: this.earlyRevokeWarnings(claimed) };
-  }
-
-  /**
-   * Claims one lease for this request, unless another process (a reaper) is revoking it right
-   * now: then waits for that revocation rather than run a second one. Null once it is revoked
-   * (or never existed). If that revocation fails or its claim lapses, the lease is claimed here
-   * and retried by this request; after engine_timeout + claim_ttl it is taken over all the same,
-   * so no request waits longer than that for another process.
-   */
-  private async claimOrAwait(leaseId: string, reason: RevokeReason): Promise<LeaseRow | null> {
-    const deadline = Date.now() + (this.engineTimeoutSeconds + this.policy.claim_ttl) * 1000;
-    for (;;) {
-      const takeOver = Date.now() >= deadline;
-      const claimed = await this.store.claims.claim(leaseId, reason, this.policy.claim_ttl, { takeOver });
-      if (claimed || takeOver) return claimed;
-      const lease = await this.store.find(leaseId);
-      if (!lease || lease.state === 'revoked') return null;
-      await sleep(CLAIM_POLL_MS);
-    }
   }
 
   /** The truth about a credential its target cannot end early: revoked here, alive there until expiry. */
@@ -212,20 +189,41 @@ export class LeaseService {
       return { revoked: 1 };
     }
     let revoked = issuedBefore ? await this.revokeWholeRoles(base, issuedBefore) : 0;
-    const failures: { leaseId: string; error: string }[] = [];
+    const failures = new Map<string, string>();
+    revoked += await this.revokePages(base, issuedBefore, false, failures);
+    // Leases another process (a reaper) was revoking are left to it, and waited for, as revoke()
+    // does; whatever that did not revoke in time is claimed and revoked here.
+    const inFlight = await this.store.claims.liveClaimsUnder(base, issuedBefore);
+    if (inFlight.length) {
+      revoked += await this.store.claims.awaitClaims(inFlight, this.waitForOthersMs());
+      revoked += await this.revokePages(base, issuedBefore, true, failures);
+    }
+    if (failures.size) throw new RevokeIncomplete(revoked, [...failures].map(([leaseId, error]) => ({ leaseId, error })));
+    return { revoked };
+  }
+
+  /** One pass over the prefix, page by page; `failures` keeps each lease's last failure. */
+  private async revokePages(base: string, issuedBefore: Date | null, takeOver: boolean, failures: Map<string, string>): Promise<number> {
+    let revoked = 0;
     for (let after = base; ; ) {
-      const page = await this.store.claims.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_ttl, issuedBefore);
-      if (page.length === 0) break;
-      const outcomes = await this.revoker.revokeClaimedMany(page);
-      for (const [leaseId, outcome] of outcomes) {
-        if (outcome.ok) revoked++;
-        else failures.push({ leaseId, error: outcome.error });
+      const page = await this.store.claims.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_ttl, { issuedBefore, takeOver });
+      if (page.length === 0) return revoked;
+      for (const [leaseId, outcome] of await this.revoker.revokeClaimedMany(page)) {
+        if (!outcome.ok) {
+          failures.set(leaseId, outcome.error);
+          continue;
+        }
+        failures.delete(leaseId);
+        revoked++;
       }
       after = page[page.length - 1]!.id;
-      this.log.info({ prefix: base, revoked, failed: failures.length }, 'revoke-prefix progress');
+      this.log.info({ prefix: base, revoked, failed: failures.size }, 'revoke-prefix progress');
     }
-    if (failures.length) throw new RevokeIncomplete(revoked, failures);
-    return { revoked };
+  }
+
+  /** How long a revoke waits for another process's revocation of the same lease before taking it over. */
+  private waitForOthersMs(): number {
+    return (this.engineTimeoutSeconds + this.policy.claim_ttl) * 1000;
   }
 
   /**

@@ -89,3 +89,32 @@ describe('a client revoke racing the reaper over the same leases', () => {
     expect(states).toEqual([{ state: 'revoked', n: LEASES }]);
   });
 });
+
+describe('a revoke-prefix racing the reaper over the same leases', () => {
+  it('returns once every lease is revoked, counts them all, and revokes every role exactly once', async () => {
+    await adminQuery(targetDb, 'TRUNCATE public.revoke_log');
+    await adminQuery(storeDb, 'DELETE FROM credbroker_leases');
+    const reaping = await startTestBroker(options);
+    const serving = await startTestBroker(options);
+    brokers.push(reaping, serving);
+    const { usernames } = await seedLeasesExpiringNow(LEASES);
+
+    const drained = reaping.reaper.drain();
+    for (let i = 0; ; i++) {
+      const [{ n }] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoking'`);
+      if (n === LEASES) break;
+      if (i > 200) throw new Error(`the reaper claimed only ${n} of ${LEASES} leases`);
+      await sleep(10);
+    }
+    const { revoked } = await serving.leases.revokePrefix('db/creds/slow/');
+    const [{ unrevoked }] = await adminQuery(storeDb, `SELECT count(*)::int AS unrevoked FROM credbroker_leases WHERE state <> 'revoked'`);
+    await drained;
+
+    expect(revoked).toBe(LEASES); // those the reaper finished count: they are revoked, as asked
+    expect(unrevoked).toBe(0);
+    const logged = await adminQuery(targetDb, 'SELECT name, count(*)::int AS n FROM public.revoke_log GROUP BY name');
+    expect(logged.filter((r) => r.n !== 1)).toEqual([]);
+    expect(logged).toHaveLength(LEASES);
+    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames])).toEqual([]);
+  });
+});
