@@ -44,10 +44,12 @@ export interface StartOptions {
  */
 export async function startBroker(config: BrokerConfig, opts: StartOptions): Promise<Broker> {
   const { log } = opts;
-  const pool: pg.Pool = createStorePool(config.store.url, config.store.max_connections, log);
+  const pool: pg.Pool = createStorePool(config.store.url, config.store.max_connections, log, config.store.query_timeout * 1000);
   let mounts: MountRegistry | undefined;
   try {
-    const applied = await migrate(pool);
+    // Migrations run unbounded, on a connection of their own: they may wait for another replica's.
+    const migrations = createStorePool(config.store.url, 1, log);
+    const applied = await migrate(migrations).finally(() => migrations.end());
     if (applied.length) log.info({ applied }, 'migrations applied');
     mounts = await MountRegistry.connect(config, log);
   } catch (err) {
@@ -58,7 +60,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const store = new LeaseStore(pool);
   const auditor = createAuditor(config.audit, { storePool: pool, log });
   const revoker = new Revoker(store, mounts, config.reaper, log, (event) => void auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }));
-  const leases = new LeaseService(store, mounts, revoker, config.reaper, log);
+  const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout);
   const reaper = new Reaper(store, revoker, config.reaper, log);
 
   const tokens = new TokenStore(pool);

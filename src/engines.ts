@@ -68,6 +68,16 @@ export interface RevokeRequest {
   expiresAt: Date;
 }
 
+/** Where `revokeMany` reports each request's outcome as soon as it is final. */
+export interface RevokeProgress {
+  /**
+   * Request `index` (into `reqs`) is finished: `null` once its credential is fully revoked, with
+   * nothing left for a later step of the same call to do for it; else why it failed. At most once
+   * per index. A reported outcome is final: the returned array's entry for it is ignored.
+   */
+  onResult(index: number, error: Error | null): void;
+}
+
 /** What a lease's credential allows an operator to do, told truthfully in lookup and revoke. */
 export interface HandleFacts {
   /** False when the target offers no way to end the credential before it expires. */
@@ -115,8 +125,14 @@ export interface Target<Role> {
    * catch-up, revoke-prefix). Same contract as `revoke` for each handle; never rejects as a
    * whole: answers one entry per request, in order, null where that revocation succeeded.
    * Every target operation runs through `slots`, the bound shared by all revocations on the mount.
+   *
+   * Engines should report each outcome through `progress` as soon as it is final, so the broker
+   * records it (and stops renewing that lease's claim) while the rest of the batch runs, and a
+   * batch that times out as a whole fails only the requests not reported yet. One failure must
+   * never fail the others: a step shared by the batch (a final session sweep) that fails may
+   * fail only the requests it was still needed for, and those must not have been reported yet.
    */
-  revokeMany?(reqs: RevokeRequest[], slots: Limiter): Promise<(Error | null)[]>;
+  revokeMany?(reqs: RevokeRequest[], slots: Limiter, progress?: RevokeProgress): Promise<(Error | null)[]>;
   /**
    * Optional, for incidents: ends at once every credential of this role issued before `before`
    * (AWS: a deny on aws:TokenIssueTime), so its leases need no one-by-one revocation. Answers

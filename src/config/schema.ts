@@ -25,6 +25,11 @@ export const mountCommonSchema = z.object({
   roles: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
 });
 
+/** A dead replica's leases are revoked elsewhere within this (+ one reaper tick) by default. */
+const DEFAULT_CLAIM_TTL = 3;
+const MIN_CLAIM_TTL = 1;
+const MAX_CLAIM_TTL = 3600;
+
 export const reaperSchema = z
   .object({
     /** node-cron expression with seconds: every second by default. */
@@ -37,10 +42,30 @@ export const reaperSchema = z
     backoff_max: durationSeconds.default(600),
     /** A pending lease older than this is a crashed issue: revoke what it may have created. */
     pending_grace: durationSeconds.default(60),
-    /** A claimed lease whose reaper died becomes due again after this. */
-    claim_timeout: durationSeconds.default(600),
+    /**
+     * How long a claim on a lease being revoked lasts. The process revoking it renews the claim
+     * every third of this while the engine works (however long that takes), so a live claim
+     * never lapses; a process that dies leaves its leases due again on any replica within it.
+     */
+    claim_ttl: durationSeconds.optional(),
+    /** Deprecated name of claim_ttl (before claims were renewed, it defaulted to 10 min). */
+    claim_timeout: durationSeconds.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((reaper, ctx) => {
+    if (reaper.claim_ttl !== undefined && reaper.claim_timeout !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['claim_timeout'], message: 'is the old name of claim_ttl: give only claim_ttl' });
+    }
+    const ttl = reaper.claim_ttl ?? reaper.claim_timeout;
+    if (ttl !== undefined && (ttl < MIN_CLAIM_TTL || ttl > MAX_CLAIM_TTL)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [reaper.claim_ttl !== undefined ? 'claim_ttl' : 'claim_timeout'],
+        message: `must be between ${MIN_CLAIM_TTL} s and ${MAX_CLAIM_TTL} s: the claim is renewed every third of it, and a replica that dies holds its leases for up to that long`,
+      });
+    }
+  })
+  .transform(({ claim_ttl, claim_timeout, ...rest }) => ({ ...rest, claim_ttl: claim_ttl ?? claim_timeout ?? DEFAULT_CLAIM_TTL }));
 
 export const configSchema = z
   .object({
@@ -49,7 +74,17 @@ export const configSchema = z
       .strict()
       .default({ address: '127.0.0.1', port: 8200 }),
     store: z
-      .object({ url: z.string().min(1), max_connections: z.number().int().min(1).max(500).default(10) })
+      .object({
+        url: z.string().min(1),
+        max_connections: z.number().int().min(1).max(500).default(10),
+        /**
+         * Client-side bound on one store query (and on opening a connection): a frozen or
+         * unreachable store answers 503 within this instead of holding requests.
+         */
+        query_timeout: durationSeconds
+          .refine((s) => s >= 1 && s <= 300, 'must be between 1 s and 300 s')
+          .default(5),
+      })
       .strict(),
     root_token: z.string().min(16, 'must be at least 16 characters'),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -91,11 +126,8 @@ export const configSchema = z
         message: 'must be longer than engine_timeout, or the reaper could revoke an issue still in progress',
       });
     }
-    // A batch that outlives its claim may be revoked twice by another replica: harmless, since
-    // revocation is idempotent, but wasted work; the default (10 min) leaves a wide margin.
-    if (config.reaper.claim_timeout <= config.engine_timeout) {
-      ctx.addIssue({ code: 'custom', path: ['reaper', 'claim_timeout'], message: 'must be longer than engine_timeout' });
-    }
+    // reaper.claim_ttl needs no margin over engine_timeout (it used to, as claim_timeout): the
+    // claim is renewed while the engine works, by a store query bounded by a third of the TTL.
   });
 
 export type BrokerConfig = z.infer<typeof configSchema>;

@@ -55,28 +55,42 @@ export class GuardedTarget<Role> {
     await this.call('revoke', new Set(), () => this.target.revoke(req));
   }
 
-  /** One outcome per handle, in order: null for revoked, else a sanitized error message. */
-  async revokeMany(reqs: RevokeRequest[], slots: Limiter): Promise<(string | null)[]> {
+  /**
+   * One outcome per handle, in order: null for revoked, else a sanitized error message. Each
+   * outcome also goes to `onResult` as soon as it is known (the engine's own reports as they
+   * come); a timeout or a throw of the whole batch fails only the requests not reported yet.
+   */
+  async revokeMany(reqs: RevokeRequest[], slots: Limiter, onResult?: (index: number, error: string | null) => void): Promise<(string | null)[]> {
+    const results: (string | null | undefined)[] = reqs.map(() => undefined);
+    const report = (index: number, error: string | null) => {
+      if (!Number.isInteger(index) || index < 0 || index >= reqs.length || results[index] !== undefined) return;
+      results[index] = error;
+      onResult?.(index, error);
+    };
     if (this.target.revokeMany) {
+      const progress = { onResult: (index: number, error: Error | null) => report(index, error ? sanitizeError(messageOf(error)) : null) };
       try {
         // The bound scales with the rounds the batch needs at its concurrency.
         const rounds = Math.ceil(reqs.length / slots.limit);
-        const errors = await this.call('revoke', new Set(), () => this.target.revokeMany!(reqs, slots), this.timeoutMs * rounds);
-        return errors.map((e) => (e ? sanitizeError(messageOf(e)) : null));
+        const errors = await this.call('revoke', new Set(), () => this.target.revokeMany!(reqs, slots, progress), this.timeoutMs * rounds);
+        errors.forEach((e, i) => report(i, e ? sanitizeError(messageOf(e)) : null));
+        reqs.forEach((_, i) => report(i, 'the engine answered no outcome for this revocation'));
       } catch (err) {
-        return reqs.map(() => messageOf(err));
+        reqs.forEach((_, i) => report(i, messageOf(err)));
       }
-    }
-    return Promise.all(
-      reqs.map((req) =>
-        slots.run(() =>
-          this.revoke(req).then(
-            () => null,
-            (err) => messageOf(err),
+    } else {
+      await Promise.all(
+        reqs.map((req, i) =>
+          slots.run(() =>
+            this.revoke(req).then(
+              () => report(i, null),
+              (err) => report(i, messageOf(err)),
+            ),
           ),
         ),
-      ),
-    );
+      );
+    }
+    return results as (string | null)[];
   }
 
   async revokeIssuedBefore(role: Role, before: Date): Promise<boolean> {

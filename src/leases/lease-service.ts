@@ -39,6 +39,8 @@ export class LeaseService {
     private readonly revoker: Revoker,
     private readonly policy: ReaperConfig,
     private readonly log: Logger,
+    /** The bound on one engine call (config engine_timeout): how long a revoke waits for another process's. */
+    private readonly engineTimeoutSeconds = 10,
   ) {}
 
   async issue(
@@ -110,7 +112,8 @@ export class LeaseService {
       throw new TargetError(mount.name, 'issue took longer than the pending grace; the credential was revoked');
     }
     this.log.info({ lease_id: leaseId, ttl }, 'lease issued');
-    return { leaseId, leaseDuration: ttl, renewable, data: issued.data, warnings };
+    // The TTL ran from the pending insert: a slow target has used part of it already.
+    return { leaseId, leaseDuration: secondsUntil(pending.expires_at), renewable, data: issued.data, warnings };
   }
 
   private keepPending(leaseId: string): NodeJS.Timeout {
@@ -155,7 +158,7 @@ export class LeaseService {
   /** Revokes one lease now. Unknown and already revoked leases succeed, as in Vault. */
   async revoke(leaseId: string, reason: RevokeReason = 'revoked'): Promise<{ warnings: string[] }> {
     if (!isLeaseIdShape(leaseId)) return { warnings: [] };
-    const claimed = await this.store.claim(leaseId, reason, this.policy.claim_timeout);
+    const claimed = await this.store.claims.claimOrAwait(leaseId, reason, this.policy.claim_ttl, this.waitForOthersMs());
     if (!claimed) return { warnings: [] };
     const outcome = await this.revoker.revokeClaimed(claimed);
     if (!outcome.ok) throw new TargetError(claimed.mount, `${outcome.error}; the lease stays queued for retry`);
@@ -186,20 +189,41 @@ export class LeaseService {
       return { revoked: 1 };
     }
     let revoked = issuedBefore ? await this.revokeWholeRoles(base, issuedBefore) : 0;
-    const failures: { leaseId: string; error: string }[] = [];
+    const failures = new Map<string, string>();
+    revoked += await this.revokePages(base, issuedBefore, false, failures);
+    // Leases another process (a reaper) was revoking are left to it, and waited for, as revoke()
+    // does; whatever that did not revoke in time is claimed and revoked here.
+    const inFlight = await this.store.claims.liveClaimsUnder(base, issuedBefore);
+    if (inFlight.length) {
+      revoked += await this.store.claims.awaitClaims(inFlight, this.waitForOthersMs());
+      revoked += await this.revokePages(base, issuedBefore, true, failures);
+    }
+    if (failures.size) throw new RevokeIncomplete(revoked, [...failures].map(([leaseId, error]) => ({ leaseId, error })));
+    return { revoked };
+  }
+
+  /** One pass over the prefix, page by page; `failures` keeps each lease's last failure. */
+  private async revokePages(base: string, issuedBefore: Date | null, takeOver: boolean, failures: Map<string, string>): Promise<number> {
+    let revoked = 0;
     for (let after = base; ; ) {
-      const page = await this.store.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_timeout, issuedBefore);
-      if (page.length === 0) break;
-      const outcomes = await this.revoker.revokeClaimedMany(page);
-      for (const [leaseId, outcome] of outcomes) {
-        if (outcome.ok) revoked++;
-        else failures.push({ leaseId, error: outcome.error });
+      const page = await this.store.claims.claimPrefixPage(base, after, REVOKE_PREFIX_PAGE, 'prefix', this.policy.claim_ttl, { issuedBefore, takeOver });
+      if (page.length === 0) return revoked;
+      for (const [leaseId, outcome] of await this.revoker.revokeClaimedMany(page)) {
+        if (!outcome.ok) {
+          failures.set(leaseId, outcome.error);
+          continue;
+        }
+        failures.delete(leaseId);
+        revoked++;
       }
       after = page[page.length - 1]!.id;
-      this.log.info({ prefix: base, revoked, failed: failures.length }, 'revoke-prefix progress');
+      this.log.info({ prefix: base, revoked, failed: failures.size }, 'revoke-prefix progress');
     }
-    if (failures.length) throw new RevokeIncomplete(revoked, failures);
-    return { revoked };
+  }
+
+  /** How long a revoke waits for another process's revocation of the same lease before taking it over. */
+  private waitForOthersMs(): number {
+    return (this.engineTimeoutSeconds + this.policy.claim_ttl) * 1000;
   }
 
   /**
@@ -224,7 +248,7 @@ export class LeaseService {
   async revokeByAccessor(accessor: string): Promise<number> {
     let revoked = 0;
     for (;;) {
-      const page = await this.store.claimAccessorPage(accessor, REVOKE_PREFIX_PAGE, this.policy.claim_timeout);
+      const page = await this.store.claims.claimAccessorPage(accessor, REVOKE_PREFIX_PAGE, this.policy.claim_ttl);
       if (page.length === 0) return revoked;
       for (const outcome of (await this.revoker.revokeClaimedMany(page)).values()) if (outcome.ok) revoked++;
       // Failures stay queued with backoff for the reaper; they are not claimable here again.

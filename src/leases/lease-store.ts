@@ -1,9 +1,10 @@
 import type pg from 'pg';
 import type { RevokeHandle } from '../engines.js';
 import { StoreUnavailable } from '../errors.js';
-import { isConnectionFailure } from '../store/pool.js';
+import { isConnectionFailure, storeQuery } from '../store/pool.js';
 import { timed } from '../timing.js';
 import { Batcher } from '../store/batcher.js';
+import { LeaseClaims } from './lease-claims.js';
 import { insertPendingRows, insertWithinQuota, type PendingLease, type Quota } from './pending-insert.js';
 
 export type { PendingLease };
@@ -41,18 +42,15 @@ export class LeaseStore {
   private readonly pendingInserts = new Batcher((leases: PendingLease[]) => this.insertPendingBatch(leases));
   private readonly activations = new Batcher((ids: string[]) => this.activateBatch(ids));
 
-  constructor(readonly pool: pg.Pool) {}
+  /** Claims: who is revoking which lease right now (see lease-claims.ts). */
+  readonly claims: LeaseClaims;
 
-  private async exec<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
-    try {
-      return await this.pool.query<R>(sql, params);
-    } catch (err) {
-      throw isConnectionFailure(err) ? new StoreUnavailable('lease store unavailable', { cause: err }) : err;
-    }
+  constructor(readonly pool: pg.Pool) {
+    this.claims = new LeaseClaims(pool);
   }
 
   private query<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
-    return timed('store', () => this.exec<R>(sql, params));
+    return storeQuery<R>(this.pool, sql, params);
   }
 
   /** Step 2 of an issue: the intent, committed before the target is touched. */
@@ -79,11 +77,12 @@ export class LeaseStore {
   }
 
   private async activateBatch(ids: string[]): Promise<boolean[]> {
-    const { rows } = await this.exec<{ id: string }>(
-      `UPDATE credbroker_leases SET state = 'active', next_attempt_at = expires_at
-        WHERE id = ANY($1) AND state = 'pending' RETURNING id`,
-      [ids],
-    );
+    // Not timed here: activate() already counts the wait, flush included.
+    const { rows } = await this.pool
+      .query<{ id: string }>(`UPDATE credbroker_leases SET state = 'active', next_attempt_at = expires_at WHERE id = ANY($1) AND state = 'pending' RETURNING id`, [ids])
+      .catch((err) => {
+        throw isConnectionFailure(err) ? new StoreUnavailable('lease store unavailable', { cause: err }) : err;
+      });
     const activated = new Set(rows.map((r) => r.id));
     return ids.map((id) => activated.has(id));
   }
@@ -100,7 +99,7 @@ export class LeaseStore {
   async requeue(id: string, error: string): Promise<void> {
     await this.query(
       `UPDATE credbroker_leases
-          SET state = 'revoking', next_attempt_at = now(), revoked_at = NULL, last_error = $2, revoke_reason = COALESCE(revoke_reason, 'cleanup')
+          SET state = 'revoking', next_attempt_at = now(), claimed_until = NULL, revoked_at = NULL, last_error = $2, revoke_reason = COALESCE(revoke_reason, 'cleanup')
         WHERE id = $1`,
       [id, error],
     );
@@ -130,70 +129,10 @@ export class LeaseStore {
     return rows[0] ?? null;
   }
 
-  /**
-   * Claims one lease for revocation by an operator. Any non-revoked state qualifies: an
-   * irrevocable lease is retried this way, a pending one makes its issuer back out.
-   */
-  async claim(id: string, reason: RevokeReason, claimTimeoutSeconds: number): Promise<LeaseRow | null> {
-    const { rows } = await this.query<LeaseRow>(
-      `UPDATE credbroker_leases
-          SET state = 'revoking', revoke_reason = $2, next_attempt_at = now() + make_interval(secs => $3)
-        WHERE id = $1 AND state <> 'revoked' RETURNING *`,
-      [id, reason, claimTimeoutSeconds],
-    );
-    return rows[0] ?? null;
-  }
-
-  /**
-   * Claims the next page of unrevoked leases under a prefix, in id order after `after` (start
-   * with the prefix itself, which ends in "/" and so is no lease id). For revoke-prefix.
-   */
-  async claimPrefixPage(
-    prefix: string,
-    after: string,
-    limit: number,
-    reason: RevokeReason,
-    claimTimeoutSeconds: number,
-    issuedBefore: Date | null = null,
-  ): Promise<LeaseRow[]> {
-    const { rows } = await this.query<LeaseRow>(
-      `UPDATE credbroker_leases
-          SET state = 'revoking', revoke_reason = $4, next_attempt_at = now() + make_interval(secs => $5)
-        WHERE id IN (SELECT id FROM credbroker_leases
-                      WHERE id > $1 AND id < $2 AND state <> 'revoked' AND ($6::timestamptz IS NULL OR issued_at < $6)
-                      ORDER BY id LIMIT $3 FOR UPDATE)
-        RETURNING *`,
-      [after, prefixUpperBound(prefix), limit, reason, claimTimeoutSeconds, issuedBefore],
-    );
-    return rows.sort((a, b) => (a.id < b.id ? -1 : 1));
-  }
-
-  /**
-   * Claims up to `limit` due leases. SKIP LOCKED lets any number of reapers share the table; the
-   * claim pushes next_attempt_at past the claim timeout, so a reaper that dies mid-revoke only
-   * delays its leases, and no two live reapers revoke the same one.
-   */
-  async claimDue(limit: number, claimTimeoutSeconds: number): Promise<LeaseRow[]> {
-    const { rows } = await this.query<LeaseRow>(
-      `UPDATE credbroker_leases l
-          SET state = 'revoking',
-              revoke_reason = COALESCE(l.revoke_reason, CASE l.state WHEN 'pending' THEN 'cleanup' ELSE 'expired' END),
-              next_attempt_at = now() + make_interval(secs => $2)
-        WHERE l.id IN (SELECT id FROM credbroker_leases
-                        WHERE next_attempt_at <= now()
-                        ORDER BY next_attempt_at
-                        LIMIT $1
-                        FOR UPDATE SKIP LOCKED)
-        RETURNING l.*`,
-      [limit, claimTimeoutSeconds],
-    );
-    return rows;
-  }
-
   async markRevoked(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
     await this.query(
-      `UPDATE credbroker_leases SET state = 'revoked', revoked_at = now(), next_attempt_at = NULL, last_error = NULL
+      `UPDATE credbroker_leases SET state = 'revoked', revoked_at = now(), next_attempt_at = NULL, claimed_until = NULL, last_error = NULL
         WHERE id = ANY($1) AND state = 'revoking'`,
       [ids],
     );
@@ -212,6 +151,7 @@ export class LeaseStore {
       `UPDATE credbroker_leases
           SET attempts = attempts + 1,
               last_error = $2,
+              claimed_until = NULL,
               state = CASE WHEN attempts + 1 >= $3 THEN 'irrevocable' ELSE 'revoking' END,
               next_attempt_at = CASE WHEN attempts + 1 >= $3 THEN NULL
                 ELSE now() + make_interval(secs => least($5::float8, $4::float8 * power(2, attempts)) * (0.5 + random() / 2)) END
@@ -231,20 +171,6 @@ export class LeaseStore {
     return rows.map((r) => r.id);
   }
 
-  /** Claims the next page of unrevoked leases a token created, for revoking them with the token. */
-  async claimAccessorPage(accessor: string, limit: number, claimTimeoutSeconds: number): Promise<LeaseRow[]> {
-    const { rows } = await this.query<LeaseRow>(
-      `UPDATE credbroker_leases
-          SET state = 'revoking', revoke_reason = 'revoked', next_attempt_at = now() + make_interval(secs => $3)
-        WHERE id IN (SELECT id FROM credbroker_leases
-                      WHERE token_accessor = $1 AND state IN ('pending', 'active')
-                      LIMIT $2 FOR UPDATE SKIP LOCKED)
-        RETURNING *`,
-      [accessor, limit, claimTimeoutSeconds],
-    );
-    return rows;
-  }
-
   /** The roles that have unrevoked leases under the prefix issued before a time. */
   async rolesIssuedBefore(prefix: string, before: Date): Promise<{ mount: string; role: string }[]> {
     const { rows } = await this.query<{ mount: string; role: string }>(
@@ -258,7 +184,7 @@ export class LeaseStore {
   async markRoleRevokedBefore(prefix: string, mount: string, role: string, before: Date): Promise<number> {
     const { rowCount } = await this.query(
       `UPDATE credbroker_leases
-          SET state = 'revoked', revoke_reason = 'prefix', revoked_at = now(), next_attempt_at = NULL, last_error = NULL
+          SET state = 'revoked', revoke_reason = 'prefix', revoked_at = now(), next_attempt_at = NULL, claimed_until = NULL, last_error = NULL
         WHERE id >= $1 AND id < $2 AND state <> 'revoked' AND mount = $3 AND role = $4 AND issued_at < $5`,
       [prefix, prefixUpperBound(prefix), mount, role, before],
     );
@@ -278,7 +204,7 @@ export class LeaseStore {
   async forceRevoke(prefix: string): Promise<number> {
     const { rowCount } = await this.query(
       `UPDATE credbroker_leases
-          SET state = 'revoked', revoke_reason = 'forced', revoked_at = now(), next_attempt_at = NULL
+          SET state = 'revoked', revoke_reason = 'forced', revoked_at = now(), next_attempt_at = NULL, claimed_until = NULL
         WHERE id >= $1 AND id < $2 AND state <> 'revoked'`,
       [prefix, prefixUpperBound(prefix)],
     );

@@ -66,6 +66,7 @@ export async function insertWithinQuota(pool: pg.Pool, lease: PendingLease, quot
   const client = await pool.connect().catch((err) => {
     throw new StoreUnavailable('lease store unavailable', { cause: err });
   });
+  let broken = false;
   try {
     await client.query('BEGIN');
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('credbroker-quota:' || $1 || '/' || $2))`, [lease.mount, lease.role]);
@@ -87,9 +88,11 @@ export async function insertWithinQuota(pool: pg.Pool, lease: PendingLease, quot
     await client.query('COMMIT');
     return out!;
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err instanceof QuotaExceeded || !isConnectionFailure(err) ? err : new StoreUnavailable('lease store unavailable', { cause: err });
+    broken = isConnectionFailure(err) && !(err instanceof QuotaExceeded);
+    // A connection that failed (or timed out on a frozen store) is discarded, not rolled back.
+    if (!broken) await client.query('ROLLBACK').catch(() => undefined);
+    throw broken ? new StoreUnavailable('lease store unavailable', { cause: err }) : err;
   } finally {
-    client.release();
+    client.release(broken);
   }
 }

@@ -28,7 +28,7 @@ export class Reaper {
 
   /** One batch: claim up to `limit` due leases and revoke them at each mount's bounded concurrency. */
   async reapOnce(opts: { limit?: number } = {}): Promise<ReapResult> {
-    const claimed = await this.store.claimDue(opts.limit ?? this.config.batch_size, this.config.claim_timeout);
+    const claimed = await this.store.claims.claimDue(opts.limit ?? this.config.batch_size, this.config.claim_ttl);
     const result: ReapResult = { claimed: claimed.length, revoked: [], failed: [] };
     for (const [leaseId, outcome] of await this.revoker.revokeClaimedMany(claimed)) {
       (outcome.ok ? result.revoked : result.failed).push(leaseId);

@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import type { MountRegistry } from '../mounts.js';
+import { Batcher } from '../store/batcher.js';
+import { ClaimHeartbeat } from './claim-heartbeat.js';
 import type { LeaseRow, LeaseState, LeaseStore } from './lease-store.js';
 
 export type RevokeOutcome = { ok: true } | { ok: false; error: string; state: LeaseState | null };
@@ -10,11 +12,16 @@ const TARGET_BATCH = 256;
 
 /**
  * Revokes leases already claimed (state 'revoking') on their targets, within each mount's
- * concurrency bound, and records the outcomes: revoked (one UPDATE for all that succeeded), or
- * retried later with backoff, or irrevocable after the last attempt. Used by the reaper and by
- * operator revokes alike.
+ * concurrency bound, and records each outcome as soon as the engine reports it: revoked (marks of
+ * results arriving together share one UPDATE), or retried later with backoff, or irrevocable
+ * after the last attempt. Claims are renewed by a heartbeat until their outcome is recorded, so a
+ * process that dies mid-batch leaves only short claims behind. Used by the reaper and by operator
+ * revokes alike.
  */
 export class Revoker {
+  private readonly heartbeat: ClaimHeartbeat;
+  private readonly revokedMarks: Batcher<string, undefined>;
+
   constructor(
     private readonly store: LeaseStore,
     private readonly mounts: MountRegistry,
@@ -22,7 +29,13 @@ export class Revoker {
     private readonly log: Logger,
     /** Engine-level events for the audit log: revoked, revoke failed (will retry), irrevocable. */
     private readonly onEvent: (event: { operation: string; lease_id: string; error?: string; data?: Record<string, unknown> }) => void = () => undefined,
-  ) {}
+  ) {
+    this.heartbeat = new ClaimHeartbeat(store.claims, policy.claim_ttl, log);
+    this.revokedMarks = new Batcher(async (ids: string[]) => {
+      await this.store.markRevoked(ids);
+      return ids.map(() => undefined);
+    });
+  }
 
   async revokeClaimed(lease: LeaseRow): Promise<RevokeOutcome> {
     return (await this.revokeClaimedMany([lease])).get(lease.id)!;
@@ -32,35 +45,57 @@ export class Revoker {
     const byMount = new Map<string, LeaseRow[]>();
     for (const lease of leases) byMount.set(lease.mount, [...(byMount.get(lease.mount) ?? []), lease]);
     const outcomes = new Map<string, RevokeOutcome>();
-    await Promise.all(
-      [...byMount].map(async ([mountName, group]) => {
-        for (let i = 0; i < group.length; i += TARGET_BATCH) {
-          const chunk = group.slice(i, i + TARGET_BATCH);
-          const errors = await this.revokeOnTarget(mountName, chunk);
-          const revoked = chunk.filter((_, j) => errors[j] === null);
-          await this.store.markRevoked(revoked.map((l) => l.id));
-          for (const lease of revoked) {
-            outcomes.set(lease.id, { ok: true });
-            this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
-            this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
+    const recordings: Promise<void>[] = [];
+    const unreleased = new Set(leases.map((l) => l.id));
+    const release = (id: string) => {
+      if (unreleased.delete(id)) this.heartbeat.release(id);
+    };
+    this.heartbeat.hold(unreleased);
+    try {
+      await Promise.all(
+        [...byMount].map(async ([mountName, group]) => {
+          for (let i = 0; i < group.length; i += TARGET_BATCH) {
+            const chunk = group.slice(i, i + TARGET_BATCH);
+            await this.revokeOnTarget(mountName, chunk, (j, error) => {
+              const lease = chunk[j]!;
+              recordings.push(
+                this.record(lease, error)
+                  .then((outcome) => void outcomes.set(lease.id, outcome))
+                  .finally(() => release(lease.id)),
+              );
+            });
           }
-          for (const [j, lease] of chunk.entries()) {
-            const error = errors[j];
-            if (error) outcomes.set(lease.id, await this.recordFailure(lease, error));
-          }
-        }
-      }),
-    );
+        }),
+      );
+    } finally {
+      const settled = await Promise.allSettled(recordings);
+      for (const id of [...unreleased]) release(id);
+      const failed = settled.find((s) => s.status === 'rejected');
+      // The store could not take an outcome: the claim lapses and the lease is revoked again.
+      if (failed) throw failed.reason;
+    }
     return outcomes;
   }
 
-  private async revokeOnTarget(mountName: string, leases: LeaseRow[]): Promise<(string | null)[]> {
+  private revokeOnTarget(mountName: string, leases: LeaseRow[], onResult: (index: number, error: string | null) => void): Promise<unknown> {
     const mount = this.mounts.get(mountName);
-    if (!mount) return leases.map(() => `mount "${mountName}" is not configured on this broker`);
+    if (!mount) {
+      leases.forEach((_, j) => onResult(j, `mount "${mountName}" is not configured on this broker`));
+      return Promise.resolve();
+    }
     return mount.target.revokeMany(
       leases.map((l) => ({ handle: l.revoke_handle, expiresAt: l.expires_at })),
       mount.revokeSlots,
+      onResult,
     );
+  }
+
+  private async record(lease: LeaseRow, error: string | null): Promise<RevokeOutcome> {
+    if (error !== null) return this.recordFailure(lease, error);
+    await this.revokedMarks.run(lease.id);
+    this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
+    this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
+    return { ok: true };
   }
 
   private async recordFailure(lease: LeaseRow, error: string): Promise<RevokeOutcome> {

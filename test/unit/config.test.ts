@@ -73,14 +73,14 @@ describe('parseConfig', () => {
     const pwFile = writeSecret('wh-password', 'pa55word-from-file\n');
     const config = parseConfig(validYaml(pwFile), ENV);
     expect(config.listen).toEqual({ address: '0.0.0.0', port: 8300 });
-    expect(config.store).toEqual({ url: 'postgres://broker:s3cret/with:odd@chars@store.internal:5432/credbroker', max_connections: 20 });
+    expect(config.store).toEqual({ url: 'postgres://broker:s3cret/with:odd@chars@store.internal:5432/credbroker', max_connections: 20, query_timeout: 5 });
     expect(config.root_token).toBe(ROOT);
     expect(config.engine_timeout).toBe(5);
     expect(config.reaper.pending_grace).toBe(120);
     expect(config.reaper.schedule).toBe('*/5 * * * * *');
     // Defaults fill what the file leaves out.
     expect(config.reaper.batch_size).toBe(256);
-    expect(config.reaper.claim_timeout).toBe(600);
+    expect(config.reaper.claim_ttl).toBe(3);
     // A file ref is read and trimmed of its trailing newline.
     expect(config.mounts.warehouse!.connection_url).toBe('postgres://admin:pa55word-from-file@wh.internal:5432/wh');
   });
@@ -92,6 +92,20 @@ describe('parseConfig', () => {
     expect(config.engine_timeout).toBe(10);
     expect(config.reaper.pending_grace).toBe(60);
     expect(config.mounts).toEqual({});
+  });
+
+  it('keeps reaper.claim_timeout as the old name of claim_ttl, with no margin over engine_timeout required', () => {
+    expect(parseConfig(`${MINIMAL}engine_timeout: 30\nreaper:\n  claim_timeout: 10s\n`, ENV).reaper.claim_ttl).toBe(10);
+    expect(parseConfig(`${MINIMAL}engine_timeout: 30\nreaper:\n  claim_ttl: 2s\n`, ENV).reaper.claim_ttl).toBe(2);
+    expect(configError(`${MINIMAL}reaper:\n  claim_ttl: 5\n  claim_timeout: 600\n`)).toBe('reaper.claim_timeout: is the old name of claim_ttl: give only claim_ttl');
+  });
+
+  it('refuses a reaper.claim_ttl or store.query_timeout out of bounds, naming the key', () => {
+    expect(configError(`${MINIMAL}reaper:\n  claim_ttl: 0\n`)).toMatch(/^reaper\.claim_ttl: must be between 1 s and 3600 s: the claim is renewed every third of it/);
+    expect(configError(`${MINIMAL}reaper:\n  claim_timeout: 2h\n`)).toMatch(/^reaper\.claim_timeout: must be between 1 s and 3600 s/);
+    expect(parseConfig(MINIMAL, ENV).store.query_timeout).toBe(5);
+    const store = MINIMAL.match(/^store:\n(?:  .*\n)+/m)![0];
+    expect(configError(MINIMAL.replace(store, `${store}  query_timeout: 0\n`))).toBe('store.query_timeout: must be between 1 s and 300 s');
   });
 
   it('refuses a reaper.pending_grace not longer than engine_timeout, naming the key', () => {

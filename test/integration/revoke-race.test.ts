@@ -1,0 +1,120 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Broker } from '../../src/broker.js';
+import { randomLeaseSuffix } from '../../src/random.js';
+import { api, startTestBroker, type TestBrokerOptions } from '../support/broker.js';
+import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, randomName } from '../support/pg.js';
+
+const PREFIX = 'revrace';
+const LEASES = 40;
+
+let storeDb: string;
+let targetDb: string;
+let options: TestBrokerOptions;
+const brokers: Broker[] = [];
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Every revocation of a lease of this role writes one line on the target, in the same transaction
+// as its DROP ROLE: two lines for one role is a role revoked twice.
+const REVOCATION = ['SELECT pg_sleep(0.1)', `INSERT INTO public.revoke_log (name) VALUES ('{{name}}')`];
+
+beforeAll(async () => {
+  const target = await freshTargetDatabase(PREFIX);
+  targetDb = target.database;
+  await adminQuery(targetDb, 'CREATE TABLE public.revoke_log (name text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())');
+  storeDb = await freshStoreDatabase('revrace');
+  options = {
+    storeDatabase: storeDb,
+    targetDatabase: targetDb,
+    prefix: PREFIX,
+    roles: { slow: { creation_statements: [`CREATE ROLE "{{name}}" LOGIN IN ROLE ${target.group}`], revocation_statements: REVOCATION } },
+    mount: { max_open_connections: 4 },
+    reaper: { concurrency: 4 },
+  };
+});
+
+afterAll(async () => {
+  for (const broker of brokers) await broker.close();
+  await dropRolesWithPrefix(PREFIX);
+});
+
+/** Real login roles and, for each, an active lease row of the statements-form role expiring now. */
+async function seedLeasesExpiringNow(count: number): Promise<{ ids: string[]; usernames: string[] }> {
+  const usernames = Array.from({ length: count }, () => `${PREFIX}_slow_${randomName(16)}`);
+  const ids = usernames.map(() => `db/creds/slow/${randomLeaseSuffix()}`);
+  await adminQuery('postgres', usernames.map((u) => `CREATE ROLE ${pg.escapeIdentifier(u)} LOGIN IN ROLE ${PREFIX}_readers;`).join('\n'));
+  await adminQuery(
+    storeDb,
+    `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester, issued_at, expires_at, max_expires_at, next_attempt_at)
+     SELECT id, 'db', 'slow', 'postgres', 'active', jsonb_build_object('username', username, 'revocation_statements', $3::jsonb), 'seed',
+            now() - interval '1 hour', now(), now() + interval '1 hour', now()
+       FROM unnest($1::text[], $2::text[]) AS s(id, username)`,
+    [ids, usernames, JSON.stringify(REVOCATION)],
+  );
+  return { ids, usernames };
+}
+
+describe('a client revoke racing the reaper over the same leases', () => {
+  it('answers success for every lease, and every role is revoked exactly once', async () => {
+    // Two replicas on one store: one reaps, clients revoke through the other.
+    const reaping = await startTestBroker(options);
+    const serving = await startTestBroker(options);
+    brokers.push(reaping, serving);
+    const { ids, usernames } = await seedLeasesExpiringNow(LEASES);
+
+    const drained = reaping.reaper.drain();
+    for (let i = 0; ; i++) {
+      const [{ n }] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoking'`);
+      if (n === LEASES) break;
+      if (i > 200) throw new Error(`the reaper claimed only ${n} of ${LEASES} leases`);
+      await sleep(10);
+    }
+    // What each lease's row says the moment its client gets the answer: a success means revoked.
+    const answers = await Promise.all(
+      ids.map(async (id) => {
+        const { status } = await api(serving, 'PUT', 'sys/leases/revoke', { lease_id: id });
+        const [{ state }] = await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [id]);
+        return { status, state };
+      }),
+    );
+    await drained;
+
+    expect(answers.filter((a) => a.status < 200 || a.status > 299)).toEqual([]);
+    expect(answers.filter((a) => a.state !== 'revoked')).toEqual([]);
+    const logged = await adminQuery(targetDb, 'SELECT name, count(*)::int AS n FROM public.revoke_log GROUP BY name');
+    expect(logged.filter((r) => r.n !== 1)).toEqual([]);
+    expect(logged.map((r) => r.name).sort()).toEqual([...usernames].sort());
+    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames])).toEqual([]);
+    const states = await adminQuery(storeDb, 'SELECT state, count(*)::int AS n FROM credbroker_leases GROUP BY 1');
+    expect(states).toEqual([{ state: 'revoked', n: LEASES }]);
+  });
+});
+
+describe('a revoke-prefix racing the reaper over the same leases', () => {
+  it('returns once every lease is revoked, counts them all, and revokes every role exactly once', async () => {
+    await adminQuery(targetDb, 'TRUNCATE public.revoke_log');
+    await adminQuery(storeDb, 'DELETE FROM credbroker_leases');
+    const reaping = await startTestBroker(options);
+    const serving = await startTestBroker(options);
+    brokers.push(reaping, serving);
+    const { usernames } = await seedLeasesExpiringNow(LEASES);
+
+    const drained = reaping.reaper.drain();
+    for (let i = 0; ; i++) {
+      const [{ n }] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoking'`);
+      if (n === LEASES) break;
+      if (i > 200) throw new Error(`the reaper claimed only ${n} of ${LEASES} leases`);
+      await sleep(10);
+    }
+    const { revoked } = await serving.leases.revokePrefix('db/creds/slow/');
+    const [{ unrevoked }] = await adminQuery(storeDb, `SELECT count(*)::int AS unrevoked FROM credbroker_leases WHERE state <> 'revoked'`);
+    await drained;
+
+    expect(revoked).toBe(LEASES); // those the reaper finished count: they are revoked, as asked
+    expect(unrevoked).toBe(0);
+    const logged = await adminQuery(targetDb, 'SELECT name, count(*)::int AS n FROM public.revoke_log GROUP BY name');
+    expect(logged.filter((r) => r.n !== 1)).toEqual([]);
+    expect(logged).toHaveLength(LEASES);
+    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames])).toEqual([]);
+  });
+});
