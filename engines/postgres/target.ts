@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { EngineContext, IssueRequest, Limiter, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeRequest, Target, VerifyCheck } from '../../src/engines.js';
+import type { EngineContext, IssueRequest, Limiter, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeProgress, RevokeRequest, Target, VerifyCheck } from '../../src/engines.js';
 import { CredentialDisabled } from '../../src/errors.js';
 import { randomName, randomSecret } from '../../src/random.js';
 import { Batcher } from '../../src/store/batcher.js';
@@ -241,14 +241,14 @@ export class PostgresTarget implements Target<PostgresRole> {
     await this.cleanUp(statements ? 'statements' : 'owned', handle);
   }
 
-  /** Revokes each within the mount's bound; one failure never fails another. */
-  async revokeMany(reqs: RevokeRequest[], slots: Limiter): Promise<(Error | null)[]> {
+  /** Revokes each within the mount's bound, reporting each outcome as it is final; one failure never fails another. */
+  async revokeMany(reqs: RevokeRequest[], slots: Limiter, progress?: RevokeProgress): Promise<(Error | null)[]> {
     const errors = await Promise.all(
-      reqs.map((req) =>
+      reqs.map((req, i) =>
         slots.run(() =>
           this.revoke(req).then(
-            () => null,
-            (err: Error) => err,
+            () => (progress?.onResult(i, null), null),
+            (err: Error) => (progress?.onResult(i, err), err),
           ),
         ),
       ),

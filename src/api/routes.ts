@@ -76,6 +76,8 @@ function lookupData(lease: LeaseRow, facts: HandleFacts): Record<string, JsonVal
     revoke_reason: lease.revoke_reason,
     attempts: lease.attempts,
     last_error: lease.last_error,
+    // A revocation disabled the credential (no login, no session) but its cleanup is pending.
+    credential_disabled: lease.state !== 'revoked' && lease.credential_disabled_at !== null,
     revocable_before_expiry: facts.revocableBeforeExpiry,
     ...(facts.note ? { revocation_note: facts.note } : {}),
   };

@@ -1,5 +1,5 @@
 import type { HandleFacts, VerifyCheck, IssueRequest, Limiter, RevokeHandle, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
-import { TargetError, TargetTimeout, messageOf } from '../errors.js';
+import { CredentialDisabled, TargetError, TargetTimeout, messageOf } from '../errors.js';
 import { timed } from '../timing.js';
 
 const MAX_ERROR_LENGTH = 500;
@@ -12,6 +12,9 @@ export function sanitizeError(message: string, secrets: Iterable<string> = []): 
   text = text.replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, ' ');
   return text.length > MAX_ERROR_LENGTH ? `${text.slice(0, MAX_ERROR_LENGTH - 1)}…` : text;
 }
+
+/** Hears each revocation's outcome as soon as it is final; `credentialDisabled` as in CredentialDisabled. */
+export type RevokeResultListener = (index: number, error: string | null, credentialDisabled: boolean) => void;
 
 /**
  * Wraps every engine call once, for every engine: a hard timeout, the time spent on the target,
@@ -60,15 +63,17 @@ export class GuardedTarget<Role> {
    * outcome also goes to `onResult` as soon as it is known (the engine's own reports as they
    * come); a timeout or a throw of the whole batch fails only the requests not reported yet.
    */
-  async revokeMany(reqs: RevokeRequest[], slots: Limiter, onResult?: (index: number, error: string | null) => void): Promise<(string | null)[]> {
+  async revokeMany(reqs: RevokeRequest[], slots: Limiter, onResult?: RevokeResultListener): Promise<(string | null)[]> {
     const results: (string | null | undefined)[] = reqs.map(() => undefined);
-    const report = (index: number, error: string | null) => {
+    const report = (index: number, error: string | null, credentialDisabled = false) => {
       if (!Number.isInteger(index) || index < 0 || index >= reqs.length || results[index] !== undefined) return;
       results[index] = error;
-      onResult?.(index, error);
+      onResult?.(index, error, credentialDisabled);
     };
     if (this.target.revokeMany) {
-      const progress = { onResult: (index: number, error: Error | null) => report(index, error ? sanitizeError(messageOf(error)) : null) };
+      const progress = {
+        onResult: (index: number, error: Error | null) => report(index, error ? sanitizeError(messageOf(error)) : null, error instanceof CredentialDisabled),
+      };
       try {
         // The bound scales with the rounds the batch needs at its concurrency.
         const rounds = Math.ceil(reqs.length / slots.limit);
@@ -84,7 +89,7 @@ export class GuardedTarget<Role> {
           slots.run(() =>
             this.revoke(req).then(
               () => report(i, null),
-              (err) => report(i, messageOf(err)),
+              (err) => report(i, messageOf(err), err instanceof CredentialDisabled),
             ),
           ),
         ),
@@ -118,7 +123,10 @@ export class GuardedTarget<Role> {
       return await timed('target', () => Promise.race([running, timeout]));
     } catch (err) {
       if (err instanceof TargetTimeout) throw err;
-      throw new TargetError(this.mount, `${op} failed: ${sanitizeError(messageOf(err), secrets)}`);
+      const message = `${this.mount}: ${op} failed: ${sanitizeError(messageOf(err), secrets)}`;
+      // Kept apart: the credential is harmless already, and the lease record says so.
+      if (err instanceof CredentialDisabled) throw new CredentialDisabled(message);
+      throw new TargetError(this.mount, message.slice(this.mount.length + 2));
     } finally {
       clearTimeout(timer);
     }

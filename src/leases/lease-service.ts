@@ -161,7 +161,10 @@ export class LeaseService {
     const claimed = await this.store.claims.claimOrAwait(leaseId, reason, this.policy.claim_ttl, this.waitForOthersMs());
     if (!claimed) return { warnings: [] };
     const outcome = await this.revoker.revokeClaimed(claimed);
-    if (!outcome.ok) throw new TargetError(claimed.mount, `${outcome.error}; the lease stays queued for retry`);
+    if (!outcome.ok) {
+      const error = outcome.error.startsWith(`${claimed.mount}: `) ? outcome.error.slice(claimed.mount.length + 2) : outcome.error;
+      throw new TargetError(claimed.mount, `${error}; the lease stays queued for retry`);
+    }
     return { warnings: this.earlyRevokeWarnings(claimed) };
   }
 
@@ -190,10 +193,11 @@ export class LeaseService {
     }
     let revoked = issuedBefore ? await this.revokeWholeRoles(base, issuedBefore) : 0;
     const failures = new Map<string, string>();
-    revoked += await this.revokePages(base, issuedBefore, false, failures);
-    // Leases another process (a reaper) was revoking are left to it, and waited for, as revoke()
-    // does; whatever that did not revoke in time is claimed and revoked here.
+    // Leases another process (a reaper) is revoking are left to it, and waited for, as revoke()
+    // does; whatever that did not revoke in time is claimed and revoked here. Read first, so
+    // those it finishes while the pass below runs still count.
     const inFlight = await this.store.claims.liveClaimsUnder(base, issuedBefore);
+    revoked += await this.revokePages(base, issuedBefore, false, failures);
     if (inFlight.length) {
       revoked += await this.store.claims.awaitClaims(inFlight, this.waitForOthersMs());
       revoked += await this.revokePages(base, issuedBefore, true, failures);

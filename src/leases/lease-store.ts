@@ -32,6 +32,8 @@ export interface LeaseRow {
   revoke_reason: RevokeReason | null;
   identity: { name: string; auth_mount: string; metadata?: Record<string, string>; accessor?: string; root?: boolean } | null;
   token_accessor: string | null;
+  /** Set when a revocation disabled the credential but could not finish cleaning up after it. */
+  credential_disabled_at: Date | null;
 }
 
 
@@ -146,17 +148,20 @@ export class LeaseStore {
     id: string,
     error: string,
     policy: { maxAttempts: number; backoffBaseSeconds: number; backoffMaxSeconds: number },
+    /** The revocation took the credential's power away; only its cleanup failed. */
+    credentialDisabled = false,
   ): Promise<LeaseState | null> {
     const { rows } = await this.query<{ state: LeaseState }>(
       `UPDATE credbroker_leases
           SET attempts = attempts + 1,
               last_error = $2,
               claimed_until = NULL,
+              credential_disabled_at = CASE WHEN $6 THEN COALESCE(credential_disabled_at, now()) ELSE credential_disabled_at END,
               state = CASE WHEN attempts + 1 >= $3 THEN 'irrevocable' ELSE 'revoking' END,
               next_attempt_at = CASE WHEN attempts + 1 >= $3 THEN NULL
                 ELSE now() + make_interval(secs => least($5::float8, $4::float8 * power(2, attempts)) * (0.5 + random() / 2)) END
         WHERE id = $1 AND state = 'revoking' RETURNING state`,
-      [id, error, policy.maxAttempts, policy.backoffBaseSeconds, policy.backoffMaxSeconds],
+      [id, error, policy.maxAttempts, policy.backoffBaseSeconds, policy.backoffMaxSeconds, credentialDisabled],
     );
     return rows[0]?.state ?? null;
   }

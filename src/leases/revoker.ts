@@ -3,6 +3,7 @@ import type { ReaperConfig } from '../config/schema.js';
 import type { MountRegistry } from '../mounts.js';
 import { Batcher } from '../store/batcher.js';
 import { ClaimHeartbeat } from './claim-heartbeat.js';
+import type { RevokeResultListener } from './guarded-target.js';
 import type { LeaseRow, LeaseState, LeaseStore } from './lease-store.js';
 
 export type RevokeOutcome = { ok: true } | { ok: false; error: string; state: LeaseState | null };
@@ -56,10 +57,10 @@ export class Revoker {
         [...byMount].map(async ([mountName, group]) => {
           for (let i = 0; i < group.length; i += TARGET_BATCH) {
             const chunk = group.slice(i, i + TARGET_BATCH);
-            await this.revokeOnTarget(mountName, chunk, (j, error) => {
+            await this.revokeOnTarget(mountName, chunk, (j, error, credentialDisabled) => {
               const lease = chunk[j]!;
               recordings.push(
-                this.record(lease, error)
+                this.record(lease, error, credentialDisabled)
                   .then((outcome) => void outcomes.set(lease.id, outcome))
                   .finally(() => release(lease.id)),
               );
@@ -77,10 +78,10 @@ export class Revoker {
     return outcomes;
   }
 
-  private revokeOnTarget(mountName: string, leases: LeaseRow[], onResult: (index: number, error: string | null) => void): Promise<unknown> {
+  private revokeOnTarget(mountName: string, leases: LeaseRow[], onResult: RevokeResultListener): Promise<unknown> {
     const mount = this.mounts.get(mountName);
     if (!mount) {
-      leases.forEach((_, j) => onResult(j, `mount "${mountName}" is not configured on this broker`));
+      leases.forEach((_, j) => onResult(j, `mount "${mountName}" is not configured on this broker`, false));
       return Promise.resolve();
     }
     return mount.target.revokeMany(
@@ -90,21 +91,23 @@ export class Revoker {
     );
   }
 
-  private async record(lease: LeaseRow, error: string | null): Promise<RevokeOutcome> {
-    if (error !== null) return this.recordFailure(lease, error);
+  private async record(lease: LeaseRow, error: string | null, credentialDisabled: boolean): Promise<RevokeOutcome> {
+    if (error !== null) return this.recordFailure(lease, error, credentialDisabled);
     await this.revokedMarks.run(lease.id);
     this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
     this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
     return { ok: true };
   }
 
-  private async recordFailure(lease: LeaseRow, error: string): Promise<RevokeOutcome> {
-    const state = await this.store.markRevokeFailed(lease.id, error, {
-      maxAttempts: this.policy.max_attempts,
-      backoffBaseSeconds: this.policy.backoff_base,
-      backoffMaxSeconds: this.policy.backoff_max,
+  private async recordFailure(lease: LeaseRow, error: string, credentialDisabled: boolean): Promise<RevokeOutcome> {
+    const policy = { maxAttempts: this.policy.max_attempts, backoffBaseSeconds: this.policy.backoff_base, backoffMaxSeconds: this.policy.backoff_max };
+    const state = await this.store.markRevokeFailed(lease.id, error, policy, credentialDisabled);
+    this.onEvent({
+      operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed',
+      lease_id: lease.id,
+      error,
+      data: { attempts: lease.attempts + 1, credential_disabled: credentialDisabled },
     });
-    this.onEvent({ operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed', lease_id: lease.id, error, data: { attempts: lease.attempts + 1 } });
     if (state === 'irrevocable') {
       this.log.error({ lease_id: lease.id, attempts: lease.attempts + 1, err: error }, 'lease is irrevocable: operator action needed');
     } else {

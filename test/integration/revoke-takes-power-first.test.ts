@@ -236,12 +236,15 @@ describe('when cleanup cannot finish', () => {
     const row = await leaseRow(broker, leaseId);
     expect(row.state).toBe('revoking');
     expect(row.last_error).toContain(lockedDb);
+    const lookup = await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: leaseId });
+    expect(lookup.body.data).toMatchObject({ state: 'revoking', credential_disabled: true });
 
     // Once the database is reachable again, the retry finishes the cleanup.
     await adminQuery('postgres', `ALTER DATABASE ${lockedDb} ALLOW_CONNECTIONS true`);
     await adminQuery(new URL(broker.config.store.url).pathname.slice(1), 'UPDATE credbroker_leases SET next_attempt_at = now() WHERE id = $1', [leaseId]);
     expect((await broker.reaper.reapOnce()).revoked).toContain(leaseId);
     expect(await roleExists(data.username)).toBe(false);
+    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: leaseId })).body.data).toMatchObject({ state: 'revoked', credential_disabled: false });
   });
 });
 
