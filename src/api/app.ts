@@ -69,6 +69,13 @@ export function createApp(opts: AppOptions): express.Express {
     res.locals.started = performance.now();
     next();
   });
+  // Liveness, for a kubelet's livenessProbe: this process answers HTTP. It reads neither the lease
+  // store nor the request body, and writes no audit record (an audit sink may live in the store), so
+  // a store outage makes every replica unready (`/v1/sys/health` answers 503) but restarts none of
+  // them: a restart cannot bring the store back. Vault's sys/health has no such mode, hence an extension.
+  app.get('/v1/sys/broker/live', (_req: Request, res: Response) => {
+    res.status(200).json({ alive: true, version: opts.health.version });
+  });
   // Vault clients do not always send a JSON content type; any body is JSON here.
   app.use(express.json({ limit: opts.bodyLimit ?? '64kb', type: () => true, strict: true }));
 
