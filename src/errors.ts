@@ -106,6 +106,26 @@ export class ConfigError extends BrokerError {
   override readonly code = 'ERR_CONFIG';
 }
 
+/** The HTTP listener could not be opened; `reason` is the socket error code (EADDRINUSE…). */
+export class ListenFailed extends BrokerError {
+  override readonly code = 'ERR_LISTEN';
+  constructor(
+    readonly address: string,
+    readonly port: number,
+    readonly reason: string,
+  ) {
+    super(
+      reason === 'EADDRINUSE'
+        ? `port ${port} on ${address} is already in use`
+        : reason === 'EACCES'
+          ? `not allowed to listen on port ${port} on ${address} (ports below 1024 need privileges)`
+          : reason === 'EADDRNOTAVAIL'
+            ? `cannot listen on ${address}: it is not an address of this machine`
+            : `cannot listen on port ${port} on ${address}: ${reason}`,
+    );
+  }
+}
+
 /** The message of anything thrown, without assuming it is an Error. */
 export function messageOf(err: unknown): string {
   if (err instanceof Error) return err.message;

