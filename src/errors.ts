@@ -45,10 +45,19 @@ export class UnknownPath extends BrokerError {
 }
 
 export class PermissionDenied extends BrokerError {
-  override readonly code = 'ERR_PERMISSION_DENIED';
+  override readonly code: string = 'ERR_PERMISSION_DENIED';
   constructor() {
     super('permission denied');
   }
+}
+
+/**
+ * A token was presented but is unknown, expired or revoked. Vault answers this 403 with two
+ * errors, "permission denied" and "invalid token", so a client can tell it from a policy refusal.
+ */
+export class InvalidToken extends PermissionDenied {
+  override readonly code = 'ERR_INVALID_TOKEN';
+  static readonly detail = 'invalid token';
 }
 
 export class UnsupportedOperation extends BrokerError {

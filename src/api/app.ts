@@ -6,7 +6,7 @@ import type { AuditRecord } from '../audit/record.js';
 import type { AuthService } from '../auth/auth-service.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
 import type { PolicySet } from '../auth/policy.js';
-import { InvalidRequest, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
+import { InvalidRequest, InvalidToken, PermissionDenied, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
 import { sendError, statusFor } from './error-response.js';
@@ -143,7 +143,7 @@ class ApiCall {
       if (!match) continue;
       const ctx: RouteContext = { req: this.req, requestId: this.requestId, params: match.slice(1).map((p) => p ?? ''), audit: this.audit };
       if (!route.public) {
-        this.identity = await this.opts.auth.authenticate(presentedToken(this.req)).catch(async (err) => {
+        this.identity = await this.authenticate().catch(async (err) => {
           await this.recordRequest();
           throw err;
         });
@@ -154,8 +154,16 @@ class ApiCall {
       if (!handler) throw new UnsupportedOperation();
       return handler(ctx);
     }
-    this.identity = await this.opts.auth.authenticate(presentedToken(this.req));
+    this.identity = await this.authenticate();
     throw new UnknownPath(this.path);
+  }
+
+  /** The caller; a token presented but refused is an InvalidToken, told apart from a policy refusal as Vault does. */
+  private async authenticate(): Promise<Identity> {
+    const token = presentedToken(this.req);
+    return this.opts.auth.authenticate(token).catch((err: unknown) => {
+      throw token && err instanceof PermissionDenied ? new InvalidToken() : err;
+    });
   }
 
   private base(): Omit<AuditRecord, 'type'> {

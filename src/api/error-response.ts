@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Response } from 'express';
 import type { Logger } from 'pino';
-import { BrokerError, RevokeIncomplete } from '../errors.js';
+import { BrokerError, InvalidToken, RevokeIncomplete } from '../errors.js';
 
 /** Vault's status codes, by our stable error codes. */
 const STATUS_BY_CODE: Record<string, number> = {
@@ -10,6 +10,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_LEASE_NOT_FOUND: 400,
   ERR_LEASE_EXPIRED: 400,
   ERR_PERMISSION_DENIED: 403,
+  ERR_INVALID_TOKEN: 403,
   ERR_UNKNOWN_PATH: 404,
   ERR_UNSUPPORTED_OPERATION: 405,
   ERR_QUOTA: 429,
@@ -49,7 +50,7 @@ export function sendError(res: Response, err: unknown, log: Logger, requestId: s
   if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) {
     const status = statusFor(err);
     if (status >= 500) log.warn({ request_id: requestId, code: err.code, err: err.message }, 'request failed');
-    const body: Record<string, unknown> = { errors: [err.message] };
+    const body: Record<string, unknown> = { errors: err instanceof InvalidToken ? [err.message, InvalidToken.detail] : [err.message] };
     if (err instanceof RevokeIncomplete) {
       body.errors = [err.message, ...err.failures.map((f) => `${f.leaseId}: ${f.error}`)];
       body.data = { revoked: err.revoked, failed: err.failures.map((f) => ({ lease_id: f.leaseId, error: f.error })) };

@@ -4,6 +4,7 @@ import { ApiError, clientFromEnv } from './client.js';
 import { CREDENTIAL_FORMATS, formatCredential, type CredentialFormat } from './credential-format.js';
 import { isLeaseIdShape, validatePrefix } from '../leases/lease-id.js';
 import { writeFileAtomic } from './write-file-atomic.js';
+import { VERSION } from '../version.js';
 import { access, constants, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
@@ -44,6 +45,7 @@ const print = (value: unknown): void => void process.stdout.write(`${JSON.string
 export function buildProgram(): Command {
   const program = new Command('credbroker')
     .description('Dynamic credentials broker: short-lived PostgreSQL logins as leases, behind a Vault-compatible API.')
+    .version(VERSION, '-V, --version', 'print the version and exit')
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(str) });
 

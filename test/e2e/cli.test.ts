@@ -253,10 +253,10 @@ describe('credbroker errors', () => {
     expectNoStackTrace(run);
   });
 
-  it('reports a missing token as permission denied', async () => {
+  it('reports a missing token as permission denied, saying how to set one', async () => {
     const run = await cli(['creds', 'db/reader'], { CREDBROKER_ADDR: broker.url });
     expect(run.code).toBe(1);
-    expect(run.stderr).toBe('error: permission denied\n');
+    expect(run.stderr).toBe('error: permission denied: no token set (set CREDBROKER_TOKEN or run credbroker login)\n');
     expectNoStackTrace(run);
   });
 
@@ -328,6 +328,12 @@ describe('credbroker --help', () => {
     const run = await cli(['--help'], {});
     expect(run.code).toBe(0);
     for (const command of ['server', 'dev', 'migrate', 'creds', 'lease', 'leases', 'revoke']) expect(run.stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
+  });
+
+  it('`credbroker --version` (and -V) prints the package version and exits 0', async () => {
+    const { version } = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'));
+    for (const flag of ['--version', '-V']) expect(await cli([flag], {})).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+    expect((await cli(['--help'], {})).stdout).toContain('-V, --version');
   });
 
   it.each(['creds', 'lease', 'leases', 'revoke'])('`credbroker %s --help` exits 0 and explains CREDBROKER_ADDR and CREDBROKER_TOKEN', async (command) => {
