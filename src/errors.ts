@@ -22,6 +22,17 @@ export class UnknownRole extends InvalidRequest {
   }
 }
 
+/** A prefix names a mount that is not configured (and holds no live lease): a typo must not look like an empty result. */
+export class UnknownMount extends InvalidRequest {
+  override readonly code = 'ERR_UNKNOWN_MOUNT';
+  constructor(
+    readonly mount: string,
+    readonly configured: string[],
+  ) {
+    super(`no mount named "${mount.length > 100 ? `${mount.slice(0, 100)}…` : mount}"; configured mounts: ${configured.length ? configured.join(', ') : '(none)'}`);
+  }
+}
+
 /** Vault's texts, kept verbatim because clients match on them. */
 export class LeaseNotFound extends InvalidRequest {
   override readonly code = 'ERR_LEASE_NOT_FOUND';

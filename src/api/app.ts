@@ -88,6 +88,7 @@ export function createApp(opts: AppOptions): express.Express {
       const reply = await result;
       const total = performance.now() - started;
       const broker = Math.max(0, total - timings.store - timings.target);
+      if (reply.headers) res.set(reply.headers);
       res.set('Server-Timing', `store;dur=${timings.store.toFixed(2)}, target;dur=${timings.target.toFixed(2)}, broker;dur=${broker.toFixed(2)}`);
       if (reply.body === undefined) res.status(reply.status).end();
       else res.status(reply.status).json(reply.body);

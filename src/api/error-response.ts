@@ -7,6 +7,7 @@ import { BrokerError, InvalidToken, RevokeIncomplete } from '../errors.js';
 const STATUS_BY_CODE: Record<string, number> = {
   ERR_INVALID_REQUEST: 400,
   ERR_UNKNOWN_ROLE: 400,
+  ERR_UNKNOWN_MOUNT: 400,
   ERR_LEASE_NOT_FOUND: 400,
   ERR_LEASE_EXPIRED: 400,
   ERR_PERMISSION_DENIED: 403,

@@ -46,6 +46,11 @@ export class ApiClient {
   }
 
   async request(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<any> {
+    return (await this.send(method, path, body)).body;
+  }
+
+  /** The answer's body (null for a 204) with its headers; an error status throws ApiError. */
+  async send(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<{ body: any; headers: Headers }> {
     const url = new URL(`/v1/${path.replace(/^\/+/, '')}`, this.opts.address);
     const httpMethod = method === 'LIST' ? 'GET' : method;
     if (method === 'LIST') url.searchParams.set('list', 'true');
@@ -58,7 +63,7 @@ export class ApiClient {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new Error(`cannot reach credbroker at ${this.opts.address}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
     }
-    if (res.status === 204) return null;
+    if (res.status === 204) return { body: null, headers: res.headers };
     const text = await res.text();
     let parsed: any = null;
     try {
@@ -71,6 +76,6 @@ export class ApiClient {
       throw new ApiError(res.status, errors, parsed, deniedMessage(errors, Boolean(this.opts.token), method, url.pathname));
     }
     if (!res.ok) throw new ApiError(res.status, errors, parsed);
-    return parsed;
+    return { body: parsed, headers: res.headers };
   }
 }
