@@ -22,14 +22,18 @@ export class UnknownRole extends InvalidRequest {
   }
 }
 
-/** A prefix names a mount that is not configured (and holds no live lease): a typo must not look like an empty result. */
+/**
+ * A prefix names a mount that is not configured (and holds no live lease): a typo must not look
+ * like an empty result. `configured` is named only to callers who may see every lease.
+ */
 export class UnknownMount extends InvalidRequest {
   override readonly code = 'ERR_UNKNOWN_MOUNT';
   constructor(
     readonly mount: string,
-    readonly configured: string[],
+    readonly configured: string[] | null,
   ) {
-    super(`no mount named "${mount.length > 100 ? `${mount.slice(0, 100)}…` : mount}"; configured mounts: ${configured.length ? configured.join(', ') : '(none)'}`);
+    const name = `no mount named "${mount.length > 100 ? `${mount.slice(0, 100)}…` : mount}"`;
+    super(configured ? `${name}; configured mounts: ${configured.length ? configured.join(', ') : '(none)'}` : name);
   }
 }
 

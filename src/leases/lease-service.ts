@@ -262,7 +262,8 @@ export class LeaseService {
       const slash = rest.indexOf('/');
       keys.add(slash === -1 ? rest : rest.slice(0, slash + 1));
     }
-    if (keys.size === 0 && base !== '') this.requireMountOf(base);
+    // A caller limited to its own leases is not told every mount's name.
+    if (keys.size === 0 && base !== '') this.requireMountOf(base, { nameConfigured: !owner });
     return [...keys].sort();
   }
 
@@ -271,9 +272,9 @@ export class LeaseService {
    * ("dmeo/") and is told so. Checked only after matching nothing, so the leases of a mount
    * since removed from the config can still be listed and force-revoked.
    */
-  private requireMountOf(prefix: string): void {
+  private requireMountOf(prefix: string, opts: { nameConfigured: boolean } = { nameConfigured: true }): void {
     const mount = prefix.split('/')[0]!;
-    if (!this.mounts.get(mount)) throw new UnknownMount(mount, this.mounts.names());
+    if (!this.mounts.get(mount)) throw new UnknownMount(mount, opts.nameConfigured ? this.mounts.names() : null);
   }
 
   /** The prefix as a path (`…/`), or the one lease it names exactly (Vault's revoke-prefix on a lease id). */

@@ -125,3 +125,13 @@ describe('permission denied, on the API (Vault-compatible)', () => {
     expect(await api(broker, 'PUT', 'db/creds/writer', {}, await login())).toMatchObject({ status: 403, body: { errors: ['permission denied'] } });
   });
 });
+
+describe('an unknown mount, for a caller who sees only its own leases', () => {
+  it('is still a 400 (CLI: exit 1), but does not name the configured mounts', async () => {
+    const token = await login();
+    expect(await api(broker, 'GET', 'sys/leases/lookup/dmeo/?list=true', undefined, token)).toMatchObject({ status: 400, body: { errors: ['no mount named "dmeo"'] } });
+    expect(await cli(['leases', 'dmeo/'], token)).toMatchObject({ code: 1, stderr: expect.stringMatching(/error: no mount named "dmeo"\n$/) });
+    // Root (or sudo/list on the prefix) is told which mounts exist.
+    expect(await api(broker, 'GET', 'sys/leases/lookup/dmeo/?list=true')).toMatchObject({ status: 400, body: { errors: ['no mount named "dmeo"; configured mounts: db'] } });
+  });
+});
