@@ -4,6 +4,11 @@
  */
 export class BrokerError extends Error {
   readonly code: string = 'ERR_BROKER';
+  /**
+   * Answered after the message in `errors`, so the first error stays Vault's verbatim text (which
+   * clients match on) and the rest say more, as Vault's own ["permission denied", "invalid token"].
+   */
+  readonly details: string[] = [];
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
@@ -54,8 +59,13 @@ export class LeaseExpired extends InvalidRequest {
 
 export class UnknownPath extends BrokerError {
   override readonly code = 'ERR_UNKNOWN_PATH';
-  constructor(readonly path: string) {
+  override readonly details: string[];
+  constructor(
+    readonly path: string,
+    details: string[] = [],
+  ) {
     super(`no handler for route "${path.length > 200 ? `${path.slice(0, 200)}…` : path}". route entry not found.`);
+    this.details = details;
   }
 }
 
@@ -72,7 +82,7 @@ export class PermissionDenied extends BrokerError {
  */
 export class InvalidToken extends PermissionDenied {
   override readonly code = 'ERR_INVALID_TOKEN';
-  static readonly detail = 'invalid token';
+  override readonly details = ['invalid token'];
 }
 
 export class UnsupportedOperation extends BrokerError {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Response } from 'express';
 import type { Logger } from 'pino';
-import { BrokerError, InvalidToken, RevokeIncomplete } from '../errors.js';
+import { BrokerError, RevokeIncomplete } from '../errors.js';
 
 /** Vault's status codes, by our stable error codes. */
 const STATUS_BY_CODE: Record<string, number> = {
@@ -51,7 +51,7 @@ export function sendError(res: Response, err: unknown, log: Logger, requestId: s
   if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) {
     const status = statusFor(err);
     if (status >= 500) log.warn({ request_id: requestId, code: err.code, err: err.message }, 'request failed');
-    const body: Record<string, unknown> = { errors: err instanceof InvalidToken ? [err.message, InvalidToken.detail] : [err.message] };
+    const body: Record<string, unknown> = { errors: [err.message, ...err.details] };
     if (err instanceof RevokeIncomplete) {
       body.errors = [err.message, ...err.failures.map((f) => `${f.leaseId}: ${f.error}`)];
       body.data = { revoked: err.revoked, failed: err.failures.map((f) => ({ lease_id: f.leaseId, error: f.error })) };

@@ -48,7 +48,8 @@ export class LeaseService {
   ): Promise<IssuedLease> {
     const path = opts.path ?? 'creds';
     const mount = this.mounts.get(mountName);
-    if (!mount || !mount.paths.includes(path)) throw new UnknownPath(`${mountName}/${path}/${roleName}`);
+    if (!mount) throw new UnknownPath(`${mountName}/${path}/${roleName}`, [new UnknownMount(mountName, this.mounts.names()).message]);
+    if (!mount.paths.includes(path)) throw new UnknownPath(`${mountName}/${path}/${roleName}`);
     const role = mount.roles.get(roleName);
     if (!role) throw new UnknownRole(roleName);
 

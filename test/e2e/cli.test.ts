@@ -265,6 +265,13 @@ describe('credbroker lease / leases / revoke', () => {
 });
 
 describe('credbroker errors', () => {
+  it('reports an unknown mount on `creds`, naming the configured mounts, and exits 1', async () => {
+    const run = await cli(['creds', 'dmeo/reader']);
+    expect(run).toMatchObject({ code: 1, stdout: '' });
+    expect(run.stderr).toBe('error: no handler for route "dmeo/creds/reader". route entry not found.\nno mount named "dmeo"; configured mounts: db\n');
+    expectNoStackTrace(run);
+  });
+
   it('reports an unknown role in one line and exits 1, with no stack trace', async () => {
     const run = await cli(['creds', 'db/nosuch']);
     expect(run.code).toBe(1);

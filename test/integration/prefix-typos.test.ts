@@ -74,6 +74,15 @@ describe('a prefix whose mount is not configured', () => {
     expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: bystander.lease_id })).body.data.state).toBe('active');
   });
 
+  it("asking it for a credential keeps Vault's 404 and first error, and names the configured mounts after it", async () => {
+    for (const method of ['GET', 'PUT']) {
+      const res = await api(broker, method, 'dmeo/creds/reader', method === 'PUT' ? {} : undefined);
+      expect(res).toMatchObject({ status: 404, body: { errors: ['no handler for route "dmeo/creds/reader". route entry not found.', UNKNOWN('dmeo', 'db, old')] } });
+    }
+    // A configured mount without that path is only Vault's 404.
+    expect(await api(broker, 'PUT', 'db/sts/reader', {})).toMatchObject({ status: 404, body: { errors: ['no handler for route "db/sts/reader". route entry not found.'] } });
+  });
+
   it('a configured mount with nothing under the prefix is not an error: Vault\'s empty LIST (404 with no errors), 0 revoked', async () => {
     expect(await api(broker, 'GET', 'sys/leases/lookup/old/creds/batch/?list=true')).toMatchObject({ status: 404, body: { errors: [] } });
     expect(revokedCount(await api(broker, 'PUT', 'sys/leases/revoke-prefix/old/creds/batch/'))).toBe(0);
