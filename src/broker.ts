@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import cron from 'node-cron';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -15,6 +15,7 @@ import { LeaseService } from './leases/lease-service.js';
 import { LeaseStore } from './leases/lease-store.js';
 import { Reaper } from './leases/reaper.js';
 import { Revoker } from './leases/revoker.js';
+import { ListenFailed } from './errors.js';
 import { MountRegistry } from './mounts.js';
 import { migrate } from './store/migrate.js';
 import { createStorePool } from './store/pool.js';
@@ -36,6 +37,19 @@ export interface StartOptions {
   log: Logger;
   /** Run the reaper on its schedule (tests drive reapOnce() directly instead). */
   reaper?: boolean;
+}
+
+/** Opens the HTTP listener; a port in use (or any other refusal) is a ListenFailed, not a crash later. */
+function listen(app: RequestListener, address: string, port: number): Promise<Server> {
+  const server = createServer(app);
+  return new Promise((resolve, reject) => {
+    const refused = (err: NodeJS.ErrnoException) => reject(new ListenFailed(address, port, err.code ?? err.message));
+    server.once('error', refused);
+    server.listen(port, address, () => {
+      server.off('error', refused);
+      resolve(server);
+    });
+  });
 }
 
 /**
@@ -81,10 +95,16 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
         ),
     },
   });
-  const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(config.listen.port, config.listen.address, () => resolve(s));
-    s.once('error', reject);
-  });
+  let server: Server;
+  try {
+    server = await listen(app, config.listen.address, config.listen.port);
+  } catch (err) {
+    // Nothing may stay open behind a failed start: a caller that exits must be able to.
+    await mounts.close().catch(() => undefined);
+    await auditor.close().catch(() => undefined);
+    await pool.end().catch(() => undefined);
+    throw err;
+  }
   server.keepAliveTimeout = 65_000;
   acceptListMethod(server);
   const { port } = server.address() as AddressInfo;

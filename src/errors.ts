@@ -4,6 +4,11 @@
  */
 export class BrokerError extends Error {
   readonly code: string = 'ERR_BROKER';
+  /**
+   * Answered after the message in `errors`, so the first error stays Vault's verbatim text (which
+   * clients match on) and the rest say more, as Vault's own ["permission denied", "invalid token"].
+   */
+  readonly details: string[] = [];
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
@@ -19,6 +24,21 @@ export class UnknownRole extends InvalidRequest {
   override readonly code = 'ERR_UNKNOWN_ROLE';
   constructor(readonly role: string) {
     super(`unknown role: ${role.length > 100 ? `${role.slice(0, 100)}…` : role}`);
+  }
+}
+
+/**
+ * A prefix names a mount that is not configured (and holds no live lease): a typo must not look
+ * like an empty result. `configured` is named only to callers who may see every lease.
+ */
+export class UnknownMount extends InvalidRequest {
+  override readonly code = 'ERR_UNKNOWN_MOUNT';
+  constructor(
+    readonly mount: string,
+    readonly configured: string[] | null,
+  ) {
+    const name = `no mount named "${mount.length > 100 ? `${mount.slice(0, 100)}…` : mount}"`;
+    super(configured ? `${name}; configured mounts: ${configured.length ? configured.join(', ') : '(none)'}` : name);
   }
 }
 
@@ -39,16 +59,30 @@ export class LeaseExpired extends InvalidRequest {
 
 export class UnknownPath extends BrokerError {
   override readonly code = 'ERR_UNKNOWN_PATH';
-  constructor(readonly path: string) {
+  override readonly details: string[];
+  constructor(
+    readonly path: string,
+    details: string[] = [],
+  ) {
     super(`no handler for route "${path.length > 200 ? `${path.slice(0, 200)}…` : path}". route entry not found.`);
+    this.details = details;
   }
 }
 
 export class PermissionDenied extends BrokerError {
-  override readonly code = 'ERR_PERMISSION_DENIED';
+  override readonly code: string = 'ERR_PERMISSION_DENIED';
   constructor() {
     super('permission denied');
   }
+}
+
+/**
+ * A token was presented but is unknown, expired or revoked. Vault answers this 403 with two
+ * errors, "permission denied" and "invalid token", so a client can tell it from a policy refusal.
+ */
+export class InvalidToken extends PermissionDenied {
+  override readonly code = 'ERR_INVALID_TOKEN';
+  override readonly details = ['invalid token'];
 }
 
 export class UnsupportedOperation extends BrokerError {
@@ -113,6 +147,26 @@ export class QuotaExceeded extends BrokerError {
 
 export class ConfigError extends BrokerError {
   override readonly code = 'ERR_CONFIG';
+}
+
+/** The HTTP listener could not be opened; `reason` is the socket error code (EADDRINUSE…). */
+export class ListenFailed extends BrokerError {
+  override readonly code = 'ERR_LISTEN';
+  constructor(
+    readonly address: string,
+    readonly port: number,
+    readonly reason: string,
+  ) {
+    super(
+      reason === 'EADDRINUSE'
+        ? `port ${port} on ${address} is already in use`
+        : reason === 'EACCES'
+          ? `not allowed to listen on port ${port} on ${address} (ports below 1024 need privileges)`
+          : reason === 'EADDRNOTAVAIL'
+            ? `cannot listen on ${address}: it is not an address of this machine`
+            : `cannot listen on port ${port} on ${address}: ${reason}`,
+    );
+  }
 }
 
 /** The message of anything thrown, without assuming it is an Error. */

@@ -6,7 +6,7 @@ import type { AuditRecord } from '../audit/record.js';
 import type { AuthService } from '../auth/auth-service.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
 import type { PolicySet } from '../auth/policy.js';
-import { InvalidRequest, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
+import { InvalidRequest, InvalidToken, PermissionDenied, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
 import { sendError, statusFor } from './error-response.js';
@@ -69,6 +69,13 @@ export function createApp(opts: AppOptions): express.Express {
     res.locals.started = performance.now();
     next();
   });
+  // Liveness, for a kubelet's livenessProbe: this process answers HTTP. It reads neither the lease
+  // store nor the request body, and writes no audit record (an audit sink may live in the store), so
+  // a store outage makes every replica unready (`/v1/sys/health` answers 503) but restarts none of
+  // them: a restart cannot bring the store back. Vault's sys/health has no such mode, hence an extension.
+  app.get('/v1/sys/broker/live', (_req: Request, res: Response) => {
+    res.status(200).json({ alive: true, version: opts.health.version });
+  });
   // Vault clients do not always send a JSON content type; any body is JSON here.
   app.use(express.json({ limit: opts.bodyLimit ?? '64kb', type: () => true, strict: true }));
 
@@ -81,6 +88,7 @@ export function createApp(opts: AppOptions): express.Express {
       const reply = await result;
       const total = performance.now() - started;
       const broker = Math.max(0, total - timings.store - timings.target);
+      if (reply.headers) res.set(reply.headers);
       res.set('Server-Timing', `store;dur=${timings.store.toFixed(2)}, target;dur=${timings.target.toFixed(2)}, broker;dur=${broker.toFixed(2)}`);
       if (reply.body === undefined) res.status(reply.status).end();
       else res.status(reply.status).json(reply.body);
@@ -136,7 +144,7 @@ class ApiCall {
       if (!match) continue;
       const ctx: RouteContext = { req: this.req, requestId: this.requestId, params: match.slice(1).map((p) => p ?? ''), audit: this.audit };
       if (!route.public) {
-        this.identity = await this.opts.auth.authenticate(presentedToken(this.req)).catch(async (err) => {
+        this.identity = await this.authenticate().catch(async (err) => {
           await this.recordRequest();
           throw err;
         });
@@ -147,8 +155,16 @@ class ApiCall {
       if (!handler) throw new UnsupportedOperation();
       return handler(ctx);
     }
-    this.identity = await this.opts.auth.authenticate(presentedToken(this.req));
+    this.identity = await this.authenticate();
     throw new UnknownPath(this.path);
+  }
+
+  /** The caller; a token presented but refused is an InvalidToken, told apart from a policy refusal as Vault does. */
+  private async authenticate(): Promise<Identity> {
+    const token = presentedToken(this.req);
+    return this.opts.auth.authenticate(token).catch((err: unknown) => {
+      throw token && err instanceof PermissionDenied ? new InvalidToken() : err;
+    });
   }
 
   private base(): Omit<AuditRecord, 'type'> {

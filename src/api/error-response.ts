@@ -7,9 +7,11 @@ import { BrokerError, RevokeIncomplete } from '../errors.js';
 const STATUS_BY_CODE: Record<string, number> = {
   ERR_INVALID_REQUEST: 400,
   ERR_UNKNOWN_ROLE: 400,
+  ERR_UNKNOWN_MOUNT: 400,
   ERR_LEASE_NOT_FOUND: 400,
   ERR_LEASE_EXPIRED: 400,
   ERR_PERMISSION_DENIED: 403,
+  ERR_INVALID_TOKEN: 403,
   ERR_UNKNOWN_PATH: 404,
   ERR_UNSUPPORTED_OPERATION: 405,
   ERR_QUOTA: 429,
@@ -50,7 +52,7 @@ export function sendError(res: Response, err: unknown, log: Logger, requestId: s
   if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) {
     const status = statusFor(err);
     if (status >= 500) log.warn({ request_id: requestId, code: err.code, err: err.message }, 'request failed');
-    const body: Record<string, unknown> = { errors: [err.message] };
+    const body: Record<string, unknown> = { errors: [err.message, ...err.details] };
     if (err instanceof RevokeIncomplete) {
       body.errors = [err.message, ...err.failures.map((f) => `${f.leaseId}: ${f.error}`)];
       body.data = { revoked: err.revoked, failed: err.failures.map((f) => ({ lease_id: f.leaseId, error: f.error })) };

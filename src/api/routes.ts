@@ -29,6 +29,7 @@ export const authzOf = (ctx: RouteContext): Authz => ctx.authz!;
 export interface Reply {
   status: number;
   body?: unknown;
+  headers?: Record<string, string>;
 }
 
 export type Handler = (ctx: RouteContext) => Promise<Reply>;
@@ -48,6 +49,14 @@ export interface HealthState {
 }
 
 const NO_CONTENT: Reply = { status: 204 };
+
+/**
+ * Extensions carried in headers, so that the statuses and bodies stay exactly Vault's (204, no
+ * body) for Vault clients: what a lease revoke found (`revoked`, `already-revoked`, `not-found`),
+ * and how many leases a revoke-prefix or revoke-force revoked.
+ */
+export const REVOKE_OUTCOME_HEADER = 'X-Credbroker-Revoke';
+export const REVOKED_COUNT_HEADER = 'X-Credbroker-Revoked';
 
 function requireLeaseId(fromBody: string | undefined, fromPath: string | undefined): string {
   const id = fromPath || fromBody;
@@ -164,9 +173,12 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
           const leaseId = requireLeaseId(body.lease_id, params[0]);
           ctx.audit.leaseId = leaseId;
           await authorizeLease(ctx, leases, 'revoke', leaseId, ['update', 'revoke']);
+          const before = await leases.find(leaseId);
           const { warnings } = await leases.revoke(leaseId);
-          // Vault answers 204; a warning that the credential outlives its lease is worth a body.
-          return warnings.length ? { status: 200, body: envelope(requestId, { warnings }) } : NO_CONTENT;
+          // Vault answers 204 even for an id that names no lease; the header tells a typo apart (the CLI says so).
+          const headers = { [REVOKE_OUTCOME_HEADER]: !before ? 'not-found' : before.state === 'revoked' ? 'already-revoked' : 'revoked' };
+          // A warning that the credential outlives its lease is worth a body.
+          return warnings.length ? { status: 200, body: envelope(requestId, { warnings }), headers } : { ...NO_CONTENT, headers };
         },
       },
     },
@@ -176,8 +188,8 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
         PUT: async (ctx) => {
           const prefix = validatePrefix(ctx.params[0]!);
           authzOf(ctx).require(`sys/leases/revoke-prefix/${prefix}`, ['sudo']);
-          await leases.revokePrefix(prefix);
-          return NO_CONTENT;
+          const { revoked } = await leases.revokePrefix(prefix);
+          return { ...NO_CONTENT, headers: { [REVOKED_COUNT_HEADER]: String(revoked) } };
         },
       },
     },
@@ -222,8 +234,8 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
         PUT: async (ctx) => {
           const prefix = validatePrefix(ctx.params[0]!);
           authzOf(ctx).require(`sys/leases/revoke-force/${prefix}`, ['sudo']);
-          await leases.revokeForce(prefix);
-          return NO_CONTENT;
+          const revoked = await leases.revokeForce(prefix);
+          return { ...NO_CONTENT, headers: { [REVOKED_COUNT_HEADER]: String(revoked) } };
         },
       },
     },

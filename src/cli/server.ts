@@ -1,5 +1,6 @@
 import { startBroker } from '../broker.js';
 import { loadConfigFile } from '../config/load.js';
+import { ListenFailed } from '../errors.js';
 import { createLogger } from '../log.js';
 import { migrate } from '../store/migrate.js';
 import { createStorePool } from '../store/pool.js';
@@ -10,7 +11,12 @@ export async function runServer(configPath: string): Promise<void> {
   const config = loadConfigFile(configPath);
   validateMounts(config);
   const log = createLogger(config.log_level);
-  const broker = await startBroker(config, { log });
+  const broker = await startBroker(config, { log }).catch((err: unknown) => {
+    if (err instanceof ListenFailed) {
+      throw new Error(`${err.message}; change listen in ${configPath}${err.reason === 'EADDRINUSE' ? ' or stop the other process' : ''}`);
+    }
+    throw err;
+  });
   // Log rotation: reopen audit files in place.
   process.on('SIGHUP', () => void broker.auditor.reopen().catch((err) => log.error({ err: (err as Error).message }, 'audit reopen failed')));
   await new Promise<void>((resolve) => {

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
 import type { HandleFacts, JsonValue, VerifyCheck } from '../engines.js';
-import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, TargetTimeout, UnknownPath, UnknownRole, messageOf } from '../errors.js';
+import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, TargetTimeout, UnknownMount, UnknownPath, UnknownRole, messageOf } from '../errors.js';
 import type { MountRegistry } from '../mounts.js';
 import { sanitizeError } from './guarded-target.js';
 import { isLeaseIdShape, newLeaseId } from './lease-id.js';
@@ -50,7 +50,8 @@ export class LeaseService {
   ): Promise<IssuedLease> {
     const path = opts.path ?? 'creds';
     const mount = this.mounts.get(mountName);
-    if (!mount || !mount.paths.includes(path)) throw new UnknownPath(`${mountName}/${path}/${roleName}`);
+    if (!mount) throw new UnknownPath(`${mountName}/${path}/${roleName}`, [new UnknownMount(mountName, this.mounts.names()).message]);
+    if (!mount.paths.includes(path)) throw new UnknownPath(`${mountName}/${path}/${roleName}`);
     const role = mount.roles.get(roleName);
     if (!role) throw new UnknownRole(roleName);
 
@@ -186,8 +187,9 @@ export class LeaseService {
    * lease; otherwise it is a path prefix ("demo/creds/ro" never matches "demo/creds/ro2/…").
    */
   async revokePrefix(prefix: string, issuedBefore: Date | null = null): Promise<{ revoked: number }> {
-    const base = await this.resolvePrefix(prefix);
-    if (!base.endsWith('/')) {
+    const { base, lease } = await this.resolvePrefix(prefix);
+    if (lease) {
+      if (lease.state === 'revoked' || (issuedBefore && lease.issued_at >= issuedBefore)) return { revoked: 0 };
       await this.revoke(base, 'prefix');
       return { revoked: 1 };
     }
@@ -203,6 +205,7 @@ export class LeaseService {
       revoked += await this.revokePages(base, issuedBefore, true, failures);
     }
     if (failures.size) throw new RevokeIncomplete(revoked, [...failures].map(([leaseId, error]) => ({ leaseId, error })));
+    if (revoked === 0) this.requireMountOf(base);
     return { revoked };
   }
 
@@ -262,7 +265,9 @@ export class LeaseService {
 
   /** Marks leases revoked without reaching the target: for a target that is gone for good. */
   async revokeForce(prefix: string): Promise<number> {
-    const count = await this.store.forceRevoke(await this.resolvePrefix(prefix));
+    const { base } = await this.resolvePrefix(prefix);
+    const count = await this.store.forceRevoke(base);
+    if (count === 0) this.requireMountOf(base);
     this.log.warn({ prefix, count }, 'leases force-revoked without reaching their targets');
     return count;
   }
@@ -294,13 +299,27 @@ export class LeaseService {
       const slash = rest.indexOf('/');
       keys.add(slash === -1 ? rest : rest.slice(0, slash + 1));
     }
+    // A caller limited to its own leases is not told every mount's name.
+    if (keys.size === 0 && base !== '') this.requireMountOf(base, { nameConfigured: !owner });
     return [...keys].sort();
   }
 
-  private async resolvePrefix(prefix: string): Promise<string> {
+  /**
+   * A prefix that matched nothing must name a configured mount, or the caller made a typo
+   * ("dmeo/") and is told so. Checked only after matching nothing, so the leases of a mount
+   * since removed from the config can still be listed and force-revoked.
+   */
+  private requireMountOf(prefix: string, opts: { nameConfigured: boolean } = { nameConfigured: true }): void {
+    const mount = prefix.split('/')[0]!;
+    if (!this.mounts.get(mount)) throw new UnknownMount(mount, opts.nameConfigured ? this.mounts.names() : null);
+  }
+
+  /** The prefix as a path (`…/`), or the one lease it names exactly (Vault's revoke-prefix on a lease id). */
+  private async resolvePrefix(prefix: string): Promise<{ base: string; lease?: LeaseRow }> {
     if (prefix === '') throw new InvalidRequest('a prefix is required');
-    if (prefix.endsWith('/')) return prefix;
-    if (isLeaseIdShape(prefix) && (await this.store.find(prefix))) return prefix;
-    return `${prefix}/`;
+    if (prefix.endsWith('/')) return { base: prefix };
+    const lease = isLeaseIdShape(prefix) ? await this.store.find(prefix) : null;
+    if (lease) return { base: prefix, lease };
+    return { base: `${prefix}/` };
   }
 }

@@ -226,17 +226,52 @@ describe('credbroker lease / leases / revoke', () => {
   it('revokes every lease of a role with `revoke --prefix`, leaving other roles alone', async () => {
     const batch = [await issue('batch'), await issue('batch')];
     const reader = await issue('reader');
+    const live = (await api(broker, 'GET', 'sys/leases/lookup/db/creds/batch/?list=true')).body.data.keys.length; // earlier tests' too
+    expect(live).toBeGreaterThanOrEqual(2);
     const run = await cli(['revoke', '--prefix', 'db/creds/batch']);
     expect(run.code).toBe(0);
-    expect(run.stderr).toBe('revoking leases under db/creds/batch…\ndone\n');
+    expect(run.stderr).toBe(`revoking leases under db/creds/batch…\nrevoked ${live} leases under db/creds/batch\n`);
     for (const lease of batch) expect(await roleExists(lease.data.username)).toBe(false);
     expect(await roleExists(reader.data.username)).toBe(true);
     const after = await cli(['leases', 'db/creds/batch/']);
     expect(after).toEqual({ code: 0, stdout: '', stderr: '' }); // nothing left, and that is not an error
+    const again = await cli(['revoke', '--prefix', 'db/creds/batch']);
+    expect(again).toMatchObject({ code: 0, stderr: 'revoking leases under db/creds/batch…\nrevoked 0 leases under db/creds/batch\n' });
+    const force = await cli(['revoke', '--prefix', 'db/creds/batch', '--force']);
+    expect(force).toMatchObject({ code: 0, stderr: expect.stringMatching(/\nmarked revoked 0 leases under db\/creds\/batch\n$/) });
+  });
+
+  it('says that an id that names no lease was not revoked, exit 1; a lease revoked twice was already revoked, exit 0', async () => {
+    for (const id of ['db/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA', 'dmeo/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA']) {
+      expect(await cli(['lease', 'revoke', id])).toEqual({ code: 1, stdout: '', stderr: `error: no lease ${id} was ever issued (a typo?); nothing was revoked\n` });
+    }
+    const lease = await issue();
+    expect(await cli(['lease', 'revoke', lease.lease_id])).toMatchObject({ code: 0, stderr: `revoked ${lease.lease_id}\n` });
+    expect(await cli(['lease', 'revoke', lease.lease_id])).toMatchObject({ code: 0, stderr: `${lease.lease_id} was already revoked\n` });
+  });
+
+  it('refuses a mount that is not configured (a typo) on `revoke --prefix` and `leases`, naming the configured mounts', async () => {
+    const bystander = await issue();
+    const refused = 'error: no mount named "dmeo"; configured mounts: db\n';
+    for (const args of [['revoke', '--prefix', 'dmeo/'], ['revoke', '--prefix', 'dmeo'], ['revoke', '--prefix', 'dmeo/', '--force'], ['revoke', '--prefix', 'dmeo/', '--issued-before', 'now'], ['leases', 'dmeo/'], ['leases', 'dmeo/creds/reader/']]) {
+      const run = await cli(args);
+      expect(run.code, args.join(' ')).toBe(1);
+      expect(run.stderr.endsWith(refused), `${args.join(' ')}: ${run.stderr}`).toBe(true);
+      expect(run.stderr).not.toContain('done');
+      expectNoStackTrace(run);
+    }
+    expect(await roleExists(bystander.data.username)).toBe(true);
   });
 });
 
 describe('credbroker errors', () => {
+  it('reports an unknown mount on `creds`, naming the configured mounts, and exits 1', async () => {
+    const run = await cli(['creds', 'dmeo/reader']);
+    expect(run).toMatchObject({ code: 1, stdout: '' });
+    expect(run.stderr).toBe('error: no handler for route "dmeo/creds/reader". route entry not found.\nno mount named "dmeo"; configured mounts: db\n');
+    expectNoStackTrace(run);
+  });
+
   it('reports an unknown role in one line and exits 1, with no stack trace', async () => {
     const run = await cli(['creds', 'db/nosuch']);
     expect(run.code).toBe(1);
@@ -253,10 +288,10 @@ describe('credbroker errors', () => {
     expectNoStackTrace(run);
   });
 
-  it('reports a missing token as permission denied', async () => {
+  it('reports a missing token as permission denied, saying how to set one', async () => {
     const run = await cli(['creds', 'db/reader'], { CREDBROKER_ADDR: broker.url });
     expect(run.code).toBe(1);
-    expect(run.stderr).toBe('error: permission denied\n');
+    expect(run.stderr).toBe('error: permission denied: no token set (set CREDBROKER_TOKEN or run credbroker login)\n');
     expectNoStackTrace(run);
   });
 
@@ -328,6 +363,12 @@ describe('credbroker --help', () => {
     const run = await cli(['--help'], {});
     expect(run.code).toBe(0);
     for (const command of ['server', 'dev', 'migrate', 'creds', 'lease', 'leases', 'revoke']) expect(run.stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
+  });
+
+  it('`credbroker --version` (and -V) prints the package version and exits 0', async () => {
+    const { version } = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'));
+    for (const flag of ['--version', '-V']) expect(await cli([flag], {})).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+    expect((await cli(['--help'], {})).stdout).toContain('-V, --version');
   });
 
   it.each(['creds', 'lease', 'leases', 'revoke'])('`credbroker %s --help` exits 0 and explains CREDBROKER_ADDR and CREDBROKER_TOKEN', async (command) => {
