@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import cron from 'node-cron';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -79,12 +79,16 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
         ),
     },
   });
-  const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(config.listen.port, config.listen.address, () => resolve(s));
-    s.once('error', reject);
-  });
+  const server: Server = createServer(app);
   server.keepAliveTimeout = 65_000;
   acceptListMethod(server);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.listen.port, config.listen.address, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
   const { port } = server.address() as AddressInfo;
 
   const task = opts.reaper === false ? null : cron.schedule(config.reaper.schedule, () => reaper.tick(), { name: 'reaper', noOverlap: true });
