@@ -11,6 +11,7 @@ import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
 import { sendError, statusFor } from './error-response.js';
 import { buildAuthRoutes } from './auth-routes.js';
+import { refuseUnstorableJson } from './body-shape.js';
 import { oneRequestAtATimePerConnection } from './in-order.js';
 import { Authz } from './authz.js';
 import { buildRoutes, type HealthState, type Method, type Reply, type Route, type RouteContext } from './routes.js';
@@ -75,6 +76,7 @@ export function createApp(opts: AppOptions): express.Express {
   });
   // Vault clients do not always send a JSON content type; any body is JSON here.
   app.use(express.json({ limit: opts.bodyLimit ?? '64kb', type: () => true, strict: true }));
+  app.use(refuseUnstorableJson);
 
   app.use('/v1', async (req: Request, res: Response) => {
     const requestId = randomUUID();
