@@ -2,6 +2,7 @@ import http from 'node:http';
 import net from 'node:net';
 import nodeVault from 'node-vault';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { acceptListMethod } from '../../src/api/list-method.js';
 import { api, ROOT_TOKEN, startTestBroker } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, roleExists } from '../support/pg.js';
 import { RawConnection, rawRequest, type RawResponse } from '../support/raw-http.js';
@@ -341,5 +342,43 @@ describe('1,000 random LIST / PUT / GET requests over 8 kept-alive connections',
     for (const c of connections) expect(c.ended).toBe(false);
     // No lease was made that its client did not receive.
     expect(await leaseCount()).toBe(leasesBefore + minted.length);
+  });
+});
+
+describe('the socket the HTTP server is handed', () => {
+  it("keeps the server's keep-alive timeout, the client's address, and a close that ends idle connections", async () => {
+    const seen: Array<{ method: string; url: string; remote: string | undefined }> = [];
+    const server = http.createServer((req, res) => {
+      seen.push({ method: req.method!, url: req.url!, remote: req.socket.remoteAddress });
+      res.end('ok');
+    });
+    server.keepAliveTimeout = 300;
+    acceptListMethod(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    try {
+      const idle = await RawConnection.open(url);
+      open.push(idle);
+      await idle.write(rawRequest('LIST', '/a/'));
+      expect((await idle.read()).status).toBe(200);
+      expect(seen).toEqual([{ method: 'GET', url: '/a/?list=true', remote: '127.0.0.1' }]);
+      // Idle past keepAliveTimeout: the server closes it, as it would a plain socket.
+      const started = Date.now();
+      while (!idle.ended && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 20));
+      expect(idle.ended).toBe(true);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+
+      const kept = await RawConnection.open(url);
+      open.push(kept);
+      await kept.write(rawRequest('GET', '/b'));
+      expect((await kept.read()).status).toBe(200);
+      server.keepAliveTimeout = 60_000;
+    } finally {
+      // close() ends idle kept-alive connections and returns.
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+    }
   });
 });
