@@ -200,16 +200,19 @@ class ListAwareSocket extends Duplex {
     this.socket.resume();
   }
 
+  // Done as soon as the socket has taken the bytes, or once it drains: its own buffer is the only one.
   override _write(chunk: Buffer, encoding: BufferEncoding, done: (err?: Error | null) => void): void {
-    this.socket.write(chunk, encoding, done);
+    if (this.socket.write(chunk, encoding)) done();
+    else this.socket.once('drain', () => done());
   }
 
   override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, done: (err?: Error | null) => void): void {
     this.socket.cork();
-    for (const { chunk, encoding } of chunks.slice(0, -1)) this.socket.write(chunk, encoding);
-    const last = chunks.at(-1)!;
-    this.socket.write(last.chunk, last.encoding, done);
+    let flowing = true;
+    for (const { chunk, encoding } of chunks) flowing = this.socket.write(chunk, encoding);
     this.socket.uncork();
+    if (flowing) done();
+    else this.socket.once('drain', () => done());
   }
 
   override _final(done: (err?: Error | null) => void): void {
