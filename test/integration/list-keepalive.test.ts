@@ -381,4 +381,35 @@ describe('the socket the HTTP server is handed', () => {
       });
     }
   });
+  it('carries large bodies both ways intact, with LIST after them on the same connection', async () => {
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        // Echo a digest of the request body, then a large answer of its own.
+        const big = Buffer.alloc(2 * 1024 * 1024, `${req.method} ${body.length};`);
+        res.writeHead(200, { 'content-length': big.length }).end(big);
+      });
+    });
+    acceptListMethod(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const c = await RawConnection.open(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+      open.push(c);
+      const body = `LIST /x HTTP/1.1\r\n\r\n`.repeat(20_000); // ~400 KB of request-line look-alikes
+      await c.write(rawRequest('PUT', '/up', { body }) + rawRequest('LIST', '/a/'), [1000, 500_000]);
+      const first = await c.read(30_000);
+      expect(first.status).toBe(200);
+      expect(first.text.length).toBe(2 * 1024 * 1024);
+      expect(first.text.startsWith(`PUT ${body.length};`)).toBe(true);
+      const second = await c.read(30_000);
+      expect(second.text.startsWith('GET 0;')).toBe(true);
+    } finally {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+    }
+  });
 });
