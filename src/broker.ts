@@ -42,6 +42,9 @@ export interface StartOptions {
 /** Opens the HTTP listener; a port in use (or any other refusal) is a ListenFailed, not a crash later. */
 function listen(app: RequestListener, address: string, port: number): Promise<Server> {
   const server = createServer(app);
+  server.keepAliveTimeout = 65_000;
+  // Before listening: it takes over each connection from its first byte (one parser per socket).
+  acceptListMethod(server);
   return new Promise((resolve, reject) => {
     const refused = (err: NodeJS.ErrnoException) => reject(new ListenFailed(address, port, err.code ?? err.message));
     server.once('error', refused);
@@ -105,8 +108,6 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     await pool.end().catch(() => undefined);
     throw err;
   }
-  server.keepAliveTimeout = 65_000;
-  acceptListMethod(server);
   const { port } = server.address() as AddressInfo;
 
   const task = opts.reaper === false ? null : cron.schedule(config.reaper.schedule, () => reaper.tick(), { name: 'reaper', noOverlap: true });

@@ -44,11 +44,18 @@ export async function reaperScenario(ctx: BenchContext): Promise<void> {
   for (const db of ['drain_store', 'drain_target']) await createDatabase(ctx.server, db);
   await sql(ctx.server, 'postgres', `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
 
-  // The raw baseline: DROP ROLE for the same number of roles at the reaper's concurrency.
-  ctx.progress(`reaper_drain_10k: raw DROP ROLE of ${n} roles at concurrency ${REAPER_CONCURRENCY}`);
+  // The raw baseline does what the broker's revoke does, as one hand-written round trip per role
+  // at the reaper's concurrency: NOLOGIN (committed), terminate its sessions, DROP ROLE.
+  ctx.progress(`reaper_drain_10k: raw NOLOGIN + terminate + DROP ROLE of ${n} roles at concurrency ${REAPER_CONCURRENCY}`);
   await createRoles(ctx.server, 'rg', n, GROUP);
   const pool = new pg.Pool({ connectionString: ctx.server.url('drain_target'), max: REAPER_CONCURRENCY });
-  const rawRun = await closedLoop(n, REAPER_CONCURRENCY, (i) => pool.query(`DROP ROLE IF EXISTS "rg_${i + 1}"`));
+  const rawRun = await closedLoop(n, REAPER_CONCURRENCY, (i) =>
+    pool.query(
+      `ALTER ROLE "rg_${i + 1}" NOLOGIN VALID UNTIL 'epoch'; COMMIT;
+       SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rg_${i + 1}';
+       DROP ROLE IF EXISTS "rg_${i + 1}"`,
+    ),
+  );
   await pool.end();
 
   // The broker: start it (it migrates the store), then plant leases that all expire together.

@@ -11,6 +11,8 @@ import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
 import { sendError, statusFor } from './error-response.js';
 import { buildAuthRoutes } from './auth-routes.js';
+import { refuseUnstorableJson } from './body-shape.js';
+import { oneRequestAtATimePerConnection } from './in-order.js';
 import { Authz } from './authz.js';
 import { buildRoutes, type HealthState, type Method, type Reply, type Route, type RouteContext } from './routes.js';
 
@@ -33,11 +35,13 @@ function presentedToken(req: Request): string | undefined {
   return auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
 }
 
-/** POST is PUT, `GET ?list=true` is LIST, as in Vault. */
+/** POST is PUT, `GET ?list=true` is LIST, as in Vault (a LIST request arrives so: see list-method.ts). */
 function vaultMethod(req: Request): Method | null {
   switch (req.method) {
-    case 'GET':
-      return req.query.list === 'true' || req.query.list === '1' ? 'LIST' : 'GET';
+    case 'GET': {
+      const list = [req.query.list].flat();
+      return list.includes('true') || list.includes('1') ? 'LIST' : 'GET';
+    }
     case 'HEAD':
       return 'HEAD';
     case 'PUT':
@@ -64,6 +68,7 @@ export function createApp(opts: AppOptions): express.Express {
   // Vault sends no ETag; without one, a small JSON answer leaves in a single write with its headers.
   app.set('etag', false);
   app.set('query parser', 'simple');
+  app.use(oneRequestAtATimePerConnection());
   // Timing starts before body parsing, so Server-Timing's `broker` covers all of our own work.
   app.use((_req: Request, res: Response, next: NextFunction) => {
     res.locals.started = performance.now();
@@ -78,6 +83,7 @@ export function createApp(opts: AppOptions): express.Express {
   });
   // Vault clients do not always send a JSON content type; any body is JSON here.
   app.use(express.json({ limit: opts.bodyLimit ?? '64kb', type: () => true, strict: true }));
+  app.use(refuseUnstorableJson);
 
   app.use('/v1', async (req: Request, res: Response) => {
     const requestId = randomUUID();

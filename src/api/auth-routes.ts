@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { AuthService } from '../auth/auth-service.js';
 import type { TokenRow } from '../auth/token-store.js';
-import { PermissionDenied } from '../errors.js';
+import { InvalidRequest, PermissionDenied } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { envelope } from './envelope.js';
 import { parseBody } from './request-schemas.js';
@@ -9,7 +9,7 @@ import { authzOf, type Route } from './routes.js';
 import { parseDurationSeconds } from '../duration.js';
 
 const loginRequest = z.object({ role: z.unknown().optional(), jwt: z.unknown().optional() }).passthrough();
-const renewSelfRequest = z.object({ increment: z.union([z.number(), z.string()]).optional() }).passthrough();
+const renewSelfRequest = z.object({ increment: z.union([z.number(), z.string()]).nullish() }).passthrough();
 
 const secondsLeft = (d: Date) => Math.max(0, Math.round((d.getTime() - Date.now()) / 1000));
 
@@ -69,7 +69,7 @@ export function buildAuthRoutes(auth: AuthService, leases: LeaseService): Route[
       methods: {
         PUT: async (ctx) => {
           const { increment } = parseBody(renewSelfRequest, ctx.req.body);
-          const row = await auth.renewSelf(authzOf(ctx).identity, increment === undefined ? undefined : parseDurationSeconds(increment, 'increment'));
+          const row = await auth.renewSelf(authzOf(ctx).identity, increment === undefined || increment === null ? undefined : parseDurationSeconds(increment, 'increment'));
           return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock('', row) } };
         },
       },
@@ -79,7 +79,8 @@ export function buildAuthRoutes(auth: AuthService, leases: LeaseService): Route[
       methods: {
         PUT: async (ctx) => {
           const identity = authzOf(ctx).identity;
-          if (identity.root || !identity.accessor) return { status: 204 };
+          if (identity.root) throw new InvalidRequest('the root token cannot revoke itself: it is set in the broker config (root_token); change it there and restart the broker');
+          if (!identity.accessor) return { status: 204 };
           const row = await auth.tokens.revoke(identity.accessor);
           if (row?.revoke_leases) await leases.revokeByAccessor(row.accessor);
           return { status: 204 };

@@ -34,8 +34,24 @@ function bodyParserError(err: unknown): { status: number; message: string } | nu
   return null;
 }
 
+/**
+ * PostgreSQL refusing a value for what it contains: U+0000 in jsonb (22P05) or text (22021). Only
+ * data a client sent carries one; request bodies are refused at the edge (body-shape.ts), so this
+ * catches what arrives another way, such as a claim inside a signed login token.
+ */
+const UNSTORABLE_VALUE_SQLSTATES = new Set(['22P05', '22021']);
+const UNSTORABLE_VALUE_MESSAGE = 'a value in the request contains a NUL character (\\u0000), which is not accepted';
+function unstorableValue(err: unknown): boolean {
+  for (let e = err, hops = 0; e && typeof e === 'object' && hops < 5; e = (e as { cause?: unknown }).cause, hops++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && UNSTORABLE_VALUE_SQLSTATES.has(code)) return true;
+  }
+  return false;
+}
+
 /** The HTTP status an error answers with: the same table for the answer and for its audit record. */
 export function statusFor(err: unknown): number {
+  if (unstorableValue(err)) return 400;
   const parsed = bodyParserError(err);
   if (parsed) return parsed.status;
   if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) return STATUS_BY_CODE[err.code]!;
@@ -44,6 +60,10 @@ export function statusFor(err: unknown): number {
 
 /** Writes Vault's `{"errors": [...]}`. An unknown error is a 500 with a request id; details go only to the log. */
 export function sendError(res: Response, err: unknown, log: Logger, requestId: string = randomUUID()): void {
+  if (unstorableValue(err)) {
+    res.status(400).json({ errors: [UNSTORABLE_VALUE_MESSAGE] });
+    return;
+  }
   const parsed = bodyParserError(err);
   if (parsed) {
     res.status(parsed.status).json({ errors: [parsed.message] });

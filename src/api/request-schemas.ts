@@ -3,12 +3,13 @@ import { parseDurationSeconds } from '../duration.js';
 import { InvalidRequest } from '../errors.js';
 import { formatIssues } from '../config/load.js';
 
+/** A duration in seconds or Go's form ("1h"); null, absent or "" mean "the role's default", as clients send them. */
 const seconds = (field: string) =>
   z
     .union([z.number(), z.string()])
-    .optional()
+    .nullish()
     .transform((v, ctx) => {
-      if (v === undefined || v === '') return undefined;
+      if (v === undefined || v === null || v === '') return undefined;
       try {
         return parseDurationSeconds(v, field);
       } catch (err) {
@@ -28,6 +29,20 @@ export const issuedBeforeRequest = z.object({
     .optional(),
 });
 export const renewRequest = z.object({ lease_id: leaseId.optional(), increment: seconds('increment') }).passthrough();
+
+/**
+ * Vault's health overrides (`?activecode=…`). Only codes of a real answer are accepted: a 1xx
+ * would make the broker send an interim response (101 Switching Protocols) to anyone, unauthenticated.
+ */
+const statusCode = (name: string) =>
+  z
+    .string({ error: 'must be given once' })
+    .regex(/^\d{3}$/, 'must be an HTTP status code from 200 to 599')
+    .transform(Number)
+    .refine((n) => n >= 200 && n <= 599, `${name} must be an HTTP status code from 200 to 599`)
+    .optional();
+const HEALTH_CODES = ['activecode', 'standbycode', 'drsecondarycode', 'haunhealthycode', 'performancestandbycode', 'removedcode', 'sealedcode', 'uninitcode'] as const;
+export const healthQuery = z.object(Object.fromEntries(HEALTH_CODES.map((name) => [name, statusCode(name)])) as Record<(typeof HEALTH_CODES)[number], ReturnType<typeof statusCode>>).passthrough();
 
 /** Parses a request body at the edge; a mismatch is a 400 naming the field. */
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {

@@ -1,6 +1,6 @@
 import type { Request } from 'express';
 import type { HandleFacts, JsonValue } from '../engines.js';
-import { InvalidRequest, UnknownPath } from '../errors.js';
+import { InvalidRequest, LeaseNotFound, PermissionDenied, UnknownPath } from '../errors.js';
 import { validatePrefix } from '../leases/lease-id.js';
 import type { LeaseRow } from '../leases/lease-store.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
@@ -8,7 +8,7 @@ import type { Capability } from '../auth/policy.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import type { Authz } from './authz.js';
 import { envelope } from './envelope.js';
-import { credsRequest, issuedBeforeRequest, leaseRequest, parseBody, renewRequest } from './request-schemas.js';
+import { credsRequest, healthQuery, issuedBeforeRequest, leaseRequest, parseBody, renewRequest } from './request-schemas.js';
 
 export type Method = 'GET' | 'HEAD' | 'PUT' | 'LIST';
 
@@ -93,12 +93,9 @@ function lookupData(lease: LeaseRow, facts: HandleFacts): Record<string, JsonVal
 }
 
 /** Vault's health codes, honouring the query overrides clients send. This broker is always active. */
-function healthStatus(query: Request['query'], storeOk: boolean): number {
-  const code = (name: string, fallback: number) => {
-    const v = Number(query[name]);
-    return Number.isInteger(v) && v >= 100 && v <= 599 ? v : fallback;
-  };
-  return storeOk ? code('activecode', 200) : 503;
+function healthStatus(query: Request['query'], storeOk: () => Promise<boolean>): Promise<{ status: number; storeOk: boolean }> {
+  const { activecode } = parseBody(healthQuery, query); // a bad override is refused before anything is checked
+  return storeOk().then((ok) => ({ status: ok ? (activecode ?? 200) : 503, storeOk: ok }));
 }
 
 export function buildRoutes(leases: LeaseService, health: HealthState): Route[] {
@@ -112,9 +109,9 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
   };
 
   const healthCheck: Handler = async ({ req }) => {
-    const storeOk = await health.storeReachable();
+    const { status, storeOk } = await healthStatus(req.query, health.storeReachable);
     return {
-      status: healthStatus(req.query, storeOk),
+      status,
       body: {
         initialized: true,
         sealed: false,
@@ -140,7 +137,7 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
           const body = parseBody(leaseRequest, ctx.req.body);
           const lease = await leases.lookup(requireLeaseId(body.lease_id, undefined));
           ctx.audit.leaseId = lease.id;
-          authzOf(ctx).requireLease('lookup', lease, ['read', 'update']);
+          asIfUnknown(lease.id, () => authzOf(ctx).requireLease('lookup', lease, ['read', 'update']));
           return { status: 200, body: envelope(ctx.requestId, { data: lookupData(lease, leases.facts(lease)) }) };
         },
         LIST: list,
@@ -155,7 +152,10 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
           const body = parseBody(renewRequest, req.body);
           const leaseId = requireLeaseId(body.lease_id, params[0]);
           ctx.audit.leaseId = leaseId;
-          const ttlCap = await authorizeLease(ctx, leases, 'renew', leaseId, ['update']);
+          // Someone else's lease renews as one that does not exist would.
+          const ttlCap = await authorizeLease(ctx, leases, 'renew', leaseId, ['update']).catch((err: unknown) => {
+            throw err instanceof PermissionDenied ? new LeaseNotFound(leaseId) : err;
+          });
           const renewed = await leases.renew(leaseId, body.increment, ttlCap);
           return {
             status: 200,
@@ -260,6 +260,19 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
       },
     },
   ];
+}
+
+/**
+ * A caller who may not see a lease is answered as if it did not exist (lookup's "invalid lease"),
+ * so an answer never tells someone else's lease id from one never issued.
+ */
+function asIfUnknown<T>(leaseId: string, check: () => T): T {
+  try {
+    return check();
+  } catch (err) {
+    if (err instanceof PermissionDenied) throw new LeaseNotFound(leaseId, 'invalid lease');
+    throw err;
+  }
 }
 
 /** Authorizes a lease operation against the lease itself; an unknown lease is left to the service's answer. */

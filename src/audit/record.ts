@@ -1,4 +1,5 @@
 import { sanitizeError } from '../leases/guarded-target.js';
+import { inspectJson, MAX_JSON_DEPTH } from '../json-limits.js';
 import { hmacField } from './hmac.js';
 
 /** One audit line. `data` holds request or response fields; secret-bearing ones are HMAC'd before writing. */
@@ -52,6 +53,8 @@ function scrubJson(value: Json, hash: (plain: string) => string, plaintexts: str
  * secrets (a target echoing a statement back) has it redacted too.
  */
 export function scrubRecord(record: AuditRecord, key: string): AuditRecord {
+  // The walks below recurse: data nested past the limit (the API refuses such bodies) is not copied.
+  if (record.data !== undefined && inspectJson(record.data).tooDeep) record = { ...record, data: { truncated: `nested deeper than ${MAX_JSON_DEPTH} levels` } };
   // A JSON round trip is the deep copy, and it puts class instances, Dates and Buffers in the
   // shape every sink writes, so a secret inside one of them cannot slip past the walk below.
   const copy = JSON.parse(JSON.stringify(record)) as AuditRecord;
