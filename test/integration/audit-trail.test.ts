@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hmacField } from '../../src/audit/hmac.js';
-import type { AuditRecord } from '../../src/audit/record.js';
+import { MAX_RECORD_BYTES, type AuditRecord } from '../../src/audit/record.js';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
@@ -380,5 +380,62 @@ describe('fail closed', () => {
       expect(lease.state).toBe('active');
       expect(await roleExists(issued.body.data.username)).toBe(true);
     });
+  });
+});
+
+describe('what one client can make the audit log hold', () => {
+  let broker: Broker;
+  const path = join(dir, 'flood.jsonl');
+  const lines = () => readFileSync(path, 'utf8').split('\n').filter(Boolean);
+  const recordsOf = (requestId: string) => lines().map((l) => JSON.parse(l) as AuditRecord).filter((r) => r.request_id === requestId);
+  const junk = { filler: 'x'.repeat(63_000), secret_id: `sid-${randomSecret()}` };
+
+  beforeAll(async () => {
+    broker = await start(await freshStoreDatabase('audtrlz'), PREFIX, { file: { path } });
+  });
+
+  afterAll(async () => {
+    await broker?.close();
+  });
+
+  it('a request refused before authentication is recorded without its body, however big', async () => {
+    for (const token of [null, `cbt.${randomSecret()}`]) {
+      const res = await api(broker, 'PUT', 'db/creds/reader', junk, token);
+      expect(res.status).toBe(403);
+      const records = recordsOf(res.body.request_id ?? '');
+      // The error answer carries no request id; find the records by their position instead.
+      const mine = records.length ? records : lines().slice(-2).map((l) => JSON.parse(l) as AuditRecord);
+      expect(mine.map((r) => r.type)).toEqual(['request', 'response']);
+      for (const r of mine) {
+        expect(Object.keys(r.data ?? {}).filter((k) => k !== 'client_token')).toEqual([]);
+        expect(Buffer.byteLength(JSON.stringify(r))).toBeLessThan(1024);
+      }
+    }
+    expect(readFileSync(path, 'utf8')).not.toContain(junk.secret_id);
+  });
+
+  it('a hundred refused 63 KB requests add a few KB each at most, not 63', async () => {
+    const before = statSync(path).size;
+    for (let i = 0; i < 100; i++) expect((await api(broker, 'PUT', 'db/creds/reader', junk, `cbt.${randomSecret()}`)).status).toBe(403);
+    expect(statSync(path).size - before).toBeLessThan(100 * 2048);
+  });
+
+  it('a login records only its role and its JWT (HMAC’d), not the rest of the body', async () => {
+    const res = await api(broker, 'PUT', 'auth/kubernetes/login', { role: 'etl', jwt: 'not-a-jwt', ...junk }, null);
+    expect(res.status).toBe(400);
+    const request = lines().map((l) => JSON.parse(l) as AuditRecord).filter((r) => r.type === 'request' && r.path === 'auth/kubernetes/login').at(-1)!;
+    expect(request.data).toEqual({ role: 'etl', jwt: broker.auditor.hash('not-a-jwt') });
+  });
+
+  it('an authenticated request with a 57 KB body is recorded within MAX_RECORD_BYTES, marked truncated', async () => {
+    // Numbers are not hashed, so they keep their size in the record (strings shrink to an HMAC).
+    const res = await api(broker, 'PUT', 'db/creds/reader', { filler: 'x'.repeat(1000), secret_id: junk.secret_id, numbers: new Array(8000).fill(123456) }, ROOT_TOKEN);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const [request, response] = recordsOf(res.body.request_id);
+    for (const r of [request!, response!]) expect(Buffer.byteLength(JSON.stringify(r))).toBeLessThanOrEqual(MAX_RECORD_BYTES);
+    expect(request!.data).toBeUndefined();
+    expect(request!.truncated!.data_bytes).toBeGreaterThan(50_000);
+    expect(response!.lease_id).toBe(res.body.lease_id);
+    expect(readFileSync(path, 'utf8')).not.toContain(junk.secret_id);
   });
 });
