@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -437,5 +437,53 @@ describe('what one client can make the audit log hold', () => {
     expect(request!.truncated!.data_bytes).toBeGreaterThan(50_000);
     expect(response!.lease_id).toBe(res.body.lease_id);
     expect(readFileSync(path, 'utf8')).not.toContain(junk.secret_id);
+  });
+});
+
+const smallDisk = join(dir, 'small-disk');
+// A 64 KiB tmpfs, so the disk really fills; mounting one needs root (as in the test containers).
+const isRoot = process.getuid?.() === 0;
+if (!isRoot) console.warn('[audit-trail] not root, so no tmpfs can be mounted: the full-disk test is skipped');
+
+describe.runIf(isRoot)('on a full disk', () => {
+  beforeAll(() => {
+    mkdirSync(smallDisk, { recursive: true });
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', smallDisk], { encoding: 'utf8' });
+    if (mounted.status !== 0) throw new Error(`cannot mount a tmpfs at ${smallDisk}: ${mounted.stderr}`);
+  });
+
+  afterAll(() => {
+    spawnSync('umount', [smallDisk]);
+  });
+
+  it('the audit file holds only whole records, requests are refused, and service resumes when space returns', async () => {
+    const path = join(smallDisk, 'audit.jsonl');
+    const filler = join(smallDisk, 'filler');
+    writeFileSync(filler, Buffer.alloc(40 * 1024, 1));
+    const broker = await start(await freshStoreDatabase('audtrlf'), PREFIX, { file: { path } });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 200 && !statuses.includes(503); i++) {
+        // A body of varied size, so some record crosses a page boundary as the disk fills.
+        statuses.push((await api(broker, 'PUT', 'db/creds/reader', { filler: 'x'.repeat(100 + ((i * 37) % 900)), n: new Array(50 + i * 3).fill(1) }, ROOT_TOKEN)).status);
+      }
+      expect(statuses.at(-1)).toBe(503);
+      const again = await api(broker, 'PUT', 'db/creds/reader', {}, ROOT_TOKEN);
+      expect(again.status).toBe(503);
+      const wholeLines = (text: string) => {
+        expect(text.endsWith('\n')).toBe(true);
+        for (const line of text.slice(0, -1).split('\n')) expect(() => JSON.parse(line), line.slice(0, 80)).not.toThrow();
+      };
+      wholeLines(readFileSync(path, 'utf8'));
+
+      rmSync(filler);
+      const res = await api(broker, 'PUT', 'db/creds/reader', {}, ROOT_TOKEN);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      const text = readFileSync(path, 'utf8');
+      wholeLines(text);
+      expect(text).toContain(res.body.lease_id);
+    } finally {
+      await broker.close();
+    }
   });
 });
