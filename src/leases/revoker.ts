@@ -20,8 +20,11 @@ export class Revoker {
     private readonly mounts: MountRegistry,
     private readonly policy: ReaperConfig,
     private readonly log: Logger,
-    /** Engine-level events for the audit log: revoked, revoke failed (will retry), irrevocable. */
-    private readonly onEvent: (event: { operation: string; lease_id: string; error?: string; data?: Record<string, unknown> }) => void = () => undefined,
+    /**
+     * Engine-level events for the audit log: revoked, revoke failed (will retry), irrevocable.
+     * Awaited: a revocation is reported done only once its event is recorded (or has failed to be).
+     */
+    private readonly onEvent: (event: { operation: string; lease_id: string; error?: string; data?: Record<string, unknown> }) => void | Promise<void> = () => undefined,
   ) {}
 
   async revokeClaimed(lease: LeaseRow): Promise<RevokeOutcome> {
@@ -39,11 +42,13 @@ export class Revoker {
           const errors = await this.revokeOnTarget(mountName, chunk);
           const revoked = chunk.filter((_, j) => errors[j] === null);
           await this.store.markRevoked(revoked.map((l) => l.id));
+          const events: (void | Promise<void>)[] = [];
           for (const lease of revoked) {
             outcomes.set(lease.id, { ok: true });
             this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
-            this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
+            events.push(this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } }));
           }
+          await Promise.all(events);
           for (const [j, lease] of chunk.entries()) {
             const error = errors[j];
             if (error) outcomes.set(lease.id, await this.recordFailure(lease, error));
@@ -69,7 +74,7 @@ export class Revoker {
       backoffBaseSeconds: this.policy.backoff_base,
       backoffMaxSeconds: this.policy.backoff_max,
     });
-    this.onEvent({ operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed', lease_id: lease.id, error, data: { attempts: lease.attempts + 1 } });
+    await this.onEvent({ operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed', lease_id: lease.id, error, data: { attempts: lease.attempts + 1 } });
     if (state === 'irrevocable') {
       this.log.error({ lease_id: lease.id, attempts: lease.attempts + 1, err: error }, 'lease is irrevocable: operator action needed');
     } else {

@@ -487,3 +487,58 @@ describe.runIf(isRoot)('on a full disk', () => {
     }
   });
 });
+
+describe("the reaper's revocations", () => {
+  let broker: Broker;
+  let storeDb: string;
+  const path = join(dir, 'reaper.jsonl');
+
+  beforeAll(async () => {
+    storeDb = await freshStoreDatabase('audtrlr');
+    broker = await start(storeDb, PREFIX, { file: { path }, postgres: true });
+  });
+
+  afterAll(async () => {
+    await broker?.close();
+  });
+
+  /** Issues n leases and backdates them, so the next reap finds them expired. */
+  async function expiredLeases(n: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const res = await api(broker, 'PUT', 'db/creds/reader', {}, ROOT_TOKEN);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      ids.push(res.body.lease_id);
+    }
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET expires_at = now() - interval '1 second', next_attempt_at = now() - interval '1 second' WHERE id = ANY($1)`, [ids]);
+    return ids.sort();
+  }
+
+  const revokedInFile = () =>
+    readFileSync(path, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as AuditRecord)
+      .filter((r) => r.type === 'event' && r.operation === 'revoked')
+      .map((r) => r.lease_id!);
+  const revokedInTable = async () => (await adminQuery<{ lease_id: string }>(storeDb, `SELECT lease_id FROM credbroker_audit WHERE type = 'event' AND operation = 'revoked'`)).map((r) => r.lease_id);
+
+  it('a reap of 60 expired leases in one batch has recorded 60 revoked events in every sink by the time it returns', async () => {
+    const ids = await expiredLeases(60);
+    const result = await broker.reaper.reapOnce({ limit: 500 });
+    expect(result.revoked.sort()).toEqual(ids);
+    expect(revokedInFile().filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    expect((await revokedInTable()).filter((id) => ids.includes(id)).sort()).toEqual(ids);
+  });
+
+  it('a broker that shuts down right after its reaper ran has still recorded every revocation', async () => {
+    const ids = await expiredLeases(60);
+    const tick = broker.reaper.tick();
+    await broker.close();
+    await tick;
+    expect(revokedInFile().filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    expect((await revokedInTable()).filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    const states = await adminQuery<{ state: string }>(storeDb, 'SELECT DISTINCT state FROM credbroker_leases WHERE id = ANY($1)', [ids]);
+    expect(states).toEqual([{ state: 'revoked' }]);
+  });
+});
