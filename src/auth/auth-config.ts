@@ -1,7 +1,23 @@
+import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import { durationSeconds } from '../config/duration-schema.js';
 
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+/** Why a PEM cannot serve as a pinned verification key (not a public key, or a private one). */
+function checkPublicKeyPem(pem: string, ctx: z.RefinementCtx): void {
+  // createPublicKey would derive a public key from a private one: refuse it, a config must not hold one.
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
+    ctx.addIssue({ code: 'custom', message: 'is a private key: give the public key (PEM "BEGIN PUBLIC KEY")' });
+    return;
+  }
+  try {
+    createPublicKey({ key: pem, format: 'pem' });
+  } catch (err) {
+    const reason = (err as { code?: string }).code ?? (err as Error).message;
+    ctx.addIssue({ code: 'custom', message: `not a PEM public key (${reason}); expected "-----BEGIN PUBLIC KEY-----" or a certificate` });
+  }
+}
 
 export const authRoleSchema = z
   .object({
@@ -25,8 +41,8 @@ export const authMountSchema = z
     type: z.enum(['jwt', 'kubernetes']),
     jwks_url: z.string().url().optional(),
     oidc_discovery_url: z.string().url().optional(),
-    /** Pinned public keys, PEM. */
-    jwt_validation_pubkeys: z.array(z.string().min(1)).min(1).optional(),
+    /** Pinned public keys, PEM: each is parsed at load, so a bad one fails the start, not every login. */
+    jwt_validation_pubkeys: z.array(z.string().min(1).superRefine(checkPublicKeyPem)).min(1).optional(),
     bound_issuer: z.string().min(1).optional(),
     jwt_supported_algs: z.array(z.enum(ALGORITHMS)).min(1).default(['RS256', 'ES256', 'EdDSA']),
     clock_skew_leeway: durationSeconds.default(30),
