@@ -47,6 +47,20 @@ export const authMountSchema = z
     jwt_supported_algs: z.array(z.enum(ALGORITHMS)).min(1).default(['RS256', 'ES256', 'EdDSA']),
     clock_skew_leeway: durationSeconds.default(30),
     max_jwt_bytes: z.number().int().min(512).max(1_048_576).default(16_384),
+    /**
+     * PEM CA bundle trusted for jwks_url / OIDC discovery and the TokenReview API. A kubernetes
+     * mount defaults to the pod's own /var/run/secrets/kubernetes.io/serviceaccount/ca.crt.
+     */
+    ca_file: z.string().min(1).optional(),
+    /**
+     * Token sent as a bearer on those requests (a cluster's /openid/v1/jwks wants one), re-read
+     * each time. A kubernetes mount defaults to the pod's service-account token. Only sent over https.
+     */
+    bearer_token_file: z.string().min(1).optional(),
+    /** Kubernetes only: also ask the API server (TokenReview) that the token is live, i.e. its pod still exists. */
+    token_reviewer: z.boolean().default(false),
+    /** The API server for TokenReview; by default the origin of jwks_url or oidc_discovery_url. */
+    kubernetes_host: z.string().url().optional(),
     /** Least time between two JWKS fetches triggered by an unknown key id. */
     jwks_refresh_interval: durationSeconds.default(10),
     roles: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/), authRoleSchema).default({}),
@@ -54,6 +68,17 @@ export const authMountSchema = z
   .strict()
   .refine((m) => [m.jwks_url, m.oidc_discovery_url, m.jwt_validation_pubkeys].filter(Boolean).length === 1, {
     message: 'give exactly one key source: jwks_url, oidc_discovery_url or jwt_validation_pubkeys',
+  })
+  .superRefine((m, ctx) => {
+    if (m.token_reviewer && m.type !== 'kubernetes') ctx.addIssue({ code: 'custom', path: ['token_reviewer'], message: 'only a kubernetes mount can review tokens with the API server' });
+    if (m.token_reviewer && !m.kubernetes_host && !m.jwks_url && !m.oidc_discovery_url) {
+      ctx.addIssue({ code: 'custom', path: ['kubernetes_host'], message: 'token_reviewer needs the API server: set kubernetes_host' });
+    }
+    if (m.bearer_token_file) {
+      for (const key of ['jwks_url', 'oidc_discovery_url', 'kubernetes_host'] as const) {
+        if (m[key]?.startsWith('http://')) ctx.addIssue({ code: 'custom', path: [key], message: 'must be https when bearer_token_file is set: the token must not travel in clear text' });
+      }
+    }
   });
 
 export type AuthMountConfig = z.infer<typeof authMountSchema>;

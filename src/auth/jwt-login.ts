@@ -1,8 +1,10 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { InvalidRequest, TargetError, messageOf } from '../errors.js';
 import type { AuthMountConfig, AuthRoleConfig } from './auth-config.js';
 import { claimMatches, claimValue } from './claims.js';
+import { ClusterClient, clusterAccessFor } from './cluster-client.js';
+import { TokenReviewer } from './token-review.js';
 import type { Identity } from './identity.js';
 
 /** jose's error codes, turned into the reasons a client can act on. */
@@ -26,11 +28,20 @@ export interface VerifiedLogin {
 /** One JWT auth mount: verifies a presented JWT and binds it to one of the mount's roles. */
 export class JwtAuthMount {
   private keySource: JWTVerifyGetKey | KeyObject[] | undefined;
+  private readonly cluster: ClusterClient;
+  private readonly reviewer: TokenReviewer | undefined;
 
   constructor(
     readonly name: string,
     private readonly config: AuthMountConfig,
-  ) {}
+    exists?: (path: string) => boolean,
+  ) {
+    this.cluster = new ClusterClient(name, clusterAccessFor(config, exists));
+    if (config.token_reviewer) {
+      const host = config.kubernetes_host ?? new URL((config.jwks_url ?? config.oidc_discovery_url)!).origin;
+      this.reviewer = new TokenReviewer(name, host, this.cluster);
+    }
+  }
 
   async verify(roleName: unknown, jwt: unknown): Promise<VerifiedLogin> {
     if (typeof roleName !== 'string' || !roleName) throw new InvalidRequest('missing role');
@@ -42,6 +53,8 @@ export class JwtAuthMount {
     const verified = await this.verifySignature(jwt);
     const claims = this.config.type === 'kubernetes' ? withKubernetesClaimsReconciled(verified) : verified;
     const identity = this.bind(claims, roleName, role);
+    // After the local checks, so a token that fails them never reaches the API server.
+    if (this.reviewer) await this.reviewer.review(jwt, role.bound_audiences, typeof claims.sub === 'string' ? claims.sub : undefined);
     return { identity, role: roleName, roleConfig: role };
   }
 
@@ -102,16 +115,28 @@ export class JwtAuthMount {
   private async keys(): Promise<JWTVerifyGetKey | KeyObject[]> {
     if (this.keySource) return this.keySource;
     const c = this.config;
-    const remote = (url: string) => createRemoteJWKSet(new URL(url), { cooldownDuration: c.jwks_refresh_interval * 1000, cacheMaxAge: 600_000, timeoutDuration: 5000 });
+    const remote = (url: string) =>
+      createRemoteJWKSet(new URL(url), {
+        cooldownDuration: c.jwks_refresh_interval * 1000,
+        cacheMaxAge: 600_000,
+        timeoutDuration: 5000,
+        // jose 6 fetches with the global fetch, which takes no CA: with a cluster CA or token, fetch through our client.
+        ...(this.cluster.customized ? { [customFetch]: this.cluster.fetchForJose } : {}),
+      });
     if (c.jwt_validation_pubkeys) this.keySource = c.jwt_validation_pubkeys.map((pem) => createPublicKey(pem));
     else if (c.jwks_url) this.keySource = remote(c.jwks_url);
     else {
       const discoveryUrl = `${c.oidc_discovery_url!.replace(/\/$/, '')}/.well-known/openid-configuration`;
-      const res = await fetch(discoveryUrl).catch((err) => {
+      const res = await this.cluster.request(discoveryUrl, { method: 'GET' }).catch((err) => {
         throw new TargetError(`auth/${this.name}`, `OIDC discovery failed: ${messageOf(err)}`);
       });
-      const doc = (await res.json().catch(() => ({}))) as { jwks_uri?: string };
-      if (!res.ok || !doc.jwks_uri) throw new TargetError(`auth/${this.name}`, `OIDC discovery at ${discoveryUrl} gave no jwks_uri`);
+      let doc: { jwks_uri?: string } = {};
+      try {
+        doc = JSON.parse(res.body) as { jwks_uri?: string };
+      } catch {
+        // answered below as "gave no jwks_uri"
+      }
+      if (res.status !== 200 || !doc.jwks_uri) throw new TargetError(`auth/${this.name}`, `OIDC discovery at ${discoveryUrl} gave no jwks_uri`);
       this.keySource = remote(doc.jwks_uri);
     }
     return this.keySource;
