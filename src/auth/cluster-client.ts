@@ -14,15 +14,26 @@ export interface ClusterAccess {
   bearerTokenFile?: string;
 }
 
+/** Names of the in-cluster API server, as a pod sees it. */
+const IN_CLUSTER_HOSTS = ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'];
+
 /**
  * The files a Kubernetes auth mount uses to reach its cluster: the configured ones, else the
- * in-pod service-account files when they exist. `exists` is injectable for tests.
+ * in-pod service-account files when they exist, but only for a key source or API server inside
+ * the cluster: the pod's token must not go to a public OIDC issuer (an EKS or GKE discovery URL),
+ * and the cluster CA would not verify one. `exists` and `env` are injectable for tests.
  */
 export function clusterAccessFor(
-  config: { type: string; ca_file?: string | undefined; bearer_token_file?: string | undefined },
+  config: { type: string; ca_file?: string | undefined; bearer_token_file?: string | undefined; jwks_url?: string | undefined; oidc_discovery_url?: string | undefined; kubernetes_host?: string | undefined },
   exists: (path: string) => boolean = existsSync,
+  env: NodeJS.ProcessEnv = process.env,
 ): ClusterAccess {
-  const inPod = config.type === 'kubernetes';
+  const urls = [config.jwks_url, config.oidc_discovery_url, config.kubernetes_host].filter((u): u is string => u !== undefined);
+  const inCluster = (url: string) => {
+    const { protocol, hostname } = new URL(url);
+    return protocol === 'https:' && (IN_CLUSTER_HOSTS.includes(hostname) || (env.KUBERNETES_SERVICE_HOST !== undefined && hostname === env.KUBERNETES_SERVICE_HOST));
+  };
+  const inPod = config.type === 'kubernetes' && urls.length > 0 && urls.every(inCluster);
   const caFile = config.ca_file ?? (inPod && exists(IN_POD_CA_FILE) ? IN_POD_CA_FILE : undefined);
   const bearerTokenFile = config.bearer_token_file ?? (inPod && exists(IN_POD_TOKEN_FILE) ? IN_POD_TOKEN_FILE : undefined);
   return { ...(caFile ? { caFile } : {}), ...(bearerTokenFile ? { bearerTokenFile } : {}) };

@@ -120,12 +120,17 @@ describe('token_reviewer: the API server confirms the token (its pod still exist
 });
 
 describe('defaults of a kubernetes mount', () => {
-  it('use the in-pod CA and token when they exist, and nothing otherwise; a jwt mount never uses them', () => {
+  it('use the in-pod CA and token when they exist and the cluster is the one the pod is in; nothing otherwise', () => {
     const all = () => true;
-    expect(clusterAccessFor({ type: 'kubernetes' }, all)).toEqual({ caFile: IN_POD_CA_FILE, bearerTokenFile: IN_POD_TOKEN_FILE });
-    expect(clusterAccessFor({ type: 'kubernetes' }, () => false)).toEqual({});
-    expect(clusterAccessFor({ type: 'kubernetes', ca_file: '/etc/ca.pem' }, all)).toEqual({ caFile: '/etc/ca.pem', bearerTokenFile: IN_POD_TOKEN_FILE });
-    expect(clusterAccessFor({ type: 'jwt' }, all)).toEqual({});
+    const inCluster = { type: 'kubernetes', jwks_url: 'https://kubernetes.default.svc/openid/v1/jwks' };
+    expect(clusterAccessFor(inCluster, all, {})).toEqual({ caFile: IN_POD_CA_FILE, bearerTokenFile: IN_POD_TOKEN_FILE });
+    expect(clusterAccessFor({ type: 'kubernetes', jwks_url: 'https://10.96.0.1/openid/v1/jwks' }, all, { KUBERNETES_SERVICE_HOST: '10.96.0.1' })).toEqual({ caFile: IN_POD_CA_FILE, bearerTokenFile: IN_POD_TOKEN_FILE });
+    expect(clusterAccessFor(inCluster, () => false, {})).toEqual({});
+    expect(clusterAccessFor({ ...inCluster, ca_file: '/etc/ca.pem' }, all, {})).toEqual({ caFile: '/etc/ca.pem', bearerTokenFile: IN_POD_TOKEN_FILE });
+    // A public issuer (EKS, GKE) must not receive the pod's token, and the cluster CA would not verify it.
+    expect(clusterAccessFor({ type: 'kubernetes', oidc_discovery_url: 'https://oidc.eks.eu-west-1.amazonaws.com/id/ABC' }, all, {})).toEqual({});
+    expect(clusterAccessFor({ type: 'kubernetes', jwks_url: 'http://kubernetes.default.svc/openid/v1/jwks' }, all, {})).toEqual({});
+    expect(clusterAccessFor({ type: 'jwt', jwks_url: inCluster.jwks_url }, all, {})).toEqual({});
   });
 
   it('refuse config that would send the bearer token over http, or review tokens on a jwt mount', () => {
