@@ -531,6 +531,23 @@ describe("the reaper's revocations", () => {
     expect((await revokedInTable()).filter((id) => ids.includes(id)).sort()).toEqual(ids);
   });
 
+  it('failed revocations are recorded too by the time the reap returns: revoke-failed, then irrevocable on the last attempt', async () => {
+    const ids = await expiredLeases(50);
+    // Their mount is not configured on this broker, so every revocation fails.
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET mount = 'ghost', attempts = CASE WHEN id = ANY($2) THEN 7 ELSE 0 END WHERE id = ANY($1)`, [ids, ids.slice(0, 10)]);
+    const result = await broker.reaper.reapOnce({ limit: 500 });
+    expect(result.failed.sort()).toEqual(ids);
+    const events = readFileSync(path, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as AuditRecord)
+      .filter((r) => r.type === 'event' && ids.includes(r.lease_id!));
+    expect(events.filter((e) => e.operation === 'irrevocable').map((e) => e.lease_id).sort()).toEqual(ids.slice(0, 10).sort());
+    expect(events.filter((e) => e.operation === 'revoke-failed').map((e) => e.lease_id).sort()).toEqual(ids.slice(10).sort());
+    // Out of the queue, so the next test's reaps do not retry them (their roles go with the file's cleanup).
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET state = 'revoked', revoked_at = now(), next_attempt_at = NULL WHERE id = ANY($1)`, [ids]);
+  });
+
   it('a broker that shuts down right after its reaper ran has still recorded every revocation', async () => {
     const ids = await expiredLeases(60);
     const tick = broker.reaper.tick();
