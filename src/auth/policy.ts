@@ -30,6 +30,8 @@ const allowedTtl = z.union([z.number(), z.string()]).transform((value, ctx) => {
 /** Why a rule path cannot be used, or undefined when it can. */
 function pathProblem(path: string): string | undefined {
   if (path.startsWith('/')) return 'must not start with "/" (paths are written as after /v1/, e.g. "warehouse/creds/etl-reader")';
+  // Control characters have no place in a path, and NUL marks an unfillable template (ANY_VALUE).
+  if (/[\u0000-\u001f\u007f]/.test(path)) return 'must not contain control characters';
   for (const [, expr] of path.matchAll(TEMPLATE)) {
     if (!TEMPLATE_EXPR.test(expr!)) return `unknown template "{{${expr}}}": use {{identity.name}} or {{identity.metadata.<key>}}`;
   }

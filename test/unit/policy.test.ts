@@ -213,6 +213,7 @@ describe('policy config validation', () => {
     ['an empty path', rule({ path: '' }), /^policies\.etl\.0\.path: /],
     ['a path over 512 characters', rule({ path: 'a'.repeat(513) }), /^policies\.etl\.0\.path: /],
     ['a leading "/"', rule({ path: `/${ETL}` }), /^policies\.etl\.0\.path: must not start with "\/"/],
+    ['a control character', rule({ path: 'warehouse/creds/\u0000x' }), /^policies\.etl\.0\.path: must not contain control characters/],
     ['a "*" before the end', rule({ path: 'warehouse/*/etl' }), /^policies\.etl\.0\.path: "\*" is only allowed at the very end/],
     ['a "+" inside a segment', rule({ path: 'warehouse/cred+/etl' }), /^policies\.etl\.0\.path: "\+" must be a whole path segment/],
     ['an unknown template', rule({ path: 'warehouse/creds/{{identity.entity.id}}' }), /^policies\.etl\.0\.path: unknown template "\{\{identity\.entity\.id\}\}"/],
