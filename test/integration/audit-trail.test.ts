@@ -437,6 +437,7 @@ describe('what one client can make the audit log hold', () => {
     expect(request!.truncated!.data_bytes).toBeGreaterThan(50_000);
     expect(response!.lease_id).toBe(res.body.lease_id);
     expect(readFileSync(path, 'utf8')).not.toContain(junk.secret_id);
+    expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: res.body.lease_id }, ROOT_TOKEN)).status).toBe(204);
   });
 });
 
@@ -482,6 +483,8 @@ describe.runIf(isRoot)('on a full disk', () => {
       const text = readFileSync(path, 'utf8');
       wholeLines(text);
       expect(text).toContain(res.body.lease_id);
+      // Revoked here, so the file's cleanup has no roles of this test to drop.
+      expect((await api(broker, 'PUT', 'sys/leases/revoke-prefix/db/', {}, ROOT_TOKEN)).status).toBe(204);
     } finally {
       await broker.close();
     }
@@ -544,8 +547,9 @@ describe("the reaper's revocations", () => {
       .filter((r) => r.type === 'event' && ids.includes(r.lease_id!));
     expect(events.filter((e) => e.operation === 'irrevocable').map((e) => e.lease_id).sort()).toEqual(ids.slice(0, 10).sort());
     expect(events.filter((e) => e.operation === 'revoke-failed').map((e) => e.lease_id).sort()).toEqual(ids.slice(10).sort());
-    // Out of the queue, so the next test's reaps do not retry them (their roles go with the file's cleanup).
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET state = 'revoked', revoked_at = now(), next_attempt_at = NULL WHERE id = ANY($1)`, [ids]);
+    // Back on their real mount, so they are revoked (and their roles dropped) here, not left to the file's cleanup.
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET mount = 'db', state = 'revoking', attempts = 0, next_attempt_at = now() - interval '1 second' WHERE id = ANY($1)`, [ids]);
+    expect((await broker.reaper.reapOnce({ limit: 500 })).revoked.sort()).toEqual(ids);
   });
 
   it('a broker that shuts down right after its reaper ran has still recorded every revocation', async () => {
