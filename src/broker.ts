@@ -76,7 +76,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
 
   const store = new LeaseStore(pool);
   const auditor = createAuditor(config.audit, { storePool: pool, log });
-  const revoker = new Revoker(store, mounts, config.reaper, log, (event) => void auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }));
+  const revoker = new Revoker(store, mounts, config.reaper, log, (event) => auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }));
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout);
   const reaper = new Reaper(store, revoker, config.reaper, log);
 

@@ -151,12 +151,13 @@ class ApiCall {
       const ctx: RouteContext = { req: this.req, requestId: this.requestId, params: match.slice(1).map((p) => p ?? ''), audit: this.audit };
       if (!route.public) {
         this.identity = await this.authenticate().catch(async (err) => {
-          await this.recordRequest();
+          // Refused before anyone is known: the body is not recorded, so no one fills the log with it.
+          await this.recordRequest([]);
           throw err;
         });
         ctx.authz = new Authz(this.identity, this.opts.policies);
       }
-      await this.recordRequest();
+      await this.recordRequest(route.public ? (route.auditFields ?? []) : undefined);
       const handler = method ? route.methods[method] : undefined;
       if (!handler) throw new UnsupportedOperation();
       return handler(ctx);
@@ -185,8 +186,10 @@ class ApiCall {
     };
   }
 
-  private recordRequest(): Promise<void> {
-    const body = this.req.body && typeof this.req.body === 'object' && !Array.isArray(this.req.body) ? this.req.body : {};
+  /** The request record; `fields`, when given, are the only body fields it keeps. */
+  private recordRequest(fields?: string[]): Promise<void> {
+    const parsed = this.req.body && typeof this.req.body === 'object' && !Array.isArray(this.req.body) ? (this.req.body as Record<string, unknown>) : {};
+    const body = fields ? Object.fromEntries(fields.filter((f) => Object.hasOwn(parsed, f)).map((f) => [f, parsed[f]])) : parsed;
     return this.opts.auditor.record({ type: 'request', ...this.base(), data: { ...body, ...(presentedToken(this.req) ? { client_token: presentedToken(this.req) } : {}) } });
   }
 

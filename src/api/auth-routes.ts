@@ -89,6 +89,7 @@ export function buildAuthRoutes(auth: AuthService, leases: LeaseService): Route[
     },
     {
       pattern: /^auth\/([^/]+)\/login$/,
+      auditFields: ['role', 'jwt'],
       public: true,
       methods: {
         PUT: async (ctx) => {

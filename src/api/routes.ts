@@ -39,6 +39,11 @@ export interface Route {
   pattern: RegExp;
   /** Health answers without a token; everything else needs one. */
   public?: boolean;
+  /**
+   * On a public route, the only request fields its audit record keeps: before anyone is
+   * authenticated, the body is whatever the caller chose to fill the log with.
+   */
+  auditFields?: string[];
   methods: Partial<Record<Method, Handler>>;
 }
 

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { BrokerError, ConfigError } from '../errors.js';
 import { hmacField } from './hmac.js';
-import { scrubRecord, type AuditRecord } from './record.js';
+import { capRecord, scrubRecord, type AuditRecord } from './record.js';
 import { FileSink, PostgresSink, StdoutSink, type AuditSink } from './sinks.js';
 
 /** No audit sink accepted the record, so the request it describes must not go ahead. */
@@ -58,13 +58,13 @@ export class Auditor {
   }
 
   /**
-   * Scrubs, then writes to every sink in parallel and waits for all of them; resolves if at least
+   * Scrubs, caps at MAX_RECORD_BYTES, then writes to every sink in parallel and waits for all of them; resolves if at least
    * one accepted, else throws AuditUnavailable. Each failing sink is logged by name and error code.
    * With no sinks at all, auditing is off and this resolves.
    */
   async record(record: AuditRecord): Promise<void> {
     if (this.sinks.length === 0) return;
-    const line = scrubRecord(record, this.hmacKey);
+    const line = capRecord(scrubRecord(record, this.hmacKey));
     const results = await Promise.allSettled(this.sinks.map((sink) => withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name)));
     const failures: unknown[] = [];
     results.forEach((result, i) => {

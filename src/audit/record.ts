@@ -1,8 +1,7 @@
 import { sanitizeError } from '../leases/guarded-target.js';
-import { inspectJson, MAX_JSON_DEPTH } from '../json-limits.js';
 import { hmacField } from './hmac.js';
 
-/** One audit line. `data` holds request or response fields; secret-bearing ones are HMAC'd before writing. */
+/** One audit line. `data` holds request or response fields; every string in it is HMAC'd unless its key is known not to be secret. */
 export interface AuditRecord {
   type: 'request' | 'response' | 'event';
   /** ISO 8601. */
@@ -18,50 +17,172 @@ export interface AuditRecord {
   status?: number;
   error?: string;
   data?: Record<string, unknown>;
-}
-
-const SECRET_KEYS = ['password', 'secret_key', 'secret_access_key', 'session_token', 'client_token', 'token', 'jwt', 'secret', 'private_key'];
-
-// Separators are ignored as well as case, so AWS's own spellings (SecretAccessKey, sessionToken) match too.
-const normalizeKey = (key: string) => key.toLowerCase().replace(/[_-]/g, '');
-const NORMALIZED_SECRET_KEYS = new Set(SECRET_KEYS.map(normalizeKey));
-
-const isSecretKey = (key: string): boolean => NORMALIZED_SECRET_KEYS.has(normalizeKey(key));
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-/** Hashes a secret-bearing value, element by element if it is an array; null stays null (there is nothing to hide). */
-function hashSecret(value: Json, hash: (plain: string) => string, plaintexts: string[]): Json {
-  if (value === null) return null;
-  if (Array.isArray(value)) return value.map((v) => hashSecret(v, hash, plaintexts));
-  const plain = typeof value === 'string' ? value : JSON.stringify(value);
-  plaintexts.push(plain);
-  return hash(plain);
-}
-
-function scrubJson(value: Json, hash: (plain: string) => string, plaintexts: string[]): Json {
-  if (Array.isArray(value)) return value.map((v) => scrubJson(v, hash, plaintexts));
-  if (value === null || typeof value !== 'object') return value;
-  return Object.fromEntries(
-    Object.entries(value).map(([k, v]) => [k, isSecretKey(k) ? hashSecret(v, hash, plaintexts) : scrubJson(v, hash, plaintexts)]),
-  );
+  /** Present when the record was cut to fit MAX_RECORD_BYTES: what was left out. */
+  truncated?: { data_bytes?: number; fields?: string[] };
 }
 
 /**
- * Returns a deep copy in which every secret-bearing field of `data`, at any depth, is replaced by
- * hmacField(key, value). The input is never mutated. An `error` text that quotes one of those
- * secrets (a target echoing a statement back) has it redacted too.
+ * As in Vault, every string value of `data` is HMAC'd, at any depth, except under these keys:
+ * names, ids, durations and flags that are never secret and that an operator searches for.
+ * A key not listed here (an engine's new credential field, a client's `secret_id`) is hashed.
+ */
+const NON_SECRET_KEYS = [
+  'id',
+  'lease_id',
+  'request_id',
+  'lease_duration',
+  'renewable',
+  'ttl',
+  'increment',
+  'role',
+  'path',
+  'prefix',
+  'mount',
+  'username',
+  'access_key',
+  'access_key_id',
+  'accessor',
+  'policies',
+  'token_policies',
+  'warnings',
+  'errors',
+  'reason',
+  'state',
+  'issue_time',
+  'expire_time',
+  'last_renewal',
+  'issued_before',
+];
+
+// Separators are ignored as well as case, so AWS's own spellings (AccessKeyId) match too.
+const normalizeKey = (key: string) => key.toLowerCase().replace(/[_-]/g, '');
+const NORMALIZED_NON_SECRET_KEYS = new Set(NON_SECRET_KEYS.map(normalizeKey));
+const isNonSecretKey = (key: string): boolean => NORMALIZED_NON_SECRET_KEYS.has(normalizeKey(key));
+
+/** Deeper than this, a value is replaced by TOO_DEEP: Vault's answers are a few levels deep, and the walk must stay bounded. */
+export const MAX_DEPTH = 32;
+export const TOO_DEEP = `[audit: nested deeper than ${MAX_DEPTH} levels, not recorded]`;
+
+/** Plaintexts shorter than this are not searched for in the error text: a 1-letter value would shred it. */
+const MIN_REDACTED_LENGTH = 4;
+
+/** What JSON.stringify would make of a value at the start: toJSON() applied (Dates, Buffers). */
+function jsonValue(value: unknown): unknown {
+  if (value !== null && typeof value === 'object' && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+    return (value as { toJSON: () => unknown }).toJSON();
+  }
+  return value;
+}
+
+/**
+ * A JSON-shaped deep copy of `data` with every string HMAC'd unless it sits (directly or in an
+ * array) under a non-secret key. Iterative, with a depth cap, so a body nested thousands deep
+ * neither overflows the stack nor fills the log.
+ */
+function scrubData(data: unknown, hash: (plain: string) => string, plaintexts: string[]): unknown {
+  const scalar = (value: unknown, plain: boolean): unknown => {
+    if (typeof value === 'string') {
+      if (plain) return value;
+      plaintexts.push(value);
+      return hash(value);
+    }
+    if (typeof value === 'number') return Number.isFinite(value) ? value : null;
+    if (typeof value === 'boolean' || value === null) return value;
+    if (typeof value === 'bigint') return scalar(String(value), plain);
+    return undefined; // undefined, functions, symbols: JSON leaves them out
+  };
+  const root: { value?: unknown } = {};
+  // Each entry: the value to copy, where to put its copy, whether its strings stay plain, its depth.
+  const stack: { value: unknown; put: (v: unknown) => void; plain: boolean; depth: number }[] = [{ value: data, put: (v) => (root.value = v), plain: false, depth: 0 }];
+  while (stack.length > 0) {
+    const { value: raw, put, plain, depth } = stack.pop()!;
+    const value = jsonValue(raw);
+    if (value === null || typeof value !== 'object') {
+      put(scalar(value, plain));
+      continue;
+    }
+    if (depth >= MAX_DEPTH) {
+      put(TOO_DEEP);
+      continue;
+    }
+    if (Array.isArray(value)) {
+      const out: unknown[] = new Array(value.length).fill(null);
+      put(out);
+      value.forEach((item, i) => stack.push({ value: item, put: (v) => (out[i] = v === undefined ? null : v), plain, depth: depth + 1 }));
+      continue;
+    }
+    const out: Record<string, unknown> = {};
+    put(out);
+    // Pushed last to first, so siblings are copied (and keys created) in their original order.
+    for (const [k, v] of Object.entries(value).reverse()) {
+      // defineProperty: a key "__proto__" stays a plain key of the copy.
+      stack.push({ value: v, put: (c) => c !== undefined && Object.defineProperty(out, k, { value: c, enumerable: true, writable: true, configurable: true }), plain: isNonSecretKey(k), depth: depth + 1 });
+    }
+  }
+  return root.value;
+}
+
+/**
+ * Returns a copy in which every string of `data`, at any depth, is replaced by
+ * hmacField(key, value), except under the non-secret keys. The input is never mutated and no
+ * object is shared with it. An `error` text that quotes one of the hashed values (a target
+ * echoing a statement back) has it redacted too.
  */
 export function scrubRecord(record: AuditRecord, key: string): AuditRecord {
-  // The walks below recurse: data nested past the limit (the API refuses such bodies) is not copied.
-  if (record.data !== undefined && inspectJson(record.data).tooDeep) record = { ...record, data: { truncated: `nested deeper than ${MAX_JSON_DEPTH} levels` } };
-  // A JSON round trip is the deep copy, and it puts class instances, Dates and Buffers in the
-  // shape every sink writes, so a secret inside one of them cannot slip past the walk below.
-  const copy = JSON.parse(JSON.stringify(record)) as AuditRecord;
+  const { data, ...rest } = record;
+  // The fields outside data are shallow: a JSON round trip is their deep copy.
+  const copy = JSON.parse(JSON.stringify(rest)) as AuditRecord;
   const plaintexts: string[] = [];
-  if (copy.data !== undefined) {
-    copy.data = scrubJson(copy.data as Json, (plain) => hmacField(key, plain), plaintexts) as Record<string, unknown>;
+  if (data !== undefined) {
+    const scrubbed = scrubData(data, (plain) => hmacField(key, plain), plaintexts);
+    copy.data = scrubbed !== null && typeof scrubbed === 'object' && !Array.isArray(scrubbed) ? (scrubbed as Record<string, unknown>) : { value: scrubbed };
   }
-  if (copy.error !== undefined) copy.error = sanitizeError(copy.error, plaintexts);
+  if (copy.error !== undefined) copy.error = sanitizeError(copy.error, plaintexts.filter((p) => p.length >= MIN_REDACTED_LENGTH));
   return copy;
+}
+
+/**
+ * Largest serialized record. A request body may be 64 KB and a JWT claim larger; one client
+ * must not fill the disk at that rate, and a line this size still goes out in one write.
+ */
+export const MAX_RECORD_BYTES = 16 * 1024;
+/** Length each long string field is cut to when dropping `data` was not enough. */
+const MAX_FIELD_CHARS = 1024;
+
+const bytes = (record: AuditRecord) => Buffer.byteLength(JSON.stringify(record), 'utf8');
+const cut = (s: string) => (s.length > MAX_FIELD_CHARS ? `${s.slice(0, MAX_FIELD_CHARS)}…[truncated]` : s);
+
+/**
+ * A scrubbed record cut to MAX_RECORD_BYTES: first `data` is dropped (its size kept under
+ * `truncated.data_bytes`), then long string fields are shortened (named in `truncated.fields`).
+ */
+export function capRecord(record: AuditRecord, max = MAX_RECORD_BYTES): AuditRecord {
+  if (bytes(record) <= max) return record;
+  const out: AuditRecord = { ...record, truncated: {} };
+  if (out.data !== undefined) {
+    out.truncated!.data_bytes = Buffer.byteLength(JSON.stringify(out.data), 'utf8');
+    delete out.data;
+    if (bytes(out) <= max) return out;
+  }
+  const fields: string[] = [];
+  for (const field of ['path', 'error', 'remote_address', 'operation', 'lease_id'] as const) {
+    const value = out[field];
+    if (typeof value === 'string' && value.length > MAX_FIELD_CHARS) {
+      (out as unknown as Record<string, string>)[field] = cut(value);
+      fields.push(field);
+    }
+  }
+  if (out.identity) {
+    const identity = { ...out.identity, name: cut(out.identity.name) };
+    if (identity.name !== out.identity.name) fields.push('identity.name');
+    if (out.identity.metadata) {
+      identity.metadata = Object.fromEntries(Object.entries(out.identity.metadata).slice(0, 32).map(([k, v]) => [cut(k), cut(v)]));
+      if (JSON.stringify(identity.metadata) !== JSON.stringify(out.identity.metadata)) fields.push('identity.metadata');
+    }
+    out.identity = identity;
+  }
+  out.truncated!.fields = fields;
+  // Still too big only if the limit is tiny; then keep what always fits.
+  if (bytes(out) > max) return { type: out.type, time: out.time, request_id: cut(out.request_id), truncated: { ...out.truncated, fields: [...fields, 'identity', 'path', 'error'] }, ...(out.status !== undefined ? { status: out.status } : {}), ...(out.outcome ? { outcome: out.outcome } : {}) };
+  return out;
 }

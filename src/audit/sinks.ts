@@ -1,4 +1,4 @@
-import { writeSync } from 'node:fs';
+import { fstatSync, ftruncateSync, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type pg from 'pg';
 import { Batcher } from '../store/batcher.js';
@@ -34,6 +34,8 @@ export class FileSink implements AuditSink {
   private handle: FileHandle | undefined;
   private closed = false;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Set when a failed write could not be cut back: the file's length before it, to cut to before anything else is written. */
+  private tornAt: number | undefined;
   // Lines arriving while a write is in flight go out together in the next one: under load, one
   // write per batch instead of one per record, and each caller still waits for its own line.
   private readonly lines = new Batcher<string, void>((lines) => this.append(lines.join('')));
@@ -51,9 +53,26 @@ export class FileSink implements AuditSink {
       if (this.closed) throw new SinkClosed(this.name);
       // A failed open is retried on the next write, so the sink recovers once the path is writable again.
       this.handle ??= await open(this.path, 'a', 0o600);
-      // A synchronous append to the page cache takes microseconds; a threadpool round trip per
-      // batch would add its latency to every request, which waits for its record.
-      writeAll(this.handle.fd, Buffer.from(text, 'utf8'));
+      const fd = this.handle.fd;
+      if (this.tornAt !== undefined) {
+        ftruncateSync(fd, this.tornAt);
+        this.tornAt = undefined;
+      }
+      // Whole records or none: a write cut short (a full disk) is cut back to where it started,
+      // so a torn record never merges into the next. Assumes one writer per file, as configured.
+      const start = fstatSync(fd).size;
+      try {
+        // A synchronous append to the page cache takes microseconds; a threadpool round trip per
+        // batch would add its latency to every request, which waits for its record.
+        writeAll(fd, Buffer.from(text, 'utf8'));
+      } catch (err) {
+        try {
+          ftruncateSync(fd, start);
+        } catch {
+          this.tornAt = start;
+        }
+        throw err;
+      }
       return [];
     });
   }
@@ -62,6 +81,8 @@ export class FileSink implements AuditSink {
   reopen(): Promise<void> {
     return this.serialized(async () => {
       if (this.closed) throw new SinkClosed(this.name);
+      if (this.tornAt !== undefined && this.handle) ftruncateSync(this.handle.fd, this.tornAt);
+      this.tornAt = undefined;
       await this.closeHandle();
       this.handle = await open(this.path, 'a', 0o600);
     });

@@ -1,7 +1,23 @@
+import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import { durationSeconds } from '../config/duration-schema.js';
 
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+/** Why a PEM cannot serve as a pinned verification key (not a public key, or a private one). */
+function checkPublicKeyPem(pem: string, ctx: z.RefinementCtx): void {
+  // createPublicKey would derive a public key from a private one: refuse it, a config must not hold one.
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
+    ctx.addIssue({ code: 'custom', message: 'is a private key: give the public key (PEM "BEGIN PUBLIC KEY")' });
+    return;
+  }
+  try {
+    createPublicKey({ key: pem, format: 'pem' });
+  } catch (err) {
+    const reason = (err as { code?: string }).code ?? (err as Error).message;
+    ctx.addIssue({ code: 'custom', message: `not a PEM public key (${reason}); expected "-----BEGIN PUBLIC KEY-----" or a certificate` });
+  }
+}
 
 export const authRoleSchema = z
   .object({
@@ -25,12 +41,26 @@ export const authMountSchema = z
     type: z.enum(['jwt', 'kubernetes']),
     jwks_url: z.string().url().optional(),
     oidc_discovery_url: z.string().url().optional(),
-    /** Pinned public keys, PEM. */
-    jwt_validation_pubkeys: z.array(z.string().min(1)).min(1).optional(),
+    /** Pinned public keys, PEM: each is parsed at load, so a bad one fails the start, not every login. */
+    jwt_validation_pubkeys: z.array(z.string().min(1).superRefine(checkPublicKeyPem)).min(1).optional(),
     bound_issuer: z.string().min(1).optional(),
     jwt_supported_algs: z.array(z.enum(ALGORITHMS)).min(1).default(['RS256', 'ES256', 'EdDSA']),
     clock_skew_leeway: durationSeconds.default(30),
     max_jwt_bytes: z.number().int().min(512).max(1_048_576).default(16_384),
+    /**
+     * PEM CA bundle trusted for jwks_url / OIDC discovery and the TokenReview API. A kubernetes
+     * mount defaults to the pod's own /var/run/secrets/kubernetes.io/serviceaccount/ca.crt.
+     */
+    ca_file: z.string().min(1).optional(),
+    /**
+     * Token sent as a bearer on those requests (a cluster's /openid/v1/jwks wants one), re-read
+     * each time. A kubernetes mount defaults to the pod's service-account token. Only sent over https.
+     */
+    bearer_token_file: z.string().min(1).optional(),
+    /** Kubernetes only: also ask the API server (TokenReview) that the token is live, i.e. its pod still exists. */
+    token_reviewer: z.boolean().default(false),
+    /** The API server for TokenReview; by default the origin of jwks_url or oidc_discovery_url. */
+    kubernetes_host: z.string().url().optional(),
     /** Least time between two JWKS fetches triggered by an unknown key id. */
     jwks_refresh_interval: durationSeconds.default(10),
     roles: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/), authRoleSchema).default({}),
@@ -38,6 +68,17 @@ export const authMountSchema = z
   .strict()
   .refine((m) => [m.jwks_url, m.oidc_discovery_url, m.jwt_validation_pubkeys].filter(Boolean).length === 1, {
     message: 'give exactly one key source: jwks_url, oidc_discovery_url or jwt_validation_pubkeys',
+  })
+  .superRefine((m, ctx) => {
+    if (m.token_reviewer && m.type !== 'kubernetes') ctx.addIssue({ code: 'custom', path: ['token_reviewer'], message: 'only a kubernetes mount can review tokens with the API server' });
+    if (m.token_reviewer && !m.kubernetes_host && !m.jwks_url && !m.oidc_discovery_url) {
+      ctx.addIssue({ code: 'custom', path: ['kubernetes_host'], message: 'token_reviewer needs the API server: set kubernetes_host' });
+    }
+    if (m.bearer_token_file) {
+      for (const key of ['jwks_url', 'oidc_discovery_url', 'kubernetes_host'] as const) {
+        if (m[key]?.startsWith('http://')) ctx.addIssue({ code: 'custom', path: [key], message: 'must be https when bearer_token_file is set: the token must not travel in clear text' });
+      }
+    }
   });
 
 export type AuthMountConfig = z.infer<typeof authMountSchema>;

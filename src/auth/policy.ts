@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from '../duration.js';
+import { globMatches } from './claims.js';
 
 export type Capability = 'read' | 'create' | 'update' | 'list' | 'delete' | 'revoke' | 'sudo' | 'deny';
 
@@ -29,14 +30,47 @@ const allowedTtl = z.union([z.number(), z.string()]).transform((value, ctx) => {
 /** Why a rule path cannot be used, or undefined when it can. */
 function pathProblem(path: string): string | undefined {
   if (path.startsWith('/')) return 'must not start with "/" (paths are written as after /v1/, e.g. "warehouse/creds/etl-reader")';
+  // Control characters have no place in a path, and NUL marks an unfillable template (ANY_VALUE).
+  if (/[\u0000-\u001f\u007f]/.test(path)) return 'must not contain control characters';
   for (const [, expr] of path.matchAll(TEMPLATE)) {
     if (!TEMPLATE_EXPR.test(expr!)) return `unknown template "{{${expr}}}": use {{identity.name}} or {{identity.metadata.<key>}}`;
   }
   const literal = path.replace(TEMPLATE, 'x');
+  const placement = templatePlacementProblem(path);
+  if (placement) return placement;
   if (literal.includes('{{') || literal.includes('}}')) return 'has an unclosed "{{" or a stray "}}"';
   if (literal.slice(0, -1).includes('*')) return '"*" is only allowed at the very end';
   if (literal.split('/').some((segment) => segment.includes('+') && segment !== '+')) {
     return '"+" must be a whole path segment, e.g. "warehouse/+/etl-reader"';
+  }
+  return undefined;
+}
+
+/**
+ * Characters that may follow a template inside a path segment. A value filled in must not contain
+ * the one that follows it (a value that does fills nothing), so the value's end is known.
+ * "-" is not among them: namespaces and names are full of it.
+ */
+const SEPARATORS = '_.:@~=,';
+
+/**
+ * Where a template sits decides whether two identities can be granted the same path by it. With
+ * `{{ns}}-*`, namespace `team-a` matches `team-a-b-reader`: the value's end is not marked. So a
+ * template must end its path segment, or be followed by a separator its value may not contain,
+ * or be the segment's last template in a segment with no "*" (the rest is literal, so the value
+ * is whatever the segment leaves).
+ */
+function templatePlacementProblem(path: string): string | undefined {
+  const segments = path.split('/');
+  for (const [i, segment] of segments.entries()) {
+    const templates = [...segment.matchAll(TEMPLATE)];
+    const glob = i === segments.length - 1 && segment.endsWith('*');
+    for (const [j, m] of templates.entries()) {
+      const next = segment[m.index + m[0].length];
+      if (next === undefined || SEPARATORS.includes(next)) continue;
+      if (!glob && j === templates.length - 1) continue;
+      return `template "${m[0]}" must end its path segment or be followed by one of ${[...SEPARATORS].map((c) => `"${c}"`).join(' ')} (which its value then may not contain), e.g. "warehouse/creds/{{identity.metadata.namespace}}_*" or "warehouse/{{identity.metadata.namespace}}/*"`;
+    }
   }
   return undefined;
 }
@@ -83,11 +117,13 @@ export interface Decision {
   allowedTtl?: number;
 }
 
-type Part = string | { metadata: string } | { name: true };
+/** A template part remembers the separator that follows it: its value may not contain that character. */
+type Part = string | { metadata: string; stop?: string } | { name: true; stop?: string };
 
 interface CompiledRule {
   path: string;
   parts: Part[];
+  deny: boolean;
   capabilities: Capability[];
   allowedTtl?: number;
 }
@@ -107,37 +143,50 @@ function compile(rule: PolicyConfig[string][number]): CompiledRule {
   for (const m of rule.path.matchAll(TEMPLATE)) {
     if (m.index > last) parts.push(rule.path.slice(last, m.index));
     const expr = m[1]!;
-    parts.push(expr === 'identity.name' ? { name: true } : { metadata: expr.slice('identity.metadata.'.length) });
     last = m.index + m[0].length;
+    const next = rule.path[last];
+    const stop = next !== undefined && SEPARATORS.includes(next) ? { stop: next } : {};
+    parts.push(expr === 'identity.name' ? { name: true, ...stop } : { metadata: expr.slice('identity.metadata.'.length), ...stop });
   }
   if (last < rule.path.length) parts.push(rule.path.slice(last));
-  return { path: rule.path, parts, capabilities: rule.capabilities, ...(rule.allowed_ttl !== undefined ? { allowedTtl: rule.allowed_ttl } : {}) };
+  return { path: rule.path, parts, deny: rule.capabilities.includes('deny'), capabilities: rule.capabilities, ...(rule.allowed_ttl !== undefined ? { allowedTtl: rule.allowed_ttl } : {}) };
 }
 
 /**
  * A filled value becomes part of a path pattern, so it must stay inside its segment and stay
- * literal: an empty value would also widen `team-{{…}}*` to `team-*`.
+ * literal: an empty value would also widen `team_{{…}}*` to `team_*`.
  */
-const safeValue = (v: unknown): v is string =>
-  typeof v === 'string' && v !== '' && !v.includes('/') && !v.includes('*') && !v.includes('+') && !v.includes('..');
+const safeValue = (v: unknown, stop: string | undefined): v is string =>
+  typeof v === 'string' && v !== '' && !v.includes('/') && !v.includes('*') && !v.includes('+') && !v.includes('..') && !(stop && v.includes(stop));
 
-/** The rule path with its templates filled, or undefined when a value is missing or unsafe. */
-function fill(parts: Part[], identity: IdentityForTemplates): string | undefined {
+/** Stands for "any value" in a deny rule whose template cannot be filled. */
+const ANY_VALUE = '\u0000';
+
+/**
+ * The rule path with its templates filled. A value that is missing or unsafe makes an allow
+ * rule grant nothing (undefined), and a deny rule deny whatever any value would have named
+ * (the part becomes ANY_VALUE): a deny fails closed.
+ */
+function fill(rule: CompiledRule, identity: IdentityForTemplates): string | undefined {
   let out = '';
-  for (const part of parts) {
+  for (const part of rule.parts) {
     if (typeof part === 'string') {
       out += part;
       continue;
     }
     // hasOwn: only the identity's own claims count, never a key reached through a prototype.
     const value = 'name' in part ? identity.name : Object.hasOwn(identity.metadata, part.metadata) ? identity.metadata[part.metadata] : undefined;
-    if (!safeValue(value)) return undefined;
-    out += value;
+    if (safeValue(value, part.stop)) out += value;
+    else if (rule.deny) out += ANY_VALUE;
+    else return undefined;
   }
   return out;
 }
 
-/** '+' matches exactly one non-empty segment; a trailing '*' matches any suffix, '/' included. */
+/**
+ * '+' matches exactly one non-empty segment; a trailing '*' matches any suffix, '/' included;
+ * ANY_VALUE matches any run within its segment.
+ */
 function matches(pattern: string, path: string): boolean {
   const glob = pattern.endsWith('*');
   const want = (glob ? pattern.slice(0, -1) : pattern).split('/');
@@ -146,7 +195,10 @@ function matches(pattern: string, path: string): boolean {
   return want.every((segment, i) => {
     const actual = have[i]!;
     if (segment === '+') return actual !== '';
-    return glob && i === want.length - 1 ? actual.startsWith(segment) : actual === segment;
+    const last = glob && i === want.length - 1;
+    if (!segment.includes(ANY_VALUE)) return last ? actual.startsWith(segment) : actual === segment;
+    // Only deny rules get here. Values never hold "*" (safeValue), so the only stars are these.
+    return globMatches(`${segment.replaceAll(ANY_VALUE, '*')}${last ? '*' : ''}`, actual);
   });
 }
 
@@ -187,11 +239,11 @@ export class PolicySet {
     const found: Match[] = [];
     for (const name of new Set(policies)) {
       for (const rule of this.rules.get(name) ?? []) {
-        const filled = fill(rule.parts, identity);
+        const filled = fill(rule, identity);
         if (filled !== undefined && matches(filled, path)) found.push(measure(rule, filled));
       }
     }
-    const denying = found.find((m) => m.rule.capabilities.includes('deny'));
+    const denying = found.find((m) => m.rule.deny);
     if (denying) return { allowed: false, capabilities: [], matchedPath: denying.rule.path };
     if (found.length === 0) return { allowed: false, capabilities: [] };
 

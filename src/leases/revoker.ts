@@ -28,8 +28,11 @@ export class Revoker {
     private readonly mounts: MountRegistry,
     private readonly policy: ReaperConfig,
     private readonly log: Logger,
-    /** Engine-level events for the audit log: revoked, revoke failed (will retry), irrevocable. */
-    private readonly onEvent: (event: { operation: string; lease_id: string; error?: string; data?: Record<string, unknown> }) => void = () => undefined,
+    /**
+     * Engine-level events for the audit log: revoked, revoke failed (will retry), irrevocable.
+     * Awaited: a revocation is reported done only once its event is recorded (or has failed to be).
+     */
+    private readonly onEvent: (event: { operation: string; lease_id: string; error?: string; data?: Record<string, unknown> }) => void | Promise<void> = () => undefined,
   ) {
     this.heartbeat = new ClaimHeartbeat(store.claims, policy.claim_ttl, log);
     this.revokedMarks = new Batcher(async (ids: string[]) => {
@@ -95,14 +98,14 @@ export class Revoker {
     if (error !== null) return this.recordFailure(lease, error, credentialDisabled);
     await this.revokedMarks.run(lease.id);
     this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
-    this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
+    await this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
     return { ok: true };
   }
 
   private async recordFailure(lease: LeaseRow, error: string, credentialDisabled: boolean): Promise<RevokeOutcome> {
     const policy = { maxAttempts: this.policy.max_attempts, backoffBaseSeconds: this.policy.backoff_base, backoffMaxSeconds: this.policy.backoff_max };
     const state = await this.store.markRevokeFailed(lease.id, error, policy, credentialDisabled);
-    this.onEvent({
+    await this.onEvent({
       operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed',
       lease_id: lease.id,
       error,

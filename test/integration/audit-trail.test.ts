@@ -1,11 +1,11 @@
-import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hmacField } from '../../src/audit/hmac.js';
-import type { AuditRecord } from '../../src/audit/record.js';
+import { MAX_RECORD_BYTES, type AuditRecord } from '../../src/audit/record.js';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
@@ -380,5 +380,186 @@ describe('fail closed', () => {
       expect(lease.state).toBe('active');
       expect(await roleExists(issued.body.data.username)).toBe(true);
     });
+  });
+});
+
+describe('what one client can make the audit log hold', () => {
+  let broker: Broker;
+  const path = join(dir, 'flood.jsonl');
+  const lines = () => readFileSync(path, 'utf8').split('\n').filter(Boolean);
+  const recordsOf = (requestId: string) => lines().map((l) => JSON.parse(l) as AuditRecord).filter((r) => r.request_id === requestId);
+  const junk = { filler: 'x'.repeat(63_000), secret_id: `sid-${randomSecret()}` };
+
+  beforeAll(async () => {
+    broker = await start(await freshStoreDatabase('audtrlz'), PREFIX, { file: { path } });
+  });
+
+  afterAll(async () => {
+    await broker?.close();
+  });
+
+  it('a request refused before authentication is recorded without its body, however big', async () => {
+    for (const token of [null, `cbt.${randomSecret()}`]) {
+      const res = await api(broker, 'PUT', 'db/creds/reader', junk, token);
+      expect(res.status).toBe(403);
+      const records = recordsOf(res.body.request_id ?? '');
+      // The error answer carries no request id; find the records by their position instead.
+      const mine = records.length ? records : lines().slice(-2).map((l) => JSON.parse(l) as AuditRecord);
+      expect(mine.map((r) => r.type)).toEqual(['request', 'response']);
+      for (const r of mine) {
+        expect(Object.keys(r.data ?? {}).filter((k) => k !== 'client_token')).toEqual([]);
+        expect(Buffer.byteLength(JSON.stringify(r))).toBeLessThan(1024);
+      }
+    }
+    expect(readFileSync(path, 'utf8')).not.toContain(junk.secret_id);
+  });
+
+  it('a hundred refused 63 KB requests add a few KB each at most, not 63', async () => {
+    const before = statSync(path).size;
+    for (let i = 0; i < 100; i++) expect((await api(broker, 'PUT', 'db/creds/reader', junk, `cbt.${randomSecret()}`)).status).toBe(403);
+    expect(statSync(path).size - before).toBeLessThan(100 * 2048);
+  });
+
+  it('a login records only its role and its JWT (HMAC’d), not the rest of the body', async () => {
+    const res = await api(broker, 'PUT', 'auth/kubernetes/login', { role: 'etl', jwt: 'not-a-jwt', ...junk }, null);
+    expect(res.status).toBe(400);
+    const request = lines().map((l) => JSON.parse(l) as AuditRecord).filter((r) => r.type === 'request' && r.path === 'auth/kubernetes/login').at(-1)!;
+    expect(request.data).toEqual({ role: 'etl', jwt: broker.auditor.hash('not-a-jwt') });
+  });
+
+  it('an authenticated request with a 57 KB body is recorded within MAX_RECORD_BYTES, marked truncated', async () => {
+    // Numbers are not hashed, so they keep their size in the record (strings shrink to an HMAC).
+    const res = await api(broker, 'PUT', 'db/creds/reader', { filler: 'x'.repeat(1000), secret_id: junk.secret_id, numbers: new Array(8000).fill(123456) }, ROOT_TOKEN);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const [request, response] = recordsOf(res.body.request_id);
+    for (const r of [request!, response!]) expect(Buffer.byteLength(JSON.stringify(r))).toBeLessThanOrEqual(MAX_RECORD_BYTES);
+    expect(request!.data).toBeUndefined();
+    expect(request!.truncated!.data_bytes).toBeGreaterThan(50_000);
+    expect(response!.lease_id).toBe(res.body.lease_id);
+    expect(readFileSync(path, 'utf8')).not.toContain(junk.secret_id);
+    expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: res.body.lease_id }, ROOT_TOKEN)).status).toBe(204);
+  });
+});
+
+const smallDisk = join(dir, 'small-disk');
+// A 64 KiB tmpfs, so the disk really fills; mounting one needs root (as in the test containers).
+const isRoot = process.getuid?.() === 0;
+if (!isRoot) console.warn('[audit-trail] not root, so no tmpfs can be mounted: the full-disk test is skipped');
+
+describe.runIf(isRoot)('on a full disk', () => {
+  beforeAll(() => {
+    mkdirSync(smallDisk, { recursive: true });
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', smallDisk], { encoding: 'utf8' });
+    if (mounted.status !== 0) throw new Error(`cannot mount a tmpfs at ${smallDisk}: ${mounted.stderr}`);
+  });
+
+  afterAll(() => {
+    spawnSync('umount', [smallDisk]);
+  });
+
+  it('the audit file holds only whole records, requests are refused, and service resumes when space returns', async () => {
+    const path = join(smallDisk, 'audit.jsonl');
+    const filler = join(smallDisk, 'filler');
+    writeFileSync(filler, Buffer.alloc(40 * 1024, 1));
+    const broker = await start(await freshStoreDatabase('audtrlf'), PREFIX, { file: { path } });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 200 && !statuses.includes(503); i++) {
+        // A body of varied size, so some record crosses a page boundary as the disk fills.
+        statuses.push((await api(broker, 'PUT', 'db/creds/reader', { filler: 'x'.repeat(100 + ((i * 37) % 900)), n: new Array(50 + i * 3).fill(1) }, ROOT_TOKEN)).status);
+      }
+      expect(statuses.at(-1)).toBe(503);
+      const again = await api(broker, 'PUT', 'db/creds/reader', {}, ROOT_TOKEN);
+      expect(again.status).toBe(503);
+      const wholeLines = (text: string) => {
+        expect(text.endsWith('\n')).toBe(true);
+        for (const line of text.slice(0, -1).split('\n')) expect(() => JSON.parse(line), line.slice(0, 80)).not.toThrow();
+      };
+      wholeLines(readFileSync(path, 'utf8'));
+
+      rmSync(filler);
+      const res = await api(broker, 'PUT', 'db/creds/reader', {}, ROOT_TOKEN);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      const text = readFileSync(path, 'utf8');
+      wholeLines(text);
+      expect(text).toContain(res.body.lease_id);
+      // Revoked here, so the file's cleanup has no roles of this test to drop.
+      expect((await api(broker, 'PUT', 'sys/leases/revoke-prefix/db/', {}, ROOT_TOKEN)).status).toBe(204);
+    } finally {
+      await broker.close();
+    }
+  });
+});
+
+describe("the reaper's revocations", () => {
+  let broker: Broker;
+  let storeDb: string;
+  const path = join(dir, 'reaper.jsonl');
+
+  beforeAll(async () => {
+    storeDb = await freshStoreDatabase('audtrlr');
+    broker = await start(storeDb, PREFIX, { file: { path }, postgres: true });
+  });
+
+  afterAll(async () => {
+    await broker?.close();
+  });
+
+  /** Issues n leases and backdates them, so the next reap finds them expired. */
+  async function expiredLeases(n: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const res = await api(broker, 'PUT', 'db/creds/reader', {}, ROOT_TOKEN);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      ids.push(res.body.lease_id);
+    }
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET expires_at = now() - interval '1 second', next_attempt_at = now() - interval '1 second' WHERE id = ANY($1)`, [ids]);
+    return ids.sort();
+  }
+
+  const revokedInFile = () =>
+    readFileSync(path, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as AuditRecord)
+      .filter((r) => r.type === 'event' && r.operation === 'revoked')
+      .map((r) => r.lease_id!);
+  const revokedInTable = async () => (await adminQuery<{ lease_id: string }>(storeDb, `SELECT lease_id FROM credbroker_audit WHERE type = 'event' AND operation = 'revoked'`)).map((r) => r.lease_id);
+
+  it('a reap of 60 expired leases in one batch has recorded 60 revoked events in every sink by the time it returns', async () => {
+    const ids = await expiredLeases(60);
+    const result = await broker.reaper.reapOnce({ limit: 500 });
+    expect(result.revoked.sort()).toEqual(ids);
+    expect(revokedInFile().filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    expect((await revokedInTable()).filter((id) => ids.includes(id)).sort()).toEqual(ids);
+  });
+
+  it('failed revocations are recorded too by the time the reap returns: revoke-failed, then irrevocable on the last attempt', async () => {
+    const ids = await expiredLeases(50);
+    // Their mount is not configured on this broker, so every revocation fails.
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET mount = 'ghost', attempts = CASE WHEN id = ANY($2) THEN 7 ELSE 0 END WHERE id = ANY($1)`, [ids, ids.slice(0, 10)]);
+    const result = await broker.reaper.reapOnce({ limit: 500 });
+    expect(result.failed.sort()).toEqual(ids);
+    const events = readFileSync(path, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as AuditRecord)
+      .filter((r) => r.type === 'event' && ids.includes(r.lease_id!));
+    expect(events.filter((e) => e.operation === 'irrevocable').map((e) => e.lease_id).sort()).toEqual(ids.slice(0, 10).sort());
+    expect(events.filter((e) => e.operation === 'revoke-failed').map((e) => e.lease_id).sort()).toEqual(ids.slice(10).sort());
+    // Back on their real mount, so they are revoked (and their roles dropped) here, not left to the file's cleanup.
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET mount = 'db', state = 'revoking', attempts = 0, next_attempt_at = now() - interval '1 second' WHERE id = ANY($1)`, [ids]);
+    expect((await broker.reaper.reapOnce({ limit: 500 })).revoked.sort()).toEqual(ids);
+  });
+
+  it('a broker that shuts down right after its reaper ran has still recorded every revocation', async () => {
+    const ids = await expiredLeases(60);
+    const tick = broker.reaper.tick();
+    await broker.close();
+    await tick;
+    expect(revokedInFile().filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    expect((await revokedInTable()).filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    const states = await adminQuery<{ state: string }>(storeDb, 'SELECT DISTINCT state FROM credbroker_leases WHERE id = ANY($1)', [ids]);
+    expect(states).toEqual([{ state: 'revoked' }]);
   });
 });

@@ -277,6 +277,31 @@ describe('kubernetes login', () => {
   });
 });
 
+describe('kubernetes claims: one source for the bound check and the metadata', () => {
+  it('a legacy token (flat claims only) is bound and described by the same namespace', async () => {
+    const { ['kubernetes.io']: _, ...rest } = kubernetesClaims();
+    const legacy = {
+      ...rest,
+      'kubernetes.io/serviceaccount/namespace': 'etl',
+      'kubernetes.io/serviceaccount/service-account.name': 'old-reader',
+      'kubernetes.io/serviceaccount/service-account.uid': SA_UID,
+    };
+    const { auth } = await loginOk(await cluster.sign(legacy));
+    expect(auth.metadata).toMatchObject({ namespace: 'etl', service_account_namespace: 'etl', service_account_name: 'old-reader', service_account_uid: SA_UID });
+  });
+
+  it('a legacy token of another namespace fails the bound check that reads /kubernetes.io/namespace', async () => {
+    const { ['kubernetes.io']: _, ...rest } = kubernetesClaims();
+    const res = await login({ role: 'etl', jwt: await cluster.sign({ ...rest, 'kubernetes.io/serviceaccount/namespace': 'admin' }) });
+    expect(res.status).toBe(400);
+    expect(res.body.errors[0]).toMatch(/claim "\/kubernetes.io\/namespace" does not match/);
+  });
+
+  it('a token with both forms agreeing logs in', async () => {
+    await loginOk(await cluster.sign({ ...kubernetesClaims(), 'kubernetes.io/serviceaccount/namespace': 'etl' }));
+  });
+});
+
 describe('jwt login with OIDC discovery', () => {
   it('a CI token logs in through the discovered JWKS; discovery is fetched once for many logins', async () => {
     const claims = { iss: ci.url, aud: 'credbroker', sub: 'repo:acme/warehouse:ref:refs/heads/main', repository: 'acme/warehouse', run_id: 4242 };
@@ -447,6 +472,29 @@ describe('refused logins: a 400 naming the reason, and no token', () => {
     expect(res.status).toBe(400);
     expect(res.body.errors[0]).toMatch(/not valid JSON/);
     expect(await tokenCount()).toBe(before);
+  });
+
+  it('a token issued in the future (iat beyond the leeway), even with a past nbf', async () => {
+    const claims = { ...kubernetesClaims(), iat: now() + 300, nbf: now() - 10, exp: now() + 900 };
+    await refused({ role: 'etl', jwt: await cluster.sign(claims) }, /error validating token: token is not yet valid \(issued in the future\)/);
+  });
+
+  it('a token whose iat is 10 s ahead is inside the leeway and logs in (control for the case above)', async () => {
+    await loginOk(await cluster.sign({ ...kubernetesClaims(), iat: now() + 10 }));
+  });
+
+  it.each([
+    ['namespace', { 'kubernetes.io/serviceaccount/namespace': 'admin' }],
+    ['service account name', { 'kubernetes.io/serviceaccount/service-account.name': 'root-ish' }],
+    ['service account uid', { 'kubernetes.io/serviceaccount/service-account.uid': 'another-uid' }],
+  ])('a Kubernetes token whose nested and legacy %s claims disagree', async (_, legacy) => {
+    await refused({ role: 'etl', jwt: await cluster.sign({ ...kubernetesClaims(), ...legacy }) }, /error validating claims: the token's Kubernetes claims disagree/);
+  });
+
+  it('a Kubernetes token whose nested namespace is not a string', async () => {
+    const claims = kubernetesClaims();
+    (claims['kubernetes.io'] as Record<string, unknown>).namespace = ['etl', 'admin'];
+    await refused({ role: 'etl', jwt: await cluster.sign(claims) }, /error validating claims: the token's Kubernetes claim "namespace" is not a string/);
   });
 
   it('an auth mount that does not exist answers 404', async () => {

@@ -27,7 +27,7 @@ beforeAll(async () => {
         type: 'postgres',
         connection_url: pgUrl(target.database),
         username_prefix: PREFIX,
-        roles: { reader: role, reader2: role, writer: role, report: role, replica: role, prefixed: role, 'alpha-x': role, 'beta-x': role },
+        roles: { reader: role, reader2: role, writer: role, report: role, replica: role, prefixed: role, alpha_x: role, beta_x: role, 'alpha-b_x': role },
       },
       dbx: {
         type: 'postgres',
@@ -41,7 +41,8 @@ beforeAll(async () => {
         etl: kubernetesRole('etl', ['etl']),
         locked: kubernetesRole('etl', ['etl', 'lockdown']),
         globs: kubernetesRole('globs', ['globs']),
-        team: kubernetesRole(['alpha', 'beta'], ['team']),
+        team: kubernetesRole(['alpha', 'beta', 'alpha-b'], ['team']),
+        fenced: kubernetesRole('etl', ['everything', 'teamfence'], { claim_mappings: { '/kubernetes.io/namespace': 'namespace', team: 'team' } }),
         capped: kubernetesRole('etl', ['capped']),
         ops: kubernetesRole('ops', ['operator']),
       }),
@@ -64,7 +65,9 @@ beforeAll(async () => {
         { path: 'db/creds/rep*', capabilities: ['read', 'update'] },
         { path: 'db/creds/report', capabilities: ['read'] },
       ],
-      team: [{ path: 'db/creds/{{identity.metadata.namespace}}-*', capabilities: ['read', 'update'] }],
+      team: [{ path: 'db/creds/{{identity.metadata.namespace}}_*', capabilities: ['read', 'update'] }],
+      everything: [{ path: 'db/creds/*', capabilities: ['read', 'update'] }],
+      teamfence: [{ path: 'db/creds/{{identity.metadata.team}}_x', capabilities: ['deny'] }],
       operator: [{ path: 'sys/leases/*', capabilities: ['sudo', 'read', 'update', 'list'] }],
       capped: [{ path: 'db/creds/reader', capabilities: ['update'], allowed_ttl: '5m' }],
     },
@@ -239,16 +242,37 @@ describe('lease ownership', () => {
 });
 
 describe('templated policy', () => {
-  it('db/creds/{{identity.metadata.namespace}}-* lets namespace alpha get alpha-x but not beta-x, and beta the reverse', async () => {
+  it('db/creds/{{identity.metadata.namespace}}_* lets namespace alpha get alpha_x but not beta_x nor alpha-b_x, and beta the reverse', async () => {
     const alpha = await loginAs('team', 'alpha', 'job');
     const beta = await loginAs('team', 'beta', 'job');
-    await issue('db/creds/alpha-x', alpha);
-    expect(await status('PUT', 'db/creds/beta-x', alpha)).toBe(403);
-    expect(await status('GET', 'db/creds/beta-x', alpha)).toBe(403);
-    await issue('db/creds/beta-x', beta);
-    expect(await status('PUT', 'db/creds/alpha-x', beta)).toBe(403);
+    await issue('db/creds/alpha_x', alpha);
+    expect(await status('PUT', 'db/creds/beta_x', alpha)).toBe(403);
+    expect(await status('GET', 'db/creds/beta_x', alpha)).toBe(403);
+    await issue('db/creds/beta_x', beta);
+    expect(await status('PUT', 'db/creds/alpha_x', beta)).toBe(403);
     expect(await status('PUT', 'db/creds/reader', alpha)).toBe(403);
-    expect((await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE id LIKE 'db/creds/beta-x/%'`))[0].n).toBe(1);
+    // The README's old `{{…}}-*` let namespace alpha read alpha-b's roles; "_" ends the value.
+    expect(await status('PUT', 'db/creds/alpha-b_x', alpha)).toBe(403);
+    await issue('db/creds/alpha-b_x', await loginAs('team', 'alpha-b', 'job'));
+    expect((await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE id LIKE 'db/creds/beta_x/%'`))[0].n).toBe(1);
+  });
+
+  it('a templated deny whose claim is an array or missing denies (fails closed); the rest of the grant stands', async () => {
+    const login = async (extra: Record<string, unknown>) => {
+      const jwt = await cluster.sign({ ...kubernetesClaims({ namespace: 'etl', serviceAccount: 'fenced' }), ...extra });
+      const res = await api(broker, 'PUT', 'auth/kubernetes/login', { role: 'fenced', jwt }, null);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      return res.body.auth.client_token as string;
+    };
+    for (const token of [await login({ team: ['alpha', 'beta'] }), await login({}), await login({ team: 'a/b' })]) {
+      expect(await status('PUT', 'db/creds/alpha_x', token)).toBe(403);
+      expect(await status('PUT', 'db/creds/beta_x', token)).toBe(403);
+      await issue('db/creds/reader', token);
+    }
+    // Resolved, the deny takes only its own path.
+    const alphaFenced = await login({ team: 'alpha' });
+    expect(await status('PUT', 'db/creds/alpha_x', alphaFenced)).toBe(403);
+    await issue('db/creds/beta_x', alphaFenced);
   });
 });
 

@@ -1,9 +1,10 @@
 import { createHmac } from 'node:crypto';
 import { Writable } from 'node:stream';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AuditUnavailable, Auditor, auditConfigSchema, createAuditor } from '../../src/audit/auditor.js';
 import { hmacField } from '../../src/audit/hmac.js';
-import { scrubRecord, type AuditRecord } from '../../src/audit/record.js';
+import { MAX_DEPTH, MAX_RECORD_BYTES, TOO_DEEP, capRecord, scrubRecord, type AuditRecord } from '../../src/audit/record.js';
 import type { AuditSink } from '../../src/audit/sinks.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
@@ -70,7 +71,7 @@ describe('hmacField', () => {
 });
 
 describe('scrubRecord', () => {
-  it('replaces each secret-bearing field of data by its HMAC and leaves the rest as it was', () => {
+  it('replaces each string of data by its HMAC, except non-secret fields, and leaves numbers as they were', () => {
     const out = scrubRecord(
       record({ username: 'v-reader-abc', password: 'pw-1', access_key: 'AKIAEXAMPLE', secret_key: 'sk-1', session_token: 'st-1', ttl: 3600 }),
       KEY,
@@ -85,33 +86,70 @@ describe('scrubRecord', () => {
     });
   });
 
-  it('finds every listed key at any depth, whatever its case, inside objects and arrays of objects', () => {
+  it('hashes every string at any depth, inside objects and arrays, unless its key is a known non-secret one', () => {
     const out = scrubRecord(
       record({
-        auth: { client_token: 'ct-1', Token: 't-1', policies: ['root'] },
-        keys: [{ name: 'a', PRIVATE_KEY: 'pk-1' }, { name: 'b', nested: { jwt: 'jwt-1', Secret: 's-1', secret_access_key: 'sak-1' } }],
+        auth: { client_token: 'ct-1', Token: 't-1', policies: ['root'], accessor: 'acc-1' },
+        keys: [{ name: 'a', PRIVATE_KEY: 'pk-1' }, { name: 'b', nested: { secret_id: 'sid-1', api_key: 'ak-1', LeaseId: 'db/creds/r/x' } }],
       }),
       KEY,
     );
     expect(out.data).toEqual({
-      auth: { client_token: hmac('ct-1'), Token: hmac('t-1'), policies: ['root'] },
-      keys: [{ name: 'a', PRIVATE_KEY: hmac('pk-1') }, { name: 'b', nested: { jwt: hmac('jwt-1'), Secret: hmac('s-1'), secret_access_key: hmac('sak-1') } }],
+      auth: { client_token: hmac('ct-1'), Token: hmac('t-1'), policies: ['root'], accessor: 'acc-1' },
+      keys: [{ name: hmac('a'), PRIVATE_KEY: hmac('pk-1') }, { name: hmac('b'), nested: { secret_id: hmac('sid-1'), api_key: hmac('ak-1'), LeaseId: 'db/creds/r/x' } }],
     });
   });
 
-  it("matches AWS's camel-case spellings of the same keys", () => {
+  it("keeps AWS's camel-case spelling of a non-secret key, and hashes its secrets", () => {
     const out = scrubRecord(record({ SecretAccessKey: 'sak-2', sessionToken: 'st-2', AccessKeyId: 'AKIA2' }), KEY);
     expect(out.data).toEqual({ SecretAccessKey: hmac('sak-2'), sessionToken: hmac('st-2'), AccessKeyId: 'AKIA2' });
   });
 
-  it('hashes each string of an array under a secret key, and stringifies non-string secrets first', () => {
-    const out = scrubRecord(record({ token: ['t-a', 't-b', 7], password: 12345, secret: { inner: 'x' }, jwt: null }), KEY);
-    expect(out.data).toEqual({
-      token: [hmac('t-a'), hmac('t-b'), hmac('7')],
-      password: hmac('12345'),
-      secret: hmac('{"inner":"x"}'),
-      jwt: null,
-    });
+  it('hashes each string of an array; numbers, booleans and null stay', () => {
+    const out = scrubRecord(record({ token: ['t-a', 't-b', 7], password: 12345, secret: { inner: 'x' }, jwt: null, renewable: true }), KEY);
+    expect(out.data).toEqual({ token: [hmac('t-a'), hmac('t-b'), 7], password: 12345, secret: { inner: hmac('x') }, jwt: null, renewable: true });
+  });
+
+  it.each(['secret_id', 'api_key', 'passphrase', 'credentials', 'client_secret', 'role_id', 'private_token', 'x'])('hashes a %s, which no list of secret names foresaw', (k) => {
+    const out = scrubRecord(record({ [k]: 'plaintext-value-1', nested: { [k]: ['plaintext-value-2'] } }), KEY);
+    expect(JSON.stringify(out)).not.toContain('plaintext-value');
+  });
+
+  it('no string of a key outside the non-secret list reaches the record, whatever the keys and nesting (fuzzed)', () => {
+    const nonSecret = new Set(['id', 'leaseid', 'requestid', 'leaseduration', 'renewable', 'ttl', 'increment', 'role', 'path', 'prefix', 'mount', 'username', 'accesskey', 'accesskeyid', 'accessor', 'policies', 'tokenpolicies', 'warnings', 'errors', 'reason', 'state', 'issuetime', 'expiretime', 'lastrenewal', 'issuedbefore']);
+    const key = fc.string({ minLength: 1, maxLength: 12 }).filter((k) => !nonSecret.has(k.toLowerCase().replace(/[_-]/g, '')));
+    const value = fc.string({ minLength: 16, maxLength: 40 });
+    const tree = fc.letrec((tie) => ({
+      node: fc.oneof({ depthSize: 'small' }, value, fc.array(tie('node'), { maxLength: 4 }), fc.dictionary(key, tie('node'), { maxKeys: 5 })),
+    })).node;
+    fc.assert(
+      fc.property(fc.dictionary(key, tree, { maxKeys: 6 }), (data) => {
+        const strings: string[] = [];
+        const walk = (v: unknown): void => {
+          if (typeof v === 'string') strings.push(v);
+          else if (v && typeof v === 'object') Object.values(v).forEach(walk);
+        };
+        walk(data);
+        const line = JSON.stringify(scrubRecord(record(data as Record<string, unknown>), KEY));
+        for (const s of strings) expect(line).not.toContain(JSON.stringify(s).slice(1, -1));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a body nested 5,000 deep is scrubbed without overflowing the stack, cut at MAX_DEPTH with a marker', () => {
+    let deep: Record<string, unknown> = { password: 'deep-secret-value' };
+    for (let i = 0; i < 5000; i++) deep = { a: deep };
+    const nested = [] as unknown[];
+    let cursor = nested;
+    for (let i = 0; i < 100_000; i++) cursor.push((cursor = []));
+    const out = scrubRecord(record({ deep, nested }), KEY);
+    const line = JSON.stringify(out);
+    expect(line).not.toContain('deep-secret-value');
+    expect(line).toContain(TOO_DEEP);
+    let depth = 0;
+    for (let v: any = out.data!.deep; v && typeof v === 'object'; v = v.a) depth++;
+    expect(depth).toBeLessThanOrEqual(MAX_DEPTH);
   });
 
   it('leaves the fields outside data alone', () => {
@@ -152,6 +190,42 @@ describe('scrubRecord', () => {
     expect((out.data as any).nested.keep).not.toBe((input.data as any).nested.keep);
     expect(out.identity).not.toBe(input.identity);
     expect(out.identity!.metadata).not.toBe(input.identity!.metadata);
+  });
+});
+
+describe('capRecord', () => {
+  const size = (r: AuditRecord) => Buffer.byteLength(JSON.stringify(r));
+
+  it('leaves a record under the cap as it is', () => {
+    const r = record({ password: hmac('x') });
+    expect(capRecord(r)).toBe(r);
+  });
+
+  it('drops a data field that would take the record over the cap, and says how big it was', () => {
+    const out = capRecord(record({ junk: 'x'.repeat(63_000) }));
+    expect(size(out)).toBeLessThanOrEqual(MAX_RECORD_BYTES);
+    expect(out.data).toBeUndefined();
+    expect(out.truncated!.data_bytes).toBeGreaterThan(63_000);
+    expect(out.request_id).toBe('req-1');
+  });
+
+  it('cuts long strings outside data too (a 60 KB path, a huge claim in the metadata), naming them', () => {
+    const out = capRecord(record({}, { path: 'p'.repeat(60_000), identity: { name: 'n'.repeat(30_000), auth_mount: 'k8s', metadata: { ns: 'm'.repeat(30_000) } } }));
+    expect(size(out)).toBeLessThanOrEqual(MAX_RECORD_BYTES);
+    expect(out.truncated!.fields).toEqual(expect.arrayContaining(['path', 'identity.name', 'identity.metadata']));
+    expect(out.path).toMatch(/^p+…\[truncated\]$/);
+  });
+
+  it('every record the Auditor hands a sink fits the cap, whatever the sizes (fuzzed)', async () => {
+    const sink = new MemorySink();
+    const auditor = new Auditor([sink], KEY, capturingLogger().log);
+    await fc.assert(
+      fc.asyncProperty(fc.nat(70_000), fc.nat(70_000), fc.nat(20_000), async (dataLen, pathLen, nameLen) => {
+        await auditor.record(record({ body: 'b'.repeat(dataLen) }, { path: 'p'.repeat(pathLen), identity: { name: 'n'.repeat(nameLen), auth_mount: 'token' } }));
+        expect(size(sink.lines.at(-1)!)).toBeLessThanOrEqual(MAX_RECORD_BYTES);
+      }),
+      { numRuns: 50 },
+    );
   });
 });
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { PolicySet, policyConfigSchema, type Capability, type IdentityForTemplates } from '../../src/auth/policy.js';
 import { formatIssues } from '../../src/config/load.js';
 
@@ -138,15 +139,15 @@ describe('policy names', () => {
 
 describe('templated rule paths', () => {
   const set = policySet({
-    team: [{ path: 'warehouse/creds/{{identity.metadata.namespace}}-*', capabilities: ['read'] }],
+    team: [{ path: 'warehouse/creds/{{identity.metadata.namespace}}_*', capabilities: ['read'] }],
     own: [{ path: 'sys/leases/lookup/{{identity.name}}', capabilities: ['list'] }],
   });
   const team = (namespace: string) => ({ name: 'ci', metadata: { namespace } });
 
   it('identity.metadata.namespace matches only that team\'s path', () => {
-    expect(set.allows(['team'], ETL, 'read', team('etl'))).toBe(true);
-    expect(set.allows(['team'], 'warehouse/creds/bi-reader', 'read', team('etl'))).toBe(false);
-    expect(set.allows(['team'], 'warehouse/creds/bi-reader', 'read', team('bi'))).toBe(true);
+    expect(set.allows(['team'], 'warehouse/creds/etl_reader', 'read', team('etl'))).toBe(true);
+    expect(set.allows(['team'], 'warehouse/creds/bi_reader', 'read', team('etl'))).toBe(false);
+    expect(set.allows(['team'], 'warehouse/creds/bi_reader', 'read', team('bi'))).toBe(true);
   });
 
   it('identity.name is filled too', () => {
@@ -162,17 +163,17 @@ describe('templated rule paths', () => {
     ['a "+"', '+'],
     ['nothing', ''],
   ])('a value containing %s never matches', (_, namespace) => {
-    for (const path of [ETL, 'warehouse/creds/bi-reader', `warehouse/creds/${namespace}-reader`, 'warehouse/creds/x/creds/bi-reader']) {
+    for (const path of ['warehouse/creds/etl_reader', ETL, 'warehouse/creds/bi_reader', `warehouse/creds/${namespace}_reader`, 'warehouse/creds/x/creds/bi_reader']) {
       expect(set.evaluate(['team'], path, team(namespace)).allowed).toBe(false);
     }
   });
 
   it('a rule whose template names a missing key never matches, even one on the prototype', () => {
-    const keyed = policySet({ p: [{ path: 'warehouse/creds/{{identity.metadata.constructor}}*', capabilities: ['read'] }] });
+    const keyed = policySet({ p: [{ path: 'warehouse/creds/{{identity.metadata.constructor}}_*', capabilities: ['read'] }] });
     expect(keyed.allows(['p'], ETL, 'read', { name: 'ci', metadata: {} })).toBe(false);
-    expect(keyed.allows(['p'], 'warehouse/creds/function Object() { [native code] }', 'read', { name: 'ci', metadata: {} })).toBe(false);
-    expect(set.allows(['team'], ETL, 'read', { name: 'ci', metadata: {} })).toBe(false);
-    expect(set.allows(['team'], ETL, 'read', { name: 'ci', metadata: Object.create({ namespace: 'etl' }) as Record<string, string> })).toBe(false);
+    expect(keyed.allows(['p'], 'warehouse/creds/function Object() { [native code] }_x', 'read', { name: 'ci', metadata: {} })).toBe(false);
+    expect(set.allows(['team'], 'warehouse/creds/etl_reader', 'read', { name: 'ci', metadata: {} })).toBe(false);
+    expect(set.allows(['team'], 'warehouse/creds/etl_reader', 'read', { name: 'ci', metadata: Object.create({ namespace: 'etl' }) as Record<string, string> })).toBe(false);
   });
 });
 
@@ -212,6 +213,7 @@ describe('policy config validation', () => {
     ['an empty path', rule({ path: '' }), /^policies\.etl\.0\.path: /],
     ['a path over 512 characters', rule({ path: 'a'.repeat(513) }), /^policies\.etl\.0\.path: /],
     ['a leading "/"', rule({ path: `/${ETL}` }), /^policies\.etl\.0\.path: must not start with "\/"/],
+    ['a control character', rule({ path: 'warehouse/creds/\u0000x' }), /^policies\.etl\.0\.path: must not contain control characters/],
     ['a "*" before the end', rule({ path: 'warehouse/*/etl' }), /^policies\.etl\.0\.path: "\*" is only allowed at the very end/],
     ['a "+" inside a segment', rule({ path: 'warehouse/cred+/etl' }), /^policies\.etl\.0\.path: "\+" must be a whole path segment/],
     ['an unknown template', rule({ path: 'warehouse/creds/{{identity.entity.id}}' }), /^policies\.etl\.0\.path: unknown template "\{\{identity\.entity\.id\}\}"/],
@@ -220,5 +222,105 @@ describe('policy config validation', () => {
     ['a zero allowed_ttl', rule({ allowed_ttl: 0 }), /^policies\.etl\.0\.allowed_ttl: must be at least 1 second/],
   ])('refuses %s, naming the key', (_, config, expected) => {
     expect(problems(config)).toMatch(expected);
+  });
+});
+
+describe('templates that are safe by construction', () => {
+  const problems = (path: string) => {
+    const result = policyConfigSchema.safeParse({ p: [{ path, capabilities: ['read'] }] });
+    return result.success ? '' : formatIssues(result.error.issues, ['policies']);
+  };
+
+  it.each([
+    ['a template followed by "-" and a glob (the old README example)', 'warehouse/creds/{{identity.metadata.namespace}}-*'],
+    ['a template followed directly by a glob', 'warehouse/creds/{{identity.metadata.namespace}}*'],
+    ['two templates in one segment with nothing between them', 'warehouse/creds/{{identity.metadata.a}}{{identity.metadata.b}}'],
+    ['two templates in one segment split by "-"', 'warehouse/creds/{{identity.metadata.a}}-{{identity.name}}'],
+  ])('refuses %s at load, naming the fix', (_, path) => {
+    expect(problems(path)).toMatch(/^policies\.p\.0\.path: .*must end its path segment or be followed by one of/);
+  });
+
+  it.each([
+    'warehouse/creds/{{identity.metadata.namespace}}_*',
+    'warehouse/{{identity.metadata.namespace}}/*',
+    'warehouse/creds/{{identity.metadata.namespace}}',
+    'warehouse/creds/{{identity.metadata.namespace}}-reader',
+    'warehouse/creds/ns-{{identity.metadata.namespace}}',
+    'warehouse/creds/{{identity.metadata.a}}_{{identity.metadata.b}}-x',
+  ])('accepts %s', (path) => {
+    expect(problems(path)).toBe('');
+  });
+
+  const team = policySet({ team: [{ path: 'warehouse/creds/{{identity.metadata.namespace}}_*', capabilities: ['read'] }] });
+  const ns = (namespace: string) => ({ name: 'ci', metadata: { namespace } });
+
+  it("namespace team-a cannot read team-a-b's roles, and each reads its own", () => {
+    expect(team.allows(['team'], 'warehouse/creds/team-a_reader', 'read', ns('team-a'))).toBe(true);
+    expect(team.allows(['team'], 'warehouse/creds/team-a-b_reader', 'read', ns('team-a-b'))).toBe(true);
+    expect(team.allows(['team'], 'warehouse/creds/team-a-b_reader', 'read', ns('team-a'))).toBe(false);
+    expect(team.allows(['team'], 'warehouse/creds/team-a_reader', 'read', ns('team-a-b'))).toBe(false);
+  });
+
+  it('a value containing the separator that follows its template fills nothing', () => {
+    expect(team.allows(['team'], 'warehouse/creds/team_a_reader', 'read', ns('team'))).toBe(true);
+    expect(team.allows(['team'], 'warehouse/creds/team_a_reader', 'read', ns('team_a'))).toBe(false);
+    expect(team.allows(['team'], 'warehouse/creds/team_a_x', 'read', ns('team_a'))).toBe(false);
+  });
+
+  it('distinct identities never share a path granted by one templated rule (any values, any paths)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.', '/') }), fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.') }), fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.') }), (suffix, v1, v2) => {
+        fc.pre(v1 !== v2);
+        for (const rulePath of ['w/c/{{identity.metadata.namespace}}_*', 'w/{{identity.metadata.namespace}}/*', 'w/c/x.{{identity.metadata.namespace}}', 'w/c/{{identity.metadata.namespace}}.{{identity.name}}-r']) {
+          const set = policySet({ p: [{ path: rulePath, capabilities: ['read'] }] });
+          const path = `w/c/${v1}_${suffix}`;
+          const paths = [path, `w/${v1}/${suffix}`, `w/c/x.${v1}`, `w/c/${v1}.${suffix}-r`];
+          for (const p of paths) {
+            const a = set.allows(['p'], p, 'read', { name: suffix, metadata: { namespace: v1 } });
+            const b = set.allows(['p'], p, 'read', { name: suffix, metadata: { namespace: v2 } });
+            expect(a && b).toBe(false);
+          }
+        }
+      }),
+    );
+  });
+});
+
+describe('a templated deny fails closed', () => {
+  const fenced = policySet({
+    fence: [{ path: 'warehouse/creds/{{identity.metadata.namespace}}_admin', capabilities: ['deny'] }],
+    all: [{ path: 'warehouse/creds/*', capabilities: ['read'] }],
+    own: [{ path: 'warehouse/{{identity.metadata.team}}/+', capabilities: ['read'] }],
+    own_fence: [{ path: 'warehouse/{{identity.metadata.team}}/secret', capabilities: ['deny'] }],
+  });
+
+  it.each([
+    ['missing', {}],
+    ['empty', { namespace: '' }],
+    ['containing "/"', { namespace: 'a/b' }],
+    ['containing "*"', { namespace: '*' }],
+    ['containing the separator', { namespace: 'etl_x' }],
+  ])('a deny whose value is %s denies every path the rule could name', (_, metadata) => {
+    const who = { name: 'ci', metadata: metadata as Record<string, string> };
+    expect(fenced.allows(['fence', 'all'], 'warehouse/creds/etl_admin', 'read', who)).toBe(false);
+    expect(fenced.allows(['fence', 'all'], 'warehouse/creds/bi_admin', 'read', who)).toBe(false);
+    // Paths the rule can never name stay granted.
+    expect(fenced.allows(['fence', 'all'], 'warehouse/creds/etl_reader', 'read', who)).toBe(true);
+  });
+
+  it('a resolvable deny denies only its own path', () => {
+    const who = { name: 'ci', metadata: { namespace: 'etl' } };
+    expect(fenced.allows(['fence', 'all'], 'warehouse/creds/etl_admin', 'read', who)).toBe(false);
+    expect(fenced.allows(['fence', 'all'], 'warehouse/creds/bi_admin', 'read', who)).toBe(true);
+  });
+
+  it('an unresolvable allow grants nothing, while its deny twin still denies', () => {
+    const nobody = { name: 'ci', metadata: {} };
+    expect(fenced.allows(['own'], 'warehouse/etl/reader', 'read', nobody)).toBe(false);
+    expect(fenced.allows(['own'], 'warehouse/etl/reader', 'read', { name: 'ci', metadata: { team: 'etl' } })).toBe(true);
+    expect(fenced.allows(['own', 'own_fence'], 'warehouse/etl/secret', 'read', { name: 'ci', metadata: { team: 'etl' } })).toBe(false);
+    const wide = policySet({ any: [{ path: 'warehouse/*', capabilities: ['read'] }], own_fence: [{ path: 'warehouse/{{identity.metadata.team}}/secret', capabilities: ['deny'] }] });
+    expect(wide.allows(['any', 'own_fence'], 'warehouse/bi/secret', 'read', nobody)).toBe(false);
+    expect(wide.allows(['any', 'own_fence'], 'warehouse/bi/other', 'read', nobody)).toBe(true);
   });
 });
