@@ -44,14 +44,27 @@ export async function freshTargetDatabase(prefix: string): Promise<{ database: s
   return { database, group, table: 'public.items' };
 }
 
-/** Roles are cluster-wide: each test file names its roles with its own prefix and drops them after. */
+/**
+ * Roles are cluster-wide: each test file names its roles with its own prefix and drops them after.
+ * Only the databases where those roles own objects or hold grants are visited (pg_shdepend), all
+ * roles at once in each, so cleaning up hundreds of leftover roles stays within a hook's timeout.
+ */
 export async function dropRolesWithPrefix(prefix: string): Promise<void> {
-  const roles = await adminQuery<{ rolname: string }>('postgres', `SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${prefix}\\_%`]);
-  for (const { rolname } of roles) {
-    for (const db of await adminQuery<{ datname: string }>('postgres', `SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'`)) {
-      await adminQuery(db.datname, `DROP OWNED BY ${pg.escapeIdentifier(rolname)}`).catch(() => undefined);
-    }
-    await adminQuery('postgres', `DROP ROLE IF EXISTS ${pg.escapeIdentifier(rolname)}`).catch(() => undefined);
+  const roles = (await adminQuery<{ rolname: string }>('postgres', `SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${prefix}\\_%`])).map((r) => r.rolname);
+  for (let i = 0; i < roles.length; i += 500) {
+    const chunk = roles.slice(i, i + 500);
+    const names = chunk.map((r) => pg.escapeIdentifier(r)).join(', ');
+    const databases = await adminQuery<{ datname: string }>(
+      'postgres',
+      `SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid
+        WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid IN (SELECT oid FROM pg_roles WHERE rolname = ANY($1))`,
+      [chunk],
+    );
+    for (const { datname } of databases) await adminQuery(datname, `DROP OWNED BY ${names}`).catch(() => undefined);
+    await adminQuery('postgres', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)', [chunk]);
+    await adminQuery('postgres', `DROP ROLE IF EXISTS ${names}`).catch(async () => {
+      for (const role of chunk) await adminQuery('postgres', `DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => undefined);
+    });
   }
 }
 
