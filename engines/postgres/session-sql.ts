@@ -32,14 +32,18 @@ function waitForExit(where: string, what: string): string {
 
 /**
  * One round trip that takes a login's power away, in the only safe order:
- *   1. end a still-running issuer of this role (a crashed broker's transaction), and wait;
+ *   1. if the role does not exist yet, a broker killed mid-issue may have left its transaction
+ *      running on the target: that issuer is ended (and waited for) before the role is looked for
+ *      again, so it cannot be created after this revoke. (A role that exists has no issuer left:
+ *      the tag ends with the issuing transaction's commit.)
  *   2. NOLOGIN and VALID UNTIL in the past, committed, so no new session can start;
- *   3. terminate every session of the role in every database, and confirm they are gone
- *      (else SQLSTATE 55006, and steps 1-2 stay committed);
- *   4. with `drop`, DROP ROLE unless it owns objects or holds privileges, then end any session
- *      that slipped in while its login was being checked.
+ *   3. every session of the role in every database is terminated, and the revoke waits until
+ *      none is left (else SQLSTATE 55006, and steps 1-2 stay committed);
+ *   4. with `drop`, DROP ROLE unless it owns objects or holds privileges.
  * The last statement answers `remains`: whether the role still exists (it owns something, or
- * `drop` was not asked), so cleanup is left to do. A role that does not exist is revoked already.
+ * `drop` was not asked), so cleanup is left to do. A role that never existed is revoked already.
+ * A session that passed its login check just before step 2 and was not yet visible in step 3 is
+ * ended by the sweep of sessions whose role is gone (TERMINATE_ORPHAN_SESSIONS), once per batch.
  * Failing statements are avoided on the common paths on purpose: an error costs the server far
  * more than a catalog lookup (it is logged with the whole statement).
  */
@@ -51,11 +55,16 @@ export function disableAndEndSessionsSql(username: string, opts: { drop: boolean
 DECLARE
   n bigint := 0;
 BEGIN
-  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ${tag} AND pid <> pg_backend_pid();
-  ${waitForExit(`application_name = ${tag}`, 'issuing transaction(s) of this role')}
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}) THEN
-    ALTER ROLE ${ident} NOLOGIN VALID UNTIL 'epoch';
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}) THEN
+    SELECT count(pg_terminate_backend(pid)) INTO n FROM pg_stat_activity WHERE application_name = ${tag} AND pid <> pg_backend_pid();
+    IF n > 0 THEN
+      ${waitForExit(`application_name = ${tag}`, 'issuing transaction(s) of this role')}
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}) THEN
+      RETURN;
+    END IF;
   END IF;
+  ALTER ROLE ${ident} NOLOGIN VALID UNTIL 'epoch';
 END`;
   const endSessions = `
 DECLARE
@@ -66,8 +75,10 @@ BEGIN
   IF r IS NULL THEN
     RETURN;
   END IF;
-  PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = r AND pid <> pg_backend_pid();
-  ${waitForExit('usesysid = r', `session(s) of role ${username}`)}
+  SELECT count(pg_terminate_backend(pid)) INTO n FROM pg_stat_activity WHERE usesysid = r AND pid <> pg_backend_pid();
+  IF n > 0 THEN
+    ${waitForExit('usesysid = r', `session(s) of role ${username}`)}
+  END IF;
   ${opts.drop ? dropUnlessDependent(ident) : ''}
 END`;
   return [`DO ${escapeLiteral(disable)}`, 'COMMIT', `DO ${escapeLiteral(endSessions)}`, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}) AS remains`].join(';\n');
@@ -76,7 +87,6 @@ END`;
 function dropUnlessDependent(ident: string): string {
   return `IF NOT EXISTS (SELECT 1 FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass AND refobjid = r) THEN
     DROP ROLE IF EXISTS ${ident};
-    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = r;
   END IF;`;
 }
 
