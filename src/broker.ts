@@ -111,6 +111,9 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const { port } = server.address() as AddressInfo;
 
   const task = opts.reaper === false ? null : cron.schedule(config.reaper.schedule, () => reaper.tick(), { name: 'reaper', noOverlap: true });
+  // A replica (re)started after a crash takes up the backlog now, not at the schedule's next
+  // boundary: under a crash loop that wait would add up to a whole period to every revocation.
+  if (task) void reaper.tick();
   const tokenTask =
     opts.reaper === false
       ? null

@@ -181,6 +181,34 @@ describe('expiry on the real reaper timer', () => {
   });
 });
 
+describe('a broker starting with its reaper', () => {
+  it('revokes what is already due at once, without waiting for its first scheduled tick', async () => {
+    // Left by a replica that died: an expired lease nobody revoked.
+    const { leaseId, data } = await issue('reader');
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET expires_at = now() - interval '1 second', next_attempt_at = now() - interval '1 second' WHERE id = $1`, [leaseId]);
+    // A schedule that never fires during the test: only a tick at start can revoke it.
+    const started = await startTestBroker({
+      storeDatabase: storeDb,
+      targetDatabase: target.database,
+      prefix: PREFIX,
+      roles: roles(),
+      scheduleReaper: true,
+      reaper: { pending_grace: 30, schedule: '0 0 0 1 1 *' },
+    });
+    try {
+      const deadline = Date.now() + 3000;
+      while ((await leaseRow(leaseId)).state !== 'revoked') {
+        if (Date.now() > deadline) throw new Error('the expired lease was not revoked within 3 s of the broker starting');
+        await sleep(20);
+      }
+      expect(await roleExists(data.username)).toBe(false);
+      expect((await leaseRow(leaseId)).revoke_reason).toBe('expired');
+    } finally {
+      await started.close();
+    }
+  });
+});
+
 describe('renew', () => {
   it('moves rolvaliduntil and the lookup expire_time to the new expiry', async () => {
     const { leaseId, data } = await issue('reader');
