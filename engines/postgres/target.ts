@@ -16,6 +16,7 @@ const { escapeIdentifier, escapeLiteral } = pg;
 /** SQLSTATEs we branch on. */
 const TUPLE_CONCURRENTLY_UPDATED = 'XX000'; // concurrent GRANTs on one object (hashicorp/vault#1857)
 const DEPENDENT_OBJECTS_STILL_EXIST = '2BP01';
+const UNDEFINED_OBJECT = '42704';
 const RETRYABLE = new Set([TUPLE_CONCURRENTLY_UPDATED, '40001', '40P01']);
 const MAX_STATEMENT_ATTEMPTS = 8;
 /** Most roles cleaned up in one transaction. */
@@ -236,7 +237,12 @@ export class PostgresTarget implements Target<PostgresRole> {
   async revoke(req: RevokeRequest): Promise<void> {
     const handle = req.handle as PostgresHandle;
     const statements = handle.revocation_statements as string[] | undefined;
-    const results = (await this.pool.query(disableAndEndSessionsSql(handle.username, { drop: !statements }))) as unknown as pg.QueryResult<{ remains: boolean }>[];
+    const disable = (expectRole: boolean) =>
+      this.pool.query(disableAndEndSessionsSql(handle.username, { drop: !statements, expectRole })) as unknown as Promise<pg.QueryResult<{ remains: boolean }>[]>;
+    const results = await disable(true).catch((err) => {
+      if (sqlstate(err) !== UNDEFINED_OBJECT) throw err;
+      return disable(false); // revoked already, or its issue still running: that path ends it first
+    });
     if (!results.at(-1)!.rows[0]!.remains) return;
     await this.cleanUp(statements ? 'statements' : 'owned', handle);
   }
