@@ -19,6 +19,7 @@ import { ListenFailed } from './errors.js';
 import { MountRegistry } from './mounts.js';
 import { migrate } from './store/migrate.js';
 import { createStorePool } from './store/pool.js';
+import { ProcessLock } from './store/process-lock.js';
 import { VERSION } from './version.js';
 
 export interface Broker {
@@ -63,18 +64,21 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const { log } = opts;
   const pool: pg.Pool = createStorePool(config.store.url, config.store.max_connections, log, config.store.query_timeout * 1000);
   let mounts: MountRegistry | undefined;
+  const processLock = new ProcessLock(config.store.url, log);
   try {
     // Migrations run unbounded, on a connection of their own: they may wait for another replica's.
     const migrations = createStorePool(config.store.url, 1, log);
     const applied = await migrate(migrations).finally(() => migrations.end());
     if (applied.length) log.info({ applied }, 'migrations applied');
+    await processLock.acquire();
     mounts = await MountRegistry.connect(config, log);
   } catch (err) {
+    await processLock.close();
     await pool.end().catch(() => undefined);
     throw err;
   }
 
-  const store = new LeaseStore(pool);
+  const store = new LeaseStore(pool, () => processLock.holder());
   const auditor = createAuditor(config.audit, { storePool: pool, log });
   const revoker = new Revoker(store, mounts, config.reaper, log, (event) => auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }));
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout);
@@ -105,6 +109,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     // Nothing may stay open behind a failed start: a caller that exits must be able to.
     await mounts.close().catch(() => undefined);
     await auditor.close().catch(() => undefined);
+    await processLock.close();
     await pool.end().catch(() => undefined);
     throw err;
   }
@@ -134,6 +139,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       await reaper.stop();
       await mounts!.close();
       await auditor.close();
+      await processLock.close();
       await pool.end();
     })());
 

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { storeQuery } from '../store/pool.js';
+import { PROCESS_LOCK_CLASS } from '../store/process-lock.js';
 import type { LeaseRow, RevokeReason } from './lease-store.js';
 import { prefixUpperBound } from './lease-store.js';
 
@@ -15,7 +16,11 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * dies stops renewing, so its leases are due again within one TTL, on any replica.
  */
 export class LeaseClaims {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(
+    private readonly pool: pg.Pool,
+    /** This process's lock key (src/store/process-lock.ts), recorded on its claims; null: none held. */
+    private readonly holder: () => number | null = () => null,
+  ) {}
 
   private query<R extends pg.QueryResultRow>(sql: string, params: unknown[], opts?: { timeoutMs?: number }) {
     return storeQuery<R>(this.pool, sql, params, opts);
@@ -30,12 +35,12 @@ export class LeaseClaims {
   async claim(id: string, reason: RevokeReason, ttlSeconds: number, opts: { takeOver?: boolean } = {}): Promise<LeaseRow | null> {
     const { rows } = await this.query<LeaseRow>(
       `UPDATE credbroker_leases
-          SET state = 'revoking', revoke_reason = $2,
+          SET state = 'revoking', revoke_reason = $2, claimed_by = $5,
               claimed_until = now() + make_interval(secs => $3), next_attempt_at = now() + make_interval(secs => $3)
         WHERE id = $1 AND state <> 'revoked'
           AND ($4 OR state <> 'revoking' OR claimed_until IS NULL OR claimed_until <= now())
         RETURNING *`,
-      [id, reason, ttlSeconds, opts.takeOver ?? false],
+      [id, reason, ttlSeconds, opts.takeOver ?? false, this.holder()],
     );
     return rows[0] ?? null;
   }
@@ -73,14 +78,14 @@ export class LeaseClaims {
   ): Promise<LeaseRow[]> {
     const { rows } = await this.query<LeaseRow>(
       `UPDATE credbroker_leases
-          SET state = 'revoking', revoke_reason = $4,
+          SET state = 'revoking', revoke_reason = $4, claimed_by = $8,
               claimed_until = now() + make_interval(secs => $5), next_attempt_at = now() + make_interval(secs => $5)
         WHERE id IN (SELECT id FROM credbroker_leases
                       WHERE id > $1 AND id < $2 AND state <> 'revoked' AND ($6::timestamptz IS NULL OR issued_at < $6)
                         AND ($7 OR state <> 'revoking' OR claimed_until IS NULL OR claimed_until <= now())
                       ORDER BY id LIMIT $3 FOR UPDATE)
         RETURNING *`,
-      [after, prefixUpperBound(prefix), limit, reason, ttlSeconds, opts.issuedBefore ?? null, opts.takeOver ?? false],
+      [after, prefixUpperBound(prefix), limit, reason, ttlSeconds, opts.issuedBefore ?? null, opts.takeOver ?? false, this.holder()],
     );
     return rows.sort((a, b) => (a.id < b.id ? -1 : 1));
   }
@@ -122,6 +127,7 @@ export class LeaseClaims {
       `UPDATE credbroker_leases l
           SET state = 'revoking',
               revoke_reason = COALESCE(l.revoke_reason, CASE l.state WHEN 'pending' THEN 'cleanup' ELSE 'expired' END),
+              claimed_by = $3,
               claimed_until = now() + make_interval(secs => $2),
               next_attempt_at = now() + make_interval(secs => $2)
         WHERE l.id IN (SELECT id FROM credbroker_leases
@@ -130,7 +136,7 @@ export class LeaseClaims {
                         LIMIT $1
                         FOR UPDATE SKIP LOCKED)
         RETURNING l.*`,
-      [limit, ttlSeconds],
+      [limit, ttlSeconds, this.holder()],
     );
     return rows;
   }
@@ -139,15 +145,34 @@ export class LeaseClaims {
   async claimAccessorPage(accessor: string, limit: number, ttlSeconds: number): Promise<LeaseRow[]> {
     const { rows } = await this.query<LeaseRow>(
       `UPDATE credbroker_leases
-          SET state = 'revoking', revoke_reason = 'revoked',
+          SET state = 'revoking', revoke_reason = 'revoked', claimed_by = $4,
               claimed_until = now() + make_interval(secs => $3), next_attempt_at = now() + make_interval(secs => $3)
         WHERE id IN (SELECT id FROM credbroker_leases
                       WHERE token_accessor = $1 AND state IN ('pending', 'active')
                       LIMIT $2 FOR UPDATE SKIP LOCKED)
         RETURNING *`,
-      [accessor, limit, ttlSeconds],
+      [accessor, limit, ttlSeconds, this.holder()],
     );
     return rows;
+  }
+
+  /**
+   * Makes due at once the leases whose claim is held by a process that is gone: its process lock
+   * (a session advisory lock on this database) is no longer held by anyone. Called before each
+   * reaper pass, so a killed replica's batch is taken over at the next tick, not after its TTL.
+   * Uses the partial index on claim holders: only rows being revoked are read.
+   */
+  async releaseDeadClaims(): Promise<number> {
+    const { rowCount } = await this.query(
+      `UPDATE credbroker_leases
+          SET claimed_until = now(), next_attempt_at = now(), claimed_by = NULL
+        WHERE state = 'revoking' AND claimed_by IS NOT NULL AND claimed_until > now()
+          AND claimed_by NOT IN (SELECT l.objid::bigint FROM pg_locks l
+                                  WHERE l.locktype = 'advisory' AND l.classid = $1::bigint AND l.objsubid = 2 AND l.granted
+                                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))`,
+      [PROCESS_LOCK_CLASS],
+    );
+    return rowCount ?? 0;
   }
 
   /**

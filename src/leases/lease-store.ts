@@ -47,8 +47,12 @@ export class LeaseStore {
   /** Claims: who is revoking which lease right now (see lease-claims.ts). */
   readonly claims: LeaseClaims;
 
-  constructor(readonly pool: pg.Pool) {
-    this.claims = new LeaseClaims(pool);
+  constructor(
+    readonly pool: pg.Pool,
+    /** This process's lock key, recorded on its claims (src/store/process-lock.ts). */
+    holder: () => number | null = () => null,
+  ) {
+    this.claims = new LeaseClaims(pool, holder);
   }
 
   private query<R extends pg.QueryResultRow>(sql: string, params: unknown[]): Promise<pg.QueryResult<R>> {
@@ -155,7 +159,7 @@ export class LeaseStore {
       `UPDATE credbroker_leases
           SET attempts = attempts + 1,
               last_error = $2,
-              claimed_until = NULL,
+              claimed_until = NULL, claimed_by = NULL,
               credential_disabled_at = CASE WHEN $6 THEN COALESCE(credential_disabled_at, now()) ELSE credential_disabled_at END,
               state = CASE WHEN attempts + 1 >= $3 THEN 'irrevocable' ELSE 'revoking' END,
               next_attempt_at = CASE WHEN attempts + 1 >= $3 THEN NULL
