@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT_TOKEN, testConfig, type TestBrokerOptions } from '../support/broker.js';
+import { ROOT_TOKEN, type TestBrokerOptions } from '../support/broker.js';
+import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl } from '../support/pg.js';
 
 /**
@@ -13,7 +14,6 @@ import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabas
  * every expired role must have been revoked within 5 s of its expiry.
  */
 const PREFIX = 'kstorm';
-const FIXTURE = fileURLToPath(new URL('./fixtures/serve.mjs', import.meta.url));
 const DIST_BROKER = fileURLToPath(new URL('../../dist/src/broker.js', import.meta.url));
 
 const KILLS = 9;
@@ -87,33 +87,7 @@ afterAll(async () => {
 });
 
 /** Starts a broker process with its reaper scheduled; resolves with its URL once it listens. */
-async function brokerProcess(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [FIXTURE], {
-    env: { ...process.env, FIXTURE_REAPER: '1', FIXTURE_CONFIG: JSON.stringify(testConfig(options)) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  let stderr = '';
-  child.stderr!.on('data', (c) => (stderr += c));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`no READY line within 20 s; stderr: ${stderr}`)), 20_000);
-    child.stdout!.on('data', (c) => {
-      out += c;
-      const m = /^READY (\S+)\n/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the broker process exited (${code ?? signal}) before READY; stderr: ${stderr}`));
-    });
-  });
-  return { child, url };
-}
+const brokerProcess = () => startBrokerProcess(options, children, { reaper: true });
 
 async function killAndWait(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;

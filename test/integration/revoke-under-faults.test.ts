@@ -1,12 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, startTestBroker, testConfig, type TestBrokerOptions } from '../support/broker.js';
+import { api, startTestBroker, type TestBrokerOptions } from '../support/broker.js';
+import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, roleExists } from '../support/pg.js';
 
 /** Faults on the revoke path of statements-form roles: a broker killed mid-issue, a burst of revokes. */
 const PREFIX = 'rvkflt';
-const FIXTURE = fileURLToPath(new URL('./fixtures/serve.mjs', import.meta.url));
 
 type TestBroker = Awaited<ReturnType<typeof startTestBroker>>;
 let target: Awaited<ReturnType<typeof freshTargetDatabase>>;
@@ -33,28 +32,6 @@ const grantingRole = (extra: string[] = []) => ({
   ],
 });
 
-/** Starts a broker process on the options' store; resolves with its URL once it listens. */
-async function brokerProcess(opts: TestBrokerOptions): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [FIXTURE], { env: { ...process.env, FIXTURE_CONFIG: JSON.stringify(testConfig(opts)) }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stderr = '';
-  child.stderr!.on('data', (c) => (stderr += c));
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`no READY line within 20 s; stderr: ${stderr}`)), 20_000);
-    child.stdout!.on('data', (c) => {
-      out += c;
-      const m = /^READY (\S+)\n/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`the broker process exited (${code}); stderr: ${stderr}`)));
-  });
-  return { child, url };
-}
-
 async function untilTrue(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
@@ -74,7 +51,7 @@ describe('a broker killed during a slow statements-form issue', () => {
       engineTimeout: 20,
       roles: { slow: grantingRole(['SELECT pg_sleep(3)']) },
     };
-    const { child, url } = await brokerProcess(opts);
+    const { child, url } = await startBrokerProcess(opts, children);
     const issuing = api({ url }, 'PUT', 'db/creds/slow', {}).catch(() => null);
     // The CREATE ROLE has run inside the still-open transaction: the dead broker's work lives on.
     await untilTrue('the issuing transaction to reach pg_sleep', async () => {

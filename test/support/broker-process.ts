@@ -1,0 +1,42 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { testConfig, type TestBrokerOptions } from './broker.js';
+
+const FIXTURE = fileURLToPath(new URL('../integration/fixtures/serve.mjs', import.meta.url));
+
+/**
+ * Starts a broker as a child process (the compiled broker in dist/, via fixtures/serve.mjs), so a
+ * test can SIGKILL it; resolves with its URL once it listens. `reaper` schedules its reaper.
+ * Every child is added to `children`, for the test's afterAll to kill what is left.
+ */
+export async function startBrokerProcess(
+  options: TestBrokerOptions,
+  children: Set<ChildProcess>,
+  opts: { reaper?: boolean } = {},
+): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [FIXTURE], {
+    env: { ...process.env, ...(opts.reaper ? { FIXTURE_REAPER: '1' } : {}), FIXTURE_CONFIG: JSON.stringify(testConfig(options)) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let stderr = '';
+  child.stderr!.on('data', (c) => (stderr += c));
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`no READY line within 20 s; stderr: ${stderr}`)), 20_000);
+    child.stdout!.on('data', (c) => {
+      out += c;
+      const m = /^READY (\S+)\n/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`the broker process exited (${code ?? signal}) before READY; stderr: ${stderr}`));
+    });
+  });
+  return { child, url };
+}
