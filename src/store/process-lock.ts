@@ -14,7 +14,7 @@ const RECONNECT_MS = 1000;
  * fallback: while the lock is not held (the store restarted), claims carry no holder.
  */
 export class ProcessLock {
-  readonly key = randomInt(1, 2 ** 31 - 1);
+  private key = randomInt(1, 2 ** 31 - 1);
   private client: pg.Client | null = null;
   private held = false;
   private closed = false;
@@ -46,7 +46,12 @@ export class ProcessLock {
     this.client = client;
     try {
       await client.connect();
-      await client.query('SELECT pg_advisory_lock($1::int, $2::int)', [PROCESS_LOCK_CLASS | 0, this.key]);
+      // Never wait for a lock: a key another live process holds (one chance in 2^31) is swapped.
+      for (;;) {
+        const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS ok', [PROCESS_LOCK_CLASS | 0, this.key]);
+        if (rows[0]!.ok) break;
+        this.key = randomInt(1, 2 ** 31 - 1);
+      }
       this.held = !this.closed;
     } catch (err) {
       await client.end().catch(() => undefined);
