@@ -34,6 +34,9 @@ export interface LeaseRow {
   token_accessor: string | null;
   /** Set when a revocation disabled the credential but could not finish cleaning up after it. */
   credential_disabled_at: Date | null;
+  /** A live claim: until when, and the process lock key of the process holding it (lease-claims.ts). */
+  claimed_until: Date | null;
+  claimed_by: number | null;
 }
 
 
