@@ -244,7 +244,9 @@ export class LeaseService {
       const mount = this.mounts.get(mountName);
       const role = mount?.roles.get(roleName);
       if (!mount || !role || !(await mount.target.revokeIssuedBefore(role.config, before))) continue;
-      const count = await this.store.markRoleRevokedBefore(prefix, mountName, roleName, before);
+      const ids = await this.store.markRoleRevokedBefore(prefix, mountName, roleName, before);
+      await this.revoker.announceRevoked(ids, 'prefix');
+      const count = ids.length;
       this.log.warn({ mount: mountName, role: roleName, before, count }, 'every credential of the role issued before the cut-off ended at the target');
       revoked += count;
     }

@@ -193,14 +193,16 @@ export class LeaseStore {
   }
 
   /** Leases whose target already ended every credential of their role issued before a time. */
-  async markRoleRevokedBefore(prefix: string, mount: string, role: string, before: Date): Promise<number> {
-    const { rowCount } = await this.query(
+  /** Ids of the leases marked: each gets its audit event. */
+  async markRoleRevokedBefore(prefix: string, mount: string, role: string, before: Date): Promise<string[]> {
+    const { rows } = await this.query<{ id: string }>(
       `UPDATE credbroker_leases
           SET state = 'revoked', revoke_reason = 'prefix', revoked_at = now(), next_attempt_at = NULL, claimed_until = NULL, last_error = NULL
-        WHERE id >= $1 AND id < $2 AND state <> 'revoked' AND mount = $3 AND role = $4 AND issued_at < $5`,
+        WHERE id >= $1 AND id < $2 AND state <> 'revoked' AND mount = $3 AND role = $4 AND issued_at < $5
+        RETURNING id`,
       [prefix, prefixUpperBound(prefix), mount, role, before],
     );
-    return rowCount ?? 0;
+    return rows.map((r) => r.id);
   }
 
   /** Leases the reaper gave up on, under a prefix: what an operator must retry or force. */

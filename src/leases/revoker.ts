@@ -41,6 +41,14 @@ export class Revoker {
     });
   }
 
+  /**
+   * Audit events for leases revoked without a revocation of their own (a whole role cut at its
+   * target at once): each still gets its 'revoked' event, as if revoked one by one.
+   */
+  async announceRevoked(ids: string[], reason: string): Promise<void> {
+    await Promise.all(ids.map((id) => this.onEvent({ operation: 'revoked', lease_id: id, data: { reason, via: 'role cut-off at the target' } })));
+  }
+
   async revokeClaimed(lease: LeaseRow): Promise<RevokeOutcome> {
     return (await this.revokeClaimedMany([lease])).get(lease.id)!;
   }

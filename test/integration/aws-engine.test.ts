@@ -11,7 +11,7 @@ import { packageRoot } from '../../src/package-root.js';
 import { startAwsEndpoint, type AwsEndpoint } from '../support/aws-endpoint/index.js';
 import { OTHER_ROLE_ARN, ROLE_ARN, callerArn, startAwsBroker } from '../support/aws-broker.js';
 import { ROOT_TOKEN, api } from '../support/broker.js';
-import { freshStoreDatabase } from '../support/pg.js';
+import { adminQuery, freshStoreDatabase } from '../support/pg.js';
 
 const run = promisify(execFile);
 const POLICY = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}';
@@ -26,10 +26,12 @@ const roles = {
 
 let endpoint: AwsEndpoint;
 let broker: Broker;
+let storeDb: string;
 
 beforeAll(async () => {
   endpoint = await startAwsEndpoint({ roles: [{ arn: ROLE_ARN }, { arn: OTHER_ROLE_ARN }] });
-  broker = await startAwsBroker(endpoint, await freshStoreDatabase('awseng'), roles);
+  storeDb = await freshStoreDatabase('awseng');
+  broker = await startAwsBroker(endpoint, storeDb, roles);
 });
 afterAll(async () => {
   await broker?.close();
@@ -135,6 +137,9 @@ describe('revoking STS sessions', () => {
     await expect(callerArn(endpoint, old.data)).rejects.toThrow();
     expect(await callerArn(endpoint, fresh.data)).toContain('assumed-role/audit/');
     expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: old.lease_id })).body.data).toMatchObject({ state: 'revoked', revoke_reason: 'prefix' });
+    // Revoked with its whole role, not one by one: it still has its own audit event.
+    const events = await adminQuery(storeDb, `SELECT operation FROM credbroker_audit WHERE type = 'event' AND lease_id = $1`, [old.lease_id]);
+    expect(events).toEqual([{ operation: 'revoked' }]);
     expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: fresh.lease_id })).body.data.state).toBe('active');
   });
 

@@ -19,6 +19,8 @@ export async function startAwsBroker(endpoint: AwsEndpoint, storeDatabase: strin
     log_level: 'silent',
     engine_timeout: 10,
     reaper: { pending_grace: 30 },
+    // The store's audit table, so tests can see the events of revocations.
+    audit: { hmac_key: 'aws-test-audit-hmac-key-0123456789', postgres: true },
     mounts: {
       aws: {
         type: 'aws',
