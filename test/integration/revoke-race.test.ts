@@ -146,3 +146,26 @@ describe('revokes racing issues of the same group role', () => {
     expect(failures).toEqual([]);
   });
 });
+
+describe('an issue a revoke-prefix overtakes', () => {
+  it('answers 409 naming the revoke, not a 502 blaming the target, and leaves no role', async () => {
+    const broker = await startTestBroker({
+      ...options,
+      roles: { sleepy: { creation_statements: ['SELECT pg_sleep(0.5)', `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' IN ROLE ${PREFIX}_readers`] } },
+    });
+    brokers.push(broker);
+    const issuing = api(broker, 'PUT', 'db/creds/sleepy', {});
+    for (let i = 0; ; i++) {
+      const [{ n }] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE role = 'sleepy' AND state = 'pending'`);
+      if (n === 1) break;
+      if (i > 200) throw new Error('the issue never wrote its pending row');
+      await sleep(5);
+    }
+    const revoke = await api(broker, 'PUT', 'sys/leases/revoke-prefix/db/creds/sleepy/');
+    expect(revoke.status, JSON.stringify(revoke.body)).toBe(204);
+    const issued = await issuing;
+    expect(issued.status, JSON.stringify(issued.body)).toBe(409);
+    expect(issued.body.errors[0]).toMatch(/revoked while it was being issued/);
+    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [`${PREFIX}\\_sleepy\\_%`])).toEqual([]);
+  });
+});
