@@ -140,6 +140,18 @@ export class RevokeIncomplete extends BrokerError {
   }
 }
 
+/**
+ * A revoke (of the lease, its prefix or its token) reached the lease while it was being issued:
+ * the credential was taken back and is not handed out. Nothing failed; asking again issues a new
+ * one. 409, as Vault answers a request a concurrent change overtook (KV's check-and-set).
+ */
+export class IssueRevoked extends BrokerError {
+  override readonly code = 'ERR_ISSUE_REVOKED';
+  constructor(readonly leaseId: string) {
+    super(`lease ${leaseId} was revoked while it was being issued; the credential was taken back`);
+  }
+}
+
 /** A quota counted in the store is reached (Vault answers 429). */
 export class QuotaExceeded extends BrokerError {
   override readonly code = 'ERR_QUOTA';

@@ -239,10 +239,25 @@ export class PostgresTarget implements Target<PostgresRole> {
     const statements = handle.revocation_statements as string[] | undefined;
     const disable = (expectRole: boolean) =>
       this.pool.query(disableAndEndSessionsSql(handle.username, { drop: !statements, expectRole })) as unknown as Promise<pg.QueryResult<{ remains: boolean }>[]>;
-    const results = await disable(true).catch((err) => {
-      if (sqlstate(err) !== UNDEFINED_OBJECT) throw err;
-      return disable(false); // revoked already, or its issue still running: that path ends it first
-    });
+    const disableOnce = () =>
+      disable(true).catch((err) => {
+        if (sqlstate(err) !== UNDEFINED_OBJECT) throw err;
+        return disable(false); // revoked already, or its issue still running: that path ends it first
+      });
+    // DROP ROLE of a group's member and a concurrent CREATE ROLE … IN ROLE that group (or another
+    // member's DROP) write the same catalog rows: XX000 "tuple concurrently updated". Every step
+    // is idempotent, so the whole disable is retried, as transaction() retries statements.
+    let results: pg.QueryResult<{ remains: boolean }>[];
+    for (let attempt = 1; ; attempt++) {
+      try {
+        results = await disableOnce();
+        break;
+      } catch (err) {
+        const code = sqlstate(err);
+        if (!code || !RETRYABLE.has(code) || attempt >= MAX_STATEMENT_ATTEMPTS) throw err;
+        await sleep(Math.random() * 20 * attempt);
+      }
+    }
     if (!results.at(-1)!.rows[0]!.remains) return;
     await this.cleanUp(statements ? 'statements' : 'owned', handle);
   }

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
 import type { HandleFacts, JsonValue, VerifyCheck } from '../engines.js';
-import { InvalidRequest, LeaseExpired, LeaseNotFound, RevokeIncomplete, TargetError, TargetTimeout, UnknownMount, UnknownPath, UnknownRole, messageOf } from '../errors.js';
+import { InvalidRequest, LeaseExpired, LeaseNotFound, IssueRevoked, RevokeIncomplete, TargetError, TargetTimeout, UnknownMount, UnknownPath, UnknownRole, messageOf } from '../errors.js';
 import type { MountRegistry } from '../mounts.js';
 import { sanitizeError } from './guarded-target.js';
 import { isLeaseIdShape, newLeaseId } from './lease-id.js';
@@ -102,6 +102,8 @@ export class LeaseService {
       };
       if (err instanceof TargetTimeout) void err.settled.then(markForCleanup);
       else await markForCleanup();
+      // A client's revoke of the pending lease ends its issuing transaction on the target.
+      if (!(err instanceof TargetTimeout) && (await this.revokedByClient(leaseId))) throw new IssueRevoked(leaseId);
       throw err;
     }
     clearInterval(heartbeat);
@@ -110,11 +112,19 @@ export class LeaseService {
       // The reaper judged this issue crashed and took the row: the secret must not be handed out.
       // If the reaper already closed the row, put it back in the queue until this revoke succeeds.
       await mount.target.revoke({ handle, expiresAt: pending.expires_at }).catch((err) => this.store.requeue(leaseId, sanitizeError(messageOf(err))));
+      // Or a client's revoke (the lease, its prefix, its token) reached the pending row first.
+      if (await this.revokedByClient(leaseId)) throw new IssueRevoked(leaseId);
       throw new TargetError(mount.name, 'issue took longer than the pending grace; the credential was revoked');
     }
     this.log.info({ lease_id: leaseId, ttl }, 'lease issued');
     // The TTL ran from the pending insert: a slow target has used part of it already.
     return { leaseId, leaseDuration: secondsUntil(pending.expires_at), renewable, data: issued.data, warnings };
+  }
+
+  /** True when a client's revoke (not the reaper's cleanup of a crashed issue) took the lease. */
+  private async revokedByClient(leaseId: string): Promise<boolean> {
+    const reason = (await this.store.find(leaseId).catch(() => null))?.revoke_reason;
+    return reason === 'revoked' || reason === 'prefix' || reason === 'forced';
   }
 
   private keepPending(leaseId: string): NodeJS.Timeout {

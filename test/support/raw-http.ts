@@ -26,7 +26,8 @@ export function rawRequest(method: string, path: string, opts: { token?: string;
 /**
  * A client connection that reads responses off the wire in order, as a kept-alive Vault client
  * would: the test sees exactly what came back on this one socket, nothing normalised by a client
- * library. Understands Content-Length and chunked responses; a response to HEAD is not expected.
+ * library. Understands Content-Length and chunked responses; a response to HEAD has no body only
+ * when read with `{ head: true }`.
  */
 export class RawConnection {
   readonly socket: net.Socket;
@@ -91,9 +92,20 @@ export class RawConnection {
     });
   }
 
-  /** The next response on the connection; throws if the server closes first or none arrives in time. */
-  async read(timeoutMs = 10_000): Promise<RawResponse> {
+  /**
+   * The next response on the connection; throws if the server closes first or none arrives in time.
+   * `head`: the request was a HEAD, so its answer carries no body whatever its Content-Length.
+   * `skipInterim`: pass over 1xx interim answers (a `100 Continue`) to the final one.
+   */
+  async read(timeoutMs = 10_000, opts: { head?: boolean; skipInterim?: boolean } = {}): Promise<RawResponse> {
     const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const res = await this.readOne(deadline, opts.head ?? false);
+      if (!(opts.skipInterim && res.status >= 100 && res.status < 200)) return res;
+    }
+  }
+
+  private async readOne(deadline: number, noBody: boolean): Promise<RawResponse> {
     let headEnd: number;
     while ((headEnd = this.buffer.indexOf('\r\n\r\n')) === -1) await this.more(deadline);
     const head = this.buffer.subarray(0, headEnd).toString('latin1').split('\r\n');
@@ -105,7 +117,7 @@ export class RawConnection {
     }
     let offset = headEnd + 4;
     let body: Buffer;
-    if (headers['transfer-encoding']?.toLowerCase() === 'chunked') {
+    if (!noBody && headers['transfer-encoding']?.toLowerCase() === 'chunked') {
       const parts: Buffer[] = [];
       for (;;) {
         let lineEnd: number;
@@ -118,7 +130,7 @@ export class RawConnection {
       }
       body = Buffer.concat(parts);
     } else {
-      const length = status === 204 || status === 304 ? 0 : Number(headers['content-length'] ?? 0);
+      const length = noBody || status === 204 || status === 304 || (status >= 100 && status < 200) ? 0 : Number(headers['content-length'] ?? 0);
       while (this.buffer.length < offset + length) await this.more(deadline);
       body = this.buffer.subarray(offset, offset + length);
       offset += length;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { statusFor } from '../../src/api/error-response.js';
 import { AuditUnavailable } from '../../src/audit/auditor.js';
-import { InvalidRequest, LeaseExpired, PermissionDenied, QuotaExceeded, StoreUnavailable, TargetError, UnknownPath, UnsupportedOperation } from '../../src/errors.js';
+import { InvalidRequest, IssueRevoked, LeaseExpired, PermissionDenied, QuotaExceeded, StoreUnavailable, TargetError, UnknownPath, UnsupportedOperation } from '../../src/errors.js';
 
 describe('the status an error answers with (and is audited with)', () => {
   it.each([
@@ -10,6 +10,7 @@ describe('the status an error answers with (and is audited with)', () => {
     [new PermissionDenied(), 403],
     [new UnknownPath('p'), 404],
     [new UnsupportedOperation(), 405],
+    [new IssueRevoked('db/creds/r/x'), 409],
     [new QuotaExceeded('q'), 429],
     [new TargetError('m', 'down'), 502],
     [new StoreUnavailable('down'), 503],
