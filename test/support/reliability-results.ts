@@ -1,0 +1,55 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Global setup of the integration project: clears the reliability scenarios' figures at the start
+ * of a run; at its end merges what they recorded into test/reliability/results/latest.json and
+ * prints the table of issue 10 (nothing when no reliability scenario ran).
+ */
+const RESULTS_DIR = fileURLToPath(new URL('../reliability/results/', import.meta.url));
+const PARTS_DIR = join(RESULTS_DIR, '.parts');
+
+const COLUMNS: [key: string, title: string][] = [
+  ['kills', 'kills'],
+  ['received', 'leases received'],
+  ['lost', 'lost'],
+  ['orphans', 'orphans'],
+  ['maxOutliveMs', 'max outlive ms'],
+  ['doubleDrops', 'double drops'],
+  ['stuck', 'stuck'],
+  ['tornAuditLines', 'torn audit'],
+  ['unaudited', 'unaudited'],
+  ['fuzzRequests', 'fuzz requests'],
+  ['fuzz5xx', '5xx'],
+  ['secretsChecked', 'secrets'],
+  ['secretHits', 'hits'],
+];
+
+export function renderTable(rows: Record<string, unknown>[]): string {
+  const header = ['scenario', 'form', ...COLUMNS.map(([, t]) => t)];
+  const body = rows.map((r) => [String(r.scenario), String(r.form ?? ''), ...COLUMNS.map(([k]) => (r[k] === undefined ? '' : String(r[k])))]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}
+
+export default function setup() {
+  rmSync(PARTS_DIR, { recursive: true, force: true });
+  return () => {
+    if (!existsSync(PARTS_DIR)) return;
+    const rows = readdirSync(PARTS_DIR)
+      .filter((f) => f.endsWith('.json'))
+      .sort()
+      .map((f) => JSON.parse(readFileSync(join(PARTS_DIR, f), 'utf8')));
+    if (!rows.length) return;
+    const totals: Record<string, unknown> = { scenario: 'total', form: '' };
+    for (const [key] of COLUMNS) {
+      const values = rows.map((r) => r[key]).filter((v): v is number => typeof v === 'number');
+      if (values.length) totals[key] = key === 'maxOutliveMs' ? Math.max(...values) : values.reduce((a, b) => a + b, 0);
+    }
+    mkdirSync(RESULTS_DIR, { recursive: true });
+    writeFileSync(join(RESULTS_DIR, 'latest.json'), `${JSON.stringify({ finishedAt: new Date().toISOString(), scenarios: rows, totals }, null, 2)}\n`);
+    console.log(`\nreliability figures (test/reliability/results/latest.json):\n${renderTable([...rows, totals])}\n`);
+  };
+}
