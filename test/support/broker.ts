@@ -1,7 +1,9 @@
+import { createWriteStream } from 'node:fs';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { pgUrl } from './pg.js';
+import { sweepLogPath } from './secret-recorder.js';
 
 export const ROOT_TOKEN = 'test-root-token-0123456789';
 
@@ -46,7 +48,10 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
 /** A real broker on a random loopback port: real HTTP server, real lease store, real target. */
 export async function startTestBroker(opts: TestBrokerOptions): Promise<Broker & { config: BrokerConfig }> {
   const config = testConfig(opts);
-  const broker = await startBroker(config, { log: createLogger('silent'), reaper: opts.scheduleReaper ?? false });
+  // Logged at the production level into the run's secret sweep, when one runs.
+  const logPath = sweepLogPath('broker');
+  const log = logPath ? createLogger('info', createWriteStream(logPath, { flags: 'a' })) : createLogger('silent');
+  const broker = await startBroker(config, { log, reaper: opts.scheduleReaper ?? false });
   return { ...broker, config };
 }
 

@@ -1,3 +1,5 @@
+import { createWriteStream } from 'node:fs';
+import { join } from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres } from '../../src/store/embedded-postgres.js';
@@ -17,7 +19,14 @@ declare module 'vitest' {
  * database already migrated, from which every test file clones its own lease store.
  */
 export default async function setup(project: TestProject) {
-  const server = await startEmbeddedPostgres({ password: randomSecret(), persistent: false });
+  // Every statement is logged, for the secret sweep at the end of the run (reliability-run.ts).
+  const sweepDir = process.env.CREDBROKER_SWEEP_DIR;
+  const statementLog = sweepDir ? createWriteStream(join(sweepDir, 'pg-statements.log'), { flags: 'a' }) : null;
+  const server = await startEmbeddedPostgres({
+    password: randomSecret(),
+    persistent: false,
+    ...(statementLog ? { flags: ['-c', 'log_statement=all'], onLog: (message: string) => void statementLog.write(`${message}\n`) } : {}),
+  });
   const admin = new pg.Client({ connectionString: server.url('postgres') });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${TEMPLATE_DB}`);
@@ -28,5 +37,6 @@ export default async function setup(project: TestProject) {
   project.provide('pg', { port: server.port, password: server.password });
   return async () => {
     await server.stop();
+    await new Promise((resolve) => (statementLog ? statementLog.end(resolve) : resolve(undefined)));
   };
 }
