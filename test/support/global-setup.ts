@@ -3,6 +3,8 @@ import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres } from '../../src/store/embedded-postgres.js';
 import { migrate } from '../../src/store/migrate.js';
 import { randomSecret } from '../../src/random.js';
+import { packageRoot } from '../../src/package-root.js';
+import { assertDistFresh } from './dist-fresh.js';
 
 export const TEMPLATE_DB = 'credbroker_template';
 
@@ -15,8 +17,13 @@ declare module 'vitest' {
 /**
  * One real PostgreSQL server for the whole run (with SCRAM password auth), and a template
  * database already migrated, from which every test file clones its own lease store.
+ *
+ * First, dist/ must be as new as the sources: several tests run it in child processes. This
+ * checks rather than builds, so a run never rewrites dist/ under another run's children in the
+ * same tree, and `npm test` (which builds first) stays the one way to build and test.
  */
 export default async function setup(project: TestProject) {
+  assertDistFresh(packageRoot());
   const server = await startEmbeddedPostgres({ password: randomSecret(), persistent: false });
   const admin = new pg.Client({ connectionString: server.url('postgres') });
   await admin.connect();
