@@ -14,7 +14,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const NOWHERE = 'http://127.0.0.1:1';
 const env = (): NodeJS.ProcessEnv => {
-  const clean = { ...process.env, CREDBROKER_ADDR: NOWHERE, CREDBROKER_TOKEN: 'cbt.some-token', CLI_EXIT_ROOT: 'exit-codes-root-token-0123456789' };
+  const clean: NodeJS.ProcessEnv = { ...process.env, CREDBROKER_ADDR: NOWHERE, CREDBROKER_TOKEN: 'cbt.some-token', CLI_EXIT_ROOT: 'exit-codes-root-token-0123456789' };
   for (const key of ['VAULT_ADDR', 'VAULT_TOKEN', 'CREDBROKER_ROOT_TOKEN']) delete clean[key];
   return clean;
 };
