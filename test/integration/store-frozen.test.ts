@@ -10,6 +10,7 @@ import { randomName, randomSecret } from '../../src/random.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/store/embedded-postgres.js';
 import { api, baseTestConfig } from '../support/broker.js';
 import { dropRolesWithPrefix, freshTargetDatabase, pgUrl } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 const PREFIX = 'frozen';
 const QUERY_TIMEOUT_S = 2;
@@ -107,12 +108,11 @@ describe('a lease store that freezes (SIGSTOP of every process of its cluster)',
     }
 
     // Connections stuck on the frozen server are dropped and new ones opened: no restart needed.
-    let lookup = await timedRequest('PUT', 'sys/leases/lookup', { lease_id: leaseId });
-    for (let i = 0; lookup.status !== 200 && i < 20; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 250));
-      lookup = await timedRequest('PUT', 'sys/leases/lookup', { lease_id: leaseId });
-    }
-    expect(lookup.status).toBe(200);
+    await waitUntil(async () => (await timedRequest('PUT', 'sys/leases/lookup', { lease_id: leaseId })).status === 200, {
+      timeoutMs: 5000,
+      intervalMs: 250,
+      what: 'a lookup to succeed once the store is thawed',
+    });
     expect((await timedRequest('GET', 'db/creds/reader')).status).toBe(200);
     expect((await timedRequest('PUT', 'sys/leases/revoke', { lease_id: leaseId })).status).toBe(204);
   });
