@@ -10,6 +10,8 @@ export interface Answer {
   endedAt: number;
   /** The HTTP status, or null when the connection failed (refused, reset, timed out). */
   status: number | null;
+  /** The body of a 5xx answer (an error never carries a secret), to see what it said. */
+  errorBody?: string;
 }
 
 export class AnswerLog {
@@ -24,6 +26,7 @@ export class AnswerLog {
       try {
         const res = await real(input, init);
         entry.status = res.status;
+        if (res.status >= 500) entry.errorBody = await res.clone().text();
         return res;
       } finally {
         // Headers are in: the answer has arrived, whatever its body still takes.
