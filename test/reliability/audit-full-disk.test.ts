@@ -28,8 +28,8 @@ const TMPFS_SIZE = '512k';
 /** tmpfs allocates a file's space in pages. */
 const PAGE = 4096;
 const WARM_MS = 2000;
-const FULL_MS = 4000;
-const AFTER_FREED_MS = 3000;
+const FULL_MS = 3000;
+const AFTER_FREED_MS = 2000;
 const RECOVERY_BOUND_MS = 2000;
 const CLIENT_LOOPS = 2;
 const TTL_SECONDS = 3;

@@ -21,7 +21,7 @@ const DIST_BROKER = fileURLToPath(new URL('../../dist/src/broker.js', import.met
 
 const KILLS = LONG ? 20 : 5;
 const CLIENT_LOOPS = 3;
-const RUN_BETWEEN_KILLS_MS = [2000, 3000] as const;
+const RUN_BETWEEN_KILLS_MS = [1500, 2500] as const;
 const TTL_SECONDS = 3;
 const MAX_TTL_SECONDS = 8;
 /** The slow issue (≤ 2 s) runs well within the engine timeout, and the grace must exceed it. */

@@ -34,7 +34,7 @@ const QUERY_TIMEOUT_S = 2;
 const ANSWER_BOUND_MS = QUERY_TIMEOUT_S * 1000 * 2 + 1000;
 /** Load before the first outage, and after each return before the next step. */
 const WARM_MS = 2000;
-const AFTER_RETURN_MS = 3000;
+const AFTER_RETURN_MS = 2000;
 /** The first issue answered 200 after the store is back must come within this. */
 const RECOVERY_BOUND_MS = 5000;
 const CLIENT_LOOPS = 4;
@@ -149,7 +149,7 @@ describe('the lease store stopped, then frozen, under load', () => {
         const { bad, ...counted } = judged;
         figures[kind] = { outage_ms: to - from, ...counted, recovered_after_ms: firstIssue ? firstIssue.endedAt - backAt : -1 };
         console.info(`store outage (${kind}):`, JSON.stringify(figures[kind]));
-        expect(counted.answers, `requests answered while the store was ${kind}`).toBeGreaterThan(20);
+        expect(counted.answers, `requests answered while the store was ${kind}`).toBeGreaterThan(10);
         expect(bad.slice(0, 5), `answers other than 503 while the store was ${kind}`).toEqual([]);
         expect(counted.connection_errors, `connection errors while the store was ${kind}`).toBe(0);
         expect(counted.max_answer_ms, `the slowest answer while the store was ${kind} (ms)`).toBeLessThanOrEqual(ANSWER_BOUND_MS);
