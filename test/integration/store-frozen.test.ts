@@ -1,4 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +8,7 @@ import { createLogger } from '../../src/log.js';
 import { randomName, randomSecret } from '../../src/random.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/store/embedded-postgres.js';
 import { api, baseTestConfig } from '../support/broker.js';
+import { freezeCluster, thawCluster } from '../support/cluster.js';
 import { dropRolesWithPrefix, freshTargetDatabase, pgUrl } from '../support/pg.js';
 import { waitUntil } from '../support/wait.js';
 
@@ -41,37 +41,12 @@ afterAll(async () => {
   await dropRolesWithPrefix(PREFIX);
 });
 
-/** The postmaster of the store and every process it forked (backends, checkpointer, walwriter…). */
-function clusterPids(): number[] {
-  const postmaster = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const children = readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((pid) => {
-      try {
-        // /proc/<pid>/stat: "pid (comm) state ppid …"; comm may hold spaces, so split after ")".
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-  return [postmaster, ...children];
-}
-
 function freeze(): void {
-  frozen = clusterPids();
-  for (const pid of frozen) process.kill(pid, 'SIGSTOP');
+  frozen = freezeCluster(dataDir);
 }
 
 function thaw(): void {
-  for (const pid of frozen) {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // gone already
-    }
-  }
+  thawCluster(frozen);
   frozen = [];
 }
 
