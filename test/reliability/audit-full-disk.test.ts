@@ -11,7 +11,7 @@ import { AnswerLog } from '../support/answer-log.js';
 import { api, testConfig } from '../support/broker.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
-import { checkInvariants, killAndWait, LoadDriver, loadRoles, sleep, waitStoreDrained } from '../support/reliability.js';
+import { checkInvariants, killAndWait, recordFigures, LoadDriver, loadRoles, sleep, waitStoreDrained } from '../support/reliability.js';
 
 /**
  * Issue 10, "audit sink on a full filesystem": the broker's only audit sink is a file on a small
@@ -217,6 +217,7 @@ describe('the only audit sink on a full filesystem, under load', () => {
       minReceivedPerForm: mounted ? 10 : 0,
       minExpiredPerForm: mounted ? 5 : 0,
     });
+    recordFigures('audit full disk', { answersWhileFull: Number(figures.answers_while_full), tornAuditLines: Number(figures.torn_lines ?? 0) });
     console.info('audit full disk figures:', JSON.stringify({ ...figures, ...invariants }));
   });
 });

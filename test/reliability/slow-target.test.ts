@@ -6,7 +6,7 @@ import type { TestBrokerOptions } from '../support/broker.js';
 import { AnswerLog } from '../support/answer-log.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
-import { checkInvariants, killAndWait, LoadDriver, loadRoles, randomBetween, ROLE_OF_FORM, sleep, waitStoreDrained } from '../support/reliability.js';
+import { checkInvariants, killAndWait, recordFigures, LoadDriver, loadRoles, randomBetween, ROLE_OF_FORM, sleep, waitStoreDrained } from '../support/reliability.js';
 
 /**
  * Issue 10, "slow target, with a SIGKILL mid-issue": the statements-form role's creation ends in
@@ -128,6 +128,7 @@ describe('a broker SIGKILLed in the middle of slow statements-form issues, again
       MAX_OUTLIVE_MS + ENGINE_TIMEOUT_S * 1000,
     );
     const [cleanup] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE revoke_reason = 'cleanup'`);
+    recordFigures('slow target', { kills, cleanedUp: cleanup.n });
     const figures = await checkInvariants({
       label: 'slow target',
       storeDb,

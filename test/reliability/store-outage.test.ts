@@ -13,7 +13,7 @@ import { baseTestConfig } from '../support/broker.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { freezeCluster, thawCluster } from '../support/cluster.js';
 import { adminQuery, dropRolesWithPrefix, freshTargetDatabase, pgUrl } from '../support/pg.js';
-import { checkInvariants, killAndWait, LoadDriver, loadRoles, sleep } from '../support/reliability.js';
+import { checkInvariants, killAndWait, recordFigures, LoadDriver, loadRoles, sleep } from '../support/reliability.js';
 import { snapshotLeases, waitDrainedAt } from '../support/store-snapshot.js';
 
 /**
@@ -188,6 +188,7 @@ describe('the lease store stopped, then frozen, under load', () => {
     const lateness = revocations.map((r) => r.revoked_at.getTime() - due(r.expires_at.getTime()));
     const maxLateMs = Math.max(0, ...lateness);
     expect(maxLateMs, 'the longest a role outlived its lease, counted from the store\'s return for a lease that expired during an outage (ms)').toBeLessThanOrEqual(MAX_OUTLIVE_MS);
+    recordFigures('store outage', { maxOutliveAfterDueMs: maxLateMs });
     console.info('store outage figures:', JSON.stringify({ ...figures, ...invariants, max_outlive_after_due_ms: maxLateMs }));
   });
 });
