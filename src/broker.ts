@@ -3,6 +3,7 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import cron from 'node-cron';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { engines as allEngines } from '../engines/index.js';
 import { createApp } from './api/app.js';
 import { createAuditor, type Auditor } from './audit/auditor.js';
 import { AuthService } from './auth/auth-service.js';
@@ -11,6 +12,7 @@ import { expireTokensOnce } from './auth/token-expiry.js';
 import { TokenStore } from './auth/token-store.js';
 import { acceptListMethod } from './api/list-method.js';
 import type { BrokerConfig } from './config/schema.js';
+import type { EngineRegistry } from './engines.js';
 import { LeaseService } from './leases/lease-service.js';
 import { LeaseStore } from './leases/lease-store.js';
 import { Reaper } from './leases/reaper.js';
@@ -39,6 +41,11 @@ export interface StartOptions {
   log: Logger;
   /** Run the reaper on its schedule (tests drive reapOnce() directly instead). */
   reaper?: boolean;
+  /**
+   * The engines mounts may use, by type: every engine in engines/index.ts by default. The config
+   * must have been validated for the same engines (configSchemaFor, parseConfig).
+   */
+  engines?: EngineRegistry;
 }
 
 /** Opens the HTTP listener; a port in use (or any other refusal) is a ListenFailed, not a crash later. */
@@ -62,6 +69,7 @@ function listen(app: RequestListener, address: string, port: number): Promise<Se
  * schedule. Nothing here reads the lease table at start, so start-up does not grow with it.
  */
 export async function startBroker(config: BrokerConfig, opts: StartOptions): Promise<Broker> {
+  const engines = opts.engines ?? allEngines;
   const { log } = opts;
   const pool: pg.Pool = createStorePool(config.store.url, config.store.max_connections, log, config.store.query_timeout * 1000);
   let mounts: MountRegistry | undefined;
@@ -72,7 +80,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     const applied = await migrate(migrations).finally(() => migrations.end());
     if (applied.length) log.info({ applied }, 'migrations applied');
     await processLock.acquire();
-    mounts = await MountRegistry.connect(config, log);
+    mounts = await MountRegistry.connect(config, engines, log);
   } catch (err) {
     await processLock.close();
     await pool.end().catch(() => undefined);

@@ -1,7 +1,10 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { awsEngine } from '../engines/aws/index.js';
-import { postgresEngine } from '../engines/postgres/index.js';
+
+/*
+ * The engine contract: the types an engine implements and receives, nothing else. An engine
+ * imports from src/ only this module and src/engine-kit.ts; the registry is engines/index.ts.
+ */
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -147,20 +150,14 @@ export interface Engine<Mount = unknown, Role = unknown> {
   /** Validated when the config loads: a bad mount fails at start, naming the key. */
   mountSchema: z.ZodType<Mount>;
   roleSchema: z.ZodType<Role>;
-  /** Paths besides `creds` this engine issues on, e.g. AWS's `sts` (Vault's `/v1/aws/sts/<role>`). */
+  /**
+   * Paths besides `creds` this engine issues on, e.g. AWS's `sts` (Vault's `/v1/aws/sts/<role>`):
+   * routes and lease ids accept them. Each is a lower-case word.
+   */
   paths?: readonly string[];
   /** Opens pools/clients. A target that is down must not fail the broker's start. */
   connect(mount: Mount, ctx: EngineContext): Promise<Target<Role>>;
 }
 
-/** Every engine, by type name. A new engine is one folder in engines/ plus one line here. */
-export const engines = {
-  postgres: postgresEngine,
-  aws: awsEngine,
-} satisfies Record<string, Engine<any, any>>;
-
-export type EngineType = keyof typeof engines;
-
-export function engineFor(type: string): Engine<any, any> | undefined {
-  return Object.hasOwn(engines, type) ? engines[type as EngineType] : undefined;
-}
+/** The engines a broker runs, by type name (the mounts' `type`). The full one is engines/index.ts. */
+export type EngineRegistry = Readonly<Record<string, Engine<any, any>>>;

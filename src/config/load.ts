@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, messageOf } from '../errors.js';
-import { configSchema, type BrokerConfig } from './schema.js';
+import { engines as allEngines } from '../../engines/index.js';
+import type { EngineRegistry } from '../engines.js';
+import { configSchemaFor, type BrokerConfig } from './schema.js';
 
 const REF = /\$\{(env|file):([^}]+)\}/g;
 
@@ -62,8 +64,11 @@ function checkSecretsAreRefs(raw: Record<string, unknown>): void {
   }
 }
 
-/** Parses, resolves refs and validates; a bad config throws ConfigError naming the key. */
-export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env): BrokerConfig {
+/**
+ * Parses, resolves refs and validates everything, mounts and roles by their engines' schemas;
+ * a bad config throws ConfigError naming the key. `engines` are those the broker will run.
+ */
+export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, engines: EngineRegistry = allEngines): BrokerConfig {
   let raw: unknown;
   try {
     raw = parseYaml(text);
@@ -72,17 +77,17 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
   }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('the config must be a YAML mapping');
   checkSecretsAreRefs(raw as Record<string, unknown>);
-  const result = configSchema.safeParse(resolveRefs(raw, [], env));
+  const result = configSchemaFor(engines).safeParse(resolveRefs(raw, [], env));
   if (!result.success) throw new ConfigError(formatIssues(result.error.issues));
   return result.data;
 }
 
-export function loadConfigFile(path: string): BrokerConfig {
+export function loadConfigFile(path: string, engines: EngineRegistry = allEngines): BrokerConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new ConfigError(`cannot read config ${path}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`);
   }
-  return parseConfig(text);
+  return parseConfig(text, process.env, engines);
 }
