@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { engines as allEngines } from '../engines/index.js';
 import { createApp } from './api/app.js';
 import { createAuditor, type Auditor } from './audit/auditor.js';
+import { auditFieldsFor } from './audit/record.js';
 import { AuthService } from './auth/auth-service.js';
 import { PolicySet } from './auth/policy.js';
 import { expireTokensOnce } from './auth/token-expiry.js';
@@ -18,6 +19,7 @@ import { LeaseStore } from './leases/lease-store.js';
 import { Reaper } from './leases/reaper.js';
 import { Revoker } from './leases/revoker.js';
 import { ListenFailed } from './errors.js';
+import { redactingFor } from './log.js';
 import { MountRegistry } from './mounts.js';
 import { migrate } from './store/migrate.js';
 import { createStorePool } from './store/pool.js';
@@ -43,7 +45,8 @@ export interface StartOptions {
   reaper?: boolean;
   /**
    * The engines mounts may use, by type: every engine in engines/index.ts by default. The config
-   * must have been validated for the same engines (configSchemaFor, parseConfig).
+   * must have been validated for the same engines (configSchemaFor, parseConfig). Their declared
+   * secret fields are what the audit log HMACs and the logs redact.
    */
   engines?: EngineRegistry;
 }
@@ -70,7 +73,7 @@ function listen(app: RequestListener, address: string, port: number): Promise<Se
  */
 export async function startBroker(config: BrokerConfig, opts: StartOptions): Promise<Broker> {
   const engines = opts.engines ?? allEngines;
-  const { log } = opts;
+  const log = redactingFor(opts.log, engines);
   const pool: pg.Pool = createStorePool(config.store.url, config.store.max_connections, log, config.store.query_timeout * 1000);
   let mounts: MountRegistry | undefined;
   const processLock = new ProcessLock(config.store.url, log);
@@ -88,7 +91,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   }
 
   const store = new LeaseStore(pool, () => processLock.holder());
-  const auditor = createAuditor(config.audit, { storePool: pool, log });
+  const auditor = createAuditor(config.audit, { storePool: pool, log, fields: auditFieldsFor(engines) });
   const revoker = new Revoker(store, mounts, config.reaper, log, (event) => auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }));
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout);
   const reaper = new Reaper(store, revoker, config.reaper, log);

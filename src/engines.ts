@@ -145,11 +145,40 @@ export interface Target<Role> {
   close(): Promise<void>;
 }
 
+/**
+ * How a config field that holds a secret must be written: `value`, the whole value is a
+ * `${env:NAME}` or `${file:/path}` ref; `url-password`, the password inside a URL is one.
+ */
+export type ConfigSecret = 'value' | 'url-password';
+
+/**
+ * Which of an engine's fields are secrets. The broker derives from this, for every engine it
+ * runs, what config load refuses inline, what the audit log HMACs and what logs redact: src/
+ * holds no list of engine field names.
+ */
+export interface EngineSecrets {
+  /** Mount fields that hold a secret: refused inline in a config file, redacted from logs. */
+  mount: Readonly<Record<string, ConfigSecret>>;
+  /** Role fields that hold a secret: refused inline in a config file, redacted from logs. */
+  role?: Readonly<Record<string, ConfigSecret>>;
+  /**
+   * Fields of an issued credential (`IssueResponse.data`) that are secrets: HMAC'd in the audit
+   * log even where a field of the same name is kept plain for another engine, redacted from logs.
+   */
+  credential: readonly string[];
+  /**
+   * Fields of an issued credential an operator searches the audit log for (a username, an access
+   * key id): kept plain there. Every other string of a credential is HMAC'd.
+   */
+  plain?: readonly string[];
+}
+
 export interface Engine<Mount = unknown, Role = unknown> {
   type: string;
   /** Validated when the config loads: a bad mount fails at start, naming the key. */
   mountSchema: z.ZodType<Mount>;
   roleSchema: z.ZodType<Role>;
+  secrets: EngineSecrets;
   /**
    * Paths besides `creds` this engine issues on, e.g. AWS's `sts` (Vault's `/v1/aws/sts/<role>`):
    * routes and lease ids accept them. Each is a lower-case word.

@@ -1,5 +1,5 @@
 import type { Engine } from '../../src/engines.js';
-import { postgresMountSchema, postgresRoleSchema, type PostgresMount, type PostgresRole } from './schema.js';
+import { postgresSecrets, postgresMountSchema, postgresRoleSchema, type PostgresMount, type PostgresRole } from './schema.js';
 import { PostgresTarget } from './target.js';
 
 /** PostgreSQL login roles, one per lease. */
@@ -7,6 +7,7 @@ export const postgresEngine: Engine<PostgresMount, PostgresRole> = {
   type: 'postgres',
   mountSchema: postgresMountSchema,
   roleSchema: postgresRoleSchema,
+  secrets: postgresSecrets,
   async connect(mount, ctx) {
     const target = new PostgresTarget(mount, ctx);
     await target.ping().catch((err: Error) => {

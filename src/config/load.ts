@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { ConfigError, messageOf } from '../errors.js';
 import { engines as allEngines } from '../../engines/index.js';
 import type { EngineRegistry } from '../engines.js';
+import { refuseInlineSecrets } from './inline-secrets.js';
 import { configSchemaFor, type BrokerConfig } from './schema.js';
 
 const REF = /\$\{(env|file):([^}]+)\}/g;
@@ -41,29 +42,6 @@ export function formatIssues(issues: z.core.$ZodIssue[], prefix: (string | numbe
     .join('\n');
 }
 
-const isRef = (s: unknown) => typeof s === 'string' && /^\$\{(env|file):[^}]+\}$/.test(s);
-
-/** Secrets may only be written as refs in a config file, so the file itself is never a secret. */
-function checkSecretsAreRefs(raw: Record<string, unknown>): void {
-  if (raw.root_token !== undefined && !isRef(raw.root_token)) {
-    throw new ConfigError('root_token: write it as ${env:NAME} or ${file:/path}, not inline');
-  }
-  const audit = raw.audit as Record<string, unknown> | undefined;
-  if (audit?.hmac_key !== undefined && !isRef(audit.hmac_key)) {
-    throw new ConfigError('audit.hmac_key: write it as ${env:NAME} or ${file:/path}, not inline');
-  }
-  const mounts = (raw.mounts ?? {}) as Record<string, Record<string, unknown>>;
-  const urls: [string, unknown][] = [['store.url', (raw.store as Record<string, unknown> | undefined)?.url]];
-  for (const [name, mount] of Object.entries(mounts)) urls.push([`mounts.${name}.connection_url`, mount?.connection_url]);
-  for (const [key, url] of urls) {
-    if (typeof url !== 'string' || isRef(url)) continue;
-    const password = /^[a-z]+:\/\/[^:/@]*:([^@]*)@/i.exec(url)?.[1];
-    if (password && !isRef(password)) {
-      throw new ConfigError(`${key}: the password must be a \${env:NAME} or \${file:/path} ref, not inline`);
-    }
-  }
-}
-
 /**
  * Parses, resolves refs and validates everything, mounts and roles by their engines' schemas;
  * a bad config throws ConfigError naming the key. `engines` are those the broker will run.
@@ -76,7 +54,7 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, 
     throw new ConfigError(`not valid YAML: ${messageOf(err)}`);
   }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('the config must be a YAML mapping');
-  checkSecretsAreRefs(raw as Record<string, unknown>);
+  refuseInlineSecrets(raw as Record<string, unknown>, engines);
   const result = configSchemaFor(engines).safeParse(resolveRefs(raw, [], env));
   if (!result.success) throw new ConfigError(formatIssues(result.error.issues));
   return result.data;

@@ -190,6 +190,17 @@ describe('parseConfig: mounts and roles, by their engines\' schemas', () => {
     expect(configSchema.parse(JSON.parse(JSON.stringify(config)))).toEqual(config);
   });
 
+  it('refuses an inline AWS secret_access_key or session_token without echoing it: the engine declares them secret', () => {
+    const aws = (fields: string) => `${MINIMAL}mounts:\n  cloud:\n    type: aws\n${fields}`;
+    const key = configError(aws('    access_key_id: AKIAIOSFODNN7EXAMPLE\n    secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n'));
+    expect(key).toBe('mounts.cloud.secret_access_key: write it as ${env:NAME} or ${file:/path}, not inline');
+    const token = configError(aws('    session_token: FwoGZXIvYXdzEXAMPLETOKEN\n'));
+    expect(token).toBe('mounts.cloud.session_token: write it as ${env:NAME} or ${file:/path}, not inline');
+    expect(key + token).not.toMatch(/wJalr|FwoGZ/);
+    const refs = aws('    access_key_id: AKIAIOSFODNN7EXAMPLE\n    secret_access_key: ${env:AWS_SK}\n');
+    expect(parseConfig(refs, { ...ENV, AWS_SK: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' }).mounts.cloud!.secret_access_key).toBe('wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY');
+  });
+
   it('refuses an unknown engine type, naming mounts.<m>.type', () => {
     expect(configError(withRole('{ member_of: [g] }', 'mysql'))).toBe('mounts.wh.type: unknown engine "mysql"');
   });
