@@ -173,6 +173,35 @@ export interface EngineSecrets {
   plain?: readonly string[];
 }
 
+/** An issued credential as a client receives it: Vault's envelope. */
+export interface CredentialEnvelope {
+  lease_id: string;
+  lease_duration: number;
+  renewable: boolean;
+  data: Record<string, unknown>;
+}
+
+export interface FormatOptions {
+  /** The profile name where a format has one (AWS's shared credentials file). */
+  profile?: string;
+  now?: Date;
+}
+
+/** How an engine's credential is written by the CLI and the agent. */
+export interface CredentialFormats {
+  /**
+   * `env` output (and `exec`): the environment variable each credential field goes to, as the
+   * target's own clients read them (libpq's PGUSER, the AWS SDK's AWS_ACCESS_KEY_ID). A field
+   * not named here is upper-cased.
+   */
+  env: Readonly<Record<string, string>>;
+  /**
+   * Formats only this engine's credential can be written in (`pgpass`, `aws-credentials`), by
+   * name. Each throws an Error saying what it needs when the credential lacks it.
+   */
+  files?: Readonly<Record<string, (credential: CredentialEnvelope, opts: FormatOptions) => string>>;
+}
+
 export interface Engine<Mount = unknown, Role = unknown> {
   type: string;
   /** Validated when the config loads: a bad mount fails at start, naming the key. */
@@ -184,6 +213,7 @@ export interface Engine<Mount = unknown, Role = unknown> {
    * routes and lease ids accept them. Each is a lower-case word.
    */
   paths?: readonly string[];
+  formats?: CredentialFormats;
   /** Opens pools/clients. A target that is down must not fail the broker's start. */
   connect(mount: Mount, ctx: EngineContext): Promise<Target<Role>>;
 }

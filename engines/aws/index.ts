@@ -1,4 +1,5 @@
 import type { Engine } from '../../src/engines.js';
+import { awsFormats } from './formats.js';
 import { awsSecrets, awsMountSchema, awsRoleSchema, type AwsMount, type AwsRole } from './schema.js';
 
 /** AWS: STS sessions (assumed_role, federation_token, session_token) and IAM users, as leases. */
@@ -8,6 +9,7 @@ export const awsEngine: Engine<AwsMount, AwsRole> = {
   roleSchema: awsRoleSchema,
   secrets: awsSecrets,
   paths: ['sts'],
+  formats: awsFormats,
   async connect(mount, ctx) {
     // The AWS SDK is loaded only by a broker that has an AWS mount: start-up and memory stay lean.
     const { AwsTarget } = await import('./target.js');

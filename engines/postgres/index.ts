@@ -1,4 +1,5 @@
 import type { Engine } from '../../src/engines.js';
+import { postgresFormats } from './formats.js';
 import { postgresSecrets, postgresMountSchema, postgresRoleSchema, type PostgresMount, type PostgresRole } from './schema.js';
 import { PostgresTarget } from './target.js';
 
@@ -8,6 +9,7 @@ export const postgresEngine: Engine<PostgresMount, PostgresRole> = {
   mountSchema: postgresMountSchema,
   roleSchema: postgresRoleSchema,
   secrets: postgresSecrets,
+  formats: postgresFormats,
   async connect(mount, ctx) {
     const target = new PostgresTarget(mount, ctx);
     await target.ping().catch((err: Error) => {
