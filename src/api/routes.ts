@@ -1,5 +1,6 @@
 import type { Request } from 'express';
 import type { HandleFacts, JsonValue } from '../engines.js';
+import { issueRoutePattern } from '../engine-paths.js';
 import { InvalidRequest, LeaseNotFound, PermissionDenied, UnknownPath } from '../errors.js';
 import { validatePrefix } from '../leases/lease-id.js';
 import type { LeaseRow } from '../leases/lease-store.js';
@@ -258,7 +259,7 @@ export function buildRoutes(leases: LeaseService, health: HealthState): Route[] 
       },
     },
     {
-      pattern: /^([^/]+)\/(creds|sts)\/([^/]+)$/,
+      pattern: issueRoutePattern(),
       methods: {
         GET: async (ctx) => issueReply(leases, ctx, ctx.req.query, ['read']),
         PUT: async (ctx) => issueReply(leases, ctx, ctx.req.body, ['update', 'create']),

@@ -1,6 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
+import type { EngineRegistry } from '../../src/engines.js';
 import { createLogger } from '../../src/log.js';
 import { pgUrl } from './pg.js';
 import { sweepLogPath } from './secret-recorder.js';
@@ -17,8 +18,8 @@ export interface TestBrokerOptions {
   /** Run the reaper on its timer; by default tests call reapOnce() themselves. */
   scheduleReaper?: boolean;
   engineTimeout?: number;
-  /** An audit section (e.g. a file sink, for the reliability checker's invariant (f)). */
-  audit?: Record<string, unknown>;
+  /** The broker's engines (a wrapped or failing one); every engine by default. */
+  engines?: EngineRegistry;
 }
 
 /** What every test broker shares: loopback on a free port, a store, the root token, quiet logs. */
@@ -38,7 +39,6 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
     ...baseTestConfig(opts.storeDatabase),
     engine_timeout: opts.engineTimeout ?? 5,
     reaper: { pending_grace: 30, ...opts.reaper },
-    ...(opts.audit ? { audit: opts.audit } : {}),
     mounts: {
       db: { type: 'postgres', connection_url: pgUrl(opts.targetDatabase), username_prefix: opts.prefix, ...opts.mount, roles: opts.roles },
     },
@@ -51,7 +51,7 @@ export async function startTestBroker(opts: TestBrokerOptions): Promise<Broker &
   // Logged at the production level into the run's secret sweep, when one runs.
   const logPath = sweepLogPath('broker');
   const log = logPath ? createLogger('info', createWriteStream(logPath, { flags: 'a' })) : createLogger('silent');
-  const broker = await startBroker(config, { log, reaper: opts.scheduleReaper ?? false });
+  const broker = await startBroker(config, { log, reaper: opts.scheduleReaper ?? false, engines: opts.engines });
   return { ...broker, config };
 }
 

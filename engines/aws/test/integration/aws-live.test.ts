@@ -1,11 +1,11 @@
 import { GetRolePolicyCommand, IAMClient } from '@aws-sdk/client-iam';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startBroker, type Broker } from '../../src/broker.js';
-import { configSchema } from '../../src/config/schema.js';
-import { createLogger } from '../../src/log.js';
-import { ROOT_TOKEN, api } from '../support/broker.js';
-import { freshStoreDatabase, pgUrl } from '../support/pg.js';
+import { startBroker, type Broker } from '../../../../src/broker.js';
+import { configSchema } from '../../../../src/config/schema.js';
+import { createLogger } from '../../../../src/log.js';
+import { ROOT_TOKEN, api } from '../../../../test/support/broker.js';
+import { freshStoreDatabase, pgUrl } from '../../../../test/support/pg.js';
 
 /**
  * Against real AWS, only when asked: CREDBROKER_LIVE_AWS=1 with credentials in the SDK's default

@@ -2,16 +2,15 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { INLINE_POLICY_LIMIT } from '../../engines/aws/deny-policy.js';
-import type { Broker } from '../../src/broker.js';
-import { ConfigError } from '../../src/errors.js';
-import { parseConfig } from '../../src/config/load.js';
-import { validateMounts } from '../../src/mounts.js';
-import { packageRoot } from '../../src/package-root.js';
-import { startAwsEndpoint, type AwsEndpoint } from '../support/aws-endpoint/index.js';
-import { OTHER_ROLE_ARN, ROLE_ARN, callerArn, startAwsBroker } from '../support/aws-broker.js';
-import { ROOT_TOKEN, api } from '../support/broker.js';
-import { adminQuery, freshStoreDatabase } from '../support/pg.js';
+import { INLINE_POLICY_LIMIT } from '../../deny-policy.js';
+import type { Broker } from '../../../../src/broker.js';
+import { ConfigError } from '../../../../src/errors.js';
+import { parseConfig } from '../../../../src/config/load.js';
+import { packageRoot } from '../../../../src/package-root.js';
+import { startAwsEndpoint, type AwsEndpoint } from '../../../../test/support/aws-endpoint/index.js';
+import { OTHER_ROLE_ARN, ROLE_ARN, callerArn, startAwsBroker } from '../../../../test/support/aws-broker.js';
+import { ROOT_TOKEN, api } from '../../../../test/support/broker.js';
+import { adminQuery, freshStoreDatabase } from '../../../../test/support/pg.js';
 
 const run = promisify(execFile);
 const POLICY = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}';
@@ -191,7 +190,7 @@ describe('the CLI renders AWS credentials for AWS tools', () => {
 describe('AWS role config', () => {
   const config = (role: string) =>
     `store: {url: "postgres://x@h/db"}\nroot_token: \${env:T}\nmounts:\n  aws:\n    type: aws\n    roles:\n      r: ${role}\n`;
-  const check = (role: string) => () => validateMounts(parseConfig(config(role), { T: 'root-token-0123456789' }));
+  const check = (role: string) => () => parseConfig(config(role), { T: 'root-token-0123456789' });
 
   it('refuses an unknown credential_type, naming the key', () => {
     expect(check('{credential_type: root_keys}')).toThrow(ConfigError);
