@@ -20,6 +20,8 @@ export interface TestBrokerOptions {
   engineTimeout?: number;
   /** The broker's engines (a wrapped or failing one); every engine by default. */
   engines?: EngineRegistry;
+  /** An audit section (e.g. a file sink, for the reliability checker's invariant (f)). */
+  audit?: Record<string, unknown>;
 }
 
 /** What every test broker shares: loopback on a free port, a store, the root token, quiet logs. */
@@ -39,6 +41,7 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
     ...baseTestConfig(opts.storeDatabase),
     engine_timeout: opts.engineTimeout ?? 5,
     reaper: { pending_grace: 30, ...opts.reaper },
+    ...(opts.audit ? { audit: opts.audit } : {}),
     mounts: {
       db: { type: 'postgres', connection_url: pgUrl(opts.targetDatabase), username_prefix: opts.prefix, ...opts.mount, roles: opts.roles },
     },
