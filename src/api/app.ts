@@ -6,10 +6,10 @@ import type { AuditRecord } from '../audit/record.js';
 import type { AuthService } from '../auth/auth-service.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
 import type { PolicySet } from '../auth/policy.js';
-import { InvalidRequest, InvalidToken, PermissionDenied, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
+import { InvalidRequest, InvalidToken, PermissionDenied, UnknownPath, UnsupportedOperation } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
-import { sendError, statusFor } from './error-response.js';
+import { errorReply, sendError } from './error-response.js';
 import { buildAuthRoutes } from './auth-routes.js';
 import { refuseUnstorableJson } from './body-shape.js';
 import { oneRequestAtATimePerConnection } from './in-order.js';
@@ -136,7 +136,9 @@ class ApiCall {
       return reply;
     } catch (err) {
       if (err instanceof AuditUnavailable) throw err;
-      await this.recordResponse(statusFor(err), undefined, err);
+      // Recorded as answered: the same status and first error the client gets.
+      const answer = errorReply(err, this.requestId);
+      await this.recordResponse(answer.status, undefined, answer.body.errors[0] ?? '');
       throw err;
     }
   }
@@ -193,20 +195,21 @@ class ApiCall {
     return this.opts.auditor.record({ type: 'request', ...this.base(), data: { ...body, ...(presentedToken(this.req) ? { client_token: presentedToken(this.req) } : {}) } });
   }
 
-  private async recordResponse(status: number, body: unknown, err: unknown): Promise<void> {
+  /** `error`: the error answered, when the request failed. */
+  private async recordResponse(status: number, body: unknown, error: string | undefined): Promise<void> {
     const record: AuditRecord = {
       type: 'response',
       ...this.base(),
       status,
-      outcome: err === undefined ? 'ok' : status === 403 ? 'denied' : 'error',
-      ...(err !== undefined ? { error: messageOf(err) } : {}),
+      outcome: error === undefined ? 'ok' : status === 403 ? 'denied' : 'error',
+      ...(error !== undefined ? { error } : {}),
       ...(body && typeof body === 'object' ? { data: body as Record<string, unknown> } : {}),
     };
     try {
       await this.opts.auditor.record(record);
     } catch (auditErr) {
       // The secret must not leave unrecorded: take back what this request created.
-      if (err === undefined && this.audit.issued && this.audit.leaseId) {
+      if (error === undefined && this.audit.issued && this.audit.leaseId) {
         await this.opts.leases.revoke(this.audit.leaseId).catch(() => undefined);
       }
       throw auditErr;

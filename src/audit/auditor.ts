@@ -1,14 +1,14 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { BrokerError, ConfigError } from '../errors.js';
+import { BrokerError, ConfigError, type ErrorCode } from '../errors.js';
 import { hmacField } from './hmac.js';
 import { capRecord, scrubRecord, type AuditRecord } from './record.js';
 import { FileSink, PostgresSink, StdoutSink, type AuditSink } from './sinks.js';
 
 /** No audit sink accepted the record, so the request it describes must not go ahead. */
 export class AuditUnavailable extends BrokerError {
-  override readonly code = 'ERR_AUDIT_UNAVAILABLE';
+  static override readonly code: ErrorCode = 'ERR_AUDIT_UNAVAILABLE';
   constructor(options?: { cause?: unknown }) {
     super('audit log unavailable: request refused', options);
   }
