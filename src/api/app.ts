@@ -10,7 +10,6 @@ import { InvalidRequest, InvalidToken, PermissionDenied, UnknownPath, Unsupporte
 import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
 import { errorReply, sendError } from './error-response.js';
-import { buildAuthRoutes } from './auth-routes.js';
 import { refuseUnstorableJson } from './body-shape.js';
 import { oneRequestAtATimePerConnection } from './in-order.js';
 import { Authz } from './authz.js';
@@ -62,7 +61,7 @@ function decodePath(path: string): string {
 
 /** The HTTP API: Vault's dynamic-secrets subset. Routing, authentication, authorization, audit and error mapping. */
 export function createApp(opts: AppOptions): express.Express {
-  const routes = [...buildAuthRoutes(opts.auth, opts.leases), ...buildRoutes(opts.leases, opts.health)];
+  const routes = buildRoutes({ leases: opts.leases, auth: opts.auth, health: opts.health });
   const app = express();
   app.disable('x-powered-by');
   // Vault sends no ETag; without one, a small JSON answer leaves in a single write with its headers.

@@ -1,7 +1,7 @@
 import type { Identity } from '../auth/identity.js';
 import type { Capability, Decision, PolicySet } from '../auth/policy.js';
 import { PermissionDenied } from '../errors.js';
-import type { LeaseRow } from '../leases/lease-store.js';
+import type { LeaseView } from '../leases/lease-view.js';
 
 /** The creds path a lease was issued on: `demo/creds/readonly/<id>` → `demo/creds/readonly`. */
 export const leasePath = (leaseId: string) => leaseId.slice(0, leaseId.lastIndexOf('/'));
@@ -29,8 +29,8 @@ export class Authz {
     return decision.allowed && decision.capabilities.includes(capability);
   }
 
-  owns(lease: LeaseRow): boolean {
-    return Boolean(lease.identity && lease.identity.name === this.identity.name && lease.identity.auth_mount === this.identity.authMount);
+  owns(lease: Pick<LeaseView, 'owner'>): boolean {
+    return Boolean(lease.owner && lease.owner.name === this.identity.name && lease.owner.authMount === this.identity.authMount);
   }
 
   /**
@@ -43,7 +43,7 @@ export class Authz {
     return this.identity.root || this.has(`sys/leases/${op}`, 'sudo');
   }
 
-  requireLease(op: string, lease: LeaseRow, capabilities: Capability[]): Decision | undefined {
+  requireLease(op: string, lease: Pick<LeaseView, 'id' | 'owner'>, capabilities: Capability[]): Decision | undefined {
     if (this.actsOnAnyLease(op)) return undefined;
     if (!this.owns(lease)) throw new PermissionDenied();
     return this.require(leasePath(lease.id), capabilities);

@@ -4,7 +4,9 @@ import type { MountRegistry } from '../mounts.js';
 import { Batcher } from '../store/batcher.js';
 import { ClaimHeartbeat } from './claim-heartbeat.js';
 import type { RevokeResultListener } from './guarded-target.js';
-import type { LeaseRow, LeaseState, LeaseStore } from './lease-store.js';
+import type { LeaseRow, LeaseState } from './lease-row.js';
+import type { LeaseStore } from './lease-store.js';
+import { markRevoked, markRevokeFailed } from './sql/revoke-outcome.js';
 
 export type RevokeOutcome = { ok: true } | { ok: false; error: string; state: LeaseState | null };
 
@@ -34,9 +36,9 @@ export class Revoker {
      */
     private readonly onEvent: (event: { operation: string; lease_id: string; error?: string; data?: Record<string, unknown> }) => void | Promise<void> = () => undefined,
   ) {
-    this.heartbeat = new ClaimHeartbeat(store.claims, policy.claim_ttl, log);
+    this.heartbeat = new ClaimHeartbeat(store.pool, policy.claim_ttl, log);
     this.revokedMarks = new Batcher(async (ids: string[]) => {
-      await this.store.markRevoked(ids);
+      await markRevoked(this.store.pool, ids);
       return ids.map(() => undefined);
     });
   }
@@ -112,7 +114,7 @@ export class Revoker {
 
   private async recordFailure(lease: LeaseRow, error: string, credentialDisabled: boolean): Promise<RevokeOutcome> {
     const policy = { maxAttempts: this.policy.max_attempts, backoffBaseSeconds: this.policy.backoff_base, backoffMaxSeconds: this.policy.backoff_max };
-    const state = await this.store.markRevokeFailed(lease.id, error, policy, credentialDisabled);
+    const state = await markRevokeFailed(this.store.pool, lease.id, error, policy, credentialDisabled);
     await this.onEvent({
       operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed',
       lease_id: lease.id,

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { claimLease } from '../../src/leases/sql/claims.js';
 import { api, startTestBroker, type TestBrokerOptions } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, roleExists } from '../support/pg.js';
 
@@ -35,7 +36,7 @@ async function claimedBy(issuer: TestBroker, holder: TestBroker): Promise<{ id: 
   const res = await api(issuer, 'PUT', 'db/creds/reader', {});
   expect(res.status).toBe(200);
   const id = res.body.lease_id as string;
-  const claimed = await holder.store.claims.claim(id, 'expired', 60);
+  const claimed = await claimLease(holder.store.pool, id, 'expired', 60, { holder: holder.store.holder() });
   expect(claimed?.claimed_by, 'a claim records its holder').toEqual(expect.any(Number));
   return { id, username: res.body.data.username };
 }

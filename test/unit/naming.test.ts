@@ -4,7 +4,7 @@ import { makeUsername } from '../../engines/postgres/target.js';
 import { InvalidRequest } from '../../src/errors.js';
 import { sanitizeError } from '../../src/leases/guarded-target.js';
 import { isLeaseIdShape, newLeaseId, validatePrefix } from '../../src/leases/lease-id.js';
-import { prefixUpperBound } from '../../src/leases/lease-store.js';
+import { prefixUpperBound } from '../../src/leases/sql/prefix-range.js';
 
 describe('makeUsername', () => {
   const longPrefix = 'p'.repeat(16); // the longest username_prefix the schema allows
