@@ -20,6 +20,7 @@ import { MountRegistry } from './mounts.js';
 import { migrate } from './store/migrate.js';
 import { createStorePool } from './store/pool.js';
 import { ProcessLock } from './store/process-lock.js';
+import { scheduleTidy } from './store/tidy.js';
 import { VERSION } from './version.js';
 
 export interface Broker {
@@ -126,12 +127,14 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
           name: 'token-expiry',
           noOverlap: true,
         });
+  const tidyTask = opts.reaper === false ? null : scheduleTidy(pool, config, log);
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       await task?.destroy();
       await tokenTask?.destroy();
+      await tidyTask?.destroy();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

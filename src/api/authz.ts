@@ -1,5 +1,5 @@
 import type { Identity } from '../auth/identity.js';
-import type { Capability, Decision, PolicySet } from '../auth/policy.js';
+import { grants, type Capability, type Decision, type PolicySet } from '../auth/policy.js';
 import { PermissionDenied } from '../errors.js';
 import type { LeaseView } from '../leases/lease-view.js';
 
@@ -20,13 +20,12 @@ export class Authz {
   /** The decision when any of `capabilities` is granted on `path`; PermissionDenied otherwise. */
   require(path: string, capabilities: Capability[]): Decision {
     const decision = this.evaluate(path);
-    if (!decision.allowed || !capabilities.some((c) => decision.capabilities.includes(c))) throw new PermissionDenied();
+    if (!grants(decision, capabilities)) throw new PermissionDenied();
     return decision;
   }
 
   has(path: string, capability: Capability): boolean {
-    const decision = this.evaluate(path);
-    return decision.allowed && decision.capabilities.includes(capability);
+    return grants(this.evaluate(path), capability);
   }
 
   owns(lease: Pick<LeaseView, 'owner'>): boolean {

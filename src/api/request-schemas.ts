@@ -1,22 +1,11 @@
 import { z } from 'zod';
-import { parseDurationSeconds } from '../duration.js';
+import { durationInput, toSeconds } from '../config/duration-schema.js';
 import { InvalidRequest } from '../errors.js';
 import { formatIssues } from '../config/load.js';
 
 /** A duration in seconds or Go's form ("1h"); null, absent or "" mean "the role's default", as clients send them. */
 const seconds = (field: string) =>
-  z
-    .union([z.number(), z.string()])
-    .nullish()
-    .transform((v, ctx) => {
-      if (v === undefined || v === null || v === '') return undefined;
-      try {
-        return parseDurationSeconds(v, field);
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: (err as Error).message });
-        return z.NEVER;
-      }
-    });
+  durationInput.nullish().transform((v, ctx) => (v === undefined || v === null || v === '' ? undefined : toSeconds(field)(v, ctx)));
 
 const leaseId = z.string({ error: 'lease_id must be specified' }).max(300, 'lease_id is too long');
 

@@ -5,6 +5,7 @@ import { BrokerError, ConfigError, type ErrorCode } from '../errors.js';
 import { hmacField } from './hmac.js';
 import { capRecord, scrubRecord, type AuditRecord } from './record.js';
 import { FileSink, PostgresSink, StdoutSink, type AuditSink } from './sinks.js';
+import { auditRetentionSchema } from '../store/retention.js';
 
 /** No audit sink accepted the record, so the request it describes must not go ahead. */
 export class AuditUnavailable extends BrokerError {
@@ -21,6 +22,7 @@ export const auditConfigSchema = z
     file: z.object({ path: z.string().min(1) }).strict().optional(),
     stdout: z.boolean().optional(),
     postgres: z.boolean().optional(),
+    retention: auditRetentionSchema,
   })
   .strict()
   .refine((audit) => audit.file !== undefined || audit.stdout === true || audit.postgres === true, {

@@ -41,10 +41,6 @@ export class AuthService {
     return identityOf(row);
   }
 
-  hasMount(name: string): boolean {
-    return this.mounts.has(name);
-  }
-
   async login(mountName: string, body: { role?: unknown; jwt?: unknown }): Promise<LoginResult> {
     const mount = this.mounts.get(mountName);
     if (!mount) throw new UnknownPath(`auth/${mountName}/login`);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseDurationSeconds } from '../duration.js';
+import { durationSchema } from '../config/duration-schema.js';
 import { globMatches } from './claims.js';
 
 export type Capability = 'read' | 'create' | 'update' | 'list' | 'delete' | 'revoke' | 'sudo' | 'deny';
@@ -11,21 +11,8 @@ const POLICY_NAME = /^[a-z][a-z0-9_-]{0,63}$/;
 const TEMPLATE = /\{\{([^{}]*)\}\}/g;
 const TEMPLATE_EXPR = /^identity\.(?:name|metadata\.[A-Za-z0-9_.-]+)$/;
 
-/**
- * Defined here rather than taken from config/schema.ts: the config schema will embed this one,
- * and a cycle between the two modules would leave one of them undefined at load time.
- */
-const allowedTtl = z.union([z.number(), z.string()]).transform((value, ctx) => {
-  try {
-    const seconds = parseDurationSeconds(value, 'allowed_ttl');
-    // Vault reads a zero TTL as "the default"; as a cap it would mean dead credentials. Either way, not what was meant.
-    if (seconds === 0) ctx.addIssue({ code: 'custom', message: 'must be at least 1 second' });
-    return seconds;
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+// Vault reads a zero TTL as "the default"; as a cap it would mean dead credentials. Either way, not what was meant.
+const allowedTtl = durationSchema('allowed_ttl').refine((seconds) => seconds !== 0, 'must be at least 1 second');
 
 /** Why a rule path cannot be used, or undefined when it can. */
 function pathProblem(path: string): string | undefined {
@@ -222,6 +209,12 @@ function compareSpecificity(a: Match, b: Match): number {
 }
 
 /** The configured policies, compiled once; evaluated per request against the caller's policy names. */
+/** Whether `decision` allows any of `capabilities`. */
+export function grants(decision: Decision, capabilities: Capability | Capability[]): boolean {
+  const wanted = Array.isArray(capabilities) ? capabilities : [capabilities];
+  return decision.allowed && wanted.some((c) => decision.capabilities.includes(c));
+}
+
 export class PolicySet {
   private readonly rules = new Map<string, CompiledRule[]>();
 
@@ -259,9 +252,9 @@ export class PolicySet {
     };
   }
 
-  allows(policies: string[], path: string, capability: Capability, identity: IdentityForTemplates): boolean {
-    const decision = this.evaluate(policies, path, identity);
-    return decision.allowed && decision.capabilities.includes(capability);
+  /** Whether `policies` grant any of `capabilities` on `path`; the one place a decision is read as yes or no. */
+  allows(policies: string[], path: string, capabilities: Capability | Capability[], identity: IdentityForTemplates): boolean {
+    return grants(this.evaluate(policies, path, identity), capabilities);
   }
 
   /** The configured policy names; 'root' is built in and never among them. */

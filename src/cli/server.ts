@@ -33,7 +33,7 @@ export async function runMigrate(configPath: string): Promise<void> {
   const log = createLogger(config.log_level);
   const pool = createStorePool(config.store.url, 1, log);
   try {
-    const applied = await migrate(pool);
+    const applied = await migrate(pool, undefined, { newerSchema: 'refuse' });
     process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'the lease store is up to date\n');
   } finally {
     await pool.end();

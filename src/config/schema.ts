@@ -4,6 +4,7 @@ import { authMountSchema } from '../auth/auth-config.js';
 import { policyConfigSchema } from '../auth/policy.js';
 import { auditConfigSchema } from '../audit/auditor.js';
 import { durationSeconds } from './duration-schema.js';
+import { storeRetentionSchema, tidySchema } from '../store/retention.js';
 
 export { durationSeconds };
 
@@ -84,6 +85,8 @@ export const configSchema = z
         query_timeout: durationSeconds
           .refine((s) => s >= 1 && s <= 300, 'must be between 1 s and 300 s')
           .default(5),
+        retention: storeRetentionSchema,
+        tidy: tidySchema,
       })
       .strict(),
     root_token: z.string().min(16, 'must be at least 16 characters'),

@@ -106,9 +106,11 @@ export class Revoker {
 
   private async record(lease: LeaseRow, error: string | null, credentialDisabled: boolean): Promise<RevokeOutcome> {
     if (error !== null) return this.recordFailure(lease, error, credentialDisabled);
+    // The event before the mark: a process killed between the two leaves the lease revoking, so it
+    // is revoked (and audited) again; the other order lost the event of a revocation for good.
+    await this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
     await this.revokedMarks.run(lease.id);
     this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
-    await this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
     return { ok: true };
   }
 

@@ -27,9 +27,6 @@ const dir = mkdtempSync(join(tmpdir(), 'credbroker-audit-trail-'));
 const auditPath = join(dir, 'audit.jsonl');
 
 const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
-const CLI_SOURCE = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
-const hasAuditHashCommand = /\.command\(\s*['"]audit['"]\s*\)[\s\S]*?\.command\(\s*['"]hash['"]\s*\)/.test(readFileSync(CLI_SOURCE, 'utf8'));
-if (!hasAuditHashCommand) console.warn('[audit-trail] src/cli/main.ts has no `audit hash` command yet: its test is skipped');
 
 let cluster: JwksServer;
 let target: Awaited<ReturnType<typeof freshTargetDatabase>>;
@@ -268,7 +265,7 @@ describe('what the audit trail holds', () => {
     expect(inTable).toEqual([{ outcome: 'error', status: 400, error: 'error validating token: token is expired' }]);
   });
 
-  it.skipIf(!hasAuditHashCommand)('`credbroker audit hash <value> --config FILE` prints the HMAC under which the log holds that value', async () => {
+  it('`credbroker audit hash <value> --config FILE` prints the HMAC under which the log holds that value', async () => {
     const config = join(dir, 'config.yaml');
     writeFileSync(
       config,

@@ -6,6 +6,7 @@ import type { Broker } from '../../src/broker.js';
 import { engines } from '../../src/engines.js';
 import { api, startTestBroker, testConfig, type TestBrokerOptions } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, roleExists } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 const PREFIX = 'crashrec';
 const FIXTURE = fileURLToPath(new URL('./fixtures/issue-then-hang.mjs', import.meta.url));
@@ -182,7 +183,6 @@ function slowRole(sleeps: number) {
   };
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** True while a broker transaction is still open on the target database. */
 async function targetWorkInFlight(): Promise<boolean> {
@@ -194,12 +194,13 @@ async function targetWorkInFlight(): Promise<boolean> {
   return rows.length > 0;
 }
 
-/** Waits (at most ~8 s) until the timed-out issue's transaction has ended and its row has left 'pending'. */
+/** Waits (at most 8 s, then throws) until the timed-out issue's transaction has ended and its row has left 'pending'. */
 async function untilIssueWorkEnded(id: string): Promise<void> {
-  for (let i = 0; i < 80; i++) {
-    if (!(await targetWorkInFlight()) && (await leaseRow(id)).state !== 'pending') return;
-    await sleep(100);
-  }
+  await waitUntil(async () => !(await targetWorkInFlight()) && (await leaseRow(id)).state !== 'pending', {
+    timeoutMs: 8000,
+    intervalMs: 100,
+    what: "the timed-out issue's transaction to end and its row to leave 'pending'",
+  });
 }
 
 async function slowLease(): Promise<{ id: string; username: string }> {
@@ -238,11 +239,13 @@ describe('an issue whose engine work outlives the engine call', () => {
     const { id, username } = await slowLease();
 
     // A scheduled reaper runs as soon as the row is due (or the work is over, whichever is first).
-    for (let i = 0; i < 60; i++) {
-      const [{ due }] = await adminQuery(storeDb, 'SELECT next_attempt_at <= now() AS due FROM credbroker_leases WHERE id = $1', [id]);
-      if (due || !(await targetWorkInFlight())) break;
-      await sleep(100);
-    }
+    await waitUntil(
+      async () => {
+        const [{ due }] = await adminQuery(storeDb, 'SELECT next_attempt_at <= now() AS due FROM credbroker_leases WHERE id = $1', [id]);
+        return due || !(await targetWorkInFlight());
+      },
+      { timeoutMs: 6000, intervalMs: 100, what: 'the pending row to fall due or the engine work to end' },
+    );
     await broker.reaper.reapOnce();
     await untilIssueWorkEnded(id);
     await broker.reaper.reapOnce();

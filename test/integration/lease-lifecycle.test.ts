@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT_TOKEN, api, startTestBroker } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, roleExists } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
 const PREFIX = 'lclife';
@@ -112,7 +113,6 @@ function rawRequest(method: string, path: string, token: string | null = ROOT_TO
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('issuing', () => {
   it('an issued credential logs in with pg and reads the granted table; a wrong password is refused with 28P01', async () => {
@@ -154,17 +154,12 @@ describe('expiry on the real reaper timer', () => {
       const expiresAt = (row.expires_at as Date).getTime();
       const exists = async () => (await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [data.username])).rowCount! > 0;
 
-      let goneAt: number | null = null;
-      const deadline = expiresAt + 4000;
-      while (Date.now() < deadline) {
-        if (!(await exists())) {
-          goneAt = Date.now();
-          break;
-        }
-        await sleep(20);
-      }
-      expect(goneAt, 'the role was never dropped').not.toBeNull();
-      const lagMs = goneAt! - expiresAt;
+      const goneAt = await waitUntil(async () => ((await exists()) ? 0 : Date.now()), {
+        timeoutMs: Math.max(0, expiresAt + 4000 - Date.now()),
+        intervalMs: 20,
+        what: 'the expired role to be dropped',
+      });
+      const lagMs = goneAt - expiresAt;
       console.info(`[lease-lifecycle] role dropped ${lagMs} ms after expiry`);
       // Not revoked early (20 ms of slack for clock reads), and within 2 s after expiry.
       expect(lagMs).toBeGreaterThanOrEqual(-20);
@@ -196,11 +191,11 @@ describe('a broker starting with its reaper', () => {
       reaper: { pending_grace: 30, schedule: '0 0 0 1 1 *' },
     });
     try {
-      const deadline = Date.now() + 3000;
-      while ((await leaseRow(leaseId)).state !== 'revoked') {
-        if (Date.now() > deadline) throw new Error('the expired lease was not revoked within 3 s of the broker starting');
-        await sleep(20);
-      }
+      await waitUntil(async () => (await leaseRow(leaseId)).state === 'revoked', {
+        timeoutMs: 3000,
+        intervalMs: 20,
+        what: 'the expired lease to be revoked by the tick at start',
+      });
       expect(await roleExists(data.username)).toBe(false);
       expect((await leaseRow(leaseId)).revoke_reason).toBe('expired');
     } finally {
@@ -300,9 +295,7 @@ describe('revoke', () => {
       // sessions open): the session itself is gone, so even a query needing no privilege fails.
       await expect(session.query('SELECT 1')).rejects.toThrow();
       const backendGone = async () => (await adminQuery('postgres', 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).length === 0;
-      const deadline = Date.now() + 2000;
-      while (!(await backendGone()) && Date.now() < deadline) await sleep(20);
-      expect(await backendGone(), `backend ${pid} of the revoked user still runs`).toBe(true);
+      await waitUntil(backendGone, { timeoutMs: 2000, intervalMs: 20, what: `backend ${pid} of the revoked user to end` });
       expect(await roleExists(data.username)).toBe(false);
       const row = await leaseRow(leaseId);
       expect(row.state).toBe('revoked');

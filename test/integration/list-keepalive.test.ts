@@ -6,6 +6,7 @@ import { acceptListMethod } from '../../src/api/list-method.js';
 import { api, ROOT_TOKEN, startTestBroker } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, roleExists } from '../support/pg.js';
 import { RawConnection, rawRequest, type RawResponse } from '../support/raw-http.js';
+import { waitUntil } from '../support/wait.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
 const PREFIX = 'lcklist';
@@ -364,8 +365,7 @@ describe('the socket the HTTP server is handed', () => {
       expect(seen).toEqual([{ method: 'GET', url: '/a/?list=true', remote: '127.0.0.1' }]);
       // Idle past keepAliveTimeout: the server closes it, as it would a plain socket.
       const started = Date.now();
-      while (!idle.ended && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 20));
-      expect(idle.ended).toBe(true);
+      await waitUntil(() => idle.ended, { timeoutMs: 5000, intervalMs: 20, what: 'the server to close the idle connection' });
       expect(Date.now() - started).toBeGreaterThanOrEqual(200);
 
       const kept = await RawConnection.open(url);

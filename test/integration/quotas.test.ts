@@ -12,6 +12,7 @@ import { packageRoot } from '../../src/package-root.js';
 import { freePort } from '../../src/store/embedded-postgres.js';
 import { ROOT_TOKEN, api } from '../support/broker.js';
 import { dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 const PREFIX = 'quota';
 const ISSUER = 'https://cluster.example';
@@ -71,11 +72,10 @@ beforeAll(async () => {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   childUrl = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
-    if ((await fetch(`${childUrl}/v1/sys/health`).then((r) => r.ok, () => false))) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('the second broker process did not start');
+  await waitUntil(() => fetch(`${childUrl}/v1/sys/health`).then((r) => r.ok, () => false), {
+    timeoutMs: 10_000,
+    what: 'the second broker process to answer /v1/sys/health',
+  });
 });
 
 afterAll(async () => {

@@ -7,6 +7,7 @@ import type { Broker } from '../../src/broker.js';
 import { randomLeaseSuffix } from '../../src/random.js';
 import { startTestBroker, testConfig, type TestBrokerOptions } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, randomName } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 const PREFIX = 'takeover';
 const LEASES = 64;
@@ -17,7 +18,6 @@ let storeDb: string;
 let options: TestBrokerOptions;
 const children = new Set<ChildProcess>();
 const brokers: Broker[] = [];
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 beforeAll(async () => {
   if (!existsSync(DIST_BROKER)) throw new Error(`${DIST_BROKER} is missing: run \`npx tsc -p .\` before these tests`);
@@ -83,12 +83,13 @@ async function startSlowReaper(slotDelayMs: number): Promise<ChildProcess> {
 }
 
 async function untilMidBatch(usernames: string[]): Promise<void> {
-  for (let i = 0; ; i++) {
-    const left = await rolesLeft(usernames);
-    if (left < usernames.length && left > usernames.length / 2) return;
-    if (i > 400) throw new Error(`the slow reaper never got mid-batch (${left} of ${usernames.length} roles left)`);
-    await sleep(25);
-  }
+  await waitUntil(
+    async () => {
+      const left = await rolesLeft(usernames);
+      return left < usernames.length && left > usernames.length / 2;
+    },
+    { timeoutMs: 10_000, intervalMs: 25, what: `the slow reaper to get mid-batch (between all and half of ${usernames.length} roles left)` },
+  );
 }
 
 describe('a reaper process killed with SIGKILL in the middle of a batch', () => {
@@ -111,11 +112,14 @@ describe('a reaper process killed with SIGKILL in the middle of a batch', () => 
     // Another replica, reaping as often as it likes: it may only take what the dead one's claims release.
     const survivor = await startTestBroker(options);
     brokers.push(survivor);
-    while ((await rolesLeft(usernames)) > 0) {
-      if (Date.now() - killedAt > 15_000) throw new Error(`${await rolesLeft(usernames)} roles still alive 15 s after the kill`);
-      await survivor.reaper.reapOnce();
-      await sleep(100);
-    }
+    await waitUntil(
+      async () => {
+        if ((await rolesLeft(usernames)) === 0) return true;
+        await survivor.reaper.reapOnce();
+        return false;
+      },
+      { timeoutMs: 15_000, intervalMs: 100, what: 'the survivor to revoke every role of the killed reaper' },
+    );
     const tookMs = Date.now() - killedAt;
 
     expect(tookMs, `took ${tookMs} ms after the kill (${leftAtKill} roles were left)`).toBeLessThan(5_000);
@@ -135,11 +139,14 @@ describe('a live reaper whose batch outlasts the claim TTL', () => {
     const survivor = await startTestBroker(options);
     brokers.push(survivor);
     let survivorClaimed = 0;
-    while ((await rolesLeft(usernames)) > 0) {
-      if (Date.now() - startedAt > 20_000) throw new Error(`${await rolesLeft(usernames)} roles still alive after 20 s`);
-      survivorClaimed += (await survivor.reaper.reapOnce()).claimed;
-      await sleep(100);
-    }
+    await waitUntil(
+      async () => {
+        if ((await rolesLeft(usernames)) === 0) return true;
+        survivorClaimed += (await survivor.reaper.reapOnce()).claimed;
+        return false;
+      },
+      { timeoutMs: 20_000, intervalMs: 100, what: 'every role to be revoked' },
+    );
 
     expect(survivorClaimed).toBe(0);
     expect(Date.now() - startedAt).toBeGreaterThan(3_000); // the claims did have to be renewed

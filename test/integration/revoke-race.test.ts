@@ -4,6 +4,7 @@ import type { Broker } from '../../src/broker.js';
 import { randomLeaseSuffix } from '../../src/random.js';
 import { api, startTestBroker, type TestBrokerOptions } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, randomName } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 const PREFIX = 'revrace';
 const LEASES = 40;
@@ -12,7 +13,14 @@ let storeDb: string;
 let targetDb: string;
 let options: TestBrokerOptions;
 const brokers: Broker[] = [];
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Until the reaper has claimed every seeded lease (at most 5 s, then throws). */
+const untilAllClaimed = () =>
+  waitUntil(async () => (await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoking'`))[0].n === LEASES, {
+    timeoutMs: 5000,
+    intervalMs: 10,
+    what: `the reaper to claim all ${LEASES} leases`,
+  });
 
 // Every revocation of a lease of this role writes one line on the target, in the same transaction
 // as its DROP ROLE: two lines for one role is a role revoked twice.
@@ -63,12 +71,7 @@ describe('a client revoke racing the reaper over the same leases', () => {
     const { ids, usernames } = await seedLeasesExpiringNow(LEASES);
 
     const drained = reaping.reaper.drain();
-    for (let i = 0; ; i++) {
-      const [{ n }] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoking'`);
-      if (n === LEASES) break;
-      if (i > 200) throw new Error(`the reaper claimed only ${n} of ${LEASES} leases`);
-      await sleep(10);
-    }
+    await untilAllClaimed();
     // What each lease's row says the moment its client gets the answer: a success means revoked.
     const answers = await Promise.all(
       ids.map(async (id) => {
@@ -100,12 +103,7 @@ describe('a revoke-prefix racing the reaper over the same leases', () => {
     const { usernames } = await seedLeasesExpiringNow(LEASES);
 
     const drained = reaping.reaper.drain();
-    for (let i = 0; ; i++) {
-      const [{ n }] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoking'`);
-      if (n === LEASES) break;
-      if (i > 200) throw new Error(`the reaper claimed only ${n} of ${LEASES} leases`);
-      await sleep(10);
-    }
+    await untilAllClaimed();
     // A lease the reaper finished before the call began is not the call's to count.
     const [{ before }] = await adminQuery(storeDb, `SELECT count(*)::int AS before FROM credbroker_leases WHERE state = 'revoked'`);
     const { revoked } = await serving.leases.revokePrefix('db/creds/slow/');
@@ -155,12 +153,10 @@ describe('an issue a revoke-prefix overtakes', () => {
     });
     brokers.push(broker);
     const issuing = api(broker, 'PUT', 'db/creds/sleepy', {});
-    for (let i = 0; ; i++) {
-      const [{ n }] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE role = 'sleepy' AND state = 'pending'`);
-      if (n === 1) break;
-      if (i > 200) throw new Error('the issue never wrote its pending row');
-      await sleep(5);
-    }
+    await waitUntil(
+      async () => (await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE role = 'sleepy' AND state = 'pending'`))[0].n === 1,
+      { timeoutMs: 5000, intervalMs: 5, what: 'the issue to write its pending row' },
+    );
     const revoke = await api(broker, 'PUT', 'sys/leases/revoke-prefix/db/creds/sleepy/');
     expect(revoke.status, JSON.stringify(revoke.body)).toBe(204);
     const issued = await issuing;

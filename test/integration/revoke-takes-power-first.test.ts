@@ -2,6 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startTestBroker } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, randomName, roleExists } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 /**
  * A leased user attacks its own revocation: a temporary table (which makes DROP ROLE fail), open
@@ -269,12 +270,11 @@ describe('privileges the admin login needs', () => {
 
     // The fix takes effect without a restart.
     await adminQuery('postgres', `GRANT pg_signal_backend TO ${PREFIX}_weak`);
-    let status = 0;
-    for (let i = 0; i < 40 && status !== 200; i++) {
-      status = (await api(broker, 'PUT', 'db/creds/reader', {})).status;
-      if (status !== 200) await sleep(250);
-    }
-    expect(status).toBe(200);
+    await waitUntil(async () => (await api(broker, 'PUT', 'db/creds/reader', {})).status === 200, {
+      timeoutMs: 10_000,
+      intervalMs: 250,
+      what: 'an issue to succeed once pg_signal_backend is granted',
+    });
     expect((await api(broker, 'GET', 'db/config/verify')).body.data.ok).toBe(true);
   });
 

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startTestBroker, type TestBrokerOptions } from '../support/broker.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, roleExists } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 /** Faults on the revoke path of statements-form roles: a broker killed mid-issue, a burst of revokes. */
 const PREFIX = 'rvkflt';
@@ -32,13 +33,7 @@ const grantingRole = (extra: string[] = []) => ({
   ],
 });
 
-async function untilTrue(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const untilTrue = (what: string, check: () => Promise<boolean>, timeoutMs = 10_000) => waitUntil(check, { what, timeoutMs });
 
 describe('a broker killed during a slow statements-form issue', () => {
   it('leaves no role: the cleanup ends the dead issuer transaction before it can commit', async () => {

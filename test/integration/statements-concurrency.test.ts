@@ -2,6 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startTestBroker } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, roleExists } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
 const PREFIX = 'lcstmt';
@@ -63,19 +64,20 @@ async function issueConcurrently(count: number): Promise<Issued[]> {
   return leases;
 }
 
-/** Waits (up to 4 s) until a DROP OWNED of the broker is waiting on a lock on the target; how many. */
+/** Waits (up to 4 s, then throws) until a DROP OWNED of the broker is waiting on a lock on the target; how many. */
 async function waitForBlockedDropOwned(): Promise<number> {
-  const deadline = Date.now() + 4000;
-  for (;;) {
-    const [{ n }] = await adminQuery(
-      'postgres',
-      `SELECT count(*)::int AS n FROM pg_stat_activity
-        WHERE datname = $1 AND application_name = 'credbroker:db' AND wait_event_type = 'Lock' AND query ILIKE '%DROP OWNED BY%'`,
-      [targetDb],
-    );
-    if (n > 0 || Date.now() > deadline) return n;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  return waitUntil(
+    async () => {
+      const [{ n }] = await adminQuery(
+        'postgres',
+        `SELECT count(*)::int AS n FROM pg_stat_activity
+          WHERE datname = $1 AND application_name = 'credbroker:db' AND wait_event_type = 'Lock' AND query ILIKE '%DROP OWNED BY%'`,
+        [targetDb],
+      );
+      return n as number;
+    },
+    { timeoutMs: 4000, intervalMs: 20, what: 'a DROP OWNED of the broker to wait behind the GRANT' },
+  );
 }
 
 describe('roles created by creation_statements', () => {

@@ -1,4 +1,3 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,7 +8,9 @@ import { createLogger } from '../../src/log.js';
 import { randomName, randomSecret } from '../../src/random.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/store/embedded-postgres.js';
 import { api, baseTestConfig } from '../support/broker.js';
+import { freezeCluster, thawCluster } from '../support/cluster.js';
 import { dropRolesWithPrefix, freshTargetDatabase, pgUrl } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 const PREFIX = 'frozen';
 const QUERY_TIMEOUT_S = 2;
@@ -40,37 +41,12 @@ afterAll(async () => {
   await dropRolesWithPrefix(PREFIX);
 });
 
-/** The postmaster of the store and every process it forked (backends, checkpointer, walwriter…). */
-function clusterPids(): number[] {
-  const postmaster = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const children = readdirSync('/proc')
-    .filter((d) => /^\d+$/.test(d))
-    .filter((pid) => {
-      try {
-        // /proc/<pid>/stat: "pid (comm) state ppid …"; comm may hold spaces, so split after ")".
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-  return [postmaster, ...children];
-}
-
 function freeze(): void {
-  frozen = clusterPids();
-  for (const pid of frozen) process.kill(pid, 'SIGSTOP');
+  frozen = freezeCluster(dataDir);
 }
 
 function thaw(): void {
-  for (const pid of frozen) {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // gone already
-    }
-  }
+  thawCluster(frozen);
   frozen = [];
 }
 
@@ -107,12 +83,11 @@ describe('a lease store that freezes (SIGSTOP of every process of its cluster)',
     }
 
     // Connections stuck on the frozen server are dropped and new ones opened: no restart needed.
-    let lookup = await timedRequest('PUT', 'sys/leases/lookup', { lease_id: leaseId });
-    for (let i = 0; lookup.status !== 200 && i < 20; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 250));
-      lookup = await timedRequest('PUT', 'sys/leases/lookup', { lease_id: leaseId });
-    }
-    expect(lookup.status).toBe(200);
+    await waitUntil(async () => (await timedRequest('PUT', 'sys/leases/lookup', { lease_id: leaseId })).status === 200, {
+      timeoutMs: 5000,
+      intervalMs: 250,
+      what: 'a lookup to succeed once the store is thawed',
+    });
     expect((await timedRequest('GET', 'db/creds/reader')).status).toBe(200);
     expect((await timedRequest('PUT', 'sys/leases/revoke', { lease_id: leaseId })).status).toBe(204);
   });

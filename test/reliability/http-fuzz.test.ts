@@ -8,6 +8,7 @@ import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
 import { K8S_ISSUER, b64url, kubernetesAuthMount, kubernetesClaims, kubernetesRole, startJwksServer, type JwksServer } from '../support/jwks-server.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl } from '../support/pg.js';
 import { RawConnection, rawRequest, type RawResponse } from '../support/raw-http.js';
+import { recordFigures } from '../support/reliability.js';
 
 /**
  * HTTP fuzzing of every route (issue 10): requests built by fast-check from the real route shapes,
@@ -579,6 +580,8 @@ describe('HTTP fuzzing of every route', () => {
     const seconds = (Date.now() - started) / 1000;
 
     const table = [...statuses].sort(([a], [b]) => a - b).map(([s, n]) => `${s}:${n}`).join(' ');
+    const fiveXX = [...statuses].filter(([s]) => s >= 500).reduce((n, [, k]) => n + k, 0);
+    recordFigures('http-fuzz', { fuzzRequests: sent, fuzz5xx: fiveXX, seed: SEED });
     console.log(`http-fuzz: ${sent} answered in ${seconds.toFixed(1)} s (${Math.round(sent / seconds)}/s), ${reopened} connections reopened; statuses ${table}`);
     expect(failures, `FUZZ_SEED=${SEED}\n${failures.join('\n')}`).toEqual([]);
     expect(sent).toBe(TOTAL);

@@ -1,11 +1,13 @@
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { TestBrokerOptions } from '../support/broker.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
-import { checkInvariants, killAndWait, LoadDriver, loadRoles, randomBetween, sleep, waitStoreDrained } from '../support/reliability.js';
+import { checkInvariants, killAndWait, recordFigures, LoadDriver, loadRoles, randomBetween, sleep, waitStoreDrained } from '../support/reliability.js';
 
 /**
  * Issue 10, "three replicas under load, one killed at random every few seconds": three broker
@@ -33,6 +35,10 @@ let target: Awaited<ReturnType<typeof freshTargetDatabase>>;
 let storeDb: string;
 let options: TestBrokerOptions;
 const children = new Set<ChildProcess>();
+/** One audit file per replica slot: a restarted replica appends to the file of the one it replaces. */
+const auditDir = mkdtempSync(join(tmpdir(), 'rrepl-audit-'));
+const auditFiles = Array.from({ length: REPLICAS }, (_, i) => join(auditDir, `replica-${i}.log`));
+const replicaOptions = (i: number): TestBrokerOptions => ({ ...options, audit: { hmac_key: 'replicas-audit-hmac-key-0123456789abcdef', file: { path: auditFiles[i]! } } });
 
 beforeAll(async () => {
   if (!existsSync(DIST_BROKER)) throw new Error(`${DIST_BROKER} is missing: run \`npm run build\` before this test`);
@@ -57,7 +63,7 @@ afterAll(async () => {
 describe('three replicas on one store under load, one SIGKILLed at random every few seconds', () => {
   it('loses no lease, leaves no orphan role, drops no role twice, and revokes every expired role within 5 s, for both role forms', { timeout: 60_000 }, async () => {
     const load = new LoadDriver({ clientLoops: CLIENT_LOOPS, ttlSeconds: TTL_SECONDS, requestTimeoutMs: REQUEST_TIMEOUT_MS, retriesOnConnectionError: REPLICAS - 1 });
-    const replicas = await Promise.all(Array.from({ length: REPLICAS }, () => startBrokerProcess(options, children, { reaper: true })));
+    const replicas = await Promise.all(Array.from({ length: REPLICAS }, (_, i) => startBrokerProcess(replicaOptions(i), children, { reaper: true })));
     load.urls = replicas.map((r) => r.url);
     const running = load.run();
     let kills = 0;
@@ -77,7 +83,7 @@ describe('three replicas on one store under load, one SIGKILLed at random every 
         await killAndWait(replicas[i]!.child);
         kills++;
         restarts.push(
-          startBrokerProcess(options, children, { reaper: true }).then((r) => {
+          startBrokerProcess(replicaOptions(i), children, { reaper: true }).then((r) => {
             replicas[i] = r;
             restarting.delete(i);
             load.urls = replicas.filter((_, j) => !restarting.has(j)).map((x) => x.url);
@@ -95,6 +101,7 @@ describe('three replicas on one store under load, one SIGKILLed at random every 
 
     const figures = await checkInvariants({
       label: 'replicas',
+      auditFiles,
       storeDb,
       targetDb: target.database,
       prefix: PREFIX,
@@ -105,6 +112,7 @@ describe('three replicas on one store under load, one SIGKILLed at random every 
       minReceivedPerForm: 20,
       minExpiredPerForm: 10,
     });
+    recordFigures('replicas', { kills });
     console.info('replicas figures:', JSON.stringify({ kills, ...figures }));
   });
 });

@@ -12,6 +12,7 @@ import { randomSecret } from '../../src/random.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/store/embedded-postgres.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { b64url, startJwksServer, type JwksServer } from '../support/jwks-server.js';
+import { recordFigures } from '../support/reliability.js';
 
 /**
  * The secret sweep of issue 10: every secret issued or presented during a representative workload
@@ -305,6 +306,7 @@ describe('secret sweep', () => {
       }
     }
     console.info(`secrets checked: ${secrets.length}, plaintext hits: ${hits.length}`);
+    recordFigures('secret-sweep', { secretsChecked: secrets.length, secretHits: hits.length });
     expect(hits).toEqual([]);
   });
 });

@@ -8,7 +8,7 @@ import { randomLeaseSuffix, randomSecret } from '../../src/random.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../../src/store/embedded-postgres.js';
 import { startTestBroker } from '../support/broker.js';
 import { adminQuery, freshStoreDatabase, randomName } from '../support/pg.js';
-import { sleep } from '../support/reliability.js';
+import { recordFigures, sleep } from '../support/reliability.js';
 
 /**
  * Issue 10, "target outage during a drain of expiries": the target is its own PostgreSQL server,
@@ -159,13 +159,14 @@ describe('the target stopped during a drain of expiries, then started again', ()
       })}`,
     );
 
+    const left = await targetQuery(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1 AND rolname <> $2`, [`${PREFIX}\\_%`, GROUP]);
+    recordFigures('target-outage', { received: N, lost: N - fig.leases, orphans: left.length, irrevocable: fig.irrevocable, outageMs: returnedAt - stoppedAt });
     expect(fig.leases, 'lease rows in the store').toBe(N);
     expect(fig.irrevocable, 'leases irrevocable although the backoff arithmetic allows none within the outage').toBe(0);
     expect(fig.revoked, 'leases revoked once the target was back').toBe(N);
     // The outage did hit the drain: leases failed and were retried, and never more than the schedule allows.
     expect(fig.retried, 'leases whose revocation failed during the outage').toBeGreaterThan(0);
     expect(fig.max_attempts, `failed attempts of one lease within ${window} ms`).toBeLessThanOrEqual(allowed);
-    const left = await targetQuery(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1 AND rolname <> $2`, [`${PREFIX}\\_%`, GROUP]);
     expect(left.map((r) => r.rolname), 'leased roles still on the target').toEqual([]);
   });
 });

@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { BrokerConfig } from '../../src/config/schema.js';
 import { testConfig, type TestBrokerOptions } from './broker.js';
+import { sweepLogPath } from './secret-recorder.js';
 
 const FIXTURE = fileURLToPath(new URL('../integration/fixtures/serve.mjs', import.meta.url));
 
@@ -9,7 +11,7 @@ const FIXTURE = fileURLToPath(new URL('../integration/fixtures/serve.mjs', impor
  * Starts a broker as a child process (the compiled broker in dist/, via fixtures/serve.mjs), so a
  * test can SIGKILL it; resolves with its URL once it listens. `reaper` schedules its reaper.
  * Every child is added to `children`, for the test's afterAll to kill what is left. `options` is
- * either the usual test options or a whole parsed config; `logLevel` (default silent) logs to
+ * either the usual test options or a whole parsed config; `logLevel` (default silent, or info while a secret sweep runs) logs to
  * stderr. `output` holds all the child has written so far, from its first byte.
  */
 export async function startBrokerProcess(
@@ -18,11 +20,13 @@ export async function startBrokerProcess(
   opts: { reaper?: boolean; logLevel?: string } = {},
 ): Promise<{ child: ChildProcess; url: string; output: { stdout: string; stderr: string } }> {
   const config = 'config' in options ? options.config : testConfig(options);
+  const logPath = sweepLogPath('broker-process');
   const child = spawn(process.execPath, [FIXTURE], {
     env: {
       ...process.env,
       ...(opts.reaper ? { FIXTURE_REAPER: '1' } : {}),
-      ...(opts.logLevel ? { FIXTURE_LOG_LEVEL: opts.logLevel } : {}),
+      // At the production level by default while a secret sweep runs: its output is swept.
+      ...(opts.logLevel || logPath ? { FIXTURE_LOG_LEVEL: opts.logLevel ?? 'info' } : {}),
       FIXTURE_CONFIG: JSON.stringify(config),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -32,6 +36,12 @@ export async function startBrokerProcess(
   const output = { stdout: '', stderr: '' };
   child.stdout!.on('data', (c) => (output.stdout += c));
   child.stderr!.on('data', (c) => (output.stderr += c));
+  if (logPath) {
+    const sweepLog = createWriteStream(logPath, { flags: 'a' });
+    child.stdout!.pipe(sweepLog, { end: false });
+    child.stderr!.pipe(sweepLog, { end: false });
+    child.once('exit', () => setTimeout(() => sweepLog.end(), 100));
+  }
   const stderr = () => output.stderr;
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';

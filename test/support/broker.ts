@@ -1,7 +1,9 @@
+import { createWriteStream } from 'node:fs';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { pgUrl } from './pg.js';
+import { sweepLogPath } from './secret-recorder.js';
 
 export const ROOT_TOKEN = 'test-root-token-0123456789';
 
@@ -15,6 +17,8 @@ export interface TestBrokerOptions {
   /** Run the reaper on its timer; by default tests call reapOnce() themselves. */
   scheduleReaper?: boolean;
   engineTimeout?: number;
+  /** An audit section (e.g. a file sink, for the reliability checker's invariant (f)). */
+  audit?: Record<string, unknown>;
 }
 
 /** What every test broker shares: loopback on a free port, a store, the root token, quiet logs. */
@@ -34,6 +38,7 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
     ...baseTestConfig(opts.storeDatabase),
     engine_timeout: opts.engineTimeout ?? 5,
     reaper: { pending_grace: 30, ...opts.reaper },
+    ...(opts.audit ? { audit: opts.audit } : {}),
     mounts: {
       db: { type: 'postgres', connection_url: pgUrl(opts.targetDatabase), username_prefix: opts.prefix, ...opts.mount, roles: opts.roles },
     },
@@ -43,7 +48,10 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
 /** A real broker on a random loopback port: real HTTP server, real lease store, real target. */
 export async function startTestBroker(opts: TestBrokerOptions): Promise<Broker & { config: BrokerConfig }> {
   const config = testConfig(opts);
-  const broker = await startBroker(config, { log: createLogger('silent'), reaper: opts.scheduleReaper ?? false });
+  // Logged at the production level into the run's secret sweep, when one runs.
+  const logPath = sweepLogPath('broker');
+  const log = logPath ? createLogger('info', createWriteStream(logPath, { flags: 'a' })) : createLogger('silent');
+  const broker = await startBroker(config, { log, reaper: opts.scheduleReaper ?? false });
   return { ...broker, config };
 }
 

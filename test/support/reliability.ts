@@ -1,3 +1,6 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { expect } from 'vitest';
 import { ROOT_TOKEN } from './broker.js';
@@ -5,8 +8,9 @@ import { adminQuery, pgUrl } from './pg.js';
 
 /**
  * The reliability harness of issues 9 and 10: a load driver that records every lease a client
- * received, a drain that waits until the store holds nothing live, and the invariant checker
- * (a)-(e) that reads the store, then the target, afterwards.
+ * received, a drain that waits until the store holds nothing live, the invariant checker (a)-(f)
+ * that reads the store, then the target, then the audit files afterwards, and the figures each
+ * scenario records for the run's table and test/reliability/results/latest.json.
  */
 export type Form = 'member_of' | 'statements';
 export const ROLE_OF_FORM: Record<Form, string> = { member_of: 'reader', statements: 'granting' };
@@ -225,6 +229,8 @@ export interface InvariantInput {
   minExpiredPerForm: number;
   /** Called with the late revocations before (d) fails on them, to explain them. */
   explainLate?: (late: StoreLease[], droppedAt: Map<string, number>) => void;
+  /** The brokers' audit files, for (f); without them (f) is not checked. */
+  auditFiles?: string[];
 }
 
 export interface InvariantFigures {
@@ -234,18 +240,37 @@ export interface InvariantFigures {
   orphans: number;
   outlive: Record<Form, { n: number; max: number; p99: number }>;
   doubleDrops: number;
+  /** Audit lines read for (f), and reaper revocations that were checked for their event. */
+  auditLines: number;
+  reaperRevocations: number;
+}
+
+/** What each invariant found wrong: every list is empty when the run kept its promises. */
+export interface Violations {
+  /** (a) leases a client received that the store does not know, or that end early. */
+  lost: string[];
+  endsEarly: string[];
+  /** (b) roles with the prefix that no live lease owns. */
+  orphans: string[];
+  /** (c) leases left pending, revoking or irrevocable. */
+  stuck: string[];
+  /** (d) expired leases revoked later than maxOutliveMs after their expiry. */
+  late: string[];
+  /** (e) roles whose revocation committed twice; revoked leases whose revocation never committed. */
+  doubleDrops: string[];
+  undropped: string[];
+  /** (f) audit lines that do not parse (torn or garbled); reaper revocations without their event. */
+  tornAuditLines: string[];
+  unaudited: string[];
 }
 
 /**
- * Checks invariants (a)-(e) of issue 10 once the store has drained, and prints the figures:
- * (a) every lease a client received is in the store and does not end before the client was told;
- * (b) no role with the prefix on the target that no live lease owns; (c) nothing pending,
- * revoking or irrevocable; (d) every expired lease revoked within maxOutliveMs of its expiry
- * (revoked_at - expires_at), per form; (e) the statements-form revocation committed exactly once
- * for every revoked statements-form lease a client received, never twice for any name.
+ * Reads the store, then the target, then the audit files, and reports every violation of
+ * invariants (a)-(f) of issue 10 without asserting anything; checkInvariants asserts. Apart so
+ * that a test can plant each violation and watch its checker catch it.
  */
-export async function checkInvariants(input: InvariantInput): Promise<InvariantFigures> {
-  const { label, storeDb, prefix } = input;
+export async function findViolations(input: InvariantInput): Promise<{ figures: InvariantFigures; violations: Violations; expired: StoreLease[]; drops: Map<string, number> }> {
+  const { storeDb, prefix } = input;
   // Read the store first, then the target: a lease only becomes revoked after its role is
   // dropped, so a role seen now whose lease was already revoked (or unknown) is an orphan.
   const leases = await adminQuery<StoreLease>(
@@ -255,58 +280,113 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantF
   const roles = await adminQuery<{ rolname: string }>('postgres', `SELECT rolname FROM pg_roles WHERE rolname LIKE $1 AND rolname <> $2`, [`${prefix}\\_%`, input.group]);
   const byId = new Map(leases.map((l) => [l.id, l]));
   const byUsername = new Map(leases.map((l) => [l.username, l]));
-
   const formOf = (role: string): Form => (role === ROLE_OF_FORM.statements ? 'statements' : 'member_of');
   const received = input.received;
-  for (const form of FORMS) {
-    // A run whose clients got (almost) nothing proves nothing.
-    expect(received.filter((l) => l.form === form).length, `leases of the ${form} form a client received`).toBeGreaterThanOrEqual(input.minReceivedPerForm);
-  }
 
-  // (a)
-  expect(received.filter((l) => !byId.has(l.id)).map((l) => l.id), 'leases a client received that the store does not know').toEqual([]);
-  const endsEarly = received.filter((l) => byId.get(l.id)!.expires_at.getTime() < l.toldExpiresAt - 1000);
-  expect(endsEarly.map((l) => l.id), 'leases the store ends over 1 s before a client was told').toEqual([]);
+  const lost = received.filter((l) => !byId.has(l.id)).map((l) => l.id);
+  const endsEarly = received.filter((l) => byId.has(l.id) && byId.get(l.id)!.expires_at.getTime() < l.toldExpiresAt - 1000).map((l) => l.id);
 
-  // (b)
   const orphans = roles.map((r) => r.rolname).filter((name) => {
     const lease = byUsername.get(name);
     return !lease || lease.state !== 'active' || lease.expires_at.getTime() <= Date.now();
   });
-  console.info(`${label}: ${leases.length} leases in the store, ${received.length} received by clients, ${roles.length} leased roles left, ${orphans.length} orphans`);
-  expect(orphans, 'roles with the prefix that no live lease owns').toEqual([]);
 
-  // (c)
-  const stuck = leases.filter((l) => l.state === 'pending' || l.state === 'revoking' || l.state === 'irrevocable');
-  expect(stuck.map((l) => `${l.id}: ${l.state}`), 'leases left pending, revoking or irrevocable').toEqual([]);
+  const stuck = leases.filter((l) => l.state === 'pending' || l.state === 'revoking' || l.state === 'irrevocable').map((l) => `${l.id}: ${l.state}`);
 
-  // (d)
-  const reasons: Record<string, number> = {};
-  for (const l of leases) reasons[`${l.state}/${l.revoke_reason}`] = (reasons[`${l.state}/${l.revoke_reason}`] ?? 0) + 1;
-  console.info(`${label}: leases by state/reason`, reasons);
   const expired = leases.filter((l) => l.state === 'revoked' && l.revoke_reason === 'expired');
   const outlive = (l: StoreLease) => l.revoked_at!.getTime() - l.expires_at.getTime();
   const measured = {} as Record<Form, { n: number; max: number; p99: number }>;
-  for (const form of FORMS) {
-    measured[form] = stats(expired.filter((l) => formOf(l.role) === form).map(outlive));
-    console.info(`${label} outlive (${form}): ${measured[form].n} expired leases, max ${measured[form].max} ms, p99 ${measured[form].p99} ms`);
-  }
-  const drops = await adminQuery<{ name: string; n: number; at: Date }>(input.targetDb, `SELECT name, count(*)::int AS n, min(dropped_at) AS at FROM ${input.logTable} GROUP BY name`);
-  const late = expired.filter((l) => outlive(l) > input.maxOutliveMs);
-  if (late.length && input.explainLate) input.explainLate(late, new Map(drops.map((d) => [d.name, d.at.getTime()])));
-  for (const form of FORMS) {
-    expect(measured[form].n, `expired leases of the ${form} form`).toBeGreaterThanOrEqual(input.minExpiredPerForm);
-    expect(measured[form].max, `the longest a ${form} role outlived its lease (ms)`).toBeLessThanOrEqual(input.maxOutliveMs);
-  }
+  for (const form of FORMS) measured[form] = stats(expired.filter((l) => formOf(l.role) === form).map(outlive));
+  const late = expired.filter((l) => outlive(l) > input.maxOutliveMs).map((l) => `${l.id}: ${outlive(l)} ms`);
 
-  // (e)
-  const doubles = drops.filter((d) => d.n > 1);
-  expect(doubles.map((d) => d.name), 'roles whose revocation statements committed twice').toEqual([]);
-  const dropped = new Set(drops.map((d) => d.name));
-  const undropped = received.filter((l) => l.form === 'statements' && byId.get(l.id)!.state === 'revoked' && !dropped.has(l.username));
-  expect(undropped.map((l) => l.id), 'revoked statements-form leases whose revocation statements never committed').toEqual([]);
+  const dropRows = await adminQuery<{ name: string; n: number; at: Date }>(input.targetDb, `SELECT name, count(*)::int AS n, min(dropped_at) AS at FROM ${input.logTable} GROUP BY name`);
+  const doubleDrops = dropRows.filter((d) => d.n > 1).map((d) => d.name);
+  const dropped = new Set(dropRows.map((d) => d.name));
+  const undropped = received.filter((l) => l.form === 'statements' && byId.get(l.id)?.state === 'revoked' && !dropped.has(l.username)).map((l) => l.id);
 
-  return { leases: leases.length, received: received.length, rolesLeft: roles.length, orphans: orphans.length, outlive: measured, doubleDrops: doubles.length };
+  const audit = readAudit(input.auditFiles ?? []);
+  // The reaper's own revocations (expiry, cleanup of a dead issue) are audited only as events.
+  const reaperRevoked = leases.filter((l) => l.state === 'revoked' && (l.revoke_reason === 'expired' || l.revoke_reason === 'cleanup'));
+  const unaudited = input.auditFiles ? reaperRevoked.filter((l) => !audit.revokedEvents.has(l.id)).map((l) => l.id) : [];
+
+  return {
+    figures: {
+      leases: leases.length,
+      received: received.length,
+      rolesLeft: roles.length,
+      orphans: orphans.length,
+      outlive: measured,
+      doubleDrops: doubleDrops.length,
+      auditLines: audit.lines,
+      reaperRevocations: input.auditFiles ? reaperRevoked.length : 0,
+    },
+    violations: { lost, endsEarly, orphans, stuck, late, doubleDrops, undropped, tornAuditLines: audit.torn, unaudited },
+    expired: expired.filter((l) => outlive(l) > input.maxOutliveMs),
+    drops: new Map(dropRows.map((d) => [d.name, d.at.getTime()])),
+  };
+}
+
+/** Every line of the audit files, each of which must be one whole JSON record ending in a newline. */
+function readAudit(files: string[]): { lines: number; torn: string[]; revokedEvents: Set<string> } {
+  const torn: string[] = [];
+  const revokedEvents = new Set<string>();
+  let lines = 0;
+  for (const file of files) {
+    if (!existsSync(file)) continue;
+    const text = readFileSync(file, 'utf8');
+    const parts = text.split('\n');
+    // A file that does not end in a newline ends in a torn record.
+    if (parts.at(-1) !== '') torn.push(`${file}: last line has no newline: ${parts.at(-1)!.slice(0, 80)}`);
+    parts.pop();
+    parts.forEach((line, i) => {
+      lines++;
+      try {
+        const record = JSON.parse(line);
+        if (record.type === 'event' && record.operation === 'revoked' && typeof record.lease_id === 'string') revokedEvents.add(record.lease_id);
+      } catch {
+        torn.push(`${file}:${i + 1}: ${line.slice(0, 80)}`);
+      }
+    });
+  }
+  return { lines, torn, revokedEvents };
+}
+
+/**
+ * Checks invariants (a)-(f) of issue 10 once the store has drained, and prints the figures:
+ * (a) every lease a client received is in the store and does not end before the client was told;
+ * (b) no role with the prefix on the target that no live lease owns; (c) nothing pending,
+ * revoking or irrevocable; (d) every expired lease revoked within maxOutliveMs of its expiry
+ * (revoked_at - expires_at), per form; (e) the statements-form revocation committed exactly once
+ * for every revoked statements-form lease a client received, never twice for any name; (f) when
+ * auditFiles are given, every line of them parses and every reaper revocation has its event.
+ */
+export async function checkInvariants(input: InvariantInput): Promise<InvariantFigures> {
+  const { label } = input;
+  const { figures, violations: v, expired: late, drops } = await findViolations(input);
+  // Recorded before any assertion, so a failed run's table shows what it found.
+  recordFigures(label, invariantFigures(figures, v));
+  for (const form of FORMS) {
+    // A run whose clients got (almost) nothing proves nothing.
+    expect(input.received.filter((l) => l.form === form).length, `leases of the ${form} form a client received`).toBeGreaterThanOrEqual(input.minReceivedPerForm);
+  }
+  console.info(`${label}: ${figures.leases} leases in the store, ${figures.received} received by clients, ${figures.rolesLeft} leased roles left, ${figures.orphans} orphans`);
+  for (const form of FORMS) {
+    const m = figures.outlive[form];
+    console.info(`${label} outlive (${form}): ${m.n} expired leases, max ${m.max} ms, p99 ${m.p99} ms`);
+  }
+  expect(v.lost, '(a) leases a client received that the store does not know').toEqual([]);
+  expect(v.endsEarly, '(a) leases the store ends over 1 s before a client was told').toEqual([]);
+  expect(v.orphans, '(b) roles with the prefix that no live lease owns').toEqual([]);
+  expect(v.stuck, '(c) leases left pending, revoking or irrevocable').toEqual([]);
+  if (late.length && input.explainLate) input.explainLate(late, drops);
+  for (const form of FORMS) expect(figures.outlive[form].n, `expired leases of the ${form} form`).toBeGreaterThanOrEqual(input.minExpiredPerForm);
+  expect(v.late, `(d) expired leases revoked more than ${input.maxOutliveMs} ms after expiry`).toEqual([]);
+  expect(v.doubleDrops, '(e) roles whose revocation statements committed twice').toEqual([]);
+  expect(v.undropped, '(e) revoked statements-form leases whose revocation statements never committed').toEqual([]);
+  expect(v.tornAuditLines, '(f) audit lines that do not parse').toEqual([]);
+  expect(v.unaudited, '(f) reaper revocations without a revoked event in the audit log').toEqual([]);
+  if (input.auditFiles) expect(figures.reaperRevocations, '(f) reaper revocations checked against the audit log').toBeGreaterThan(0);
+  return figures;
 }
 
 /** SIGKILLs a child and waits for it to be gone. */
@@ -315,4 +395,51 @@ export async function killAndWait(child: import('node:child_process').ChildProce
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGKILL');
   await exited;
+}
+
+/** Where each scenario leaves its figures, for the run's table (test/support/reliability-results.ts). */
+export const RESULTS_DIR = fileURLToPath(new URL('../reliability/results/', import.meta.url));
+export const PARTS_DIR = join(RESULTS_DIR, '.parts');
+
+/** The figures issue 10 asks for; a scenario gives those it measures. */
+export interface ScenarioFigures {
+  form?: 'quick' | 'long';
+  kills?: number;
+  received?: number;
+  lost?: number;
+  orphans?: number;
+  maxOutliveMs?: number;
+  doubleDrops?: number;
+  stuck?: number;
+  tornAuditLines?: number;
+  unaudited?: number;
+  fuzzRequests?: number;
+  fuzz5xx?: number;
+  secretsChecked?: number;
+  secretHits?: number;
+  [other: string]: number | string | undefined;
+}
+
+/** Adds figures to the scenario's record for this run (merged with what it recorded before). */
+export function recordFigures(scenario: string, figures: ScenarioFigures): void {
+  mkdirSync(PARTS_DIR, { recursive: true });
+  const file = join(PARTS_DIR, `${scenario.replace(/[^a-z0-9-]+/gi, '-')}.json`);
+  const before = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  const form = process.env.RELIABILITY_LONG === '1' ? 'long' : 'quick';
+  writeFileSync(file, JSON.stringify({ ...before, scenario, form, ...figures }, null, 2));
+}
+
+/** The figures of a checkInvariants run, as recorded: violation counts, whatever they are. */
+export function invariantFigures(figures: InvariantFigures, v: Violations): ScenarioFigures {
+  return {
+    received: figures.received,
+    lost: v.lost.length + v.endsEarly.length,
+    orphans: v.orphans.length,
+    maxOutliveMs: Math.max(...FORMS.map((f) => figures.outlive[f].max)),
+    doubleDrops: v.doubleDrops.length,
+    stuck: v.stuck.length,
+    tornAuditLines: v.tornAuditLines.length,
+    unaudited: v.unaudited.length,
+    ...(figures.auditLines ? { auditLines: figures.auditLines, reaperRevocations: figures.reaperRevocations } : {}),
+  };
 }

@@ -233,7 +233,7 @@ describe('auditConfigSchema', () => {
   const key = 'k'.repeat(32);
 
   it('accepts each sink alone and all together', () => {
-    expect(auditConfigSchema.parse({ hmac_key: key, stdout: true })).toEqual({ hmac_key: key, stdout: true });
+    expect(auditConfigSchema.parse({ hmac_key: key, stdout: true })).toEqual({ hmac_key: key, stdout: true, retention: 90 * 86400 });
     expect(auditConfigSchema.safeParse({ hmac_key: key, postgres: true }).success).toBe(true);
     expect(auditConfigSchema.safeParse({ hmac_key: key, file: { path: '/var/log/credbroker/audit.log' }, stdout: true, postgres: true }).success).toBe(true);
   });

@@ -73,7 +73,7 @@ describe('parseConfig', () => {
     const pwFile = writeSecret('wh-password', 'pa55word-from-file\n');
     const config = parseConfig(validYaml(pwFile), ENV);
     expect(config.listen).toEqual({ address: '0.0.0.0', port: 8300 });
-    expect(config.store).toEqual({ url: 'postgres://broker:s3cret/with:odd@chars@store.internal:5432/credbroker', max_connections: 20, query_timeout: 5 });
+    expect(config.store).toEqual({ url: 'postgres://broker:s3cret/with:odd@chars@store.internal:5432/credbroker', max_connections: 20, query_timeout: 5, retention: 30 * 86400, tidy: { schedule: '0 17 3 * * *', batch_size: 1000 } });
     expect(config.root_token).toBe(ROOT);
     expect(config.engine_timeout).toBe(5);
     expect(config.reaper.pending_grace).toBe(120);
@@ -106,6 +106,18 @@ describe('parseConfig', () => {
     expect(parseConfig(MINIMAL, ENV).store.query_timeout).toBe(5);
     const store = MINIMAL.match(/^store:\n(?:  .*\n)+/m)![0];
     expect(configError(MINIMAL.replace(store, `${store}  query_timeout: 0\n`))).toBe('store.query_timeout: must be between 1 s and 300 s');
+  });
+
+  it('reads store.retention, store.tidy and audit.retention, and refuses a retention under a day, naming the key', () => {
+    const store = MINIMAL.match(/^store:\n(?:  .*\n)+/m)![0];
+    const withStore = (lines: string) => MINIMAL.replace(store, `${store}${lines}`);
+    const config = parseConfig(withStore('  retention: 7d\n  tidy: { schedule: "0 0 * * * *", batch_size: 500 }\n'), ENV);
+    expect(config.store).toMatchObject({ retention: 7 * 86400, tidy: { schedule: '0 0 * * * *', batch_size: 500 } });
+    expect(configError(withStore('  retention: 12h\n'))).toBe('store.retention: must be at least 1 day ("24h")');
+    expect(configError(withStore('  tidy: { schedule: "every night" }\n'))).toMatch(/^store\.tidy\.schedule: must be a node-cron expression/);
+    const audit = 'audit:\n  hmac_key: ${env:HMAC_KEY}\n  stdout: true\n';
+    expect(parseConfig(`${MINIMAL}${audit}`, { ...ENV, HMAC_KEY: 'k'.repeat(32) }).audit?.retention).toBe(90 * 86400);
+    expect(parseConfig(`${MINIMAL}${audit}  retention: 400d\n`, { ...ENV, HMAC_KEY: 'k'.repeat(32) }).audit?.retention).toBe(400 * 86400);
   });
 
   it('refuses a reaper.pending_grace not longer than engine_timeout, naming the key', () => {

@@ -1,11 +1,13 @@
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { TestBrokerOptions } from '../support/broker.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
-import { checkInvariants, killAndWait, LoadDriver, loadRoles, randomBetween, sampleClaims, sleep, waitStoreDrained } from '../support/reliability.js';
+import { checkInvariants, killAndWait, recordFigures, LoadDriver, loadRoles, randomBetween, sampleClaims, sleep, waitStoreDrained } from '../support/reliability.js';
 
 /**
  * The kill storm of issue 9 section 6: one broker process, reaper on its real one-second timer,
@@ -16,7 +18,8 @@ import { checkInvariants, killAndWait, LoadDriver, loadRoles, randomBetween, sam
 const PREFIX = 'kstorm';
 const DIST_BROKER = fileURLToPath(new URL('../../dist/src/broker.js', import.meta.url));
 
-const KILLS = 9;
+const LONG = process.env.RELIABILITY_LONG === '1';
+const KILLS = LONG ? 50 : 10;
 /** How long each broker lives before its SIGKILL: random in this range. */
 const UPTIME_MS = [800, 2000] as const;
 const CLIENT_LOOPS = 4;
@@ -36,6 +39,8 @@ const CLAIM_SAMPLE_MS = 100;
 let target: Awaited<ReturnType<typeof freshTargetDatabase>>;
 let storeDb: string;
 let options: TestBrokerOptions;
+/** One audit file for every broker of the storm: each appends whole lines to it. */
+const auditFile = join(mkdtempSync(join(tmpdir(), 'kstorm-audit-')), 'audit.log');
 const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
@@ -51,6 +56,7 @@ beforeAll(async () => {
     // pending_grace must exceed engine_timeout; both short so a killed issue is cleaned up fast.
     engineTimeout: 2,
     reaper: { pending_grace: 3 },
+    audit: { hmac_key: 'kill-storm-audit-hmac-key-0123456789abcdef', file: { path: auditFile } },
     roles: loadRoles({ group: target.group, logTable: LOG_TABLE, ttlSeconds: TTL_SECONDS, maxTtlSeconds: MAX_TTL_SECONDS }),
   };
 });
@@ -65,7 +71,7 @@ afterAll(async () => {
 const brokerProcess = () => startBrokerProcess(options, children, { reaper: true });
 
 describe('a broker SIGKILLed at random moments while clients issue, renew and revoke', () => {
-  it('loses no lease, leaves no orphan role, and revokes every expired role within 5 s of its expiry, for both role forms', { timeout: 90_000 }, async () => {
+  it('loses no lease, leaves no orphan role, and revokes every expired role within 5 s of its expiry, for both role forms', { timeout: LONG ? 300_000 : 90_000 }, async () => {
     const load = new LoadDriver({ clientLoops: CLIENT_LOOPS, ttlSeconds: TTL_SECONDS, requestTimeoutMs: REQUEST_TIMEOUT_MS });
     const timeline: { what: string; at: number }[] = [{ what: 'start', at: Date.now() }];
     let broker = await brokerProcess();
@@ -98,8 +104,10 @@ describe('a broker SIGKILLed at random moments while clients issue, renew and re
       await claims.stop();
     }
 
+    recordFigures('kill storm', { kills: KILLS });
     await checkInvariants({
       label: 'kill storm',
+      auditFiles: [auditFile],
       storeDb,
       targetDb: target.database,
       prefix: PREFIX,
