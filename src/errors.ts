@@ -74,7 +74,10 @@ export class UnknownMount extends InvalidRequest {
 /** Vault's texts, kept verbatim because clients match on them. */
 export class LeaseNotFound extends InvalidRequest {
   static override readonly code: ErrorCode = 'ERR_LEASE_NOT_FOUND';
-  constructor(readonly leaseId: string, message = 'lease not found') {
+  constructor(
+    readonly leaseId: string,
+    message = 'lease not found',
+  ) {
     super(message);
   }
 }
@@ -124,7 +127,11 @@ export class UnsupportedOperation extends BrokerError {
 /** A target (the database we mint roles on, AWS…) failed or timed out. */
 export class TargetError extends BrokerError {
   static override readonly code: ErrorCode = 'ERR_TARGET';
-  constructor(readonly mount: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly mount: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${mount}: ${message}`, options);
   }
 }

@@ -94,13 +94,25 @@ export function createApp(opts: AppOptions): express.Express {
       const total = performance.now() - started;
       const broker = Math.max(0, total - timings.store - timings.target);
       if (reply.headers) res.set(reply.headers);
-      res.set('Server-Timing', `store;dur=${timings.store.toFixed(2)}, target;dur=${timings.target.toFixed(2)}, broker;dur=${broker.toFixed(2)}`);
+      res.set(
+        'Server-Timing',
+        `store;dur=${timings.store.toFixed(2)}, target;dur=${timings.target.toFixed(2)}, broker;dur=${broker.toFixed(2)}`,
+      );
       if (reply.body === undefined) res.status(reply.status).end();
       else res.status(reply.status).json(reply.body);
     } catch (err) {
       sendError(res, err, opts.log, requestId);
     }
-    opts.log.info({ request_id: requestId, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
+    opts.log.info(
+      {
+        request_id: requestId,
+        method: req.method,
+        path: req.path,
+        status: res.statusCode,
+        ms: Math.round(performance.now() - started),
+      },
+      'request',
+    );
   });
 
   app.use((_req: Request, res: Response) => {
@@ -149,7 +161,12 @@ class ApiCall {
     for (const route of routes) {
       const match = route.pattern.exec(this.path);
       if (!match) continue;
-      const ctx: RouteContext = { req: this.req, requestId: this.requestId, params: match.slice(1).map((p) => p ?? ''), audit: this.audit };
+      const ctx: RouteContext = {
+        req: this.req,
+        requestId: this.requestId,
+        params: match.slice(1).map((p) => p ?? ''),
+        audit: this.audit,
+      };
       if (!route.public) {
         this.identity = await this.authenticate().catch(async (err) => {
           // Refused before anyone is known: the body is not recorded, so no one fills the log with it.
@@ -179,7 +196,9 @@ class ApiCall {
     return {
       time: new Date().toISOString(),
       request_id: this.requestId,
-      ...(this.identity ?? this.audit.identity ? { identity: identityRecord((this.identity ?? this.audit.identity)!) } : {}),
+      ...((this.identity ?? this.audit.identity)
+        ? { identity: identityRecord((this.identity ?? this.audit.identity)!) }
+        : {}),
       remote_address: this.req.ip,
       operation: this.operation,
       path: this.path,
@@ -189,9 +208,18 @@ class ApiCall {
 
   /** The request record; `fields`, when given, are the only body fields it keeps. */
   private recordRequest(fields?: string[]): Promise<void> {
-    const parsed = this.req.body && typeof this.req.body === 'object' && !Array.isArray(this.req.body) ? (this.req.body as Record<string, unknown>) : {};
-    const body = fields ? Object.fromEntries(fields.filter((f) => Object.hasOwn(parsed, f)).map((f) => [f, parsed[f]])) : parsed;
-    return this.opts.auditor.record({ type: 'request', ...this.base(), data: { ...body, ...(presentedToken(this.req) ? { client_token: presentedToken(this.req) } : {}) } });
+    const parsed =
+      this.req.body && typeof this.req.body === 'object' && !Array.isArray(this.req.body)
+        ? (this.req.body as Record<string, unknown>)
+        : {};
+    const body = fields
+      ? Object.fromEntries(fields.filter((f) => Object.hasOwn(parsed, f)).map((f) => [f, parsed[f]]))
+      : parsed;
+    return this.opts.auditor.record({
+      type: 'request',
+      ...this.base(),
+      data: { ...body, ...(presentedToken(this.req) ? { client_token: presentedToken(this.req) } : {}) },
+    });
   }
 
   /** `error`: the error answered, when the request failed. */

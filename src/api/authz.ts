@@ -14,7 +14,10 @@ export class Authz {
   ) {}
 
   private evaluate(path: string): Decision {
-    return this.policies.evaluate(this.identity.policies, path, { name: this.identity.name, metadata: this.identity.metadata });
+    return this.policies.evaluate(this.identity.policies, path, {
+      name: this.identity.name,
+      metadata: this.identity.metadata,
+    });
   }
 
   /** The decision when any of `capabilities` is granted on `path`; PermissionDenied otherwise. */
@@ -29,7 +32,9 @@ export class Authz {
   }
 
   owns(lease: Pick<LeaseView, 'owner'>): boolean {
-    return Boolean(lease.owner && lease.owner.name === this.identity.name && lease.owner.authMount === this.identity.authMount);
+    return Boolean(
+      lease.owner && lease.owner.name === this.identity.name && lease.owner.authMount === this.identity.authMount,
+    );
   }
 
   /**
@@ -50,6 +55,10 @@ export class Authz {
 
   /** Sees every lease under a prefix (sudo or list on the lookup path); otherwise only its own. */
   seesAllUnder(prefix: string): boolean {
-    return this.identity.root || this.has(`sys/leases/lookup/${prefix}`, 'sudo') || this.has(`sys/leases/lookup/${prefix}`, 'list');
+    return (
+      this.identity.root ||
+      this.has(`sys/leases/lookup/${prefix}`, 'sudo') ||
+      this.has(`sys/leases/lookup/${prefix}`, 'list')
+    );
   }
 }

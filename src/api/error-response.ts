@@ -46,12 +46,15 @@ export interface ErrorReply {
 /** body-parser's own client errors. */
 function bodyParserError(err: unknown): { status: number; message: string } | null {
   const type = (err as { type?: string }).type;
-  if (type === 'entity.parse.failed') return { status: 400, message: 'failed to parse JSON input: the body is not valid JSON' };
+  if (type === 'entity.parse.failed')
+    return { status: 400, message: 'failed to parse JSON input: the body is not valid JSON' };
   if (type === 'entity.too.large') return { status: 413, message: 'request body too large' };
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return { status: 415, message: 'unsupported body encoding' };
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported')
+    return { status: 415, message: 'unsupported body encoding' };
   // Anything else body-parser refuses (a gzip body that does not inflate, …) is still the client's.
   const { status, expose } = err as { status?: number; expose?: boolean };
-  if (expose && typeof status === 'number' && status >= 400 && status < 500) return { status, message: 'malformed request body' };
+  if (expose && typeof status === 'number' && status >= 400 && status < 500)
+    return { status, message: 'malformed request body' };
   return null;
 }
 
@@ -103,6 +106,7 @@ export function statusFor(err: unknown): number {
 export function sendError(res: Response, err: unknown, log: Logger, requestId: string = randomUUID()): void {
   const reply = errorReply(err, requestId);
   if (!reply.known) log.error({ request_id: requestId, err }, 'internal error');
-  else if (reply.status >= 500) log.warn({ request_id: requestId, code: (err as BrokerError).code, err: (err as Error).message }, 'request failed');
+  else if (reply.status >= 500)
+    log.warn({ request_id: requestId, code: (err as BrokerError).code, err: (err as Error).message }, 'request failed');
   res.status(reply.status).json(reply.body);
 }

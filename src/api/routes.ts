@@ -16,5 +16,11 @@ export { REVOKE_OUTCOME_HEADER, REVOKED_COUNT_HEADER } from './routes/leases.js'
  * `<mount>/…` patterns would otherwise shadow nothing, but come last as the catch-all shape).
  */
 export function buildRoutes(deps: { leases: LeaseService; auth: AuthService; health: HealthState }): Route[] {
-  return [...authRoutes(deps.auth, deps.leases), ...sysRoutes(deps.health), ...leaseRoutes(deps.leases), ...incidentRoutes(deps.leases), ...credsRoutes(deps.leases)];
+  return [
+    ...authRoutes(deps.auth, deps.leases),
+    ...sysRoutes(deps.health),
+    ...leaseRoutes(deps.leases),
+    ...incidentRoutes(deps.leases),
+    ...credsRoutes(deps.leases),
+  ];
 }

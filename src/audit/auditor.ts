@@ -19,7 +19,10 @@ export const auditConfigSchema = z
   .object({
     /** A secret: in a config file it is a ${env:} or ${file:} ref. */
     hmac_key: z.string().min(32, 'must be at least 32 characters'),
-    file: z.object({ path: z.string().min(1) }).strict().optional(),
+    file: z
+      .object({ path: z.string().min(1) })
+      .strict()
+      .optional(),
     stdout: z.boolean().optional(),
     postgres: z.boolean().optional(),
     retention: auditRetentionSchema,
@@ -44,7 +47,10 @@ const SINK_DEADLINE_MS = 5000;
 function withinDeadline<T>(work: Promise<T>, ms: number, name: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(Object.assign(new Error(`${name} did not answer within ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
+    timer = setTimeout(
+      () => reject(Object.assign(new Error(`${name} did not answer within ${ms} ms`), { code: 'ETIMEDOUT' })),
+      ms,
+    );
   });
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
@@ -67,7 +73,9 @@ export class Auditor {
   async record(record: AuditRecord): Promise<void> {
     if (this.sinks.length === 0) return;
     const line = capRecord(scrubRecord(record, this.hmacKey));
-    const results = await Promise.allSettled(this.sinks.map((sink) => withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name)));
+    const results = await Promise.allSettled(
+      this.sinks.map((sink) => withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name)),
+    );
     const failures: unknown[] = [];
     results.forEach((result, i) => {
       if (result.status === 'fulfilled') return;
@@ -102,10 +110,15 @@ export class Auditor {
     await this.settleLogging(this.sinks, (sink) => sink.close(), 'audit sink failed to close');
   }
 
-  private async settleLogging<S extends AuditSink>(sinks: S[], work: (sink: S) => Promise<void>, message: string): Promise<void> {
+  private async settleLogging<S extends AuditSink>(
+    sinks: S[],
+    work: (sink: S) => Promise<void>,
+    message: string,
+  ): Promise<void> {
     const results = await Promise.allSettled(sinks.map(work));
     results.forEach((result, i) => {
-      if (result.status === 'rejected') this.log.error({ sink: sinks[i]!.name, code: errorCode(result.reason) }, message);
+      if (result.status === 'rejected')
+        this.log.error({ sink: sinks[i]!.name, code: errorCode(result.reason) }, message);
     });
   }
 }

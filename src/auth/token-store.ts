@@ -31,7 +31,13 @@ export class TokenStore {
 
   constructor(private readonly pool: pg.Pool) {}
 
-  async create(opts: { identity: Identity; role: string; ttlSeconds: number; maxTtlSeconds: number; revokeLeases: boolean }): Promise<{ token: string; row: TokenRow }> {
+  async create(opts: {
+    identity: Identity;
+    role: string;
+    ttlSeconds: number;
+    maxTtlSeconds: number;
+    revokeLeases: boolean;
+  }): Promise<{ token: string; row: TokenRow }> {
     const token = `${TOKEN_PREFIX}${randomSecret()}`;
     const { rows } = await storeQuery<TokenRow>(this.pool, {
       name: 'credbroker.create_token',
@@ -41,7 +47,13 @@ export class TokenStore {
       values: [
         randomName(24),
         hashOf(token),
-        { name: opts.identity.name, auth_mount: opts.identity.authMount, metadata: opts.identity.metadata, role: opts.role, ttl: opts.ttlSeconds },
+        {
+          name: opts.identity.name,
+          auth_mount: opts.identity.authMount,
+          metadata: opts.identity.metadata,
+          role: opts.role,
+          ttl: opts.ttlSeconds,
+        },
         opts.identity.policies,
         opts.ttlSeconds,
         opts.maxTtlSeconds,

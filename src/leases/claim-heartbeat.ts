@@ -47,7 +47,12 @@ export class ClaimHeartbeat {
     if (this.beating || this.held.size === 0) return;
     this.beating = true;
     extendClaims(this.db, [...this.held.keys()], this.ttlSeconds, this.intervalMs)
-      .catch((err) => this.log.warn({ err: messageOf(err), leases: this.held.size }, 'could not renew revocation claims; another replica may revoke them again'))
+      .catch((err) =>
+        this.log.warn(
+          { err: messageOf(err), leases: this.held.size },
+          'could not renew revocation claims; another replica may revoke them again',
+        ),
+      )
       .finally(() => {
         this.beating = false;
       });

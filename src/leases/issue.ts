@@ -1,7 +1,15 @@
 import type { Identity } from '../auth/identity.js';
 import { identityRecord } from '../auth/identity.js';
 import type { JsonValue } from '../engines.js';
-import { IssueRevoked, TargetError, TargetTimeout, UnknownMount, UnknownPath, UnknownRole, messageOf } from '../errors.js';
+import {
+  IssueRevoked,
+  TargetError,
+  TargetTimeout,
+  UnknownMount,
+  UnknownPath,
+  UnknownRole,
+  messageOf,
+} from '../errors.js';
 import type { Mount, MountRole } from '../mounts.js';
 import { sanitizeError } from './guarded-target.js';
 import type { LeaseDeps } from './lease-deps.js';
@@ -34,12 +42,25 @@ export interface IssueOptions {
  * Issues a lease, intent first (DESIGN.md): plan, write the pending row, issue on the target,
  * activate the row, and only then hand out the secret.
  */
-export async function issueLease(deps: LeaseDeps, mountName: string, roleName: string, opts: IssueOptions): Promise<IssuedLease> {
+export async function issueLease(
+  deps: LeaseDeps,
+  mountName: string,
+  roleName: string,
+  opts: IssueOptions,
+): Promise<IssuedLease> {
   const path = opts.path ?? 'creds';
   const { mount, role } = resolveRole(deps, mountName, path, roleName);
   const { ttl, warnings } = issueTtl(opts.ttl, role.common, opts.ttlCap);
   const leaseId = newLeaseId(mount.name, path, role.name);
-  const handle = mount.target.plan({ mount: mount.name, roleName: role.name, role: role.config, leaseId, ttlSeconds: ttl, params: opts.params ?? {}, path });
+  const handle = mount.target.plan({
+    mount: mount.name,
+    roleName: role.name,
+    role: role.config,
+    leaseId,
+    ttlSeconds: ttl,
+    params: opts.params ?? {},
+    path,
+  });
   const renewable = mount.target.renewable(role.config);
   const pending = await insertPending(deps, role, {
     id: leaseId,
@@ -63,9 +84,17 @@ export async function issueLease(deps: LeaseDeps, mountName: string, roleName: s
   return { leaseId, leaseDuration: wholeSeconds(secondsLeft!), renewable, data: issued.data, warnings };
 }
 
-function resolveRole(deps: LeaseDeps, mountName: string, path: string, roleName: string): { mount: Mount; role: MountRole } {
+function resolveRole(
+  deps: LeaseDeps,
+  mountName: string,
+  path: string,
+  roleName: string,
+): { mount: Mount; role: MountRole } {
   const mount = deps.mounts.get(mountName);
-  if (!mount) throw new UnknownPath(`${mountName}/${path}/${roleName}`, [new UnknownMount(mountName, deps.mounts.names()).message]);
+  if (!mount)
+    throw new UnknownPath(`${mountName}/${path}/${roleName}`, [
+      new UnknownMount(mountName, deps.mounts.names()).message,
+    ]);
   if (!mount.paths.includes(path)) throw new UnknownPath(`${mountName}/${path}/${roleName}`);
   const role = mount.roles.get(roleName);
   if (!role) throw new UnknownRole(roleName);
@@ -87,19 +116,28 @@ async function issueOnTarget(deps: LeaseDeps, mount: Mount, role: MountRole, lea
   const heartbeat = keepPending(deps, lease.leaseId);
   let issued;
   try {
-    issued = await mount.target.issue({ roleName: role.name, role: role.config, handle: lease.handle, expiresAt: lease.expiresAt });
+    issued = await mount.target.issue({
+      roleName: role.name,
+      role: role.config,
+      handle: lease.handle,
+      expiresAt: lease.expiresAt,
+    });
   } catch (err) {
     // Only once the engine's work is over: a timed-out call may still create the credential after we stopped waiting.
     const cleanup = () => {
       clearInterval(heartbeat);
       return markForCleanup(deps.store.pool, lease.leaseId, sanitizeError(messageOf(err))).catch((e) =>
-        deps.log.warn({ lease_id: lease.leaseId, err: messageOf(e) }, 'could not mark failed issue for cleanup; the pending grace will'),
+        deps.log.warn(
+          { lease_id: lease.leaseId, err: messageOf(e) },
+          'could not mark failed issue for cleanup; the pending grace will',
+        ),
       );
     };
     if (err instanceof TargetTimeout) void err.settled.then(cleanup);
     else await cleanup();
     // A client's revoke of the pending lease ends its issuing transaction on the target.
-    if (!(err instanceof TargetTimeout) && (await revokedByClient(deps, lease.leaseId))) throw new IssueRevoked(lease.leaseId);
+    if (!(err instanceof TargetTimeout) && (await revokedByClient(deps, lease.leaseId)))
+      throw new IssueRevoked(lease.leaseId);
     throw err;
   }
   clearInterval(heartbeat);
@@ -113,7 +151,9 @@ async function issueOnTarget(deps: LeaseDeps, mount: Mount, role: MountRole, lea
  */
 async function takeBack(deps: LeaseDeps, mount: Mount, lease: Planned): Promise<never> {
   // If the reaper already closed the row, put it back in the queue until this revoke succeeds.
-  await mount.target.revoke({ handle: lease.handle, expiresAt: lease.expiresAt }).catch((err) => requeueLease(deps.store.pool, lease.leaseId, sanitizeError(messageOf(err))));
+  await mount.target
+    .revoke({ handle: lease.handle, expiresAt: lease.expiresAt })
+    .catch((err) => requeueLease(deps.store.pool, lease.leaseId, sanitizeError(messageOf(err))));
   if (await revokedByClient(deps, lease.leaseId)) throw new IssueRevoked(lease.leaseId);
   throw new TargetError(mount.name, 'issue took longer than the pending grace; the credential was revoked');
 }
@@ -126,7 +166,10 @@ async function revokedByClient(deps: LeaseDeps, leaseId: string): Promise<boolea
 
 function keepPending(deps: LeaseDeps, leaseId: string): NodeJS.Timeout {
   const grace = deps.policy.pending_grace;
-  const timer = setInterval(() => void extendPending(deps.store.pool, leaseId, grace).catch(() => undefined), (grace * 1000) / 3);
+  const timer = setInterval(
+    () => void extendPending(deps.store.pool, leaseId, grace).catch(() => undefined),
+    (grace * 1000) / 3,
+  );
   timer.unref();
   return timer;
 }

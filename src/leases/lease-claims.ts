@@ -15,7 +15,13 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * existed). If that revocation fails or its claim lapses, the lease is claimed here; after
  * `waitMs` it is taken over all the same, so no caller waits longer than that for another.
  */
-export async function claimOrAwait(store: LeaseStore, id: string, reason: RevokeReason, ttlSeconds: number, waitMs: number): Promise<LeaseRow | null> {
+export async function claimOrAwait(
+  store: LeaseStore,
+  id: string,
+  reason: RevokeReason,
+  ttlSeconds: number,
+  waitMs: number,
+): Promise<LeaseRow | null> {
   const deadline = Date.now() + waitMs;
   for (;;) {
     const takeOver = Date.now() >= deadline;

@@ -22,7 +22,11 @@ export async function resolvePrefix(deps: LeaseDeps, prefix: string): Promise<{ 
  * ("dmeo/") and is told so. Checked only after matching nothing, so the leases of a mount
  * since removed from the config can still be listed and force-revoked.
  */
-export function requireMountOf(deps: LeaseDeps, prefix: string, opts: { nameConfigured: boolean } = { nameConfigured: true }): void {
+export function requireMountOf(
+  deps: LeaseDeps,
+  prefix: string,
+  opts: { nameConfigured: boolean } = { nameConfigured: true },
+): void {
   const mount = prefix.split('/')[0]!;
   if (!deps.mounts.get(mount)) throw new UnknownMount(mount, opts.nameConfigured ? deps.mounts.names() : null);
 }

@@ -22,7 +22,13 @@ export interface LeaseRow {
   last_error: string | null;
   revoked_at: Date | null;
   revoke_reason: RevokeReason | null;
-  identity: { name: string; auth_mount: string; metadata?: Record<string, string>; accessor?: string; root?: boolean } | null;
+  identity: {
+    name: string;
+    auth_mount: string;
+    metadata?: Record<string, string>;
+    accessor?: string;
+    root?: boolean;
+  } | null;
   token_accessor: string | null;
   /** Set when a revocation disabled the credential but could not finish cleaning up after it. */
   credential_disabled_at: Date | null;

@@ -26,7 +26,14 @@ export type { IssuedLease, RenewedLease };
 export class LeaseService {
   private readonly deps: LeaseDeps;
 
-  constructor(store: LeaseStore, mounts: MountRegistry, revoker: Revoker, policy: ReaperConfig, log: Logger, engineTimeoutSeconds = 10) {
+  constructor(
+    store: LeaseStore,
+    mounts: MountRegistry,
+    revoker: Revoker,
+    policy: ReaperConfig,
+    log: Logger,
+    engineTimeoutSeconds = 10,
+  ) {
     this.deps = { store, mounts, revoker, policy, log, engineTimeoutSeconds };
   }
 
@@ -96,7 +103,9 @@ export class LeaseService {
   }
 
   private view(row: FoundLease): LeaseView {
-    const facts = this.deps.mounts.get(row.mount)?.target.describe(row.revoke_handle) ?? { revocableBeforeExpiry: true };
+    const facts = this.deps.mounts.get(row.mount)?.target.describe(row.revoke_handle) ?? {
+      revocableBeforeExpiry: true,
+    };
     return toLeaseView(row, facts);
   }
 }

@@ -13,7 +13,9 @@ export class LeaseStore {
   // Concurrent issues share their two store writes: one INSERT and one UPDATE (and one commit
   // each) for every batch of requests in flight, instead of one per request. The wait for the
   // batch is timed as a whole, flush included, so the flush itself is not timed again.
-  private readonly pendingInserts = new Batcher((leases: PendingLease[]) => insertPendingRows(this.pool, leases, { timed: false }));
+  private readonly pendingInserts = new Batcher((leases: PendingLease[]) =>
+    insertPendingRows(this.pool, leases, { timed: false }),
+  );
   private readonly activations = new Batcher((ids: string[]) => activateLeases(this.pool, ids, { timed: false }));
 
   constructor(

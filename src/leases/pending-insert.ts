@@ -17,7 +17,9 @@ export function insertWithinQuota(pool: pg.Pool, lease: PendingLease, quota: Quo
       throw new QuotaExceeded(`quota reached: role ${lease.mount}/${lease.role} allows ${quota.perRole} active leases`);
     }
     if (quota.perIdentity !== undefined && mine >= quota.perIdentity) {
-      throw new QuotaExceeded(`quota reached: ${identity?.name ?? 'this identity'} may hold ${quota.perIdentity} active leases of ${lease.mount}/${lease.role}`);
+      throw new QuotaExceeded(
+        `quota reached: ${identity?.name ?? 'this identity'} may hold ${quota.perIdentity} active leases of ${lease.mount}/${lease.role}`,
+      );
     }
     const [out] = await insertPendingRows(client, [lease]);
     return out!;

@@ -35,7 +35,12 @@ export class Reaper {
       return 0;
     });
     if (released > 0) this.log.info({ released }, 'took over leases whose reaper died');
-    const claimed = await claimDue(this.store.pool, opts.limit ?? this.config.batch_size, this.config.claim_ttl, this.store.holder());
+    const claimed = await claimDue(
+      this.store.pool,
+      opts.limit ?? this.config.batch_size,
+      this.config.claim_ttl,
+      this.store.holder(),
+    );
     const result: ReapResult = { claimed: claimed.length, revoked: [], failed: [] };
     for (const [leaseId, outcome] of await this.revoker.revokeClaimedMany(claimed)) {
       (outcome.ok ? result.revoked : result.failed).push(leaseId);

@@ -16,7 +16,12 @@ export interface RenewedLease {
  * its max_ttl from issue, then tells the engine (PostgreSQL: VALID UNTIL). One clock: the store
  * computes the expiry, the cap and the time left. `ttlCap`: a policy's allowed_ttl.
  */
-export async function renewLease(deps: LeaseDeps, leaseId: string, incrementSeconds: number | undefined, ttlCap?: number): Promise<RenewedLease> {
+export async function renewLease(
+  deps: LeaseDeps,
+  leaseId: string,
+  incrementSeconds: number | undefined,
+  ttlCap?: number,
+): Promise<RenewedLease> {
   const lease = isLeaseIdShape(leaseId) ? await findLease(deps.store.pool, leaseId) : null;
   if (!lease) throw new LeaseNotFound(leaseId);
   const expired = (lease.state === 'active' && lease.seconds_left <= 0) || lease.revoke_reason === 'expired';
@@ -24,7 +29,8 @@ export async function renewLease(deps: LeaseDeps, leaseId: string, incrementSeco
   if (lease.state !== 'active') throw new LeaseNotFound(leaseId);
   const mount = deps.mounts.get(lease.mount);
   const role = mount?.roles.get(lease.role);
-  if (!mount || !role) throw new InvalidRequest(`lease ${leaseId} belongs to a role that is no longer configured; it cannot be renewed`);
+  if (!mount || !role)
+    throw new InvalidRequest(`lease ${leaseId} belongs to a role that is no longer configured; it cannot be renewed`);
   if (!lease.renewable || !mount.target.renewable(role.config)) throw new InvalidRequest('lease is not renewable');
 
   const { asked, increment } = renewIncrement(incrementSeconds, role.common.default_ttl, ttlCap);

@@ -11,7 +11,11 @@ import { claimPrefixPage, liveClaimsUnder } from './sql/claims.js';
  * by page, continuing past failures, and reports each failure. A prefix that is itself a lease
  * id revokes that lease (see resolvePrefix).
  */
-export async function revokePrefix(deps: LeaseDeps, prefix: string, issuedBefore: Date | null = null): Promise<{ revoked: number }> {
+export async function revokePrefix(
+  deps: LeaseDeps,
+  prefix: string,
+  issuedBefore: Date | null = null,
+): Promise<{ revoked: number }> {
   const { base, lease } = await resolvePrefix(deps, prefix);
   if (lease) {
     if (lease.state === 'revoked' || (issuedBefore && lease.issued_at >= issuedBefore)) return { revoked: 0 };
@@ -29,16 +33,32 @@ export async function revokePrefix(deps: LeaseDeps, prefix: string, issuedBefore
     revoked += await awaitClaims(deps.store.pool, inFlight, waitForOthersMs(deps));
     revoked += await revokePages(deps, base, issuedBefore, true, failures);
   }
-  if (failures.size) throw new RevokeIncomplete(revoked, [...failures].map(([leaseId, error]) => ({ leaseId, error })));
+  if (failures.size)
+    throw new RevokeIncomplete(
+      revoked,
+      [...failures].map(([leaseId, error]) => ({ leaseId, error })),
+    );
   if (revoked === 0) requireMountOf(deps, base);
   return { revoked };
 }
 
 /** One pass over the prefix, page by page; `failures` keeps each lease's last failure. */
-async function revokePages(deps: LeaseDeps, base: string, issuedBefore: Date | null, takeOver: boolean, failures: Map<string, string>): Promise<number> {
+async function revokePages(
+  deps: LeaseDeps,
+  base: string,
+  issuedBefore: Date | null,
+  takeOver: boolean,
+  failures: Map<string, string>,
+): Promise<number> {
   let revoked = 0;
-  const page = { prefix: base, limit: REVOKE_PAGE, reason: 'prefix' as const, ttlSeconds: deps.policy.claim_ttl, holder: deps.store.holder() };
-  for (let after = base; ; ) {
+  const page = {
+    prefix: base,
+    limit: REVOKE_PAGE,
+    reason: 'prefix' as const,
+    ttlSeconds: deps.policy.claim_ttl,
+    holder: deps.store.holder(),
+  };
+  for (let after = base; ;) {
     const claimed = await claimPrefixPage(deps.store.pool, { ...page, after }, { issuedBefore, takeOver });
     if (claimed.length === 0) return revoked;
     for (const [leaseId, outcome] of await deps.revoker.revokeClaimedMany(claimed)) {
@@ -67,7 +87,10 @@ async function revokeWholeRoles(deps: LeaseDeps, prefix: string, before: Date): 
     if (!mount || !role || !(await mount.target.revokeIssuedBefore(role.config, before))) continue;
     const ids = await markRoleRevokedBefore(deps.store.pool, prefix, mountName, roleName, before);
     await deps.revoker.announceRevoked(ids, 'prefix');
-    deps.log.warn({ mount: mountName, role: roleName, before, count: ids.length }, 'every credential of the role issued before the cut-off ended at the target');
+    deps.log.warn(
+      { mount: mountName, role: roleName, before, count: ids.length },
+      'every credential of the role issued before the cut-off ended at the target',
+    );
     revoked += ids.length;
   }
   return revoked;

@@ -13,7 +13,11 @@ export function ttlCapWarning(requested: number, max: number): string {
  * The TTL an issue asks for: the request's (or the role's default), capped by the role's max_ttl
  * and by a policy's allowed_ttl, which may cap below it; with a warning when capped.
  */
-export function issueTtl(requested: number | undefined, role: { default_ttl: number; max_ttl: number }, policyCap?: number): { ttl: number; warnings: string[] } {
+export function issueTtl(
+  requested: number | undefined,
+  role: { default_ttl: number; max_ttl: number },
+  policyCap?: number,
+): { ttl: number; warnings: string[] } {
   const ttl = requested || role.default_ttl;
   const cap = Math.min(role.max_ttl, policyCap ?? Infinity);
   return ttl > cap ? { ttl: cap, warnings: [ttlCapWarning(ttl, cap)] } : { ttl, warnings: [] };
@@ -23,7 +27,11 @@ export function issueTtl(requested: number | undefined, role: { default_ttl: num
  * What a renewal asks for (the request's increment, or the role's default) and the increment it
  * gets past a policy's allowed_ttl. The lease's own max_ttl caps it further, in the store.
  */
-export function renewIncrement(requested: number | undefined, defaultTtl: number, policyCap?: number): { asked: number; increment: number } {
+export function renewIncrement(
+  requested: number | undefined,
+  defaultTtl: number,
+  policyCap?: number,
+): { asked: number; increment: number } {
   const asked = requested || defaultTtl;
   return { asked, increment: Math.min(asked, policyCap ?? Infinity) };
 }

@@ -39,7 +39,11 @@ export function asStoreFailure(err: unknown): unknown {
  * `timeoutMs` bounds this statement below the pool's own query_timeout. Every store query goes
  * through here (or inStoreTransaction).
  */
-export function storeQuery<R extends pg.QueryResultRow>(db: StoreDb, statement: Statement, opts: { timeoutMs?: number; timed?: boolean } = {}): Promise<pg.QueryResult<R>> {
+export function storeQuery<R extends pg.QueryResultRow>(
+  db: StoreDb,
+  statement: Statement,
+  opts: { timeoutMs?: number; timed?: boolean } = {},
+): Promise<pg.QueryResult<R>> {
   // pg reads a per-query query_timeout from the query config; its types only list the client's.
   const query = { ...statement, ...(opts.timeoutMs ? { query_timeout: opts.timeoutMs } : {}) } as pg.QueryConfig;
   const run = () => db.query<R>(query).catch((err: unknown) => Promise.reject(asStoreFailure(err)));
@@ -52,7 +56,9 @@ export function storeQuery<R extends pg.QueryResultRow>(db: StoreDb, statement: 
  */
 export async function inStoreTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   // Each statement is timed by storeQuery; here only the wait for a connection.
-  const client = await timed('store', () => pool.connect()).catch((err: unknown) => Promise.reject(asStoreFailure(err)));
+  const client = await timed('store', () => pool.connect()).catch((err: unknown) =>
+    Promise.reject(asStoreFailure(err)),
+  );
   let broken = false;
   try {
     await storeQuery(client, { text: 'BEGIN', values: [] });

@@ -17,7 +17,12 @@ const brokers: TestBroker[] = [];
 beforeAll(async () => {
   const target = await freshTargetDatabase(PREFIX);
   storeDb = await freshStoreDatabase('deadclm');
-  options = { storeDatabase: storeDb, targetDatabase: target.database, prefix: PREFIX, roles: { reader: { member_of: [target.group] } } };
+  options = {
+    storeDatabase: storeDb,
+    targetDatabase: target.database,
+    prefix: PREFIX,
+    roles: { reader: { member_of: [target.group] } },
+  };
 });
 
 afterAll(async () => {
@@ -41,7 +46,8 @@ async function claimedBy(issuer: TestBroker, holder: TestBroker): Promise<{ id: 
   return { id, username: res.body.data.username };
 }
 
-const leaseState = async (id: string) => (await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [id]))[0]!.state as string;
+const leaseState = async (id: string) =>
+  (await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [id]))[0]!.state as string;
 
 describe('claims of a process that is gone', () => {
   it('are taken over by the next reaper pass, although their TTL has a minute left', async () => {

@@ -8,7 +8,14 @@ import { createLogger } from '../../src/log.js';
 import { randomName, randomSecret } from '../../src/random.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedServer } from '../../src/store/embedded-postgres.js';
 import { api, baseTestConfig } from '../support/broker.js';
-import { K8S_ISSUER, kubernetesAuthMount, kubernetesClaims, kubernetesRole, startJwksServer, type JwksServer } from '../support/jwks-server.js';
+import {
+  K8S_ISSUER,
+  kubernetesAuthMount,
+  kubernetesClaims,
+  kubernetesRole,
+  startJwksServer,
+  type JwksServer,
+} from '../support/jwks-server.js';
 import { dropRolesWithPrefix, freshTargetDatabase, pgUrl } from '../support/pg.js';
 
 const PREFIX = 'storedown';
@@ -38,7 +45,12 @@ beforeAll(async () => {
     ...baseTestConfig('postgres'),
     store: { url: store!.url('postgres'), max_connections: 4, query_timeout: 2 },
     mounts: {
-      db: { type: 'postgres', connection_url: pgUrl(target.database), username_prefix: PREFIX, roles: { reader: { member_of: [target.group] } } },
+      db: {
+        type: 'postgres',
+        connection_url: pgUrl(target.database),
+        username_prefix: PREFIX,
+        roles: { reader: { member_of: [target.group] } },
+      },
     },
     auth: { kubernetes: kubernetesAuthMount(cluster, { etl: kubernetesRole('etl', ['etl']) }) },
     policies: {
@@ -85,11 +97,18 @@ describe('a lease store that is down (its server stopped)', () => {
     ] as const;
     for (const [method, path, body] of requests) {
       const res = await api(broker, method, path, body, token!);
-      expect({ path, status: res.status, body: res.body }).toEqual({ path, status: 503, body: { errors: ['lease store unavailable'] } });
+      expect({ path, status: res.status, body: res.body }).toEqual({
+        path,
+        status: 503,
+        body: { errors: ['lease store unavailable'] },
+      });
     }
     // A login needs the store to record its token: the same answer.
     const refused = await login();
-    expect({ status: refused.status, body: refused.body }).toEqual({ status: 503, body: { errors: ['lease store unavailable'] } });
+    expect({ status: refused.status, body: refused.body }).toEqual({
+      status: 503,
+      body: { errors: ['lease store unavailable'] },
+    });
 
     await startStore();
     for (const [method, path, body] of requests) {

@@ -52,7 +52,11 @@ describe('error codes', () => {
 
 describe('the body an error answers with', () => {
   it('is Vault’s verbatim message first, then the details', () => {
-    expect(errorReply(new InvalidToken(), 'r1')).toEqual({ status: 403, body: { errors: ['permission denied', 'invalid token'] }, known: true });
+    expect(errorReply(new InvalidToken(), 'r1')).toEqual({
+      status: 403,
+      body: { errors: ['permission denied', 'invalid token'] },
+      known: true,
+    });
     expect(errorReply(new LeaseNotFound('x', 'invalid lease'), 'r1').body).toEqual({ errors: ['invalid lease'] });
   });
 
@@ -67,7 +71,11 @@ describe('the body an error answers with', () => {
 
   it('of an internal error (a bug, or a broker error whose status is 500) names only the request id', () => {
     for (const err of [new Error('secret-ish detail'), new ConfigError('audit is not configured')]) {
-      expect(errorReply(err, 'req-7')).toEqual({ status: 500, body: { errors: ['internal error; request id req-7'] }, known: false });
+      expect(errorReply(err, 'req-7')).toEqual({
+        status: 500,
+        body: { errors: ['internal error; request id req-7'] },
+        known: false,
+      });
     }
   });
 

@@ -56,8 +56,16 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
       methods: {
         GET: async (ctx) => {
           const identity = authzOf(ctx).identity;
-          if (identity.root) return { status: 200, body: envelope(ctx.requestId, { data: { display_name: 'root', policies: ['root'], ttl: 0, expire_time: null, meta: {} } }) };
-          const row = await auth.tokens.find(ctx.req.get('x-vault-token') ?? ctx.req.get('authorization')?.slice(7) ?? '');
+          if (identity.root)
+            return {
+              status: 200,
+              body: envelope(ctx.requestId, {
+                data: { display_name: 'root', policies: ['root'], ttl: 0, expire_time: null, meta: {} },
+              }),
+            };
+          const row = await auth.tokens.find(
+            ctx.req.get('x-vault-token') ?? ctx.req.get('authorization')?.slice(7) ?? '',
+          );
           if (!row) throw new PermissionDenied();
           return { status: 200, body: envelope(ctx.requestId, { data: tokenData(row) }) };
         },
@@ -68,7 +76,10 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
       methods: {
         PUT: async (ctx) => {
           const { increment } = parseBody(renewSelfRequest, ctx.req.body);
-          const row = await auth.renewSelf(authzOf(ctx).identity, increment === undefined || increment === null ? undefined : parseDurationSeconds(increment, 'increment'));
+          const row = await auth.renewSelf(
+            authzOf(ctx).identity,
+            increment === undefined || increment === null ? undefined : parseDurationSeconds(increment, 'increment'),
+          );
           return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock('', row) } };
         },
       },
@@ -78,7 +89,10 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
       methods: {
         PUT: async (ctx) => {
           const identity = authzOf(ctx).identity;
-          if (identity.root) throw new InvalidRequest('the root token cannot revoke itself: it is set in the broker config (root_token); change it there and restart the broker');
+          if (identity.root)
+            throw new InvalidRequest(
+              'the root token cannot revoke itself: it is set in the broker config (root_token); change it there and restart the broker',
+            );
           if (!identity.accessor) return { status: 204 };
           const row = await auth.tokens.revoke(identity.accessor);
           if (row?.revoke_leases) await leases.revokeByAccessor(row.accessor);

@@ -19,7 +19,10 @@ export function credsRoutes(leases: LeaseService): Route[] {
           if (mount === 'sys' || mount === 'auth') throw new UnknownPath(`${mount}/config/verify`);
           authzOf(ctx).require(`${mount}/config/verify`, ['read']);
           const report = await leases.verifyMount(mount);
-          return { status: 200, body: envelope(ctx.requestId, { data: { ok: report.ok, checks: report.checks as unknown as JsonValue } }) };
+          return {
+            status: 200,
+            body: envelope(ctx.requestId, { data: { ok: report.ok, checks: report.checks as unknown as JsonValue } }),
+          };
         },
       },
     },
@@ -33,12 +36,23 @@ export function credsRoutes(leases: LeaseService): Route[] {
   ];
 }
 
-async function issueReply(leases: LeaseService, ctx: RouteContext, input: unknown, capabilities: Capability[]): Promise<Reply> {
+async function issueReply(
+  leases: LeaseService,
+  ctx: RouteContext,
+  input: unknown,
+  capabilities: Capability[],
+): Promise<Reply> {
   const [mount, path, role] = ctx.params as [string, string, string];
   if (mount === 'sys' || mount === 'auth') throw new UnknownPath(`${mount}/${path}/${role}`);
   const decision = authzOf(ctx).require(`${mount}/${path}/${role}`, capabilities);
   const { ttl, ...rest } = parseBody(credsRequest, input);
-  const lease = await leases.issue(mount, role, { ttl, identity: authzOf(ctx).identity, path, params: rest, ttlCap: decision.allowedTtl });
+  const lease = await leases.issue(mount, role, {
+    ttl,
+    identity: authzOf(ctx).identity,
+    path,
+    params: rest,
+    ttlCap: decision.allowedTtl,
+  });
   ctx.audit.leaseId = lease.leaseId;
   ctx.audit.issued = true;
   return {

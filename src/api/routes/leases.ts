@@ -27,7 +27,10 @@ export function leaseRoutes(leases: LeaseService): Route[] {
   const list: Handler = async (ctx) => {
     const prefix = validatePrefix(ctx.params[0] ?? '');
     const authz = authzOf(ctx);
-    const keys = await leases.listChildren(prefix, authz.seesAllUnder(prefix) ? undefined : identityRecord(authz.identity));
+    const keys = await leases.listChildren(
+      prefix,
+      authz.seesAllUnder(prefix) ? undefined : identityRecord(authz.identity),
+    );
     if (keys.length === 0) return { status: 404, body: { errors: [] } };
     return { status: 200, body: envelope(ctx.requestId, { data: { keys } }) };
   };
@@ -38,19 +41,27 @@ export function leaseRoutes(leases: LeaseService): Route[] {
     asIfUnknown(lease.id, () => authzOf(ctx).requireLease('lookup', lease, ['read', 'update']));
     return { status: 200, body: envelope(ctx.requestId, { data: lookupData(lease) }) };
   };
-  const revokeBy = (op: 'revoke-prefix' | 'revoke-force', run: (prefix: string) => Promise<number>): Handler => async (ctx) => {
-    const prefix = validatePrefix(ctx.params[0]!);
-    authzOf(ctx).require(`sys/leases/${op}/${prefix}`, ['sudo']);
-    const revoked = await run(prefix);
-    return { ...NO_CONTENT, headers: { [REVOKED_COUNT_HEADER]: String(revoked) } };
-  };
+  const revokeBy =
+    (op: 'revoke-prefix' | 'revoke-force', run: (prefix: string) => Promise<number>): Handler =>
+    async (ctx) => {
+      const prefix = validatePrefix(ctx.params[0]!);
+      authzOf(ctx).require(`sys/leases/${op}/${prefix}`, ['sudo']);
+      const revoked = await run(prefix);
+      return { ...NO_CONTENT, headers: { [REVOKED_COUNT_HEADER]: String(revoked) } };
+    };
   return [
     { pattern: /^sys\/leases\/lookup$/, methods: { PUT: lookup, LIST: list } },
     { pattern: /^sys\/leases\/lookup\/(.*)$/, methods: { LIST: list } },
     { pattern: /^sys\/leases\/renew(?:\/(.+))?$/, methods: { PUT: (ctx) => renew(leases, ctx) } },
     { pattern: /^sys\/leases\/revoke(?:\/(.+))?$/, methods: { PUT: (ctx) => revoke(leases, ctx) } },
-    { pattern: /^sys\/leases\/revoke-prefix\/(.+)$/, methods: { PUT: revokeBy('revoke-prefix', async (p) => (await leases.revokePrefix(p)).revoked) } },
-    { pattern: /^sys\/leases\/revoke-force\/(.+)$/, methods: { PUT: revokeBy('revoke-force', (p) => leases.revokeForce(p)) } },
+    {
+      pattern: /^sys\/leases\/revoke-prefix\/(.+)$/,
+      methods: { PUT: revokeBy('revoke-prefix', async (p) => (await leases.revokePrefix(p)).revoked) },
+    },
+    {
+      pattern: /^sys\/leases\/revoke-force\/(.+)$/,
+      methods: { PUT: revokeBy('revoke-force', (p) => leases.revokeForce(p)) },
+    },
   ];
 }
 
@@ -96,7 +107,12 @@ async function renew(leases: LeaseService, ctx: RouteContext) {
   const renewed = await leases.renew(leaseId, body.increment, ttlCap);
   return {
     status: 200,
-    body: envelope(ctx.requestId, { leaseId: renewed.leaseId, leaseDuration: renewed.leaseDuration, renewable: true, warnings: renewed.warnings }),
+    body: envelope(ctx.requestId, {
+      leaseId: renewed.leaseId,
+      leaseDuration: renewed.leaseDuration,
+      renewable: true,
+      warnings: renewed.warnings,
+    }),
   };
 }
 
@@ -108,9 +124,13 @@ async function revoke(leases: LeaseService, ctx: RouteContext) {
   const before = await leases.find(leaseId);
   const { warnings } = await leases.revoke(leaseId);
   // Vault answers 204 even for an id that names no lease; the header tells a typo apart (the CLI says so).
-  const headers = { [REVOKE_OUTCOME_HEADER]: !before ? 'not-found' : before.state === 'revoked' ? 'already-revoked' : 'revoked' };
+  const headers = {
+    [REVOKE_OUTCOME_HEADER]: !before ? 'not-found' : before.state === 'revoked' ? 'already-revoked' : 'revoked',
+  };
   // A warning that the credential outlives its lease is worth a body.
-  return warnings.length ? { status: 200, body: envelope(ctx.requestId, { warnings }), headers } : { ...NO_CONTENT, headers };
+  return warnings.length
+    ? { status: 200, body: envelope(ctx.requestId, { warnings }), headers }
+    : { ...NO_CONTENT, headers };
 }
 
 /**
@@ -127,7 +147,13 @@ function asIfUnknown<T>(leaseId: string, check: () => T): T {
 }
 
 /** Authorizes a lease operation against the lease itself; an unknown lease is left to the service's answer. */
-async function authorizeLease(ctx: RouteContext, leases: LeaseService, op: string, leaseId: string, capabilities: Capability[]): Promise<number | undefined> {
+async function authorizeLease(
+  ctx: RouteContext,
+  leases: LeaseService,
+  op: string,
+  leaseId: string,
+  capabilities: Capability[],
+): Promise<number | undefined> {
   if (authzOf(ctx).actsOnAnyLease(op)) return undefined; // nothing to check the lease against: spare the lookup
   const lease = await leases.find(leaseId);
   return lease ? authzOf(ctx).requireLease(op, lease, capabilities)?.allowedTtl : undefined;

@@ -9,7 +9,10 @@ export interface HealthState {
 }
 
 /** Vault's health codes, honouring the query overrides clients send. This broker is always active. */
-function healthStatus(query: Request['query'], storeOk: () => Promise<boolean>): Promise<{ status: number; storeOk: boolean }> {
+function healthStatus(
+  query: Request['query'],
+  storeOk: () => Promise<boolean>,
+): Promise<{ status: number; storeOk: boolean }> {
   const { activecode } = parseBody(healthQuery, query); // a bad override is refused before anything is checked
   return storeOk().then((ok) => ({ status: ok ? (activecode ?? 200) : 503, storeOk: ok }));
 }

@@ -3,7 +3,11 @@ import { storeQuery } from '../../store/query.js';
 import { prefixUpperBound } from './prefix-range.js';
 
 /** The roles that have unrevoked leases under the prefix issued before a time. */
-export async function rolesIssuedBefore(db: StoreDb, prefix: string, before: Date): Promise<{ mount: string; role: string }[]> {
+export async function rolesIssuedBefore(
+  db: StoreDb,
+  prefix: string,
+  before: Date,
+): Promise<{ mount: string; role: string }[]> {
   const { rows } = await storeQuery<{ mount: string; role: string }>(db, {
     name: 'credbroker.roles_issued_before',
     text: `SELECT DISTINCT mount, role FROM credbroker_leases WHERE id >= $1 AND id < $2 AND state <> 'revoked' AND issued_at < $3`,
@@ -16,7 +20,13 @@ export async function rolesIssuedBefore(db: StoreDb, prefix: string, before: Dat
  * Marks revoked the leases of a role whose target already ended every credential of it issued
  * before a time. Answers the ids marked: each gets its audit event.
  */
-export async function markRoleRevokedBefore(db: StoreDb, prefix: string, mount: string, role: string, before: Date): Promise<string[]> {
+export async function markRoleRevokedBefore(
+  db: StoreDb,
+  prefix: string,
+  mount: string,
+  role: string,
+  before: Date,
+): Promise<string[]> {
   const { rows } = await storeQuery<{ id: string }>(db, {
     name: 'credbroker.mark_role_revoked_before',
     text: `UPDATE credbroker_leases

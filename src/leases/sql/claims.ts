@@ -45,7 +45,14 @@ export async function claimLease(
  */
 export async function claimPrefixPage(
   db: StoreDb,
-  page: { prefix: string; after: string; limit: number; reason: RevokeReason; ttlSeconds: number; holder: number | null },
+  page: {
+    prefix: string;
+    after: string;
+    limit: number;
+    reason: RevokeReason;
+    ttlSeconds: number;
+    holder: number | null;
+  },
   opts: { issuedBefore?: Date | null; takeOver?: boolean } = {},
 ): Promise<LeaseRow[]> {
   const { rows } = await storeQuery<LeaseRow>(db, {
@@ -58,7 +65,16 @@ export async function claimPrefixPage(
                         AND ($7 OR state <> 'revoking' OR claimed_until IS NULL OR claimed_until <= now())
                       ORDER BY id LIMIT $3 FOR UPDATE)
         RETURNING *`,
-    values: [page.after, prefixUpperBound(page.prefix), page.limit, page.reason, page.ttlSeconds, opts.issuedBefore ?? null, opts.takeOver ?? false, page.holder],
+    values: [
+      page.after,
+      prefixUpperBound(page.prefix),
+      page.limit,
+      page.reason,
+      page.ttlSeconds,
+      opts.issuedBefore ?? null,
+      opts.takeOver ?? false,
+      page.holder,
+    ],
   });
   return rows.sort((a, b) => (a.id < b.id ? -1 : 1));
 }
@@ -90,7 +106,12 @@ export async function countClaimed(db: StoreDb, ids: string[]): Promise<{ live: 
  * Claims up to `limit` due leases: expired, pending past their grace, retries whose backoff has
  * passed, and claims that lapsed. SKIP LOCKED lets any number of reapers share the table.
  */
-export async function claimDue(db: StoreDb, limit: number, ttlSeconds: number, holder: number | null): Promise<LeaseRow[]> {
+export async function claimDue(
+  db: StoreDb,
+  limit: number,
+  ttlSeconds: number,
+  holder: number | null,
+): Promise<LeaseRow[]> {
   const { rows } = await storeQuery<LeaseRow>(db, {
     name: 'credbroker.claim_due',
     text: `UPDATE credbroker_leases l
@@ -111,7 +132,13 @@ export async function claimDue(db: StoreDb, limit: number, ttlSeconds: number, h
 }
 
 /** Claims the next page of unrevoked leases a token created, for revoking them with the token. */
-export async function claimAccessorPage(db: StoreDb, accessor: string, limit: number, ttlSeconds: number, holder: number | null): Promise<LeaseRow[]> {
+export async function claimAccessorPage(
+  db: StoreDb,
+  accessor: string,
+  limit: number,
+  ttlSeconds: number,
+  holder: number | null,
+): Promise<LeaseRow[]> {
   const { rows } = await storeQuery<LeaseRow>(db, {
     name: 'credbroker.claim_accessor_page',
     text: `UPDATE credbroker_leases

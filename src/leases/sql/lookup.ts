@@ -24,7 +24,11 @@ export async function leaseState(db: StoreDb, id: string): Promise<LeaseState | 
 }
 
 /** Ids of leases not yet revoked whose id starts with `prefix` (a btree range on the "C" column); only `owner`'s if given. */
-export async function liveIdsWithPrefix(db: StoreDb, prefix: string, owner?: { name: string; auth_mount: string }): Promise<string[]> {
+export async function liveIdsWithPrefix(
+  db: StoreDb,
+  prefix: string,
+  owner?: { name: string; auth_mount: string },
+): Promise<string[]> {
   const { rows } = await storeQuery<{ id: string }>(db, {
     name: 'credbroker.live_ids_with_prefix',
     text: `SELECT id FROM credbroker_leases WHERE id >= $1 AND id < $2 AND state <> 'revoked'

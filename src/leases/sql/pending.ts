@@ -6,7 +6,11 @@ import type { PendingLease } from '../lease-row.js';
  * Step 2 of an issue for any number of leases at once: one INSERT, one commit. Answers each
  * lease's expiry, computed by the store's clock, in the order given.
  */
-export async function insertPendingRows(db: StoreDb, leases: PendingLease[], opts: { timed?: boolean } = {}): Promise<{ expires_at: Date }[]> {
+export async function insertPendingRows(
+  db: StoreDb,
+  leases: PendingLease[],
+  opts: { timed?: boolean } = {},
+): Promise<{ expires_at: Date }[]> {
   const { rows } = await storeQuery<{ id: string; expires_at: Date }>(
     db,
     {
@@ -51,7 +55,12 @@ export async function lockRoleQuota(db: StoreDb, mount: string, role: string): P
 }
 
 /** Live (pending or active) leases of a role: all of them, and those of one identity. */
-export async function countLiveOfRole(db: StoreDb, mount: string, role: string, identity: { name?: string; auth_mount?: string } | null): Promise<{ total: number; mine: number }> {
+export async function countLiveOfRole(
+  db: StoreDb,
+  mount: string,
+  role: string,
+  identity: { name?: string; auth_mount?: string } | null,
+): Promise<{ total: number; mine: number }> {
   const { rows } = await storeQuery<{ total: number; mine: number }>(db, {
     name: 'credbroker.count_live_of_role',
     text: `SELECT count(*)::int AS total,
@@ -66,7 +75,11 @@ export async function countLiveOfRole(db: StoreDb, mount: string, role: string, 
  * Step 4, for a batch: active only if still pending. Answers, per id in order, the seconds left
  * by the store's clock (the TTL ran from the pending insert), or null where the reaper took the row.
  */
-export async function activateLeases(db: StoreDb, ids: string[], opts: { timed?: boolean } = {}): Promise<(number | null)[]> {
+export async function activateLeases(
+  db: StoreDb,
+  ids: string[],
+  opts: { timed?: boolean } = {},
+): Promise<(number | null)[]> {
   const { rows } = await storeQuery<{ id: string; seconds_left: number }>(
     db,
     {

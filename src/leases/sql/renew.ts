@@ -15,7 +15,12 @@ export interface RenewedRow {
  * caps it and tells how long is left. Null when the lease is not active or has expired.
  * `askedSeconds` is the increment before any policy cap, for telling the caller it was capped.
  */
-export async function extendActiveLease(db: StoreDb, id: string, incrementSeconds: number, askedSeconds: number): Promise<RenewedRow | null> {
+export async function extendActiveLease(
+  db: StoreDb,
+  id: string,
+  incrementSeconds: number,
+  askedSeconds: number,
+): Promise<RenewedRow | null> {
   const { rows } = await storeQuery<RenewedRow>(db, {
     name: 'credbroker.renew_lease',
     text: `UPDATE credbroker_leases

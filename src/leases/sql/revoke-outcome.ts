@@ -24,7 +24,13 @@ export async function markRevoked(db: StoreDb, ids: string[]): Promise<void> {
  * so every replica agrees), or irrevocable after `maxAttempts`. `credentialDisabled`: the
  * revocation took the credential's power away; only its cleanup failed.
  */
-export async function markRevokeFailed(db: StoreDb, id: string, error: string, policy: RetryPolicy, credentialDisabled: boolean): Promise<LeaseState | null> {
+export async function markRevokeFailed(
+  db: StoreDb,
+  id: string,
+  error: string,
+  policy: RetryPolicy,
+  credentialDisabled: boolean,
+): Promise<LeaseState | null> {
   const { rows } = await storeQuery<{ state: LeaseState }>(db, {
     name: 'credbroker.mark_revoke_failed',
     text: `UPDATE credbroker_leases
