@@ -3,19 +3,23 @@ import { createServer, type RequestListener, type Server } from 'node:http';
 import cron from 'node-cron';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { engines as allEngines } from '../engines/index.js';
 import { createApp } from './api/app.js';
 import { createAuditor, type Auditor } from './audit/auditor.js';
+import { auditFieldsFor } from './audit/record.js';
 import { AuthService } from './auth/auth-service.js';
 import { PolicySet } from './auth/policy.js';
 import { expireTokensOnce } from './auth/token-expiry.js';
 import { TokenStore } from './auth/token-store.js';
 import { acceptListMethod } from './api/list-method.js';
 import type { BrokerConfig } from './config/schema.js';
+import type { EngineRegistry } from './engines.js';
 import { LeaseService } from './leases/lease-service.js';
 import { LeaseStore } from './leases/lease-store.js';
 import { Reaper } from './leases/reaper.js';
 import { Revoker } from './leases/revoker.js';
 import { ListenFailed } from './errors.js';
+import { redactingFor } from './log.js';
 import { MountRegistry } from './mounts.js';
 import { migrate } from './store/migrate.js';
 import { createStorePool } from './store/pool.js';
@@ -39,6 +43,12 @@ export interface StartOptions {
   log: Logger;
   /** Run the reaper on its schedule (tests drive reapOnce() directly instead). */
   reaper?: boolean;
+  /**
+   * The engines mounts may use, by type: every engine in engines/index.ts by default. The config
+   * must have been validated for the same engines (configSchemaFor, parseConfig). Their declared
+   * secret fields are what the audit log HMACs and the logs redact.
+   */
+  engines?: EngineRegistry;
 }
 
 /** Opens the HTTP listener; a port in use (or any other refusal) is a ListenFailed, not a crash later. */
@@ -62,7 +72,8 @@ function listen(app: RequestListener, address: string, port: number): Promise<Se
  * schedule. Nothing here reads the lease table at start, so start-up does not grow with it.
  */
 export async function startBroker(config: BrokerConfig, opts: StartOptions): Promise<Broker> {
-  const { log } = opts;
+  const engines = opts.engines ?? allEngines;
+  const log = redactingFor(opts.log, engines);
   const pool: pg.Pool = createStorePool(config.store.url, config.store.max_connections, log, config.store.query_timeout * 1000);
   let mounts: MountRegistry | undefined;
   const processLock = new ProcessLock(config.store.url, log);
@@ -72,7 +83,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     const applied = await migrate(migrations).finally(() => migrations.end());
     if (applied.length) log.info({ applied }, 'migrations applied');
     await processLock.acquire();
-    mounts = await MountRegistry.connect(config, log);
+    mounts = await MountRegistry.connect(config, engines, log);
   } catch (err) {
     await processLock.close();
     await pool.end().catch(() => undefined);
@@ -80,7 +91,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   }
 
   const store = new LeaseStore(pool, () => processLock.holder());
-  const auditor = createAuditor(config.audit, { storePool: pool, log });
+  const auditor = createAuditor(config.audit, { storePool: pool, log, fields: auditFieldsFor(engines) });
   const revoker = new Revoker(store, mounts, config.reaper, log, (event) => auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }));
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout);
   const reaper = new Reaper(store, revoker, config.reaper, log);

@@ -1,7 +1,10 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { awsEngine } from '../engines/aws/index.js';
-import { postgresEngine } from '../engines/postgres/index.js';
+
+/*
+ * The engine contract: the types an engine implements and receives, nothing else. An engine
+ * imports from src/ only this module and src/engine-kit.ts; the registry is engines/index.ts.
+ */
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
@@ -142,25 +145,78 @@ export interface Target<Role> {
   close(): Promise<void>;
 }
 
+/**
+ * How a config field that holds a secret must be written: `value`, the whole value is a
+ * `${env:NAME}` or `${file:/path}` ref; `url-password`, the password inside a URL is one.
+ */
+export type ConfigSecret = 'value' | 'url-password';
+
+/**
+ * Which of an engine's fields are secrets. The broker derives from this, for every engine it
+ * runs, what config load refuses inline, what the audit log HMACs and what logs redact: src/
+ * holds no list of engine field names.
+ */
+export interface EngineSecrets {
+  /** Mount fields that hold a secret: refused inline in a config file, redacted from logs. */
+  mount: Readonly<Record<string, ConfigSecret>>;
+  /** Role fields that hold a secret: refused inline in a config file, redacted from logs. */
+  role?: Readonly<Record<string, ConfigSecret>>;
+  /**
+   * Fields of an issued credential (`IssueResponse.data`) that are secrets: HMAC'd in the audit
+   * log even where a field of the same name is kept plain for another engine, redacted from logs.
+   */
+  credential: readonly string[];
+  /**
+   * Fields of an issued credential an operator searches the audit log for (a username, an access
+   * key id): kept plain there. Every other string of a credential is HMAC'd.
+   */
+  plain?: readonly string[];
+}
+
+/** An issued credential as a client receives it: Vault's envelope. */
+export interface CredentialEnvelope {
+  lease_id: string;
+  lease_duration: number;
+  renewable: boolean;
+  data: Record<string, unknown>;
+}
+
+export interface FormatOptions {
+  /** The profile name where a format has one (AWS's shared credentials file). */
+  profile?: string;
+  now?: Date;
+}
+
+/** How an engine's credential is written by the CLI and the agent. */
+export interface CredentialFormats {
+  /**
+   * `env` output (and `exec`): the environment variable each credential field goes to, as the
+   * target's own clients read them (libpq's PGUSER, the AWS SDK's AWS_ACCESS_KEY_ID). A field
+   * not named here is upper-cased.
+   */
+  env: Readonly<Record<string, string>>;
+  /**
+   * Formats only this engine's credential can be written in (`pgpass`, `aws-credentials`), by
+   * name. Each throws an Error saying what it needs when the credential lacks it.
+   */
+  files?: Readonly<Record<string, (credential: CredentialEnvelope, opts: FormatOptions) => string>>;
+}
+
 export interface Engine<Mount = unknown, Role = unknown> {
   type: string;
   /** Validated when the config loads: a bad mount fails at start, naming the key. */
   mountSchema: z.ZodType<Mount>;
   roleSchema: z.ZodType<Role>;
-  /** Paths besides `creds` this engine issues on, e.g. AWS's `sts` (Vault's `/v1/aws/sts/<role>`). */
+  secrets: EngineSecrets;
+  /**
+   * Paths besides `creds` this engine issues on, e.g. AWS's `sts` (Vault's `/v1/aws/sts/<role>`):
+   * routes and lease ids accept them. Each is a lower-case word.
+   */
   paths?: readonly string[];
+  formats?: CredentialFormats;
   /** Opens pools/clients. A target that is down must not fail the broker's start. */
   connect(mount: Mount, ctx: EngineContext): Promise<Target<Role>>;
 }
 
-/** Every engine, by type name. A new engine is one folder in engines/ plus one line here. */
-export const engines = {
-  postgres: postgresEngine,
-  aws: awsEngine,
-} satisfies Record<string, Engine<any, any>>;
-
-export type EngineType = keyof typeof engines;
-
-export function engineFor(type: string): Engine<any, any> | undefined {
-  return Object.hasOwn(engines, type) ? engines[type as EngineType] : undefined;
-}
+/** The engines a broker runs, by type name (the mounts' `type`). The full one is engines/index.ts. */
+export type EngineRegistry = Readonly<Record<string, Engine<any, any>>>;

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
-import { formatIssues } from './config/load.js';
-import { NAME_PATTERN, NAME_RULE, roleCommonSchema, type BrokerConfig, type RoleCommon } from './config/schema.js';
-import { engineFor } from './engines.js';
+import { engineMountConfig, splitRole, type RoleCommon } from './config/mount-schema.js';
+import type { BrokerConfig } from './config/schema.js';
+import type { EngineRegistry } from './engines.js';
 import { ConfigError } from './errors.js';
 import { GuardedTarget } from './leases/guarded-target.js';
 import { Semaphore } from './semaphore.js';
@@ -9,7 +9,7 @@ import { Semaphore } from './semaphore.js';
 export interface MountRole {
   name: string;
   common: RoleCommon;
-  /** The engine's own role config, validated by its roleSchema. */
+  /** The engine's own role config, as its roleSchema validated it when the config loaded. */
   config: unknown;
 }
 
@@ -24,61 +24,41 @@ export interface Mount {
   paths: readonly string[];
 }
 
-interface ValidatedMount {
-  name: string;
-  type: string;
-  config: unknown;
-  roles: Map<string, MountRole>;
-}
-
-/** Checks every mount and role against its engine's schemas; fails naming the key. No I/O. */
-export function validateMounts(config: BrokerConfig): ValidatedMount[] {
-  return Object.entries(config.mounts).map(([name, raw]) => {
-    const { type, roles: rawRoles, ...mountConfig } = raw;
-    const engine = engineFor(type);
-    if (!engine) throw new ConfigError(`mounts.${name}.type: unknown engine "${type}"`);
-    const parsed = engine.mountSchema.safeParse(mountConfig);
-    if (!parsed.success) throw new ConfigError(formatIssues(parsed.error.issues, ['mounts', name]));
-    const roles = new Map<string, MountRole>();
-    for (const [roleName, rawRole] of Object.entries(rawRoles)) {
-      const { default_ttl, max_ttl, max_active_leases, max_active_leases_per_identity, ...engineRole } = rawRole;
-      const path = ['mounts', name, 'roles', roleName];
-      if (!NAME_PATTERN.test(roleName)) throw new ConfigError(`${path.join('.')}: a role name ${NAME_RULE}`);
-      const common = roleCommonSchema.safeParse({ default_ttl, max_ttl, max_active_leases, max_active_leases_per_identity });
-      if (!common.success) throw new ConfigError(formatIssues(common.error.issues, path));
-      if (common.data.default_ttl > common.data.max_ttl) throw new ConfigError(`${path.join('.')}.default_ttl: must not exceed max_ttl`);
-      const role = engine.roleSchema.safeParse(engineRole);
-      if (!role.success) throw new ConfigError(formatIssues(role.error.issues, path));
-      roles.set(roleName, { name: roleName, common: common.data, config: role.data });
-    }
-    return { name, type, config: parsed.data, roles };
-  });
-}
-
 /** Connected mounts by name. */
 export class MountRegistry {
   private constructor(private readonly mounts: Map<string, Mount>) {}
 
-  static async connect(config: BrokerConfig, log: Logger): Promise<MountRegistry> {
+  /**
+   * Connects every mount of a validated config (configSchemaFor(engines) checked each against
+   * its engine's schemas), with the engines the config was validated for.
+   */
+  static async connect(config: BrokerConfig, engines: EngineRegistry, log: Logger): Promise<MountRegistry> {
     const timeoutMs = config.engine_timeout * 1000;
     const mounts = new Map<string, Mount>();
-    for (const m of validateMounts(config)) {
-      const target = await engineFor(m.type)!.connect(m.config, { mount: m.name, log, timeoutMs });
-      const guarded = new GuardedTarget(m.name, target, timeoutMs);
+    // Every engine first, so a config validated for other engines fails before anything is opened.
+    const planned = Object.entries(config.mounts).map(([name, mountConfig]) => {
+      const engine = Object.hasOwn(engines, mountConfig.type) ? engines[mountConfig.type] : undefined;
+      if (!engine) throw new ConfigError(`mounts.${name}.type: unknown engine "${mountConfig.type}"`);
+      return { name, mountConfig, engine };
+    });
+    for (const { name, mountConfig, engine } of planned) {
+      const roles = new Map<string, MountRole>(Object.entries(mountConfig.roles).map(([roleName, role]) => [roleName, { name: roleName, ...splitRole(role) }]));
+      const target = await engine.connect(engineMountConfig(mountConfig), { mount: name, log, timeoutMs });
+      const guarded = new GuardedTarget(name, target, timeoutMs);
       // Told at start, without holding it up: a target that is down must not fail the broker.
-      void guarded.verify([...m.roles.values()].map((r) => r.config)).then(
+      void guarded.verify([...roles.values()].map((r) => r.config)).then(
         (checks) => {
-          for (const c of checks.filter((c) => !c.ok)) log.error({ mount: m.name, check: c.check, fix: c.fix }, `mount ${m.name}: ${c.detail}`);
+          for (const c of checks.filter((c) => !c.ok)) log.error({ mount: name, check: c.check, fix: c.fix }, `mount ${name}: ${c.detail}`);
         },
         () => undefined,
       );
-      mounts.set(m.name, {
-        name: m.name,
-        type: m.type,
+      mounts.set(name, {
+        name,
+        type: mountConfig.type,
         target: guarded,
-        roles: m.roles,
+        roles,
         revokeSlots: new Semaphore(config.reaper.concurrency),
-        paths: ['creds', ...(engineFor(m.type)!.paths ?? [])],
+        paths: ['creds', ...(engine.paths ?? [])],
       });
     }
     return new MountRegistry(mounts);

@@ -1,7 +1,8 @@
-import type { Limiter } from './engines.js';
-
-/** Bounds how many async tasks run at once; the rest wait in FIFO order. */
-export class Semaphore implements Limiter {
+/**
+ * Bounds how many async tasks run at once; the rest wait in FIFO order. It is the contract's
+ * Limiter by shape, so this module depends on nothing.
+ */
+export class Semaphore {
   private active = 0;
   private readonly waiting: (() => void)[] = [];
 

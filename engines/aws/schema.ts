@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { EngineSecrets } from '../../src/engines.js';
 
 const policyJson = z.string().refine((s) => {
   try {
@@ -58,3 +59,11 @@ export const awsRoleSchema = z.discriminatedUnion('credential_type', [
 
 export type AwsMount = z.infer<typeof awsMountSchema>;
 export type AwsRole = z.infer<typeof awsRoleSchema>;
+
+/** The mount's static base credentials, and each lease's secret key and session token. */
+export const awsSecrets: EngineSecrets = {
+  mount: { secret_access_key: 'value', session_token: 'value' },
+  credential: ['secret_key', 'session_token'],
+  // access_key_id: AWS's own spelling (AccessKeyId), as it appears in answers passed through.
+  plain: ['access_key', 'access_key_id'],
+};

@@ -1,9 +1,7 @@
 import { GetRolePolicyCommand, PutRolePolicyCommand, type IAMClient } from '@aws-sdk/client-iam';
 import { AssumeRoleCommand, GetFederationTokenCommand, GetSessionTokenCommand, type STSClient } from '@aws-sdk/client-sts';
 import type { EngineContext, HandleFacts, IssueRequest, IssueResponse, JsonValue, Limiter, PlanRequest, RevokeHandle, RevokeRequest, Target } from '../../src/engines.js';
-import { InvalidRequest } from '../../src/errors.js';
-import { randomName } from '../../src/random.js';
-import { Semaphore } from '../../src/semaphore.js';
+import { InvalidRequest, Semaphore, randomName } from '../../src/engine-kit.js';
 import { createClients, describeAwsError, isNoSuchEntity } from './clients.js';
 import { LEASE_TAG, deniesIssuedBefore, isDenied, parsePolicy, withIssuedBefore, withRevocations, type DenyPolicy, type Revocation } from './deny-policy.js';
 import { createIamUser, deleteIamUser } from './iam-user.js';

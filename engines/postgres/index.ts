@@ -1,5 +1,6 @@
 import type { Engine } from '../../src/engines.js';
-import { postgresMountSchema, postgresRoleSchema, type PostgresMount, type PostgresRole } from './schema.js';
+import { postgresFormats } from './formats.js';
+import { postgresSecrets, postgresMountSchema, postgresRoleSchema, type PostgresMount, type PostgresRole } from './schema.js';
 import { PostgresTarget } from './target.js';
 
 /** PostgreSQL login roles, one per lease. */
@@ -7,6 +8,8 @@ export const postgresEngine: Engine<PostgresMount, PostgresRole> = {
   type: 'postgres',
   mountSchema: postgresMountSchema,
   roleSchema: postgresRoleSchema,
+  secrets: postgresSecrets,
+  formats: postgresFormats,
   async connect(mount, ctx) {
     const target = new PostgresTarget(mount, ctx);
     await target.ping().catch((err: Error) => {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { EngineSecrets } from '../../src/engines.js';
 
 export const postgresMountSchema = z
   .object({
@@ -46,3 +47,10 @@ export const postgresRoleSchema = z
 
 export type PostgresMount = z.infer<typeof postgresMountSchema>;
 export type PostgresRole = z.infer<typeof postgresRoleSchema>;
+
+/** The admin login's password lives in connection_url; a lease's password in the credential. */
+export const postgresSecrets: EngineSecrets = {
+  mount: { connection_url: 'url-password' },
+  credential: ['password'],
+  plain: ['username'],
+};

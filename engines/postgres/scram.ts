@@ -1,5 +1,5 @@
 import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
-import { secureBytes } from '../../src/random.js';
+import { secureBytes } from '../../src/engine-kit.js';
 
 /**
  * A SCRAM-SHA-256 verifier in PostgreSQL's stored form (`rolpassword`), computed here so the

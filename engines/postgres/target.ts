@@ -1,8 +1,6 @@
 import pg from 'pg';
 import type { EngineContext, IssueRequest, Limiter, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeProgress, RevokeRequest, Target, VerifyCheck } from '../../src/engines.js';
-import { CredentialDisabled } from '../../src/errors.js';
-import { randomName, randomSecret } from '../../src/random.js';
-import { Batcher } from '../../src/store/batcher.js';
+import { Batcher, CredentialDisabled, randomName, randomSecret } from '../../src/engine-kit.js';
 import { KeyedLock } from './keyed-lock.js';
 import { dropOwnedStatements, roleDependencies, urlForDatabase } from './owned-objects.js';
 import { REQUIRED_TO_ISSUE, checkPrivileges } from './privileges.js';

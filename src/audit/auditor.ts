@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { BrokerError, ConfigError, type ErrorCode } from '../errors.js';
 import { hmacField } from './hmac.js';
-import { capRecord, scrubRecord, type AuditRecord } from './record.js';
+import { DEFAULT_AUDIT_FIELDS, capRecord, scrubRecord, type AuditFields, type AuditRecord } from './record.js';
 import { FileSink, PostgresSink, StdoutSink, type AuditSink } from './sinks.js';
 import { auditRetentionSchema } from '../store/retention.js';
 
@@ -61,6 +61,8 @@ export class Auditor {
     private readonly hmacKey: string,
     private readonly log: Logger,
     private readonly sinkDeadlineMs = SINK_DEADLINE_MS,
+    /** Which data keys stay plain: derived from the engines the broker runs. */
+    private readonly fields: AuditFields = DEFAULT_AUDIT_FIELDS,
   ) {
     if (sinks.length > 0 && !hmacKey) throw new ConfigError('audit: an hmac_key is required');
   }
@@ -72,7 +74,7 @@ export class Auditor {
    */
   async record(record: AuditRecord): Promise<void> {
     if (this.sinks.length === 0) return;
-    const line = capRecord(scrubRecord(record, this.hmacKey));
+    const line = capRecord(scrubRecord(record, this.hmacKey, this.fields));
     const results = await Promise.allSettled(
       this.sinks.map((sink) => withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name)),
     );
@@ -124,11 +126,14 @@ export class Auditor {
 }
 
 /** The auditor a config asks for; without an `audit` section, one that records nothing. */
-export function createAuditor(config: AuditConfig | undefined, deps: { storePool: pg.Pool; log: Logger }): Auditor {
+export function createAuditor(
+  config: AuditConfig | undefined,
+  deps: { storePool: pg.Pool; log: Logger; fields?: AuditFields },
+): Auditor {
   if (!config) return new Auditor([], '', deps.log);
   const sinks: AuditSink[] = [];
   if (config.file) sinks.push(new FileSink(config.file.path));
   if (config.stdout) sinks.push(new StdoutSink());
   if (config.postgres) sinks.push(new PostgresSink(deps.storePool));
-  return new Auditor(sinks, config.hmac_key, deps.log);
+  return new Auditor(sinks, config.hmac_key, deps.log, SINK_DEADLINE_MS, deps.fields);
 }

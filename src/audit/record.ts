@@ -1,3 +1,5 @@
+import { engines as allEngines } from '../../engines/index.js';
+import type { EngineRegistry } from '../engines.js';
 import { sanitizeError } from '../leases/guarded-target.js';
 import { hmacField } from './hmac.js';
 
@@ -22,11 +24,13 @@ export interface AuditRecord {
 }
 
 /**
- * As in Vault, every string value of `data` is HMAC'd, at any depth, except under these keys:
- * names, ids, durations and flags that are never secret and that an operator searches for.
- * A key not listed here (an engine's new credential field, a client's `secret_id`) is hashed.
+ * As in Vault, every string value of `data` is HMAC'd, at any depth, except under the broker's
+ * own keys below (names, ids, durations and flags that are never secret and that an operator
+ * searches for) and under the credential fields each engine declares plain (`secrets.plain`).
+ * A key not listed (an engine's new credential field, a client's `secret_id`) is hashed, and so
+ * is every field an engine declares secret, even where another engine keeps that name plain.
  */
-const NON_SECRET_KEYS = [
+const BROKER_NON_SECRET_KEYS = [
   'id',
   'lease_id',
   'request_id',
@@ -38,9 +42,6 @@ const NON_SECRET_KEYS = [
   'path',
   'prefix',
   'mount',
-  'username',
-  'access_key',
-  'access_key_id',
   'accessor',
   'policies',
   'token_policies',
@@ -56,8 +57,22 @@ const NON_SECRET_KEYS = [
 
 // Separators are ignored as well as case, so AWS's own spellings (AccessKeyId) match too.
 const normalizeKey = (key: string) => key.toLowerCase().replace(/[_-]/g, '');
-const NORMALIZED_NON_SECRET_KEYS = new Set(NON_SECRET_KEYS.map(normalizeKey));
-const isNonSecretKey = (key: string): boolean => NORMALIZED_NON_SECRET_KEYS.has(normalizeKey(key));
+
+/** Which keys of a record's `data` keep their strings plain. */
+export interface AuditFields {
+  isPlain(key: string): boolean;
+}
+
+/** The audit's plain keys for a broker running `engines`: the broker's own and the engines' plain fields, less every engine's secrets. */
+export function auditFieldsFor(engines: EngineRegistry): AuditFields {
+  const declared = Object.values(engines).map((engine) => engine.secrets);
+  const secret = new Set(declared.flatMap((s) => [...s.credential, ...Object.keys(s.mount), ...Object.keys(s.role ?? {})]).map(normalizeKey));
+  const plain = new Set([...BROKER_NON_SECRET_KEYS, ...declared.flatMap((s) => s.plain ?? [])].map(normalizeKey).filter((key) => !secret.has(key)));
+  return { isPlain: (key) => plain.has(normalizeKey(key)) };
+}
+
+/** For every engine in engines/index.ts. */
+export const DEFAULT_AUDIT_FIELDS = auditFieldsFor(allEngines);
 
 /** Deeper than this, a value is replaced by TOO_DEEP: Vault's answers are a few levels deep, and the walk must stay bounded. */
 export const MAX_DEPTH = 32;
@@ -79,7 +94,7 @@ function jsonValue(value: unknown): unknown {
  * array) under a non-secret key. Iterative, with a depth cap, so a body nested thousands deep
  * neither overflows the stack nor fills the log.
  */
-function scrubData(data: unknown, hash: (plain: string) => string, plaintexts: string[]): unknown {
+function scrubData(data: unknown, hash: (plain: string) => string, plaintexts: string[], fields: AuditFields): unknown {
   const scalar = (value: unknown, plain: boolean): unknown => {
     if (typeof value === 'string') {
       if (plain) return value;
@@ -116,7 +131,7 @@ function scrubData(data: unknown, hash: (plain: string) => string, plaintexts: s
     // Pushed last to first, so siblings are copied (and keys created) in their original order.
     for (const [k, v] of Object.entries(value).reverse()) {
       // defineProperty: a key "__proto__" stays a plain key of the copy.
-      stack.push({ value: v, put: (c) => c !== undefined && Object.defineProperty(out, k, { value: c, enumerable: true, writable: true, configurable: true }), plain: isNonSecretKey(k), depth: depth + 1 });
+      stack.push({ value: v, put: (c) => c !== undefined && Object.defineProperty(out, k, { value: c, enumerable: true, writable: true, configurable: true }), plain: fields.isPlain(k), depth: depth + 1 });
     }
   }
   return root.value;
@@ -124,17 +139,17 @@ function scrubData(data: unknown, hash: (plain: string) => string, plaintexts: s
 
 /**
  * Returns a copy in which every string of `data`, at any depth, is replaced by
- * hmacField(key, value), except under the non-secret keys. The input is never mutated and no
+ * hmacField(key, value), except under the keys `fields` keeps plain. The input is never mutated and no
  * object is shared with it. An `error` text that quotes one of the hashed values (a target
  * echoing a statement back) has it redacted too.
  */
-export function scrubRecord(record: AuditRecord, key: string): AuditRecord {
+export function scrubRecord(record: AuditRecord, key: string, fields: AuditFields = DEFAULT_AUDIT_FIELDS): AuditRecord {
   const { data, ...rest } = record;
   // The fields outside data are shallow: a JSON round trip is their deep copy.
   const copy = JSON.parse(JSON.stringify(rest)) as AuditRecord;
   const plaintexts: string[] = [];
   if (data !== undefined) {
-    const scrubbed = scrubData(data, (plain) => hmacField(key, plain), plaintexts);
+    const scrubbed = scrubData(data, (plain) => hmacField(key, plain), plaintexts, fields);
     copy.data = scrubbed !== null && typeof scrubbed === 'object' && !Array.isArray(scrubbed) ? (scrubbed as Record<string, unknown>) : { value: scrubbed };
   }
   if (copy.error !== undefined) copy.error = sanitizeError(copy.error, plaintexts.filter((p) => p.length >= MIN_REDACTED_LENGTH));

@@ -1,63 +1,49 @@
-/** Renders an issued credential envelope for files and shells. */
-export type CredentialFormat = 'json' | 'env' | 'pgpass' | 'aws-credentials' | 'credential-process';
-export const CREDENTIAL_FORMATS: CredentialFormat[] = ['json', 'env', 'pgpass', 'aws-credentials', 'credential-process'];
+import { engines as allEngines } from '../../engines/index.js';
+import type { CredentialEnvelope, CredentialFormats, EngineRegistry, FormatOptions } from '../engines.js';
 
-interface Envelope {
-  lease_id: string;
-  lease_duration: number;
-  renewable: boolean;
-  data: Record<string, unknown>;
+/**
+ * Renders an issued credential envelope for files and shells. `json` and `env` take any
+ * credential; every other format is one an engine declares for its own (`formats.files`).
+ */
+export type CredentialFormat = string;
+
+const formatsOf = (engines: EngineRegistry): CredentialFormats[] => Object.values(engines).flatMap((e) => (e.formats ? [e.formats] : []));
+
+/** Every format name, for `--format`: the two any credential has, then each engine's own, in registry order. */
+export function credentialFormats(engines: EngineRegistry = allEngines): string[] {
+  return [...new Set(['json', 'env', ...formatsOf(engines).flatMap((f) => Object.keys(f.files ?? {}))])];
 }
+export const CREDENTIAL_FORMATS: CredentialFormat[] = credentialFormats();
 
 const shellQuote = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
-const pgpassEscape = (v: unknown) => String(v ?? '*').replace(/[\\:]/g, (c) => `\\${c}`);
 
-/** Names libpq, psql and the AWS CLI/SDKs read from the environment, for keys our engines return. */
-const WELL_KNOWN_ENV: Record<string, string> = {
-  host: 'PGHOST',
-  port: 'PGPORT',
-  database: 'PGDATABASE',
-  username: 'PGUSER',
-  password: 'PGPASSWORD',
-  access_key: 'AWS_ACCESS_KEY_ID',
-  secret_key: 'AWS_SECRET_ACCESS_KEY',
-  session_token: 'AWS_SESSION_TOKEN',
-};
-
-function requireAwsKeys(data: Record<string, unknown>): { access_key: string; secret_key: string; session_token?: string } {
-  if (typeof data.access_key !== 'string' || typeof data.secret_key !== 'string') throw new Error('this format needs an AWS credential (access_key, secret_key)');
-  return { access_key: data.access_key, secret_key: data.secret_key, session_token: typeof data.session_token === 'string' ? data.session_token : undefined };
+/**
+ * The env names of the engine whose credential this looks like: the one naming most of its
+ * fields (the CLI sees only the envelope, not which engine issued it). Empty when none does.
+ */
+function envNamesFor(data: Record<string, unknown>, engines: EngineRegistry): Readonly<Record<string, string>> {
+  let best: { names: Readonly<Record<string, string>>; hits: number } = { names: {}, hits: 0 };
+  for (const { env } of formatsOf(engines)) {
+    const hits = Object.keys(data).filter((key) => Object.hasOwn(env, key)).length;
+    if (hits > best.hits) best = { names: env, hits };
+  }
+  return best.names;
 }
 
-export function formatCredential(envelope: Envelope, format: CredentialFormat, opts: { profile?: string; now?: Date } = {}): string {
+export function formatCredential(envelope: CredentialEnvelope, format: CredentialFormat, opts: FormatOptions = {}, engines: EngineRegistry = allEngines): string {
   const data = envelope.data ?? {};
-  switch (format) {
-    case 'json':
-      return `${JSON.stringify(envelope, null, 2)}\n`;
-    case 'env': {
-      const lines = [`CREDBROKER_LEASE_ID=${shellQuote(envelope.lease_id)}`, `CREDBROKER_LEASE_DURATION=${envelope.lease_duration}`];
-      for (const [key, value] of Object.entries(data)) {
-        if (value === null || value === undefined) continue;
-        const name = WELL_KNOWN_ENV[key] ?? key.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
-        lines.push(`${name}=${shellQuote(String(value))}`);
-      }
-      return `${lines.join('\n')}\n`;
+  if (format === 'json') return `${JSON.stringify(envelope, null, 2)}\n`;
+  if (format === 'env') {
+    const names = envNamesFor(data, engines);
+    const lines = [`CREDBROKER_LEASE_ID=${shellQuote(envelope.lease_id)}`, `CREDBROKER_LEASE_DURATION=${envelope.lease_duration}`];
+    for (const [key, value] of Object.entries(data)) {
+      if (value === null || value === undefined) continue;
+      const name = (Object.hasOwn(names, key) ? names[key] : undefined) ?? key.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
+      lines.push(`${name}=${shellQuote(String(value))}`);
     }
-    case 'pgpass':
-      if (!('username' in data) || !('password' in data)) throw new Error('pgpass format needs a credential with username and password');
-      return `${[data.host, data.port, data.database, data.username, data.password].map(pgpassEscape).join(':')}\n`;
-    case 'aws-credentials': {
-      const keys = requireAwsKeys(data);
-      const lines = [`[${opts.profile ?? 'default'}]`, `aws_access_key_id = ${keys.access_key}`, `aws_secret_access_key = ${keys.secret_key}`];
-      if (keys.session_token) lines.push(`aws_session_token = ${keys.session_token}`);
-      return `${lines.join('\n')}\n`;
-    }
-    case 'credential-process': {
-      // The JSON AWS's `credential_process` expects; the SDK calls the process again before Expiration.
-      const keys = requireAwsKeys(data);
-      const expiration =
-        typeof data.expiration === 'string' ? data.expiration : new Date((opts.now ?? new Date()).getTime() + envelope.lease_duration * 1000).toISOString();
-      return `${JSON.stringify({ Version: 1, AccessKeyId: keys.access_key, SecretAccessKey: keys.secret_key, ...(keys.session_token ? { SessionToken: keys.session_token } : {}), Expiration: expiration })}\n`;
-    }
+    return `${lines.join('\n')}\n`;
   }
+  const render = formatsOf(engines).find((f) => f.files && Object.hasOwn(f.files, format))?.files?.[format];
+  if (!render) throw new Error(`unknown format "${format}": expected one of ${credentialFormats(engines).join(', ')}`);
+  return render({ ...envelope, data }, opts);
 }

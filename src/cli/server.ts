@@ -4,12 +4,10 @@ import { ListenFailed } from '../errors.js';
 import { createLogger } from '../log.js';
 import { migrate } from '../store/migrate.js';
 import { createStorePool } from '../store/pool.js';
-import { validateMounts } from '../mounts.js';
 
 /** `credbroker server`: runs until SIGINT/SIGTERM, then drains and exits. */
 export async function runServer(configPath: string): Promise<void> {
   const config = loadConfigFile(configPath);
-  validateMounts(config);
   const log = createLogger(config.log_level);
   const broker = await startBroker(config, { log }).catch((err: unknown) => {
     if (err instanceof ListenFailed) {

@@ -2,7 +2,10 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, messageOf } from '../errors.js';
-import { configSchema, type BrokerConfig } from './schema.js';
+import { engines as allEngines } from '../../engines/index.js';
+import type { EngineRegistry } from '../engines.js';
+import { refuseInlineSecrets } from './inline-secrets.js';
+import { configSchemaFor, type BrokerConfig } from './schema.js';
 
 const REF = /\$\{(env|file):([^}]+)\}/g;
 
@@ -39,31 +42,11 @@ export function formatIssues(issues: z.core.$ZodIssue[], prefix: (string | numbe
     .join('\n');
 }
 
-const isRef = (s: unknown) => typeof s === 'string' && /^\$\{(env|file):[^}]+\}$/.test(s);
-
-/** Secrets may only be written as refs in a config file, so the file itself is never a secret. */
-function checkSecretsAreRefs(raw: Record<string, unknown>): void {
-  if (raw.root_token !== undefined && !isRef(raw.root_token)) {
-    throw new ConfigError('root_token: write it as ${env:NAME} or ${file:/path}, not inline');
-  }
-  const audit = raw.audit as Record<string, unknown> | undefined;
-  if (audit?.hmac_key !== undefined && !isRef(audit.hmac_key)) {
-    throw new ConfigError('audit.hmac_key: write it as ${env:NAME} or ${file:/path}, not inline');
-  }
-  const mounts = (raw.mounts ?? {}) as Record<string, Record<string, unknown>>;
-  const urls: [string, unknown][] = [['store.url', (raw.store as Record<string, unknown> | undefined)?.url]];
-  for (const [name, mount] of Object.entries(mounts)) urls.push([`mounts.${name}.connection_url`, mount?.connection_url]);
-  for (const [key, url] of urls) {
-    if (typeof url !== 'string' || isRef(url)) continue;
-    const password = /^[a-z]+:\/\/[^:/@]*:([^@]*)@/i.exec(url)?.[1];
-    if (password && !isRef(password)) {
-      throw new ConfigError(`${key}: the password must be a \${env:NAME} or \${file:/path} ref, not inline`);
-    }
-  }
-}
-
-/** Parses, resolves refs and validates; a bad config throws ConfigError naming the key. */
-export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env): BrokerConfig {
+/**
+ * Parses, resolves refs and validates everything, mounts and roles by their engines' schemas;
+ * a bad config throws ConfigError naming the key. `engines` are those the broker will run.
+ */
+export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, engines: EngineRegistry = allEngines): BrokerConfig {
   let raw: unknown;
   try {
     raw = parseYaml(text);
@@ -71,18 +54,18 @@ export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env):
     throw new ConfigError(`not valid YAML: ${messageOf(err)}`);
   }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('the config must be a YAML mapping');
-  checkSecretsAreRefs(raw as Record<string, unknown>);
-  const result = configSchema.safeParse(resolveRefs(raw, [], env));
+  refuseInlineSecrets(raw as Record<string, unknown>, engines);
+  const result = configSchemaFor(engines).safeParse(resolveRefs(raw, [], env));
   if (!result.success) throw new ConfigError(formatIssues(result.error.issues));
   return result.data;
 }
 
-export function loadConfigFile(path: string): BrokerConfig {
+export function loadConfigFile(path: string, engines: EngineRegistry = allEngines): BrokerConfig {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
     throw new ConfigError(`cannot read config ${path}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`);
   }
-  return parseConfig(text);
+  return parseConfig(text, process.env, engines);
 }

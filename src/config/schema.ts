@@ -3,28 +3,14 @@ import { z } from 'zod';
 import { authMountSchema } from '../auth/auth-config.js';
 import { policyConfigSchema } from '../auth/policy.js';
 import { auditConfigSchema } from '../audit/auditor.js';
+import { engines as allEngines } from '../../engines/index.js';
+import type { EngineRegistry } from '../engines.js';
 import { durationSeconds } from './duration-schema.js';
+import { mountsSchemaFor } from './mount-schema.js';
 import { storeRetentionSchema, tidySchema } from '../store/retention.js';
 
 export { durationSeconds };
-
-/** Names that end up in lease ids, URLs and PostgreSQL identifiers: kept boring on purpose. */
-export const NAME_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
-export const NAME_RULE = 'must be 1-32 characters: lower-case letters, digits, "_" or "-", starting with a letter';
-
-export const roleCommonSchema = z.object({
-  default_ttl: durationSeconds.default(3600),
-  max_ttl: durationSeconds.default(86400),
-  /** Most live leases of this role at once, counted in the store so every replica agrees. */
-  max_active_leases: z.number().int().min(1).optional(),
-  /** Most live leases of this role one identity may hold at once. */
-  max_active_leases_per_identity: z.number().int().min(1).optional(),
-});
-
-export const mountCommonSchema = z.object({
-  type: z.string(),
-  roles: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
-});
+export { NAME_PATTERN, NAME_RULE, roleCommonSchema, type MountConfig, type RoleCommon, type RoleConfig } from './mount-schema.js';
 
 /** A dead replica's leases are revoked elsewhere within this (+ one reaper tick) by default. */
 const DEFAULT_CLAIM_TTL = 3;
@@ -68,71 +54,70 @@ export const reaperSchema = z
   })
   .transform(({ claim_ttl, claim_timeout, ...rest }) => ({ ...rest, claim_ttl: claim_ttl ?? claim_timeout ?? DEFAULT_CLAIM_TTL }));
 
-export const configSchema = z
-  .object({
-    listen: z
-      .object({ address: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(8200) })
-      .strict()
-      .default({ address: '127.0.0.1', port: 8200 }),
-    store: z
-      .object({
-        url: z.string().min(1),
-        max_connections: z.number().int().min(1).max(500).default(10),
-        /**
-         * Client-side bound on one store query (and on opening a connection): a frozen or
-         * unreachable store answers 503 within this instead of holding requests.
-         */
-        query_timeout: durationSeconds
-          .refine((s) => s >= 1 && s <= 300, 'must be between 1 s and 300 s')
-          .default(5),
-        retention: storeRetentionSchema,
-        tidy: tidySchema,
-      })
-      .strict(),
-    root_token: z.string().min(16, 'must be at least 16 characters'),
-    log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-    /** Upper bound on one engine call (issue, renew, revoke); must stay below reaper.pending_grace. */
-    engine_timeout: durationSeconds.default(10),
-    reaper: reaperSchema.default(reaperSchema.parse({})),
-    mounts: z
-      .record(z.string(), mountCommonSchema.passthrough())
-      .default({}),
-    /** Login methods by mount name: /v1/auth/<name>/login. */
-    auth: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), authMountSchema).default({}),
-    policies: policyConfigSchema.default({}),
-    audit: auditConfigSchema.optional(),
-  })
-  .strict()
-  .superRefine((config, ctx) => {
-    for (const mount of Object.keys(config.mounts)) {
-      if (!NAME_PATTERN.test(mount)) {
-        ctx.addIssue({ code: 'custom', path: ['mounts', mount], message: `a mount name ${NAME_RULE}` });
-      } else if (mount === 'sys') {
-        ctx.addIssue({ code: 'custom', path: ['mounts', mount], message: '"sys" is reserved for the broker\'s own API' });
+/**
+ * The whole config, validated once: each mount and role by its engine's schemas from `engines`.
+ * What it returns is what every part of the broker uses, with nothing left to check later.
+ */
+export function configSchemaFor(engines: EngineRegistry) {
+  return z
+    .object({
+      listen: z
+        .object({ address: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(8200) })
+        .strict()
+        .default({ address: '127.0.0.1', port: 8200 }),
+      store: z
+        .object({
+          url: z.string().min(1),
+          max_connections: z.number().int().min(1).max(500).default(10),
+          /**
+           * Client-side bound on one store query (and on opening a connection): a frozen or
+           * unreachable store answers 503 within this instead of holding requests.
+           */
+          query_timeout: durationSeconds
+            .refine((s) => s >= 1 && s <= 300, 'must be between 1 s and 300 s')
+            .default(5),
+          retention: storeRetentionSchema,
+          tidy: tidySchema,
+        })
+        .strict(),
+      root_token: z.string().min(16, 'must be at least 16 characters'),
+      log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      /** Upper bound on one engine call (issue, renew, revoke); must stay below reaper.pending_grace. */
+      engine_timeout: durationSeconds.default(10),
+      reaper: reaperSchema.default(reaperSchema.parse({})),
+      mounts: mountsSchemaFor(engines),
+      /** Login methods by mount name: /v1/auth/<name>/login. */
+      auth: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), authMountSchema).default({}),
+      policies: policyConfigSchema.default({}),
+      audit: auditConfigSchema.optional(),
+    })
+    .strict()
+    .superRefine((config, ctx) => {
+      if (Object.hasOwn(config.auth, 'token')) {
+        ctx.addIssue({ code: 'custom', path: ['auth', 'token'], message: '"token" is reserved for the token self-service routes' });
       }
-    }
-    if (Object.hasOwn(config.auth, 'token')) {
-      ctx.addIssue({ code: 'custom', path: ['auth', 'token'], message: '"token" is reserved for the token self-service routes' });
-    }
-    const known = new Set(Object.keys(config.policies));
-    for (const [mount, authMount] of Object.entries(config.auth)) {
-      for (const [role, roleConfig] of Object.entries(authMount.roles)) {
-        for (const policy of roleConfig.token_policies) {
-          if (!known.has(policy)) ctx.addIssue({ code: 'custom', path: ['auth', mount, 'roles', role, 'token_policies'], message: `unknown policy "${policy}"` });
+      const known = new Set(Object.keys(config.policies));
+      for (const [mount, authMount] of Object.entries(config.auth)) {
+        for (const [role, roleConfig] of Object.entries(authMount.roles)) {
+          for (const policy of roleConfig.token_policies) {
+            if (!known.has(policy)) ctx.addIssue({ code: 'custom', path: ['auth', mount, 'roles', role, 'token_policies'], message: `unknown policy "${policy}"` });
+          }
         }
       }
-    }
-    if (config.reaper.pending_grace <= config.engine_timeout) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['reaper', 'pending_grace'],
-        message: 'must be longer than engine_timeout, or the reaper could revoke an issue still in progress',
-      });
-    }
-    // reaper.claim_ttl needs no margin over engine_timeout (it used to, as claim_timeout): the
-    // claim is renewed while the engine works, by a store query bounded by a third of the TTL.
-  });
+      if (config.reaper.pending_grace <= config.engine_timeout) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['reaper', 'pending_grace'],
+          message: 'must be longer than engine_timeout, or the reaper could revoke an issue still in progress',
+        });
+      }
+      // reaper.claim_ttl needs no margin over engine_timeout (it used to, as claim_timeout): the
+      // claim is renewed while the engine works, by a store query bounded by a third of the TTL.
+    });
+}
+
+/** The config schema for every engine in engines/index.ts. */
+export const configSchema = configSchemaFor(allEngines);
 
 export type BrokerConfig = z.infer<typeof configSchema>;
 export type ReaperConfig = z.infer<typeof reaperSchema>;
-export type RoleCommon = z.infer<typeof roleCommonSchema>;

@@ -1,10 +1,11 @@
+import { leaseIdPattern } from '../engine-paths.js';
 import { InvalidRequest } from '../errors.js';
 import { randomLeaseSuffix } from '../random.js';
 
-const LEASE_ID = /^[a-z][a-z0-9_-]{0,31}\/(?:creds|sts)\/[a-z][a-z0-9_-]{0,31}\/[A-Za-z0-9]{1,64}$/;
+const LEASE_ID = leaseIdPattern();
 const PREFIX = /^[A-Za-z0-9_/-]{0,200}$/;
 
-/** Vault's shape: `<mount>/<path>/<role>/<random>` (path `creds`, or `sts`), so a prefix names a mount, a role or one lease. */
+/** Vault's shape: `<mount>/<path>/<role>/<random>` (path `creds`, or one an engine adds), so a prefix names a mount, a role or one lease. */
 export function newLeaseId(mount: string, path: string, role: string): string {
   return `${mount}/${path}/${role}/${randomLeaseSuffix()}`;
 }

@@ -3,8 +3,8 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Broker } from '../../src/broker.js';
-import { engines } from '../../src/engines.js';
 import { api, startTestBroker, testConfig, type TestBrokerOptions } from '../support/broker.js';
+import { withWrappedTarget } from '../support/wrap-engine.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, roleExists } from '../support/pg.js';
 import { waitUntil } from '../support/wait.js';
 
@@ -39,8 +39,8 @@ afterAll(async () => {
   await dropRolesWithPrefix(PREFIX);
 });
 
-async function startBroker(): Promise<Broker> {
-  const broker = await startTestBroker(brokerOptions);
+async function startBroker(engines?: TestBrokerOptions['engines']): Promise<Broker> {
+  const broker = await startTestBroker({ ...brokerOptions, engines });
   brokers.push(broker);
   return broker;
 }
@@ -133,10 +133,7 @@ describe('a broker process killed with SIGKILL in the middle of an issue', () =>
 describe('an issuer whose pending row was taken by the reaper before it could activate', () => {
   it('revokes the credential it created and answers 502 without the secret', async () => {
     let created: { username: string; password: string } | undefined;
-    const realConnect = engines.postgres.connect;
-    let broker: Broker;
-    engines.postgres.connect = async (mount, ctx) => {
-      const target = await realConnect.call(engines.postgres, mount, ctx);
+    const engines = withWrappedTarget('postgres', (target) => {
       const realIssue = target.issue.bind(target);
       target.issue = async (req) => {
         const issued = await realIssue(req);
@@ -150,13 +147,8 @@ describe('an issuer whose pending row was taken by the reaper before it could ac
         );
         return issued;
       };
-      return target;
-    };
-    try {
-      broker = await startBroker();
-    } finally {
-      engines.postgres.connect = realConnect;
-    }
+    });
+    const broker = await startBroker(engines);
 
     const res = await api(broker, 'GET', 'db/creds/reader');
 

@@ -1,8 +1,9 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Broker } from '../../src/broker.js';
-import { engines, type RevokeRequest } from '../../src/engines.js';
+import type { RevokeRequest } from '../../src/engines.js';
 import { randomLeaseSuffix } from '../../src/random.js';
+import { withWrappedTarget } from '../support/wrap-engine.js';
 import { startTestBroker, type TestBrokerOptions } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, randomName, roleExists } from '../support/pg.js';
 
@@ -26,9 +27,7 @@ beforeAll(async () => {
   };
   // An engine that reports each revocation as it finishes, then runs a step shared by the whole
   // batch that outlives the batch's bound (a final sweep on a target that has become slow).
-  const realConnect = engines.postgres.connect;
-  engines.postgres.connect = async (mount, ctx) => {
-    const target = await realConnect.call(engines.postgres, mount, ctx);
+  const engines = withWrappedTarget('postgres', (target) => {
     target.revokeMany = async (reqs: RevokeRequest[], slots, progress) => {
       const errors = await Promise.all(
         reqs.map((req, i) =>
@@ -43,13 +42,8 @@ beforeAll(async () => {
       await adminQuery('postgres', 'SELECT pg_sleep(4)');
       return errors;
     };
-    return target;
-  };
-  try {
-    broker = await startTestBroker(options);
-  } finally {
-    engines.postgres.connect = realConnect;
-  }
+  });
+  broker = await startTestBroker({ ...options, engines });
 });
 
 afterAll(async () => {

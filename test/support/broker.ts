@@ -1,6 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
+import type { EngineRegistry } from '../../src/engines.js';
 import { createLogger } from '../../src/log.js';
 import { pgUrl } from './pg.js';
 import { sweepLogPath } from './secret-recorder.js';
@@ -17,6 +18,8 @@ export interface TestBrokerOptions {
   /** Run the reaper on its timer; by default tests call reapOnce() themselves. */
   scheduleReaper?: boolean;
   engineTimeout?: number;
+  /** The broker's engines (a wrapped or failing one); every engine by default. */
+  engines?: EngineRegistry;
   /** An audit section (e.g. a file sink, for the reliability checker's invariant (f)). */
   audit?: Record<string, unknown>;
 }
@@ -51,7 +54,7 @@ export async function startTestBroker(opts: TestBrokerOptions): Promise<Broker &
   // Logged at the production level into the run's secret sweep, when one runs.
   const logPath = sweepLogPath('broker');
   const log = logPath ? createLogger('info', createWriteStream(logPath, { flags: 'a' })) : createLogger('silent');
-  const broker = await startBroker(config, { log, reaper: opts.scheduleReaper ?? false });
+  const broker = await startBroker(config, { log, reaper: opts.scheduleReaper ?? false, engines: opts.engines });
   return { ...broker, config };
 }
 

@@ -55,7 +55,8 @@ export default function setup(project: TestProject) {
     const sweep = sweepRun(sweepDir, startedAt);
     if (sweep) {
       mkdirSync(PARTS_DIR, { recursive: true });
-      writeFileSync(join(PARTS_DIR, 'zz-suite-sweep.json'), JSON.stringify({ scenario: 'secret sweep (whole run)', form: process.env.RELIABILITY_LONG === '1' ? 'long' : 'quick', secretsChecked: sweep.secrets, secretHits: sweep.hits.length, bytesSearched: sweep.bytes, files: sweep.files }));
+      writeFileSync(join(PARTS_DIR, 'zz-suite-sweep.json'), JSON.stringify({ scenario: 'secret sweep (whole run)', form: process.env.RELIABILITY_LONG === '1' ? 'long' : 'quick', secretsChecked: sweep.secrets, secretHits: sweep.hits.length, bytesSearched: sweep.bytes, files: sweep.files, kinds: JSON.stringify(sweep.kinds) }));
+      console.log(`secret sweep (whole run): ${sweep.secrets} secrets (${JSON.stringify(sweep.kinds)}) looked up in ${sweep.files} files, ${Math.round(sweep.bytes / 1e6)} MB: ${sweep.hits.length} plaintext hits`);
     }
     rmSync(sweepDir, { recursive: true, force: true });
     printTable();

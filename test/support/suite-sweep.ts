@@ -19,6 +19,8 @@ const MAX_FILE_BYTES = 1 << 30;
 
 export interface SweepResult {
   secrets: number;
+  /** How many of each kind (password, secret_key, security_token, client_token, jwt …). */
+  kinds: Record<string, number>;
   files: number;
   bytes: number;
   hits: string[];
@@ -90,5 +92,7 @@ export function sweepRun(dir: string, startedAt: number): SweepResult | null {
       if (tokens.has(value) || (odd.includes(value) && text.includes(value))) hits.push(`${kind} in ${basename(file)}`);
     }
   }
-  return { secrets: secrets.size, files: files.length, bytes, hits };
+  const kinds: Record<string, number> = {};
+  for (const kind of secrets.values()) kinds[kind] = (kinds[kind] ?? 0) + 1;
+  return { secrets: secrets.size, kinds, files: files.length, bytes, hits };
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
-import { validateMounts } from '../../src/mounts.js';
+import { splitRole } from '../../src/config/mount-schema.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'credbroker-config-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -50,11 +50,10 @@ function writeSecret(name: string, content: string): string {
   return path;
 }
 
-/** The message parseConfig (and, if given, validateMounts) fails with; fails the test if nothing throws. */
-function configError(yaml: string, env: NodeJS.ProcessEnv = ENV, mounts = false): string {
+/** The message parseConfig fails with; fails the test if nothing throws. */
+function configError(yaml: string, env: NodeJS.ProcessEnv = ENV): string {
   try {
-    const config = parseConfig(yaml, env);
-    if (mounts) validateMounts(config);
+    parseConfig(yaml, env);
   } catch (err) {
     expect(err).toBeInstanceOf(ConfigError);
     return (err as Error).message;
@@ -174,38 +173,55 @@ describe('parseConfig', () => {
   });
 });
 
-describe('validateMounts', () => {
-  it('accepts valid postgres mounts and roles, with TTLs in seconds', () => {
+describe('parseConfig: mounts and roles, by their engines\' schemas', () => {
+  it('accepts valid postgres mounts and roles, with TTLs in seconds and the engine\'s defaults filled in', () => {
     const pwFile = writeSecret('wh-password-2', 'pw');
-    const [mount] = validateMounts(parseConfig(validYaml(pwFile), ENV));
-    expect(mount!.name).toBe('warehouse');
-    expect(mount!.type).toBe('postgres');
-    expect([...mount!.roles.keys()]).toEqual(['reader', 'etl']);
-    expect(mount!.roles.get('reader')!.common).toEqual({ default_ttl: 3600, max_ttl: 86400 });
-    expect(mount!.roles.get('etl')!.common).toEqual({ default_ttl: 900, max_ttl: 86400 });
+    const mount = parseConfig(validYaml(pwFile), ENV).mounts.warehouse!;
+    expect(mount.type).toBe('postgres');
+    expect(mount.max_open_connections).toBe(4); // the engine's default: its mountSchema ran
+    expect(Object.keys(mount.roles)).toEqual(['reader', 'etl']);
+    expect(splitRole(mount.roles.reader!)).toEqual({ common: { default_ttl: 3600, max_ttl: 86400 }, config: { member_of: ['wh_readers'] } });
+    expect(splitRole(mount.roles.etl!).common).toEqual({ default_ttl: 900, max_ttl: 86400 });
+  });
+
+  it('parses a validated config again to itself, so one can travel as JSON', async () => {
+    const { configSchema } = await import('../../src/config/schema.js');
+    const config = parseConfig(validYaml(writeSecret('wh-password-3', 'pw')), ENV);
+    expect(configSchema.parse(JSON.parse(JSON.stringify(config)))).toEqual(config);
+  });
+
+  it('refuses an inline AWS secret_access_key or session_token without echoing it: the engine declares them secret', () => {
+    const aws = (fields: string) => `${MINIMAL}mounts:\n  cloud:\n    type: aws\n${fields}`;
+    const key = configError(aws('    access_key_id: AKIAIOSFODNN7EXAMPLE\n    secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n'));
+    expect(key).toBe('mounts.cloud.secret_access_key: write it as ${env:NAME} or ${file:/path}, not inline');
+    const token = configError(aws('    session_token: FwoGZXIvYXdzEXAMPLETOKEN\n'));
+    expect(token).toBe('mounts.cloud.session_token: write it as ${env:NAME} or ${file:/path}, not inline');
+    expect(key + token).not.toMatch(/wJalr|FwoGZ/);
+    const refs = aws('    access_key_id: AKIAIOSFODNN7EXAMPLE\n    secret_access_key: ${env:AWS_SK}\n');
+    expect(parseConfig(refs, { ...ENV, AWS_SK: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' }).mounts.cloud!.secret_access_key).toBe('wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY');
   });
 
   it('refuses an unknown engine type, naming mounts.<m>.type', () => {
-    expect(configError(withRole('{ member_of: [g] }', 'mysql'), ENV, true)).toBe('mounts.wh.type: unknown engine "mysql"');
+    expect(configError(withRole('{ member_of: [g] }', 'mysql'))).toBe('mounts.wh.type: unknown engine "mysql"');
   });
 
   it('refuses a postgres role with both member_of and creation_statements, naming mounts.<m>.roles.<r>', () => {
-    const message = configError(withRole('{ member_of: [g], creation_statements: ["CREATE ROLE \\"{{name}}\\""] }'), ENV, true);
+    const message = configError(withRole('{ member_of: [g], creation_statements: ["CREATE ROLE \\"{{name}}\\""] }'));
     expect(message).toBe('mounts.wh.roles.reader: give exactly one of member_of or creation_statements');
   });
 
   it('refuses a postgres role with neither member_of nor creation_statements', () => {
-    expect(configError(withRole('{ connection_limit: 2 }'), ENV, true)).toBe('mounts.wh.roles.reader: give exactly one of member_of or creation_statements');
+    expect(configError(withRole('{ connection_limit: 2 }'))).toBe('mounts.wh.roles.reader: give exactly one of member_of or creation_statements');
   });
 
   it('refuses default_ttl greater than max_ttl, naming mounts.<m>.roles.<r>.default_ttl', () => {
-    const message = configError(withRole('{ member_of: [g], default_ttl: 2h, max_ttl: 1h }'), ENV, true);
+    const message = configError(withRole('{ member_of: [g], default_ttl: 2h, max_ttl: 1h }'));
     expect(message).toBe('mounts.wh.roles.reader.default_ttl: must not exceed max_ttl');
   });
 
   it('refuses an unknown role key and a bad mount option, naming the key', () => {
-    expect(configError(withRole('{ member_of: [g], memberof: [h] }'), ENV, true)).toMatch(/^mounts\.wh\.roles\.reader: Unrecognized key: "memberof"/);
+    expect(configError(withRole('{ member_of: [g], memberof: [h] }'))).toMatch(/^mounts\.wh\.roles\.reader: Unrecognized key: "memberof"/);
     const badPrefix = `${MINIMAL}mounts:\n  wh:\n    type: postgres\n    connection_url: postgres://admin@wh/wh\n    username_prefix: Has-Caps\n`;
-    expect(configError(badPrefix, ENV, true)).toMatch(/^mounts\.wh\.username_prefix: must be 1-16 lower-case letters or digits/);
+    expect(configError(badPrefix)).toMatch(/^mounts\.wh\.username_prefix: must be 1-16 lower-case letters or digits/);
   });
 });

@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { formatCredential } from '../../src/cli/credential-format.js';
+import { engines } from '../../engines/index.js';
+import { credentialFormats, formatCredential } from '../../src/cli/credential-format.js';
 
 const envelope = {
   lease_id: 'demo/creds/readonly/AbCdEfGhIjKlMnOpQrStUvWx',
@@ -75,5 +76,26 @@ describe('formatCredential: pgpass', () => {
     expect(() => formatCredential({ ...envelope, data: { access_key: 'AK', secret_key: 'SK' } }, 'pgpass')).toThrow(
       'pgpass format needs a credential with username and password',
     );
+  });
+});
+
+describe('formatCredential: formats come from the engines', () => {
+  it("names an AWS credential's fields as the AWS SDKs read them", () => {
+    const text = formatCredential({ ...envelope, data: { access_key: 'AKIA1', secret_key: 'sk', session_token: 'st' } }, 'env');
+    expect(text).toContain("AWS_ACCESS_KEY_ID='AKIA1'\nAWS_SECRET_ACCESS_KEY='sk'\nAWS_SESSION_TOKEN='st'\n");
+  });
+
+  it("uses a registry's own engine for env names and extra formats, and lists its formats", () => {
+    const kv = {
+      ...engines.postgres,
+      type: 'kv',
+      formats: { env: { api_key: 'KV_API_KEY' }, files: { netrc: ({ data }: { data: Record<string, unknown> }) => `password ${String(data.api_key)}\n` } },
+    };
+    const registry = { ...engines, kv };
+    const issued = { ...envelope, data: { api_key: 'k-1' } };
+    expect(formatCredential(issued, 'env', {}, registry)).toContain("KV_API_KEY='k-1'\n");
+    expect(formatCredential(issued, 'netrc', {}, registry)).toBe('password k-1\n');
+    expect(credentialFormats(registry)).toEqual(['json', 'env', 'pgpass', 'aws-credentials', 'credential-process', 'netrc']);
+    expect(() => formatCredential(issued, 'netrc')).toThrow('unknown format "netrc"');
   });
 });

@@ -4,7 +4,7 @@ import type { Capability } from '../../auth/policy.js';
 import type { LeaseService } from '../../leases/lease-service.js';
 import { envelope } from '../envelope.js';
 import { credsRequest, parseBody } from '../request-schemas.js';
-import { ISSUE_ROUTE } from './engine-paths.js';
+import { issueRoutePattern } from '../../engine-paths.js';
 import { authzOf, type Reply, type Route, type RouteContext } from './route.js';
 
 /** Issuing credentials, and checking what a mount needs on its target. */
@@ -27,7 +27,8 @@ export function credsRoutes(leases: LeaseService): Route[] {
       },
     },
     {
-      pattern: ISSUE_ROUTE,
+      // `<mount>/<path>/<role>`, the paths derived from the engines (src/engine-paths.ts).
+      pattern: issueRoutePattern(),
       methods: {
         GET: async (ctx) => issueReply(leases, ctx, ctx.req.query, ['read']),
         PUT: async (ctx) => issueReply(leases, ctx, ctx.req.body, ['update', 'create']),

@@ -1,6 +1,6 @@
 import { createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { scramVerifier } from '../../engines/postgres/scram.js';
+import { scramVerifier } from '../../scram.js';
 
 /**
  * RFC 7677 section 3, the SCRAM-SHA-256 example exchange: user "user", password "pencil".

@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, startTestBroker } from '../support/broker.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, randomName, roleExists } from '../support/pg.js';
-import { waitUntil } from '../support/wait.js';
+import { api, startTestBroker } from '../../../../test/support/broker.js';
+import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, randomName, roleExists } from '../../../../test/support/pg.js';
+import { waitUntil } from '../../../../test/support/wait.js';
 
 /**
  * A leased user attacks its own revocation: a temporary table (which makes DROP ROLE fail), open

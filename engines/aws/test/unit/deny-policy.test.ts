@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { INLINE_POLICY_LIMIT, LEASE_TAG, emptyPolicy, isDenied, parsePolicy, withRevocations } from '../../engines/aws/deny-policy.js';
-import { randomName } from '../../src/random.js';
+import { INLINE_POLICY_LIMIT, LEASE_TAG, emptyPolicy, isDenied, parsePolicy, withRevocations } from '../../deny-policy.js';
+import { randomName } from '../../../../src/engine-kit.js';
 
 const now = new Date('2026-11-23T12:00:00Z');
 const inMinutes = (m: number) => new Date(now.getTime() + m * 60_000);
