@@ -1,9 +1,37 @@
 /**
- * One error base with a stable `code`; the API maps codes to HTTP statuses in one table
- * (src/api/error-response.ts). Messages are shown to clients, so they never carry a secret.
+ * Every code a BrokerError may carry: a closed union, so the status table in
+ * src/api/error-response.ts (a `Record<ErrorCode, number>`) fails to compile when a code has no status.
+ */
+export type ErrorCode =
+  | 'ERR_BROKER'
+  | 'ERR_INVALID_REQUEST'
+  | 'ERR_UNKNOWN_ROLE'
+  | 'ERR_UNKNOWN_MOUNT'
+  | 'ERR_LEASE_NOT_FOUND'
+  | 'ERR_LEASE_EXPIRED'
+  | 'ERR_UNKNOWN_PATH'
+  | 'ERR_PERMISSION_DENIED'
+  | 'ERR_INVALID_TOKEN'
+  | 'ERR_UNSUPPORTED_OPERATION'
+  | 'ERR_TARGET'
+  | 'ERR_CREDENTIAL_DISABLED'
+  | 'ERR_STORE_UNAVAILABLE'
+  | 'ERR_AUDIT_UNAVAILABLE'
+  | 'ERR_REVOKE_INCOMPLETE'
+  | 'ERR_ISSUE_REVOKED'
+  | 'ERR_QUOTA'
+  | 'ERR_CONFIG'
+  | 'ERR_LISTEN';
+
+/**
+ * One error base with a stable `code`, as panva/jose's: each subclass declares `static code`, so
+ * callers compare `err.code === LeaseExpired.code`; the instance's `code` is its class's. The API
+ * maps codes to HTTP statuses in one table (src/api/error-response.ts). Messages are shown to
+ * clients, so they never carry a secret.
  */
 export class BrokerError extends Error {
-  readonly code: string = 'ERR_BROKER';
+  static readonly code: ErrorCode = 'ERR_BROKER';
+  readonly code: ErrorCode;
   /**
    * Answered after the message in `errors`, so the first error stays Vault's verbatim text (which
    * clients match on) and the rest say more, as Vault's own ["permission denied", "invalid token"].
@@ -12,16 +40,17 @@ export class BrokerError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
+    this.code = new.target.code;
   }
 }
 
 /** The client sent something we cannot act on (Vault answers 400). */
 export class InvalidRequest extends BrokerError {
-  override readonly code: string = 'ERR_INVALID_REQUEST';
+  static override readonly code: ErrorCode = 'ERR_INVALID_REQUEST';
 }
 
 export class UnknownRole extends InvalidRequest {
-  override readonly code = 'ERR_UNKNOWN_ROLE';
+  static override readonly code: ErrorCode = 'ERR_UNKNOWN_ROLE';
   constructor(readonly role: string) {
     super(`unknown role: ${role.length > 100 ? `${role.slice(0, 100)}…` : role}`);
   }
@@ -32,7 +61,7 @@ export class UnknownRole extends InvalidRequest {
  * like an empty result. `configured` is named only to callers who may see every lease.
  */
 export class UnknownMount extends InvalidRequest {
-  override readonly code = 'ERR_UNKNOWN_MOUNT';
+  static override readonly code: ErrorCode = 'ERR_UNKNOWN_MOUNT';
   constructor(
     readonly mount: string,
     readonly configured: string[] | null,
@@ -44,21 +73,24 @@ export class UnknownMount extends InvalidRequest {
 
 /** Vault's texts, kept verbatim because clients match on them. */
 export class LeaseNotFound extends InvalidRequest {
-  override readonly code = 'ERR_LEASE_NOT_FOUND';
-  constructor(readonly leaseId: string, message = 'lease not found') {
+  static override readonly code: ErrorCode = 'ERR_LEASE_NOT_FOUND';
+  constructor(
+    readonly leaseId: string,
+    message = 'lease not found',
+  ) {
     super(message);
   }
 }
 
 export class LeaseExpired extends InvalidRequest {
-  override readonly code = 'ERR_LEASE_EXPIRED';
+  static override readonly code: ErrorCode = 'ERR_LEASE_EXPIRED';
   constructor(readonly leaseId: string) {
     super('lease expired');
   }
 }
 
 export class UnknownPath extends BrokerError {
-  override readonly code = 'ERR_UNKNOWN_PATH';
+  static override readonly code: ErrorCode = 'ERR_UNKNOWN_PATH';
   override readonly details: string[];
   constructor(
     readonly path: string,
@@ -70,7 +102,7 @@ export class UnknownPath extends BrokerError {
 }
 
 export class PermissionDenied extends BrokerError {
-  override readonly code: string = 'ERR_PERMISSION_DENIED';
+  static override readonly code: ErrorCode = 'ERR_PERMISSION_DENIED';
   constructor() {
     super('permission denied');
   }
@@ -81,12 +113,12 @@ export class PermissionDenied extends BrokerError {
  * errors, "permission denied" and "invalid token", so a client can tell it from a policy refusal.
  */
 export class InvalidToken extends PermissionDenied {
-  override readonly code = 'ERR_INVALID_TOKEN';
+  static override readonly code: ErrorCode = 'ERR_INVALID_TOKEN';
   override readonly details = ['invalid token'];
 }
 
 export class UnsupportedOperation extends BrokerError {
-  override readonly code = 'ERR_UNSUPPORTED_OPERATION';
+  static override readonly code: ErrorCode = 'ERR_UNSUPPORTED_OPERATION';
   constructor() {
     super('unsupported operation');
   }
@@ -94,8 +126,12 @@ export class UnsupportedOperation extends BrokerError {
 
 /** A target (the database we mint roles on, AWS…) failed or timed out. */
 export class TargetError extends BrokerError {
-  override readonly code: string = 'ERR_TARGET';
-  constructor(readonly mount: string, message: string, options?: { cause?: unknown }) {
+  static override readonly code: ErrorCode = 'ERR_TARGET';
+  constructor(
+    readonly mount: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${mount}: ${message}`, options);
   }
 }
@@ -105,7 +141,6 @@ export class TargetError extends BrokerError {
  * resolves once it has finished either way, and only then is it safe to clean up after it.
  */
 export class TargetTimeout extends TargetError {
-  override readonly code = 'ERR_TARGET';
   constructor(
     mount: string,
     message: string,
@@ -121,17 +156,17 @@ export class TargetTimeout extends TargetError {
  * lookup tells the operator the credential is disabled meanwhile.
  */
 export class CredentialDisabled extends BrokerError {
-  override readonly code = 'ERR_CREDENTIAL_DISABLED';
+  static override readonly code: ErrorCode = 'ERR_CREDENTIAL_DISABLED';
 }
 
 /** The lease store is unreachable or failed. */
 export class StoreUnavailable extends BrokerError {
-  override readonly code = 'ERR_STORE_UNAVAILABLE';
+  static override readonly code: ErrorCode = 'ERR_STORE_UNAVAILABLE';
 }
 
 /** Some leases of a prefix could not be revoked; the rest were. */
 export class RevokeIncomplete extends BrokerError {
-  override readonly code = 'ERR_REVOKE_INCOMPLETE';
+  static override readonly code: ErrorCode = 'ERR_REVOKE_INCOMPLETE';
   constructor(
     readonly revoked: number,
     readonly failures: { leaseId: string; error: string }[],
@@ -146,7 +181,7 @@ export class RevokeIncomplete extends BrokerError {
  * one. 409, as Vault answers a request a concurrent change overtook (KV's check-and-set).
  */
 export class IssueRevoked extends BrokerError {
-  override readonly code = 'ERR_ISSUE_REVOKED';
+  static override readonly code: ErrorCode = 'ERR_ISSUE_REVOKED';
   constructor(readonly leaseId: string) {
     super(`lease ${leaseId} was revoked while it was being issued; the credential was taken back`);
   }
@@ -154,16 +189,16 @@ export class IssueRevoked extends BrokerError {
 
 /** A quota counted in the store is reached (Vault answers 429). */
 export class QuotaExceeded extends BrokerError {
-  override readonly code = 'ERR_QUOTA';
+  static override readonly code: ErrorCode = 'ERR_QUOTA';
 }
 
 export class ConfigError extends BrokerError {
-  override readonly code = 'ERR_CONFIG';
+  static override readonly code: ErrorCode = 'ERR_CONFIG';
 }
 
 /** The HTTP listener could not be opened; `reason` is the socket error code (EADDRINUSE…). */
 export class ListenFailed extends BrokerError {
-  override readonly code = 'ERR_LISTEN';
+  static override readonly code: ErrorCode = 'ERR_LISTEN';
   constructor(
     readonly address: string,
     readonly port: number,

@@ -6,11 +6,10 @@ import type { AuditRecord } from '../audit/record.js';
 import type { AuthService } from '../auth/auth-service.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
 import type { PolicySet } from '../auth/policy.js';
-import { InvalidRequest, InvalidToken, PermissionDenied, UnknownPath, UnsupportedOperation, messageOf } from '../errors.js';
+import { InvalidRequest, InvalidToken, PermissionDenied, UnknownPath, UnsupportedOperation } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
-import { sendError, statusFor } from './error-response.js';
-import { buildAuthRoutes } from './auth-routes.js';
+import { errorReply, sendError } from './error-response.js';
 import { refuseUnstorableJson } from './body-shape.js';
 import { oneRequestAtATimePerConnection } from './in-order.js';
 import { Authz } from './authz.js';
@@ -62,7 +61,7 @@ function decodePath(path: string): string {
 
 /** The HTTP API: Vault's dynamic-secrets subset. Routing, authentication, authorization, audit and error mapping. */
 export function createApp(opts: AppOptions): express.Express {
-  const routes = [...buildAuthRoutes(opts.auth, opts.leases), ...buildRoutes(opts.leases, opts.health)];
+  const routes = buildRoutes({ leases: opts.leases, auth: opts.auth, health: opts.health });
   const app = express();
   app.disable('x-powered-by');
   // Vault sends no ETag; without one, a small JSON answer leaves in a single write with its headers.
@@ -95,13 +94,25 @@ export function createApp(opts: AppOptions): express.Express {
       const total = performance.now() - started;
       const broker = Math.max(0, total - timings.store - timings.target);
       if (reply.headers) res.set(reply.headers);
-      res.set('Server-Timing', `store;dur=${timings.store.toFixed(2)}, target;dur=${timings.target.toFixed(2)}, broker;dur=${broker.toFixed(2)}`);
+      res.set(
+        'Server-Timing',
+        `store;dur=${timings.store.toFixed(2)}, target;dur=${timings.target.toFixed(2)}, broker;dur=${broker.toFixed(2)}`,
+      );
       if (reply.body === undefined) res.status(reply.status).end();
       else res.status(reply.status).json(reply.body);
     } catch (err) {
       sendError(res, err, opts.log, requestId);
     }
-    opts.log.info({ request_id: requestId, method: req.method, path: req.path, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
+    opts.log.info(
+      {
+        request_id: requestId,
+        method: req.method,
+        path: req.path,
+        status: res.statusCode,
+        ms: Math.round(performance.now() - started),
+      },
+      'request',
+    );
   });
 
   app.use((_req: Request, res: Response) => {
@@ -136,7 +147,9 @@ class ApiCall {
       return reply;
     } catch (err) {
       if (err instanceof AuditUnavailable) throw err;
-      await this.recordResponse(statusFor(err), undefined, err);
+      // Recorded as answered: the same status and first error the client gets.
+      const answer = errorReply(err, this.requestId);
+      await this.recordResponse(answer.status, undefined, answer.body.errors[0] ?? '');
       throw err;
     }
   }
@@ -148,7 +161,12 @@ class ApiCall {
     for (const route of routes) {
       const match = route.pattern.exec(this.path);
       if (!match) continue;
-      const ctx: RouteContext = { req: this.req, requestId: this.requestId, params: match.slice(1).map((p) => p ?? ''), audit: this.audit };
+      const ctx: RouteContext = {
+        req: this.req,
+        requestId: this.requestId,
+        params: match.slice(1).map((p) => p ?? ''),
+        audit: this.audit,
+      };
       if (!route.public) {
         this.identity = await this.authenticate().catch(async (err) => {
           // Refused before anyone is known: the body is not recorded, so no one fills the log with it.
@@ -178,7 +196,9 @@ class ApiCall {
     return {
       time: new Date().toISOString(),
       request_id: this.requestId,
-      ...(this.identity ?? this.audit.identity ? { identity: identityRecord((this.identity ?? this.audit.identity)!) } : {}),
+      ...((this.identity ?? this.audit.identity)
+        ? { identity: identityRecord((this.identity ?? this.audit.identity)!) }
+        : {}),
       remote_address: this.req.ip,
       operation: this.operation,
       path: this.path,
@@ -188,25 +208,35 @@ class ApiCall {
 
   /** The request record; `fields`, when given, are the only body fields it keeps. */
   private recordRequest(fields?: string[]): Promise<void> {
-    const parsed = this.req.body && typeof this.req.body === 'object' && !Array.isArray(this.req.body) ? (this.req.body as Record<string, unknown>) : {};
-    const body = fields ? Object.fromEntries(fields.filter((f) => Object.hasOwn(parsed, f)).map((f) => [f, parsed[f]])) : parsed;
-    return this.opts.auditor.record({ type: 'request', ...this.base(), data: { ...body, ...(presentedToken(this.req) ? { client_token: presentedToken(this.req) } : {}) } });
+    const parsed =
+      this.req.body && typeof this.req.body === 'object' && !Array.isArray(this.req.body)
+        ? (this.req.body as Record<string, unknown>)
+        : {};
+    const body = fields
+      ? Object.fromEntries(fields.filter((f) => Object.hasOwn(parsed, f)).map((f) => [f, parsed[f]]))
+      : parsed;
+    return this.opts.auditor.record({
+      type: 'request',
+      ...this.base(),
+      data: { ...body, ...(presentedToken(this.req) ? { client_token: presentedToken(this.req) } : {}) },
+    });
   }
 
-  private async recordResponse(status: number, body: unknown, err: unknown): Promise<void> {
+  /** `error`: the error answered, when the request failed. */
+  private async recordResponse(status: number, body: unknown, error: string | undefined): Promise<void> {
     const record: AuditRecord = {
       type: 'response',
       ...this.base(),
       status,
-      outcome: err === undefined ? 'ok' : status === 403 ? 'denied' : 'error',
-      ...(err !== undefined ? { error: messageOf(err) } : {}),
+      outcome: error === undefined ? 'ok' : status === 403 ? 'denied' : 'error',
+      ...(error !== undefined ? { error } : {}),
       ...(body && typeof body === 'object' ? { data: body as Record<string, unknown> } : {}),
     };
     try {
       await this.opts.auditor.record(record);
     } catch (auditErr) {
       // The secret must not leave unrecorded: take back what this request created.
-      if (err === undefined && this.audit.issued && this.audit.leaseId) {
+      if (error === undefined && this.audit.issued && this.audit.leaseId) {
         await this.opts.leases.revoke(this.audit.leaseId).catch(() => undefined);
       }
       throw auditErr;

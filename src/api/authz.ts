@@ -1,7 +1,7 @@
 import type { Identity } from '../auth/identity.js';
 import { grants, type Capability, type Decision, type PolicySet } from '../auth/policy.js';
 import { PermissionDenied } from '../errors.js';
-import type { LeaseRow } from '../leases/lease-store.js';
+import type { LeaseView } from '../leases/lease-view.js';
 
 /** The creds path a lease was issued on: `demo/creds/readonly/<id>` → `demo/creds/readonly`. */
 export const leasePath = (leaseId: string) => leaseId.slice(0, leaseId.lastIndexOf('/'));
@@ -14,7 +14,10 @@ export class Authz {
   ) {}
 
   private evaluate(path: string): Decision {
-    return this.policies.evaluate(this.identity.policies, path, { name: this.identity.name, metadata: this.identity.metadata });
+    return this.policies.evaluate(this.identity.policies, path, {
+      name: this.identity.name,
+      metadata: this.identity.metadata,
+    });
   }
 
   /** The decision when any of `capabilities` is granted on `path`; PermissionDenied otherwise. */
@@ -28,8 +31,10 @@ export class Authz {
     return grants(this.evaluate(path), capability);
   }
 
-  owns(lease: LeaseRow): boolean {
-    return Boolean(lease.identity && lease.identity.name === this.identity.name && lease.identity.auth_mount === this.identity.authMount);
+  owns(lease: Pick<LeaseView, 'owner'>): boolean {
+    return Boolean(
+      lease.owner && lease.owner.name === this.identity.name && lease.owner.authMount === this.identity.authMount,
+    );
   }
 
   /**
@@ -42,7 +47,7 @@ export class Authz {
     return this.identity.root || this.has(`sys/leases/${op}`, 'sudo');
   }
 
-  requireLease(op: string, lease: LeaseRow, capabilities: Capability[]): Decision | undefined {
+  requireLease(op: string, lease: Pick<LeaseView, 'id' | 'owner'>, capabilities: Capability[]): Decision | undefined {
     if (this.actsOnAnyLease(op)) return undefined;
     if (!this.owns(lease)) throw new PermissionDenied();
     return this.require(leasePath(lease.id), capabilities);
@@ -50,6 +55,10 @@ export class Authz {
 
   /** Sees every lease under a prefix (sudo or list on the lookup path); otherwise only its own. */
   seesAllUnder(prefix: string): boolean {
-    return this.identity.root || this.has(`sys/leases/lookup/${prefix}`, 'sudo') || this.has(`sys/leases/lookup/${prefix}`, 'list');
+    return (
+      this.identity.root ||
+      this.has(`sys/leases/lookup/${prefix}`, 'sudo') ||
+      this.has(`sys/leases/lookup/${prefix}`, 'list')
+    );
   }
 }

@@ -1,10 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Response } from 'express';
 import type { Logger } from 'pino';
-import { BrokerError, RevokeIncomplete } from '../errors.js';
+import { BrokerError, RevokeIncomplete, type ErrorCode } from '../errors.js';
 
-/** Vault's status codes, by our stable error codes. */
-const STATUS_BY_CODE: Record<string, number> = {
+/**
+ * Vault's status codes, by our stable error codes. A code whose status is 500 is internal: its
+ * answer is the generic one with a request id, and its message goes only to the log.
+ */
+const STATUS_BY_CODE: Record<ErrorCode, number> = {
+  ERR_BROKER: 500,
   ERR_INVALID_REQUEST: 400,
   ERR_UNKNOWN_ROLE: 400,
   ERR_UNKNOWN_MOUNT: 400,
@@ -21,17 +25,36 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_REVOKE_INCOMPLETE: 502,
   ERR_STORE_UNAVAILABLE: 503,
   ERR_AUDIT_UNAVAILABLE: 503,
+  ERR_CONFIG: 500,
+  ERR_LISTEN: 500,
 };
+
+/** Vault's error body, with the extension a partial revoke-prefix adds. */
+export interface ErrorBody {
+  errors: string[];
+  data?: { revoked: number; failed: { lease_id: string; error: string }[] };
+}
+
+/** What an error answers: its status and body, and whether it is ours to explain (else only logged). */
+export interface ErrorReply {
+  status: number;
+  body: ErrorBody;
+  /** A known error (a client's mistake, a target or store down), as opposed to a bug. */
+  known: boolean;
+}
 
 /** body-parser's own client errors. */
 function bodyParserError(err: unknown): { status: number; message: string } | null {
   const type = (err as { type?: string }).type;
-  if (type === 'entity.parse.failed') return { status: 400, message: 'failed to parse JSON input: the body is not valid JSON' };
+  if (type === 'entity.parse.failed')
+    return { status: 400, message: 'failed to parse JSON input: the body is not valid JSON' };
   if (type === 'entity.too.large') return { status: 413, message: 'request body too large' };
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return { status: 415, message: 'unsupported body encoding' };
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported')
+    return { status: 415, message: 'unsupported body encoding' };
   // Anything else body-parser refuses (a gzip body that does not inflate, …) is still the client's.
   const { status, expose } = err as { status?: number; expose?: boolean };
-  if (expose && typeof status === 'number' && status >= 400 && status < 500) return { status, message: 'malformed request body' };
+  if (expose && typeof status === 'number' && status >= 400 && status < 500)
+    return { status, message: 'malformed request body' };
   return null;
 }
 
@@ -50,37 +73,40 @@ function unstorableValue(err: unknown): boolean {
   return false;
 }
 
-/** The HTTP status an error answers with: the same table for the answer and for its audit record. */
-export function statusFor(err: unknown): number {
-  if (unstorableValue(err)) return 400;
+function brokerErrorBody(err: BrokerError): ErrorBody {
+  if (err instanceof RevokeIncomplete) {
+    return {
+      errors: [err.message, ...err.failures.map((f) => `${f.leaseId}: ${f.error}`)],
+      data: { revoked: err.revoked, failed: err.failures.map((f) => ({ lease_id: f.leaseId, error: f.error })) },
+    };
+  }
+  return { errors: [err.message, ...err.details] };
+}
+
+/**
+ * The one mapping from an error to what it answers, for the HTTP answer and its audit record
+ * alike. An unknown error (or an internal one) is a 500 naming only the request id.
+ */
+export function errorReply(err: unknown, requestId: string): ErrorReply {
+  if (unstorableValue(err)) return { status: 400, body: { errors: [UNSTORABLE_VALUE_MESSAGE] }, known: true };
   const parsed = bodyParserError(err);
-  if (parsed) return parsed.status;
-  if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) return STATUS_BY_CODE[err.code]!;
-  return 500;
+  if (parsed) return { status: parsed.status, body: { errors: [parsed.message] }, known: true };
+  if (err instanceof BrokerError && STATUS_BY_CODE[err.code] !== 500) {
+    return { status: STATUS_BY_CODE[err.code], body: brokerErrorBody(err), known: true };
+  }
+  return { status: 500, body: { errors: [`internal error; request id ${requestId}`] }, known: false };
+}
+
+/** The HTTP status an error answers with. */
+export function statusFor(err: unknown): number {
+  return errorReply(err, '').status;
 }
 
 /** Writes Vault's `{"errors": [...]}`. An unknown error is a 500 with a request id; details go only to the log. */
 export function sendError(res: Response, err: unknown, log: Logger, requestId: string = randomUUID()): void {
-  if (unstorableValue(err)) {
-    res.status(400).json({ errors: [UNSTORABLE_VALUE_MESSAGE] });
-    return;
-  }
-  const parsed = bodyParserError(err);
-  if (parsed) {
-    res.status(parsed.status).json({ errors: [parsed.message] });
-    return;
-  }
-  if (err instanceof BrokerError && STATUS_BY_CODE[err.code]) {
-    const status = statusFor(err);
-    if (status >= 500) log.warn({ request_id: requestId, code: err.code, err: err.message }, 'request failed');
-    const body: Record<string, unknown> = { errors: [err.message, ...err.details] };
-    if (err instanceof RevokeIncomplete) {
-      body.errors = [err.message, ...err.failures.map((f) => `${f.leaseId}: ${f.error}`)];
-      body.data = { revoked: err.revoked, failed: err.failures.map((f) => ({ lease_id: f.leaseId, error: f.error })) };
-    }
-    res.status(status).json(body);
-    return;
-  }
-  log.error({ request_id: requestId, err }, 'internal error');
-  res.status(500).json({ errors: [`internal error; request id ${requestId}`] });
+  const reply = errorReply(err, requestId);
+  if (!reply.known) log.error({ request_id: requestId, err }, 'internal error');
+  else if (reply.status >= 500)
+    log.warn({ request_id: requestId, code: (err as BrokerError).code, err: (err as Error).message }, 'request failed');
+  res.status(reply.status).json(reply.body);
 }

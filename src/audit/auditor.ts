@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { BrokerError, ConfigError } from '../errors.js';
+import { BrokerError, ConfigError, type ErrorCode } from '../errors.js';
 import { hmacField } from './hmac.js';
 import { DEFAULT_AUDIT_FIELDS, capRecord, scrubRecord, type AuditFields, type AuditRecord } from './record.js';
 import { FileSink, PostgresSink, StdoutSink, type AuditSink } from './sinks.js';
@@ -9,7 +9,7 @@ import { auditRetentionSchema } from '../store/retention.js';
 
 /** No audit sink accepted the record, so the request it describes must not go ahead. */
 export class AuditUnavailable extends BrokerError {
-  override readonly code = 'ERR_AUDIT_UNAVAILABLE';
+  static override readonly code: ErrorCode = 'ERR_AUDIT_UNAVAILABLE';
   constructor(options?: { cause?: unknown }) {
     super('audit log unavailable: request refused', options);
   }
@@ -19,7 +19,10 @@ export const auditConfigSchema = z
   .object({
     /** A secret: in a config file it is a ${env:} or ${file:} ref. */
     hmac_key: z.string().min(32, 'must be at least 32 characters'),
-    file: z.object({ path: z.string().min(1) }).strict().optional(),
+    file: z
+      .object({ path: z.string().min(1) })
+      .strict()
+      .optional(),
     stdout: z.boolean().optional(),
     postgres: z.boolean().optional(),
     retention: auditRetentionSchema,
@@ -44,7 +47,10 @@ const SINK_DEADLINE_MS = 5000;
 function withinDeadline<T>(work: Promise<T>, ms: number, name: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(Object.assign(new Error(`${name} did not answer within ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
+    timer = setTimeout(
+      () => reject(Object.assign(new Error(`${name} did not answer within ${ms} ms`), { code: 'ETIMEDOUT' })),
+      ms,
+    );
   });
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
@@ -69,7 +75,9 @@ export class Auditor {
   async record(record: AuditRecord): Promise<void> {
     if (this.sinks.length === 0) return;
     const line = capRecord(scrubRecord(record, this.hmacKey, this.fields));
-    const results = await Promise.allSettled(this.sinks.map((sink) => withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name)));
+    const results = await Promise.allSettled(
+      this.sinks.map((sink) => withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name)),
+    );
     const failures: unknown[] = [];
     results.forEach((result, i) => {
       if (result.status === 'fulfilled') return;
@@ -104,16 +112,24 @@ export class Auditor {
     await this.settleLogging(this.sinks, (sink) => sink.close(), 'audit sink failed to close');
   }
 
-  private async settleLogging<S extends AuditSink>(sinks: S[], work: (sink: S) => Promise<void>, message: string): Promise<void> {
+  private async settleLogging<S extends AuditSink>(
+    sinks: S[],
+    work: (sink: S) => Promise<void>,
+    message: string,
+  ): Promise<void> {
     const results = await Promise.allSettled(sinks.map(work));
     results.forEach((result, i) => {
-      if (result.status === 'rejected') this.log.error({ sink: sinks[i]!.name, code: errorCode(result.reason) }, message);
+      if (result.status === 'rejected')
+        this.log.error({ sink: sinks[i]!.name, code: errorCode(result.reason) }, message);
     });
   }
 }
 
 /** The auditor a config asks for; without an `audit` section, one that records nothing. */
-export function createAuditor(config: AuditConfig | undefined, deps: { storePool: pg.Pool; log: Logger; fields?: AuditFields }): Auditor {
+export function createAuditor(
+  config: AuditConfig | undefined,
+  deps: { storePool: pg.Pool; log: Logger; fields?: AuditFields },
+): Auditor {
   if (!config) return new Auditor([], '', deps.log);
   const sinks: AuditSink[] = [];
   if (config.file) sinks.push(new FileSink(config.file.path));

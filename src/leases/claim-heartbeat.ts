@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { messageOf } from '../errors.js';
-import type { LeaseClaims } from './lease-claims.js';
+import type { StoreDb } from '../store/query.js';
+import { extendClaims } from './sql/claims.js';
 
 /**
  * Keeps this process's claims alive while their revocations run: every third of the claim TTL,
@@ -15,7 +16,7 @@ export class ClaimHeartbeat {
   private readonly intervalMs: number;
 
   constructor(
-    private readonly claims: LeaseClaims,
+    private readonly db: StoreDb,
     private readonly ttlSeconds: number,
     private readonly log: Logger,
   ) {
@@ -45,9 +46,13 @@ export class ClaimHeartbeat {
     // A heartbeat still in flight is bounded by the interval: never two at once.
     if (this.beating || this.held.size === 0) return;
     this.beating = true;
-    this.claims
-      .extend([...this.held.keys()], this.ttlSeconds, this.intervalMs)
-      .catch((err) => this.log.warn({ err: messageOf(err), leases: this.held.size }, 'could not renew revocation claims; another replica may revoke them again'))
+    extendClaims(this.db, [...this.held.keys()], this.ttlSeconds, this.intervalMs)
+      .catch((err) =>
+        this.log.warn(
+          { err: messageOf(err), leases: this.held.size },
+          'could not renew revocation claims; another replica may revoke them again',
+        ),
+      )
       .finally(() => {
         this.beating = false;
       });

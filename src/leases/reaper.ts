@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import { messageOf } from '../errors.js';
 import type { LeaseStore } from './lease-store.js';
+import { claimDue, releaseDeadClaims } from './sql/claims.js';
 import type { Revoker } from './revoker.js';
 
 export interface ReapResult {
@@ -29,12 +30,17 @@ export class Reaper {
   /** One batch: claim up to `limit` due leases and revoke them at each mount's bounded concurrency. */
   async reapOnce(opts: { limit?: number } = {}): Promise<ReapResult> {
     // A killed replica's claims are due again now, not once their TTL has run out.
-    const released = await this.store.claims.releaseDeadClaims().catch((err) => {
+    const released = await releaseDeadClaims(this.store.pool).catch((err) => {
       this.log.warn({ err: messageOf(err) }, 'could not look for claims of dead processes; their TTL will free them');
       return 0;
     });
     if (released > 0) this.log.info({ released }, 'took over leases whose reaper died');
-    const claimed = await this.store.claims.claimDue(opts.limit ?? this.config.batch_size, this.config.claim_ttl);
+    const claimed = await claimDue(
+      this.store.pool,
+      opts.limit ?? this.config.batch_size,
+      this.config.claim_ttl,
+      this.store.holder(),
+    );
     const result: ReapResult = { claimed: claimed.length, revoked: [], failed: [] };
     for (const [leaseId, outcome] of await this.revoker.revokeClaimedMany(claimed)) {
       (outcome.ok ? result.revoked : result.failed).push(leaseId);

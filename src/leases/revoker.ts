@@ -4,7 +4,9 @@ import type { MountRegistry } from '../mounts.js';
 import { Batcher } from '../store/batcher.js';
 import { ClaimHeartbeat } from './claim-heartbeat.js';
 import type { RevokeResultListener } from './guarded-target.js';
-import type { LeaseRow, LeaseState, LeaseStore } from './lease-store.js';
+import type { LeaseRow, LeaseState } from './lease-row.js';
+import type { LeaseStore } from './lease-store.js';
+import { markRevoked, markRevokeFailed } from './sql/revoke-outcome.js';
 
 export type RevokeOutcome = { ok: true } | { ok: false; error: string; state: LeaseState | null };
 
@@ -32,11 +34,16 @@ export class Revoker {
      * Engine-level events for the audit log: revoked, revoke failed (will retry), irrevocable.
      * Awaited: a revocation is reported done only once its event is recorded (or has failed to be).
      */
-    private readonly onEvent: (event: { operation: string; lease_id: string; error?: string; data?: Record<string, unknown> }) => void | Promise<void> = () => undefined,
+    private readonly onEvent: (event: {
+      operation: string;
+      lease_id: string;
+      error?: string;
+      data?: Record<string, unknown>;
+    }) => void | Promise<void> = () => undefined,
   ) {
-    this.heartbeat = new ClaimHeartbeat(store.claims, policy.claim_ttl, log);
+    this.heartbeat = new ClaimHeartbeat(store.pool, policy.claim_ttl, log);
     this.revokedMarks = new Batcher(async (ids: string[]) => {
-      await this.store.markRevoked(ids);
+      await markRevoked(this.store.pool, ids);
       return ids.map(() => undefined);
     });
   }
@@ -46,7 +53,11 @@ export class Revoker {
    * target at once): each still gets its 'revoked' event, as if revoked one by one.
    */
   async announceRevoked(ids: string[], reason: string): Promise<void> {
-    await Promise.all(ids.map((id) => this.onEvent({ operation: 'revoked', lease_id: id, data: { reason, via: 'role cut-off at the target' } })));
+    await Promise.all(
+      ids.map((id) =>
+        this.onEvent({ operation: 'revoked', lease_id: id, data: { reason, via: 'role cut-off at the target' } }),
+      ),
+    );
   }
 
   async revokeClaimed(lease: LeaseRow): Promise<RevokeOutcome> {
@@ -63,29 +74,32 @@ export class Revoker {
       if (unreleased.delete(id)) this.heartbeat.release(id);
     };
     this.heartbeat.hold(unreleased);
-    try {
-      await Promise.all(
-        [...byMount].map(async ([mountName, group]) => {
-          for (let i = 0; i < group.length; i += TARGET_BATCH) {
-            const chunk = group.slice(i, i + TARGET_BATCH);
-            await this.revokeOnTarget(mountName, chunk, (j, error, credentialDisabled) => {
-              const lease = chunk[j]!;
-              recordings.push(
-                this.record(lease, error, credentialDisabled)
-                  .then((outcome) => void outcomes.set(lease.id, outcome))
-                  .finally(() => release(lease.id)),
-              );
-            });
-          }
-        }),
-      );
-    } finally {
-      const settled = await Promise.allSettled(recordings);
-      for (const id of [...unreleased]) release(id);
-      const failed = settled.find((s) => s.status === 'rejected');
-      // The store could not take an outcome: the claim lapses and the lease is revoked again.
-      if (failed) throw failed.reason;
-    }
+    const onTargets = Promise.all(
+      [...byMount].map(async ([mountName, group]) => {
+        for (let i = 0; i < group.length; i += TARGET_BATCH) {
+          const chunk = group.slice(i, i + TARGET_BATCH);
+          await this.revokeOnTarget(mountName, chunk, (j, error, credentialDisabled) => {
+            const lease = chunk[j]!;
+            recordings.push(
+              this.record(lease, error, credentialDisabled)
+                .then((outcome) => void outcomes.set(lease.id, outcome))
+                .finally(() => release(lease.id)),
+            );
+          });
+        }
+      }),
+    ).then(
+      () => null,
+      (err: unknown) => ({ err }),
+    );
+    const targetFailure = await onTargets;
+    // Every outcome reported is recorded (or failed to be) before anything is thrown.
+    const settled = await Promise.allSettled(recordings);
+    for (const id of [...unreleased]) release(id);
+    const failed = settled.find((s) => s.status === 'rejected');
+    // The store could not take an outcome: the claim lapses and the lease is revoked again.
+    if (failed) throw failed.reason;
+    if (targetFailure) throw targetFailure.err;
     return outcomes;
   }
 
@@ -113,8 +127,12 @@ export class Revoker {
   }
 
   private async recordFailure(lease: LeaseRow, error: string, credentialDisabled: boolean): Promise<RevokeOutcome> {
-    const policy = { maxAttempts: this.policy.max_attempts, backoffBaseSeconds: this.policy.backoff_base, backoffMaxSeconds: this.policy.backoff_max };
-    const state = await this.store.markRevokeFailed(lease.id, error, policy, credentialDisabled);
+    const policy = {
+      maxAttempts: this.policy.max_attempts,
+      backoffBaseSeconds: this.policy.backoff_base,
+      backoffMaxSeconds: this.policy.backoff_max,
+    };
+    const state = await markRevokeFailed(this.store.pool, lease.id, error, policy, credentialDisabled);
     await this.onEvent({
       operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed',
       lease_id: lease.id,
@@ -122,7 +140,10 @@ export class Revoker {
       data: { attempts: lease.attempts + 1, credential_disabled: credentialDisabled },
     });
     if (state === 'irrevocable') {
-      this.log.error({ lease_id: lease.id, attempts: lease.attempts + 1, err: error }, 'lease is irrevocable: operator action needed');
+      this.log.error(
+        { lease_id: lease.id, attempts: lease.attempts + 1, err: error },
+        'lease is irrevocable: operator action needed',
+      );
     } else {
       this.log.warn({ lease_id: lease.id, attempts: lease.attempts + 1, err: error }, 'revocation failed; will retry');
     }

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { claimLease } from '../../src/leases/sql/claims.js';
 import { api, startTestBroker, type TestBrokerOptions } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, roleExists } from '../support/pg.js';
 
@@ -16,7 +17,12 @@ const brokers: TestBroker[] = [];
 beforeAll(async () => {
   const target = await freshTargetDatabase(PREFIX);
   storeDb = await freshStoreDatabase('deadclm');
-  options = { storeDatabase: storeDb, targetDatabase: target.database, prefix: PREFIX, roles: { reader: { member_of: [target.group] } } };
+  options = {
+    storeDatabase: storeDb,
+    targetDatabase: target.database,
+    prefix: PREFIX,
+    roles: { reader: { member_of: [target.group] } },
+  };
 });
 
 afterAll(async () => {
@@ -35,12 +41,13 @@ async function claimedBy(issuer: TestBroker, holder: TestBroker): Promise<{ id: 
   const res = await api(issuer, 'PUT', 'db/creds/reader', {});
   expect(res.status).toBe(200);
   const id = res.body.lease_id as string;
-  const claimed = await holder.store.claims.claim(id, 'expired', 60);
+  const claimed = await claimLease(holder.store.pool, id, 'expired', 60, { holder: holder.store.holder() });
   expect(claimed?.claimed_by, 'a claim records its holder').toEqual(expect.any(Number));
   return { id, username: res.body.data.username };
 }
 
-const leaseState = async (id: string) => (await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [id]))[0]!.state as string;
+const leaseState = async (id: string) =>
+  (await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [id]))[0]!.state as string;
 
 describe('claims of a process that is gone', () => {
   it('are taken over by the next reaper pass, although their TTL has a minute left', async () => {

@@ -134,10 +134,13 @@ describe('the indexes of the periodic sweeps', () => {
 
   it("the token-expiry sweep's claim (every 5 s on every replica) reads credbroker_tokens_expiring, not the whole table", async () => {
     // The statement the sweep really sends, taken from the token store on its way to the pool.
+    // Store queries are sent as one statement object ({ name, text, values }; src/store/query.ts).
     const sent: { text: string; values: unknown[] }[] = [];
     const recording = new Proxy(pool, {
       get: (target, prop) =>
-        prop === 'query' ? (text: string, values: unknown[]) => (sent.push({ text, values }), target.query(text, values)) : Reflect.get(target, prop),
+        prop === 'query'
+          ? (statement: { text: string; values: unknown[] }) => (sent.push({ text: statement.text, values: statement.values }), target.query(statement))
+          : Reflect.get(target, prop),
     });
     const claimed = await new TokenStore(recording).claimExpired(100);
     expect(claimed.map((t) => t.accessor).sort()).toEqual(['due-1', 'due-2', 'due-3', 'due-4', 'due-5']);

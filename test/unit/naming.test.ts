@@ -4,7 +4,7 @@ import { makeUsername } from '../../engines/postgres/target.js';
 import { InvalidRequest } from '../../src/errors.js';
 import { sanitizeError } from '../../src/leases/guarded-target.js';
 import { isLeaseIdShape, newLeaseId, validatePrefix } from '../../src/leases/lease-id.js';
-import { prefixUpperBound } from '../../src/leases/lease-store.js';
+import { prefixUpperBound } from '../../src/leases/sql/prefix-range.js';
 
 describe('makeUsername', () => {
   const longPrefix = 'p'.repeat(16); // the longest username_prefix the schema allows
@@ -39,11 +39,20 @@ describe('makeUsername', () => {
 });
 
 describe('renderStatement', () => {
-  const values = { name: 'cb_reader_abc', password: 'SCRAM-SHA-256$16:c2FsdA==$a:b', expiration: '2030-01-02 03:04:05+00' };
+  const values = {
+    name: 'cb_reader_abc',
+    password: 'SCRAM-SHA-256$16:c2FsdA==$a:b',
+    expiration: '2030-01-02 03:04:05+00',
+  };
 
   it('fills {{name}}, {{password}} and {{expiration}}, with or without inner spaces', () => {
-    const sql = renderStatement(`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{ password }}' VALID UNTIL '{{expiration}}';`, values);
-    expect(sql).toBe(`CREATE ROLE "cb_reader_abc" WITH LOGIN PASSWORD 'SCRAM-SHA-256$16:c2FsdA==$a:b' VALID UNTIL '2030-01-02 03:04:05+00';`);
+    const sql = renderStatement(
+      `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{ password }}' VALID UNTIL '{{expiration}}';`,
+      values,
+    );
+    expect(sql).toBe(
+      `CREATE ROLE "cb_reader_abc" WITH LOGIN PASSWORD 'SCRAM-SHA-256$16:c2FsdA==$a:b' VALID UNTIL '2030-01-02 03:04:05+00';`,
+    );
   });
 
   it('fills every occurrence and accepts {{username}} as Vault does', () => {
@@ -57,7 +66,9 @@ describe('renderStatement', () => {
   });
 
   it('refuses a placeholder whose value is not available (no password when renewing)', () => {
-    expect(() => renderStatement(`ALTER ROLE "{{name}}" PASSWORD '{{password}}'`, { name: 'u' })).toThrow('statement uses {{password}}, which is not available here');
+    expect(() => renderStatement(`ALTER ROLE "{{name}}" PASSWORD '{{password}}'`, { name: 'u' })).toThrow(
+      'statement uses {{password}}, which is not available here',
+    );
   });
 });
 
@@ -93,7 +104,15 @@ describe('prefixUpperBound', () => {
 });
 
 describe('validatePrefix', () => {
-  it.each(['', 'db', 'db/', 'db/creds/reader', 'db/creds/reader/', 'db/creds/reader/AbC123xyz', 'my-mount/creds/etl_reader/'])('accepts %j', (prefix) => {
+  it.each([
+    '',
+    'db',
+    'db/',
+    'db/creds/reader',
+    'db/creds/reader/',
+    'db/creds/reader/AbC123xyz',
+    'my-mount/creds/etl_reader/',
+  ])('accepts %j', (prefix) => {
     expect(validatePrefix(prefix)).toBe(prefix);
   });
 
@@ -129,7 +148,10 @@ describe('sanitizeError', () => {
   it('replaces every registered secret, wherever and however often it appears', () => {
     const secret = 'Pa55w0rd-Z9qQ';
     const verifier = 'SCRAM-SHA-256$16:salt$stored:server';
-    const out = sanitizeError(`role "u" password "${secret}" (again: ${secret}) verifier ${verifier}`, [secret, verifier]);
+    const out = sanitizeError(`role "u" password "${secret}" (again: ${secret}) verifier ${verifier}`, [
+      secret,
+      verifier,
+    ]);
     expect(out).toBe('role "u" password "[redacted]" (again: [redacted]) verifier [redacted]');
   });
 

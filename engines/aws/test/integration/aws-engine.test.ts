@@ -7,6 +7,7 @@ import type { Broker } from '../../../../src/broker.js';
 import { ConfigError } from '../../../../src/errors.js';
 import { parseConfig } from '../../../../src/config/load.js';
 import { packageRoot } from '../../../../src/package-root.js';
+import { findLease } from '../../../../src/leases/sql/lookup.js';
 import { startAwsEndpoint, type AwsEndpoint } from '../../../../test/support/aws-endpoint/index.js';
 import { OTHER_ROLE_ARN, ROLE_ARN, callerArn, startAwsBroker } from '../../../../test/support/aws-broker.js';
 import { ROOT_TOKEN, api } from '../../../../test/support/broker.js';
@@ -99,7 +100,7 @@ describe('revoking STS sessions', () => {
     const writes = putRolePolicyCalls();
     expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: a.lease_id })).status).toBe(204);
     expect(putRolePolicyCalls()).toBe(writes + 1);
-    const token = (await broker.store.find(a.lease_id))!.revoke_handle.token as string;
+    const token = (await findLease(broker.store.pool, a.lease_id))!.revoke_handle.token as string;
     expect(denyPolicyOf('deploy')).toContain(token);
     await expect(callerArn(endpoint, a.data)).rejects.toThrow(/AccessDenied|not authorized/);
     expect(await callerArn(endpoint, b.data)).toContain('assumed-role/deploy/'); // its neighbour still works

@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startBroker, type Broker } from '../../../../src/broker.js';
 import { configSchema } from '../../../../src/config/schema.js';
 import { createLogger } from '../../../../src/log.js';
+import { findLease } from '../../../../src/leases/sql/lookup.js';
 import { ROOT_TOKEN, api } from '../../../../test/support/broker.js';
 import { freshStoreDatabase, pgUrl } from '../../../../test/support/pg.js';
 
@@ -51,7 +52,7 @@ describe(`real AWS${reason}`, () => {
     expect(await whoAmI(res.body.data)).toContain(':assumed-role/');
     expect((await api(b, 'PUT', 'sys/leases/revoke', { lease_id: res.body.lease_id })).status).toBe(204);
     // AWS never denies GetCallerIdentity, so the check is the deny policy as AWS now stores it.
-    const token = (await b.store.find(res.body.lease_id))!.revoke_handle.token as string;
+    const token = (await findLease(b.store.pool, res.body.lease_id))!.revoke_handle.token as string;
     const iam = new IAMClient({ region: 'us-east-1' });
     const policy = await iam.send(new GetRolePolicyCommand({ RoleName: roleArn!.slice(roleArn!.lastIndexOf('/') + 1), PolicyName: 'credbroker-revoked-sessions' }));
     expect(decodeURIComponent(policy.PolicyDocument!)).toContain(token);

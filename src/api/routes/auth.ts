@@ -1,17 +1,16 @@
 import { z } from 'zod';
-import type { AuthService } from '../auth/auth-service.js';
-import type { TokenRow } from '../auth/token-store.js';
-import { InvalidRequest, PermissionDenied } from '../errors.js';
-import type { LeaseService } from '../leases/lease-service.js';
-import { envelope } from './envelope.js';
-import { parseBody } from './request-schemas.js';
-import { authzOf, type Route } from './routes.js';
-import { parseDurationSeconds } from '../duration.js';
+import type { AuthService } from '../../auth/auth-service.js';
+import type { TokenRow } from '../../auth/token-store.js';
+import { InvalidRequest, PermissionDenied } from '../../errors.js';
+import type { LeaseService } from '../../leases/lease-service.js';
+import { secondsUntil } from '../../leases/ttl.js';
+import { envelope } from '../envelope.js';
+import { parseBody } from '../request-schemas.js';
+import { authzOf, type Route } from './route.js';
+import { parseDurationSeconds } from '../../duration.js';
 
 const loginRequest = z.object({ role: z.unknown().optional(), jwt: z.unknown().optional() }).passthrough();
 const renewSelfRequest = z.object({ increment: z.union([z.number(), z.string()]).nullish() }).passthrough();
-
-const secondsLeft = (d: Date) => Math.max(0, Math.round((d.getTime() - Date.now()) / 1000));
 
 /** Vault's token data, as `lookup-self` answers it (without the token itself). */
 function tokenData(row: TokenRow) {
@@ -29,7 +28,7 @@ function tokenData(row: TokenRow) {
     path: `auth/${row.identity.auth_mount}/login`,
     policies: row.policies,
     renewable: true,
-    ttl: secondsLeft(row.expires_at),
+    ttl: secondsUntil(row.expires_at),
     type: 'service',
   };
 }
@@ -41,7 +40,7 @@ function authBlock(token: string, row: TokenRow) {
     policies: row.policies,
     token_policies: row.policies,
     metadata: row.identity.metadata ?? {},
-    lease_duration: secondsLeft(row.expires_at),
+    lease_duration: secondsUntil(row.expires_at),
     renewable: true,
     entity_id: '',
     token_type: 'service',
@@ -50,15 +49,23 @@ function authBlock(token: string, row: TokenRow) {
 }
 
 /** Logins (jwt, kubernetes) and Vault's token self-service routes. */
-export function buildAuthRoutes(auth: AuthService, leases: LeaseService): Route[] {
+export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
   return [
     {
       pattern: /^auth\/token\/lookup-self$/,
       methods: {
         GET: async (ctx) => {
           const identity = authzOf(ctx).identity;
-          if (identity.root) return { status: 200, body: envelope(ctx.requestId, { data: { display_name: 'root', policies: ['root'], ttl: 0, expire_time: null, meta: {} } }) };
-          const row = await auth.tokens.find(ctx.req.get('x-vault-token') ?? ctx.req.get('authorization')?.slice(7) ?? '');
+          if (identity.root)
+            return {
+              status: 200,
+              body: envelope(ctx.requestId, {
+                data: { display_name: 'root', policies: ['root'], ttl: 0, expire_time: null, meta: {} },
+              }),
+            };
+          const row = await auth.tokens.find(
+            ctx.req.get('x-vault-token') ?? ctx.req.get('authorization')?.slice(7) ?? '',
+          );
           if (!row) throw new PermissionDenied();
           return { status: 200, body: envelope(ctx.requestId, { data: tokenData(row) }) };
         },
@@ -69,7 +76,10 @@ export function buildAuthRoutes(auth: AuthService, leases: LeaseService): Route[
       methods: {
         PUT: async (ctx) => {
           const { increment } = parseBody(renewSelfRequest, ctx.req.body);
-          const row = await auth.renewSelf(authzOf(ctx).identity, increment === undefined || increment === null ? undefined : parseDurationSeconds(increment, 'increment'));
+          const row = await auth.renewSelf(
+            authzOf(ctx).identity,
+            increment === undefined || increment === null ? undefined : parseDurationSeconds(increment, 'increment'),
+          );
           return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock('', row) } };
         },
       },
@@ -79,7 +89,10 @@ export function buildAuthRoutes(auth: AuthService, leases: LeaseService): Route[
       methods: {
         PUT: async (ctx) => {
           const identity = authzOf(ctx).identity;
-          if (identity.root) throw new InvalidRequest('the root token cannot revoke itself: it is set in the broker config (root_token); change it there and restart the broker');
+          if (identity.root)
+            throw new InvalidRequest(
+              'the root token cannot revoke itself: it is set in the broker config (root_token); change it there and restart the broker',
+            );
           if (!identity.accessor) return { status: 204 };
           const row = await auth.tokens.revoke(identity.accessor);
           if (row?.revoke_leases) await leases.revokeByAccessor(row.accessor);
