@@ -11,7 +11,11 @@ import { percentile, round } from './lib/stats.js';
  */
 async function main(): Promise<void> {
   const token = `cbr.${randomSecret()}`;
-  const dev = spawn(process.execPath, [join(packageRoot(), 'dist/src/cli/main.js'), 'dev', '--port', '0', '--root-token', token], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const dev = spawn(
+    process.execPath,
+    [join(packageRoot(), 'dist/src/cli/main.js'), 'dev', '--port', '0', '--root-token', token],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const address = await new Promise<string>((resolve, reject) => {
     let out = '';
     dev.stdout!.on('data', (d) => {
@@ -22,7 +26,11 @@ async function main(): Promise<void> {
     dev.once('exit', (code) => reject(new Error(`dev exited with ${code}`)));
   });
   const call = async (method: string, path: string, body?: unknown): Promise<any> => {
-    const res = await fetch(`${address}/v1/${path}`, { method, headers: { 'x-vault-token': token }, body: body ? JSON.stringify(body) : undefined });
+    const res = await fetch(`${address}/v1/${path}`, {
+      method,
+      headers: { 'x-vault-token': token },
+      body: body ? JSON.stringify(body) : undefined,
+    });
     if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
     return res.status === 204 ? null : res.json();
   };
@@ -34,7 +42,9 @@ async function main(): Promise<void> {
       await call('PUT', 'demo/creds/readonly');
       latencies.push(performance.now() - t);
     }
-    process.stdout.write(`issue latency, 200 sequential requests: p50 ${round(percentile(latencies, 50))} ms, p99 ${round(percentile(latencies, 99))} ms\n`);
+    process.stdout.write(
+      `issue latency, 200 sequential requests: p50 ${round(percentile(latencies, 50))} ms, p99 ${round(percentile(latencies, 99))} ms\n`,
+    );
 
     const ids: string[] = [];
     for (let i = 0; i < 100; i++) ids.push((await call('PUT', 'demo/creds/readonly', { ttl: '2s' })).lease_id);
@@ -49,7 +59,9 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    process.stdout.write(`expiry → role dropped, 100 leases of 2 s: median ${round(percentile(lags, 50))} s, worst ${round(Math.max(...lags))} s\n`);
+    process.stdout.write(
+      `expiry → role dropped, 100 leases of 2 s: median ${round(percentile(lags, 50))} s, worst ${round(Math.max(...lags))} s\n`,
+    );
   } finally {
     dev.kill('SIGTERM');
   }

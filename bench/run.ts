@@ -48,12 +48,14 @@ async function main(): Promise<void> {
   if (unknown.length) throw new Error(`unknown group(s): ${unknown.join(', ')}\n\n${HELP}`);
 
   const started = performance.now();
-  const progress = (m: string) => process.stderr.write(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
+  const progress = (m: string) =>
+    process.stderr.write(`[${((performance.now() - started) / 1000).toFixed(0).padStart(4)}s] ${m}\n`);
   progress('starting embedded PostgreSQL');
   const server = await startCluster();
   const scenarios: Scenario[] = [];
   try {
-    const version = (await sql<{ server_version: string }>(server, 'postgres', 'SHOW server_version'))[0]!.server_version;
+    const version = (await sql<{ server_version: string }>(server, 'postgres', 'SHOW server_version'))[0]!
+      .server_version;
     const ctx: BenchContext = { server, quick, progress, record: (s) => scenarios.push(s) };
     for (const group of only) await GROUPS[group]!(ctx);
     const date = new Date().toISOString();
@@ -75,7 +77,9 @@ async function main(): Promise<void> {
     const json = `${JSON.stringify(result, null, 2)}\n`;
     writeFileSync(join(dir, `${date.slice(0, 19).replace(/:/g, '-')}${quick ? '-quick' : ''}.json`), json);
     writeFileSync(join(dir, 'latest.json'), json);
-    process.stdout.write(`\n${table(scenarios)}\n\n${result.machine.nproc} cores, ${result.machine.memory_gib} GiB, Node ${process.version}, PostgreSQL ${version}, ${result.seconds} s${quick ? ' (quick)' : ''}\n`);
+    process.stdout.write(
+      `\n${table(scenarios)}\n\n${result.machine.nproc} cores, ${result.machine.memory_gib} GiB, Node ${process.version}, PostgreSQL ${version}, ${result.seconds} s${quick ? ' (quick)' : ''}\n`,
+    );
   } finally {
     await server.stop();
   }

@@ -74,7 +74,12 @@ function listen(app: RequestListener, address: string, port: number): Promise<Se
 export async function startBroker(config: BrokerConfig, opts: StartOptions): Promise<Broker> {
   const engines = opts.engines ?? allEngines;
   const log = redactingFor(opts.log, engines);
-  const pool: pg.Pool = createStorePool(config.store.url, config.store.max_connections, log, config.store.query_timeout * 1000);
+  const pool: pg.Pool = createStorePool(
+    config.store.url,
+    config.store.max_connections,
+    log,
+    config.store.query_timeout * 1000,
+  );
   let mounts: MountRegistry | undefined;
   const processLock = new ProcessLock(config.store.url, log);
   try {
@@ -92,7 +97,9 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
 
   const store = new LeaseStore(pool, () => processLock.holder());
   const auditor = createAuditor(config.audit, { storePool: pool, log, fields: auditFieldsFor(engines) });
-  const revoker = new Revoker(store, mounts, config.reaper, log, (event) => auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }));
+  const revoker = new Revoker(store, mounts, config.reaper, log, (event) =>
+    auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }),
+  );
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout);
   const reaper = new Reaper(store, revoker, config.reaper, log);
 
@@ -127,17 +134,27 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   }
   const { port } = server.address() as AddressInfo;
 
-  const task = opts.reaper === false ? null : cron.schedule(config.reaper.schedule, () => reaper.tick(), { name: 'reaper', noOverlap: true });
+  const task =
+    opts.reaper === false
+      ? null
+      : cron.schedule(config.reaper.schedule, () => reaper.tick(), { name: 'reaper', noOverlap: true });
   // A replica (re)started after a crash takes up the backlog now, not at the schedule's next
   // boundary: under a crash loop that wait would add up to a whole period to every revocation.
   if (task) void reaper.tick();
   const tokenTask =
     opts.reaper === false
       ? null
-      : cron.schedule('*/5 * * * * *', () => expireTokensOnce(tokens, leases, log).catch((err) => log.warn({ err: (err as Error).message }, 'token expiry sweep failed')), {
-          name: 'token-expiry',
-          noOverlap: true,
-        });
+      : cron.schedule(
+          '*/5 * * * * *',
+          () =>
+            expireTokensOnce(tokens, leases, log).catch((err) =>
+              log.warn({ err: (err as Error).message }, 'token expiry sweep failed'),
+            ),
+          {
+            name: 'token-expiry',
+            noOverlap: true,
+          },
+        );
   const tidyTask = opts.reaper === false ? null : scheduleTidy(pool, config, log);
 
   let closing: Promise<void> | undefined;

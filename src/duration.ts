@@ -32,6 +32,7 @@ function parse(value: unknown, field: string): number {
 }
 
 function bounded(seconds: number, field: string): number {
-  if (seconds > MAX_SECONDS) throw new InvalidRequest(`${field} is too large: at most ${MAX_SECONDS} seconds (10 years)`);
+  if (seconds > MAX_SECONDS)
+    throw new InvalidRequest(`${field} is too large: at most ${MAX_SECONDS} seconds (10 years)`);
   return seconds;
 }

@@ -20,5 +20,7 @@ export function issueRoutePattern(engines: EngineRegistry = allEngines): RegExp 
 
 /** A whole lease id, Vault's shape: `<mount>/<path>/<role>/<random>`. */
 export function leaseIdPattern(engines: EngineRegistry = allEngines): RegExp {
-  return new RegExp(`^[a-z][a-z0-9_-]{0,31}\\/(?:${alternation(engines)})\\/[a-z][a-z0-9_-]{0,31}\\/[A-Za-z0-9]{1,64}$`);
+  return new RegExp(
+    `^[a-z][a-z0-9_-]{0,31}\\/(?:${alternation(engines)})\\/[a-z][a-z0-9_-]{0,31}\\/[A-Za-z0-9]{1,64}$`,
+  );
 }

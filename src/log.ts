@@ -13,7 +13,11 @@ const pathOf = (key: string) => (/^[A-Za-z_$][\w$]*$/.test(key) ? key : `[${JSON
  * engines declare (mount, role and credential), at the top level and one level down.
  */
 export function logRedaction(engines: EngineRegistry): NonNullable<LoggerOptions['redact']> {
-  const declared = Object.values(engines).flatMap(({ secrets }) => [...Object.keys(secrets.mount), ...Object.keys(secrets.role ?? {}), ...secrets.credential]);
+  const declared = Object.values(engines).flatMap(({ secrets }) => [
+    ...Object.keys(secrets.mount),
+    ...Object.keys(secrets.role ?? {}),
+    ...secrets.credential,
+  ]);
   const keys = [...new Set([...BROKER_SECRET_KEYS, ...declared])].map(pathOf);
   return { paths: keys.flatMap((key) => [key, `*${key.startsWith('[') ? '' : '.'}${key}`]), censor: '[redacted]' };
 }
@@ -28,7 +32,9 @@ export function createLogger(
   engines: EngineRegistry = allEngines,
 ): Logger {
   const options = { level, base: undefined, redact: logRedaction(engines) };
-  return destination ? pino(options, destination as pino.DestinationStream) : pino(options, pino.destination({ dest: 2, sync: false }));
+  return destination
+    ? pino(options, destination as pino.DestinationStream)
+    : pino(options, pino.destination({ dest: 2, sync: false }));
 }
 
 /** `log` redacting, besides, the secret fields of `engines` (a broker started with engines its logger was not made for). */

@@ -42,13 +42,16 @@ export class MountRegistry {
       return { name, mountConfig, engine };
     });
     for (const { name, mountConfig, engine } of planned) {
-      const roles = new Map<string, MountRole>(Object.entries(mountConfig.roles).map(([roleName, role]) => [roleName, { name: roleName, ...splitRole(role) }]));
+      const roles = new Map<string, MountRole>(
+        Object.entries(mountConfig.roles).map(([roleName, role]) => [roleName, { name: roleName, ...splitRole(role) }]),
+      );
       const target = await engine.connect(engineMountConfig(mountConfig), { mount: name, log, timeoutMs });
       const guarded = new GuardedTarget(name, target, timeoutMs);
       // Told at start, without holding it up: a target that is down must not fail the broker.
       void guarded.verify([...roles.values()].map((r) => r.config)).then(
         (checks) => {
-          for (const c of checks.filter((c) => !c.ok)) log.error({ mount: name, check: c.check, fix: c.fix }, `mount ${name}: ${c.detail}`);
+          for (const c of checks.filter((c) => !c.ok))
+            log.error({ mount: name, check: c.check, fix: c.fix }, `mount ${name}: ${c.detail}`);
         },
         () => undefined,
       );

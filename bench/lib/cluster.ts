@@ -15,7 +15,12 @@ export async function startCluster(): Promise<EmbeddedServer> {
   return startEmbeddedPostgres({ password: randomSecret(), persistent: false });
 }
 
-export async function sql<R extends pg.QueryResultRow = any>(server: EmbeddedServer, database: string, text: string, params: unknown[] = []): Promise<R[]> {
+export async function sql<R extends pg.QueryResultRow = any>(
+  server: EmbeddedServer,
+  database: string,
+  text: string,
+  params: unknown[] = [],
+): Promise<R[]> {
   const client = new pg.Client({ connectionString: server.url(database) });
   await client.connect();
   try {
@@ -64,12 +69,21 @@ export interface BrokerProcess {
 /** The real `credbroker server` in its own process, configured through a YAML file with refs. */
 export async function startBrokerProcess(
   server: EmbeddedServer,
-  opts: { store: string; mounts: Record<string, unknown>; reaper?: Record<string, unknown>; extra?: Record<string, unknown>; env?: Record<string, string> },
+  opts: {
+    store: string;
+    mounts: Record<string, unknown>;
+    reaper?: Record<string, unknown>;
+    extra?: Record<string, unknown>;
+    env?: Record<string, string>;
+  },
 ): Promise<BrokerProcess> {
   const port = await freePort();
   const config = {
     listen: { address: '127.0.0.1', port },
-    store: { url: `postgres://postgres:\${env:BENCH_PG_PASSWORD}@127.0.0.1:${server.port}/${opts.store}`, max_connections: 20 },
+    store: {
+      url: `postgres://postgres:\${env:BENCH_PG_PASSWORD}@127.0.0.1:${server.port}/${opts.store}`,
+      max_connections: 20,
+    },
     root_token: '${env:BENCH_ROOT_TOKEN}',
     log_level: 'warn',
     reaper: opts.reaper ?? {},

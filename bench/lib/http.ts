@@ -22,7 +22,10 @@ export function httpClient(baseUrl: string, sockets: number, token: string = ROO
           port: url.port,
           method,
           path: `/v1/${path}`,
-          headers: { 'x-vault-token': token, ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}) },
+          headers: {
+            'x-vault-token': token,
+            ...(payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+          },
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -30,7 +33,11 @@ export function httpClient(baseUrl: string, sockets: number, token: string = ROO
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString();
             const timing = String(res.headers['server-timing'] ?? '');
-            resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : null, brokerMs: Number(/broker;dur=([\d.]+)/.exec(timing)?.[1] ?? NaN) });
+            resolve({
+              status: res.statusCode!,
+              body: text ? JSON.parse(text) : null,
+              brokerMs: Number(/broker;dur=([\d.]+)/.exec(timing)?.[1] ?? NaN),
+            });
           });
           res.on('error', reject);
         },

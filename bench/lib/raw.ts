@@ -38,9 +38,14 @@ export class RawIssuer {
     if (this.opts.grantTable) {
       await this.grantIssue(user, verifier, expiry);
     } else {
-      await this.target.query(`CREATE ROLE ${id(user)} WITH LOGIN PASSWORD ${lit(verifier)} VALID UNTIL ${expiry} IN ROLE ${id(this.opts.group)}`);
+      await this.target.query(
+        `CREATE ROLE ${id(user)} WITH LOGIN PASSWORD ${lit(verifier)} VALID UNTIL ${expiry} IN ROLE ${id(this.opts.group)}`,
+      );
     }
-    await this.store.query(`UPDATE credbroker_leases SET state = 'active', next_attempt_at = expires_at WHERE id = $1 AND state = 'pending'`, [leaseId]);
+    await this.store.query(
+      `UPDATE credbroker_leases SET state = 'active', next_attempt_at = expires_at WHERE id = $1 AND state = 'pending'`,
+      [leaseId],
+    );
   }
 
   /** CREATE ROLE + GRANT in a transaction, retrying "tuple concurrently updated" as a raw client must. */
@@ -48,7 +53,9 @@ export class RawIssuer {
     for (let attempt = 0; ; attempt++) {
       const client = await this.target.connect();
       try {
-        await client.query(`BEGIN; CREATE ROLE ${id(user)} WITH LOGIN PASSWORD ${lit(verifier)} VALID UNTIL ${expiry}; GRANT SELECT ON ${this.opts.grantTable} TO ${id(user)}; COMMIT`);
+        await client.query(
+          `BEGIN; CREATE ROLE ${id(user)} WITH LOGIN PASSWORD ${lit(verifier)} VALID UNTIL ${expiry}; GRANT SELECT ON ${this.opts.grantTable} TO ${id(user)}; COMMIT`,
+        );
         return;
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined);

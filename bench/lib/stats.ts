@@ -21,7 +21,11 @@ export interface RunResult {
  * Runs `total` calls of `op` with `concurrency` in flight (a closed loop), timing each.
  * `op(i)` returning normally counts as success; a throw counts as an error.
  */
-export async function closedLoop(total: number, concurrency: number, op: (i: number) => Promise<unknown>): Promise<RunResult> {
+export async function closedLoop(
+  total: number,
+  concurrency: number,
+  op: (i: number) => Promise<unknown>,
+): Promise<RunResult> {
   const latencies: number[] = [];
   let errors = 0;
   let next = 0;
@@ -40,5 +44,13 @@ export async function closedLoop(total: number, concurrency: number, op: (i: num
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, total) }, worker));
   const seconds = (performance.now() - started) / 1000;
-  return { count: total, errors, seconds, rate: latencies.length / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99), latencies };
+  return {
+    count: total,
+    errors,
+    seconds,
+    rate: latencies.length / seconds,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    latencies,
+  };
 }

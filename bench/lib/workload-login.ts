@@ -32,7 +32,10 @@ export async function workloadAuth() {
       .setIssuedAt()
       .setExpirationTime('1h')
       .sign(keys.privateKey);
-    const res = await fetch(`${url}/v1/auth/k8s/login`, { method: 'PUT', body: JSON.stringify({ role: 'bench', jwt }) });
+    const res = await fetch(`${url}/v1/auth/k8s/login`, {
+      method: 'PUT',
+      body: JSON.stringify({ role: 'bench', jwt }),
+    });
     if (!res.ok) throw new Error(`bench login failed: HTTP ${res.status} ${await res.text()}`);
     return ((await res.json()) as { auth: { client_token: string } }).auth.client_token;
   };

@@ -20,7 +20,10 @@ export function watchTargetConnections(server: EmbeddedServer, applicationName: 
   const done = (async () => {
     await client.connect();
     while (running) {
-      const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [applicationName]);
+      const { rows } = await client.query<{ n: number }>(
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1',
+        [applicationName],
+      );
       peak = Math.max(peak, rows[0]!.n);
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -38,7 +41,11 @@ export function watchTargetConnections(server: EmbeddedServer, applicationName: 
 /** An init-container storm: 500 requests at once against a mount bounded to 4 target connections. */
 export async function burstScenario(ctx: BenchContext): Promise<void> {
   for (const db of ['burst_store', 'burst_raw_store', 'burst_target']) await createDatabase(ctx.server, db);
-  await sql(ctx.server, 'postgres', `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+  await sql(
+    ctx.server,
+    'postgres',
+    `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+  );
   const pool = new pg.Pool({ connectionString: ctx.server.url('burst_raw_store'), max: 1 });
   await migrate(pool);
   await pool.end();
@@ -47,11 +54,20 @@ export async function burstScenario(ctx: BenchContext): Promise<void> {
     store: 'burst_store',
     extra: workload.config,
     env: workload.env,
-    mounts: { burst: { ...postgresMount(ctx.server, 'burst_target', { username_prefix: 'be', max_open_connections: POOL_BOUND }), roles: { r: { member_of: [GROUP] } } } },
+    mounts: {
+      burst: {
+        ...postgresMount(ctx.server, 'burst_target', { username_prefix: 'be', max_open_connections: POOL_BOUND }),
+        roles: { r: { member_of: [GROUP] } },
+      },
+    },
   });
   try {
     ctx.progress(`burst_500: ${BURST} requests at once, target pool bound ${POOL_BOUND}`);
-    const raw = new RawIssuer(ctx.server, 'burst_raw_store', 'burst_target', POOL_BOUND, { prefix: 'rf', group: GROUP, iterations: 16 });
+    const raw = new RawIssuer(ctx.server, 'burst_raw_store', 'burst_target', POOL_BOUND, {
+      prefix: 'rf',
+      group: GROUP,
+      iterations: 16,
+    });
     const rawRun = await closedLoop(BURST, BURST, () => raw.issue());
     await raw.close();
 

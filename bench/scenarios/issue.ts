@@ -11,7 +11,11 @@ const GROUP = 'bench_readers';
 
 async function setUpDatabases(ctx: BenchContext): Promise<void> {
   for (const db of ['bench_store', 'bench_raw_store', 'bench_target']) await createDatabase(ctx.server, db);
-  await sql(ctx.server, 'postgres', `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+  await sql(
+    ctx.server,
+    'postgres',
+    `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+  );
   await sql(ctx.server, 'bench_target', `CREATE TABLE items (id int PRIMARY KEY); GRANT SELECT ON items TO ${GROUP}`);
   const pool = new pg.Pool({ connectionString: ctx.server.url('bench_raw_store'), max: 1 });
   await migrate(pool);
@@ -39,7 +43,14 @@ export async function issueScenarios(ctx: BenchContext): Promise<void> {
       high: { ...mount('bc', { scram_iterations: 4096 }), roles: { r: { member_of: [GROUP] } } },
       grant: {
         ...mount('bd', {}),
-        roles: { r: { creation_statements: [`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`, 'GRANT SELECT ON items TO "{{name}}"'] } },
+        roles: {
+          r: {
+            creation_statements: [
+              `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`,
+              'GRANT SELECT ON items TO "{{name}}"',
+            ],
+          },
+        },
       },
     },
   });
@@ -49,20 +60,37 @@ export async function issueScenarios(ctx: BenchContext): Promise<void> {
     { name: 'issue_c1', mount: 'low', concurrency: 1, count: n(600, 150), raw: { prefix: 'rb', iterations: 16 } },
     { name: 'issue_c16', mount: 'low', concurrency: 16, count: n(4000, 800), raw: { prefix: 'rb', iterations: 16 } },
     { name: 'issue_c64', mount: 'low', concurrency: 64, count: n(4000, 800), raw: { prefix: 'rb', iterations: 16 } },
-    { name: 'issue_c16_4096', mount: 'high', concurrency: 16, count: n(1000, 200), raw: { prefix: 'rc', iterations: 4096 } },
-    { name: 'issue_c16_grant', mount: 'grant', concurrency: 16, count: n(1000, 200), raw: { prefix: 'rd', iterations: 16, grantTable: 'items' } },
+    {
+      name: 'issue_c16_4096',
+      mount: 'high',
+      concurrency: 16,
+      count: n(1000, 200),
+      raw: { prefix: 'rc', iterations: 4096 },
+    },
+    {
+      name: 'issue_c16_grant',
+      mount: 'grant',
+      concurrency: 16,
+      count: n(1000, 200),
+      raw: { prefix: 'rd', iterations: 16, grantTable: 'items' },
+    },
   ];
   try {
     for (const c of cases) {
       ctx.progress(`${c.name}: ${c.count} leases at concurrency ${c.concurrency}`);
-      const raw = new RawIssuer(ctx.server, 'bench_raw_store', 'bench_target', c.concurrency, { group: GROUP, ...c.raw });
+      const raw = new RawIssuer(ctx.server, 'bench_raw_store', 'bench_target', c.concurrency, {
+        group: GROUP,
+        ...c.raw,
+      });
       await closedLoop(Math.min(50, c.count), c.concurrency, () => raw.issue()); // warm-up
       const rawRun = await closedLoop(c.count, c.concurrency, () => raw.issue());
       await raw.close();
       const client = httpClient(broker.url, c.concurrency, token);
       const overhead: number[] = [];
       await closedLoop(Math.min(50, c.count), c.concurrency, () => client.issue(`${c.mount}/r`));
-      const brokerRun = await closedLoop(c.count, c.concurrency, async () => overhead.push((await client.issue(`${c.mount}/r`)).brokerMs));
+      const brokerRun = await closedLoop(c.count, c.concurrency, async () =>
+        overhead.push((await client.issue(`${c.mount}/r`)).brokerMs),
+      );
       client.close();
       ctx.record({
         name: c.name,

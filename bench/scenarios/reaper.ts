@@ -7,7 +7,13 @@ const GROUP = 'bench_readers';
 const REAPER_CONCURRENCY = 8;
 
 /** Lease rows for roles `<prefix>_1..n`, all expiring at `expiresAt` (an SQL expression). */
-async function insertLeases(ctx: BenchContext, store: string, prefix: string, n: number, expiresAt: string): Promise<void> {
+async function insertLeases(
+  ctx: BenchContext,
+  store: string,
+  prefix: string,
+  n: number,
+  expiresAt: string,
+): Promise<void> {
   await sql(
     ctx.server,
     store,
@@ -20,7 +26,11 @@ async function insertLeases(ctx: BenchContext, store: string, prefix: string, n:
 
 async function waitAllRevoked(ctx: BenchContext, store: string, n: number): Promise<void> {
   for (;;) {
-    const [row] = await sql<{ n: number }>(ctx.server, store, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoked'`);
+    const [row] = await sql<{ n: number }>(
+      ctx.server,
+      store,
+      `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoked'`,
+    );
     if (row!.n >= n) return;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -42,11 +52,17 @@ async function lagStats(ctx: BenchContext, store: string) {
 export async function reaperScenario(ctx: BenchContext): Promise<void> {
   const n = ctx.quick ? 2000 : 10_000;
   for (const db of ['drain_store', 'drain_target']) await createDatabase(ctx.server, db);
-  await sql(ctx.server, 'postgres', `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+  await sql(
+    ctx.server,
+    'postgres',
+    `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+  );
 
   // The raw baseline does what the broker's revoke does, as one hand-written round trip per role
   // at the reaper's concurrency: NOLOGIN (committed), terminate its sessions, DROP ROLE.
-  ctx.progress(`reaper_drain_10k: raw NOLOGIN + terminate + DROP ROLE of ${n} roles at concurrency ${REAPER_CONCURRENCY}`);
+  ctx.progress(
+    `reaper_drain_10k: raw NOLOGIN + terminate + DROP ROLE of ${n} roles at concurrency ${REAPER_CONCURRENCY}`,
+  );
   await createRoles(ctx.server, 'rg', n, GROUP);
   const pool = new pg.Pool({ connectionString: ctx.server.url('drain_target'), max: REAPER_CONCURRENCY });
   const rawRun = await closedLoop(n, REAPER_CONCURRENCY, (i) =>
@@ -61,7 +77,15 @@ export async function reaperScenario(ctx: BenchContext): Promise<void> {
   // The broker: start it (it migrates the store), then plant leases that all expire together.
   const broker = await startBrokerProcess(ctx.server, {
     store: 'drain_store',
-    mounts: { drain: { ...postgresMount(ctx.server, 'drain_target', { username_prefix: 'dr', max_open_connections: REAPER_CONCURRENCY }), roles: { r: { member_of: [GROUP] } } } },
+    mounts: {
+      drain: {
+        ...postgresMount(ctx.server, 'drain_target', {
+          username_prefix: 'dr',
+          max_open_connections: REAPER_CONCURRENCY,
+        }),
+        roles: { r: { member_of: [GROUP] } },
+      },
+    },
     reaper: { concurrency: REAPER_CONCURRENCY },
   });
   try {

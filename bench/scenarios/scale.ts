@@ -47,7 +47,12 @@ interface Measured {
 async function measure(ctx: BenchContext, store: string, label: string): Promise<Measured> {
   const broker = await startBrokerProcess(ctx.server, {
     store,
-    mounts: { scale: { ...postgresMount(ctx.server, 'scale_target', { username_prefix: 'sc', max_open_connections: 8 }), roles: { r: { member_of: [GROUP] }, rp: { member_of: [GROUP] } } } },
+    mounts: {
+      scale: {
+        ...postgresMount(ctx.server, 'scale_target', { username_prefix: 'sc', max_open_connections: 8 }),
+        roles: { r: { member_of: [GROUP] }, rp: { member_of: [GROUP] } },
+      },
+    },
     reaper: { schedule: '0 0 1 1 *' }, // keep the reaper out of the measurements
   });
   try {
@@ -115,7 +120,11 @@ async function measure(ctx: BenchContext, store: string, label: string): Promise
 /** The same figures with an empty lease table and with a million rows. */
 export async function scaleScenarios(ctx: BenchContext): Promise<void> {
   for (const db of ['scale_empty', 'scale_full', 'scale_target']) await createDatabase(ctx.server, db);
-  await sql(ctx.server, 'postgres', `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`);
+  await sql(
+    ctx.server,
+    'postgres',
+    `DO $$ BEGIN CREATE ROLE ${GROUP} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+  );
   const empty = await measure(ctx, 'scale_empty', 'empty table');
   ctx.progress(`scale: loading ${ROWS.toLocaleString()} lease rows`);
   await fillTable(ctx, 'scale_full');

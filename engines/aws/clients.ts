@@ -12,12 +12,21 @@ export function createClients(mount: AwsMount, timeoutMs: number): { sts: STSCli
     maxAttempts: 4,
     ...(mount.endpoint ? { endpoint: mount.endpoint } : {}),
     ...(mount.access_key_id && mount.secret_access_key
-      ? { credentials: { accessKeyId: mount.access_key_id, secretAccessKey: mount.secret_access_key, sessionToken: mount.session_token } }
+      ? {
+          credentials: {
+            accessKeyId: mount.access_key_id,
+            secretAccessKey: mount.secret_access_key,
+            sessionToken: mount.session_token,
+          },
+        }
       : {}),
     requestHandler: { requestTimeout: timeoutMs, connectionTimeout: timeoutMs },
   };
   // IAM is a global service signed for us-east-1 (aws-cn and gov partitions aside).
-  return { sts: new STSClient(common), iam: new IAMClient({ ...common, region: mount.region.startsWith('cn-') ? mount.region : 'us-east-1' }) };
+  return {
+    sts: new STSClient(common),
+    iam: new IAMClient({ ...common, region: mount.region.startsWith('cn-') ? mount.region : 'us-east-1' }),
+  };
 }
 
 /** AWS's error code and message, e.g. "AccessDenied: User … is not authorized to perform …". */

@@ -62,7 +62,9 @@ export function isDenied(policy: DenyPolicy, token: string): boolean {
  * started it. Kept until the longest session such a role can have has run out.
  */
 export function withIssuedBefore(policy: DenyPolicy, before: Date, maxSessionSeconds: number, now: Date): DenyPolicy {
-  const pruned = withRevocations(policy, [], now).Statement.filter((s) => !s.Sid.startsWith(ISSUED_BEFORE_PREFIX) || issuedBeforeOf(s) > before.getTime());
+  const pruned = withRevocations(policy, [], now).Statement.filter(
+    (s) => !s.Sid.startsWith(ISSUED_BEFORE_PREFIX) || issuedBeforeOf(s) > before.getTime(),
+  );
   if (pruned.some((s) => s.Sid.startsWith(ISSUED_BEFORE_PREFIX))) return { Version: '2012-10-17', Statement: pruned }; // a later cut-off already covers this one
   const until = Math.ceil((before.getTime() + maxSessionSeconds * 1000) / 1000);
   pruned.push({
@@ -75,7 +77,8 @@ export function withIssuedBefore(policy: DenyPolicy, before: Date, maxSessionSec
   return { Version: '2012-10-17', Statement: pruned };
 }
 
-const issuedBeforeOf = (s: Statement): number => Date.parse(String(s.Condition.DateLessThan?.['aws:TokenIssueTime'] ?? 0));
+const issuedBeforeOf = (s: Statement): number =>
+  Date.parse(String(s.Condition.DateLessThan?.['aws:TokenIssueTime'] ?? 0));
 
 export function deniesIssuedBefore(policy: DenyPolicy, at: Date): boolean {
   return policy.Statement.some((s) => s.Sid.startsWith(ISSUED_BEFORE_PREFIX) && issuedBeforeOf(s) >= at.getTime());
@@ -96,7 +99,13 @@ export function withRevocations(policy: DenyPolicy, revocations: Revocation[], n
     const sid = `${SID_PREFIX}${end / 1000}`;
     let statement = statements.find((s) => s.Sid === sid);
     if (!statement) {
-      statement = { Sid: sid, Effect: 'Deny', Action: '*', Resource: '*', Condition: { StringEquals: { [`aws:PrincipalTag/${LEASE_TAG}`]: [] } } };
+      statement = {
+        Sid: sid,
+        Effect: 'Deny',
+        Action: '*',
+        Resource: '*',
+        Condition: { StringEquals: { [`aws:PrincipalTag/${LEASE_TAG}`]: [] } },
+      };
       statements.push(statement);
     }
     const tokens = statement.Condition.StringEquals![`aws:PrincipalTag/${LEASE_TAG}`] as string[];

@@ -1,8 +1,17 @@
 import type { CredentialEnvelope, CredentialFormats } from '../../src/engines.js';
 
-function requireAwsKeys(data: CredentialEnvelope['data']): { access_key: string; secret_key: string; session_token?: string } {
-  if (typeof data.access_key !== 'string' || typeof data.secret_key !== 'string') throw new Error('this format needs an AWS credential (access_key, secret_key)');
-  return { access_key: data.access_key, secret_key: data.secret_key, session_token: typeof data.session_token === 'string' ? data.session_token : undefined };
+function requireAwsKeys(data: CredentialEnvelope['data']): {
+  access_key: string;
+  secret_key: string;
+  session_token?: string;
+} {
+  if (typeof data.access_key !== 'string' || typeof data.secret_key !== 'string')
+    throw new Error('this format needs an AWS credential (access_key, secret_key)');
+  return {
+    access_key: data.access_key,
+    secret_key: data.secret_key,
+    session_token: typeof data.session_token === 'string' ? data.session_token : undefined,
+  };
 }
 
 /** As the AWS CLI and SDKs read a credential: environment, shared credentials file, credential_process. */
@@ -11,7 +20,11 @@ export const awsFormats: CredentialFormats = {
   files: {
     'aws-credentials'({ data }, opts) {
       const keys = requireAwsKeys(data);
-      const lines = [`[${opts.profile ?? 'default'}]`, `aws_access_key_id = ${keys.access_key}`, `aws_secret_access_key = ${keys.secret_key}`];
+      const lines = [
+        `[${opts.profile ?? 'default'}]`,
+        `aws_access_key_id = ${keys.access_key}`,
+        `aws_secret_access_key = ${keys.secret_key}`,
+      ];
       if (keys.session_token) lines.push(`aws_session_token = ${keys.session_token}`);
       return `${lines.join('\n')}\n`;
     },
@@ -20,7 +33,9 @@ export const awsFormats: CredentialFormats = {
       const { data } = envelope;
       const keys = requireAwsKeys(data);
       const expiration =
-        typeof data.expiration === 'string' ? data.expiration : new Date((opts.now ?? new Date()).getTime() + envelope.lease_duration * 1000).toISOString();
+        typeof data.expiration === 'string'
+          ? data.expiration
+          : new Date((opts.now ?? new Date()).getTime() + envelope.lease_duration * 1000).toISOString();
       return `${JSON.stringify({ Version: 1, AccessKeyId: keys.access_key, SecretAccessKey: keys.secret_key, ...(keys.session_token ? { SessionToken: keys.session_token } : {}), Expiration: expiration })}\n`;
     },
   },

@@ -23,7 +23,10 @@ export const awsMountSchema = z
     endpoint: z.string().url().optional(),
     max_concurrent_calls: z.number().int().min(1).max(64).default(8),
     /** The inline policy on each role that holds deny statements for revoked sessions. */
-    deny_policy_name: z.string().regex(/^[\w+=,.@-]{1,128}$/).default('credbroker-revoked-sessions'),
+    deny_policy_name: z
+      .string()
+      .regex(/^[\w+=,.@-]{1,128}$/)
+      .default('credbroker-revoked-sessions'),
   })
   .strict()
   .refine((m) => Boolean(m.access_key_id) === Boolean(m.secret_access_key), {
@@ -43,12 +46,21 @@ export const awsRoleSchema = z.discriminatedUnion('credential_type', [
       max_session_duration: z.number().int().min(900).max(43200).default(3600),
     })
     .strict(),
-  z.object({ credential_type: z.literal('federation_token'), policy_document: policyJson.optional(), policy_arns: z.array(arn).optional() }).strict(),
+  z
+    .object({
+      credential_type: z.literal('federation_token'),
+      policy_document: policyJson.optional(),
+      policy_arns: z.array(arn).optional(),
+    })
+    .strict(),
   z.object({ credential_type: z.literal('session_token') }).strict(),
   z
     .object({
       credential_type: z.literal('iam_user'),
-      user_path: z.string().regex(/^\/([\x21-\x7e]+\/)*$/, 'must look like /path/').default('/credbroker/'),
+      user_path: z
+        .string()
+        .regex(/^\/([\x21-\x7e]+\/)*$/, 'must look like /path/')
+        .default('/credbroker/'),
       permissions_boundary_arn: arn.optional(),
       policy_arns: z.array(arn).optional(),
       iam_groups: z.array(z.string().min(1).max(128)).optional(),

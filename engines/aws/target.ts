@@ -1,9 +1,34 @@
 import { GetRolePolicyCommand, PutRolePolicyCommand, type IAMClient } from '@aws-sdk/client-iam';
-import { AssumeRoleCommand, GetFederationTokenCommand, GetSessionTokenCommand, type STSClient } from '@aws-sdk/client-sts';
-import type { EngineContext, HandleFacts, IssueRequest, IssueResponse, JsonValue, Limiter, PlanRequest, RevokeHandle, RevokeRequest, Target } from '../../src/engines.js';
+import {
+  AssumeRoleCommand,
+  GetFederationTokenCommand,
+  GetSessionTokenCommand,
+  type STSClient,
+} from '@aws-sdk/client-sts';
+import type {
+  EngineContext,
+  HandleFacts,
+  IssueRequest,
+  IssueResponse,
+  JsonValue,
+  Limiter,
+  PlanRequest,
+  RevokeHandle,
+  RevokeRequest,
+  Target,
+} from '../../src/engines.js';
 import { InvalidRequest, Semaphore, randomName } from '../../src/engine-kit.js';
 import { createClients, describeAwsError, isNoSuchEntity } from './clients.js';
-import { LEASE_TAG, deniesIssuedBefore, isDenied, parsePolicy, withIssuedBefore, withRevocations, type DenyPolicy, type Revocation } from './deny-policy.js';
+import {
+  LEASE_TAG,
+  deniesIssuedBefore,
+  isDenied,
+  parsePolicy,
+  withIssuedBefore,
+  withRevocations,
+  type DenyPolicy,
+  type Revocation,
+} from './deny-policy.js';
 import { createIamUser, deleteIamUser } from './iam-user.js';
 import type { AwsMount, AwsRole } from './schema.js';
 
@@ -51,19 +76,30 @@ export class AwsTarget implements Target<AwsRole> {
     if (role.credential_type === 'iam_user') {
       return { kind: 'iam_user', user_name: `cb-${req.roleName}-${token}`.slice(0, 64), lease_id: req.leaseId };
     }
-    if (req.ttlSeconds < STS_MIN_SECONDS) throw new InvalidRequest(`ttl must be at least ${STS_MIN_SECONDS}s for STS credentials (AWS's minimum)`);
+    if (req.ttlSeconds < STS_MIN_SECONDS)
+      throw new InvalidRequest(`ttl must be at least ${STS_MIN_SECONDS}s for STS credentials (AWS's minimum)`);
     switch (role.credential_type) {
       case 'assumed_role': {
         if (req.ttlSeconds > role.max_session_duration) {
-          throw new InvalidRequest(`ttl of ${req.ttlSeconds}s exceeds the role's maximum session duration of ${role.max_session_duration}s`);
+          throw new InvalidRequest(
+            `ttl of ${req.ttlSeconds}s exceeds the role's maximum session duration of ${role.max_session_duration}s`,
+          );
         }
-        return { kind: 'assumed_role', role_arn: chooseRoleArn(role.role_arns, req.params.role_arn), session_name: `cb-${req.roleName}-${token}`.slice(0, 64), token, duration: req.ttlSeconds };
+        return {
+          kind: 'assumed_role',
+          role_arn: chooseRoleArn(role.role_arns, req.params.role_arn),
+          session_name: `cb-${req.roleName}-${token}`.slice(0, 64),
+          token,
+          duration: req.ttlSeconds,
+        };
       }
       case 'federation_token':
-        if (req.ttlSeconds > FEDERATION_MAX_SECONDS) throw new InvalidRequest(`ttl must be at most ${FEDERATION_MAX_SECONDS}s for a federation token`);
+        if (req.ttlSeconds > FEDERATION_MAX_SECONDS)
+          throw new InvalidRequest(`ttl must be at most ${FEDERATION_MAX_SECONDS}s for a federation token`);
         return { kind: 'federation_token', name: `cb-${token}`, duration: req.ttlSeconds };
       case 'session_token':
-        if (req.ttlSeconds > FEDERATION_MAX_SECONDS) throw new InvalidRequest(`ttl must be at most ${FEDERATION_MAX_SECONDS}s for a session token`);
+        if (req.ttlSeconds > FEDERATION_MAX_SECONDS)
+          throw new InvalidRequest(`ttl must be at most ${FEDERATION_MAX_SECONDS}s for a session token`);
         return { kind: 'session_token', duration: req.ttlSeconds };
     }
   }
@@ -78,7 +114,10 @@ export class AwsTarget implements Target<AwsRole> {
   describe(handle: RevokeHandle): HandleFacts {
     const h = handle as AwsHandle;
     if (h.kind === 'federation_token' || h.kind === 'session_token') {
-      return { revocableBeforeExpiry: false, note: `AWS offers no way to revoke a single ${h.kind.replace('_', ' ')} before it expires` };
+      return {
+        revocableBeforeExpiry: false,
+        note: `AWS offers no way to revoke a single ${h.kind.replace('_', ' ')} before it expires`,
+      };
     }
     return { revocableBeforeExpiry: true };
   }
@@ -115,7 +154,12 @@ export class AwsTarget implements Target<AwsRole> {
     }
     if (h.kind === 'federation_token' && role.credential_type === 'federation_token') {
       const res = await this.sts.send(
-        new GetFederationTokenCommand({ Name: h.name, DurationSeconds: h.duration, Policy: role.policy_document, PolicyArns: role.policy_arns?.map((arn) => ({ arn })) }),
+        new GetFederationTokenCommand({
+          Name: h.name,
+          DurationSeconds: h.duration,
+          Policy: role.policy_document,
+          PolicyArns: role.policy_arns?.map((arn) => ({ arn })),
+        }),
       );
       return stsData(res.Credentials, res.FederatedUser?.Arn);
     }
@@ -146,9 +190,11 @@ export class AwsTarget implements Target<AwsRole> {
         byRole.set(h.role_arn, list);
       } else if (h.kind === 'iam_user') {
         others.push(
-          slots.run(() => this.aws(() => deleteIamUser(this.iam, h.user_name))).catch((err: Error) => {
-            errors[index] = err;
-          }),
+          slots
+            .run(() => this.aws(() => deleteIamUser(this.iam, h.user_name)))
+            .catch((err: Error) => {
+              errors[index] = err;
+            }),
         );
       }
       // federation and session tokens: nothing AWS can do; describe() says so.
@@ -156,7 +202,12 @@ export class AwsTarget implements Target<AwsRole> {
     for (const [roleArn, entries] of byRole) {
       others.push(
         slots
-          .run(() => this.denySessions(roleArn, entries.map((e) => e.revocation)))
+          .run(() =>
+            this.denySessions(
+              roleArn,
+              entries.map((e) => e.revocation),
+            ),
+          )
           .catch((err: Error) => {
             for (const e of entries) errors[e.index] = err;
           }),
@@ -205,8 +256,15 @@ export class AwsTarget implements Target<AwsRole> {
       this.aws(async () => {
         const current = await this.readPolicy(RoleName, PolicyName);
         if (alreadyDone(current)) return; // revoked twice: nothing to add
-        await this.iam.send(new PutRolePolicyCommand({ RoleName, PolicyName, PolicyDocument: JSON.stringify(change(current, new Date())) }));
-        if (!stuck(await this.readPolicy(RoleName, PolicyName))) throw new Error(`a concurrent write replaced the deny policy on role ${RoleName}; will retry`);
+        await this.iam.send(
+          new PutRolePolicyCommand({
+            RoleName,
+            PolicyName,
+            PolicyDocument: JSON.stringify(change(current, new Date())),
+          }),
+        );
+        if (!stuck(await this.readPolicy(RoleName, PolicyName)))
+          throw new Error(`a concurrent write replaced the deny policy on role ${RoleName}; will retry`);
       }),
     );
   }
@@ -242,11 +300,15 @@ function chooseRoleArn(allowed: string[], requested: unknown): string {
     if (allowed.length === 1) return allowed[0]!;
     throw new InvalidRequest('role_arn is required: this role allows several; pass one of its role_arns');
   }
-  if (typeof requested !== 'string' || !allowed.includes(requested)) throw new InvalidRequest('role_arn is not one of this role\'s role_arns');
+  if (typeof requested !== 'string' || !allowed.includes(requested))
+    throw new InvalidRequest("role_arn is not one of this role's role_arns");
   return requested;
 }
 
-function stsData(credentials: { AccessKeyId?: string; SecretAccessKey?: string; SessionToken?: string; Expiration?: Date } | undefined, arn: string | undefined) {
+function stsData(
+  credentials: { AccessKeyId?: string; SecretAccessKey?: string; SessionToken?: string; Expiration?: Date } | undefined,
+  arn: string | undefined,
+) {
   if (!credentials?.AccessKeyId || !credentials.SecretAccessKey) throw new Error('STS answered without credentials');
   return {
     access_key: credentials.AccessKeyId,

@@ -8,7 +8,8 @@ export const postgresFormats: CredentialFormats = {
   files: {
     /** One hostname:port:database:username:password line, `*` for what the credential lacks. */
     pgpass({ data }) {
-      if (!('username' in data) || !('password' in data)) throw new Error('pgpass format needs a credential with username and password');
+      if (!('username' in data) || !('password' in data))
+        throw new Error('pgpass format needs a credential with username and password');
       return `${[data.host, data.port, data.database, data.username, data.password].map(pgpassEscape).join(':')}\n`;
     },
   },

@@ -1,6 +1,12 @@
 import type { Engine } from '../../src/engines.js';
 import { postgresFormats } from './formats.js';
-import { postgresSecrets, postgresMountSchema, postgresRoleSchema, type PostgresMount, type PostgresRole } from './schema.js';
+import {
+  postgresSecrets,
+  postgresMountSchema,
+  postgresRoleSchema,
+  type PostgresMount,
+  type PostgresRole,
+} from './schema.js';
 import { PostgresTarget } from './target.js';
 
 /** PostgreSQL login roles, one per lease. */

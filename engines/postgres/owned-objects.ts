@@ -35,7 +35,10 @@ export async function roleDependencies(client: pg.ClientBase, usernames: string[
 /** REASSIGN OWNED (if configured) then DROP OWNED, for any number of roles: the statements for one database. */
 export function dropOwnedStatements(usernames: string[], reassignTo: string | undefined): string[] {
   const names = usernames.map(escapeIdentifier).join(', ');
-  return [...(reassignTo ? [`REASSIGN OWNED BY ${names} TO ${escapeIdentifier(reassignTo)}`] : []), `DROP OWNED BY ${names}`];
+  return [
+    ...(reassignTo ? [`REASSIGN OWNED BY ${names} TO ${escapeIdentifier(reassignTo)}`] : []),
+    `DROP OWNED BY ${names}`,
+  ];
 }
 
 /** The broker's admin connection string for another database of the same cluster. */

@@ -44,7 +44,11 @@ export async function checkPrivileges(client: pg.Pool | pg.ClientBase, groups: s
     {
       check: 'create roles',
       ok: admin.rolsuper || admin.rolcreaterole,
-      detail: admin.rolsuper ? `${admin.me} is a superuser` : admin.rolcreaterole ? `${admin.me} has CREATEROLE` : `${admin.me} has neither CREATEROLE nor superuser`,
+      detail: admin.rolsuper
+        ? `${admin.me} is a superuser`
+        : admin.rolcreaterole
+          ? `${admin.me} has CREATEROLE`
+          : `${admin.me} has neither CREATEROLE nor superuser`,
       fix: `ALTER ROLE ${me} CREATEROLE`,
     },
     {
@@ -66,14 +70,21 @@ export async function checkPrivileges(client: pg.Pool | pg.ClientBase, groups: s
   for (const group of groupRows) {
     const ident = escapeIdentifier(group.name);
     if (!group.exists) {
-      checks.push({ check: `group ${group.name}`, ok: false, detail: `role ${group.name} (in member_of) does not exist`, fix: `CREATE ROLE ${ident} NOLOGIN` });
+      checks.push({
+        check: `group ${group.name}`,
+        ok: false,
+        detail: `role ${group.name} (in member_of) does not exist`,
+        fix: `CREATE ROLE ${ident} NOLOGIN`,
+      });
       continue;
     }
     const ok = !adminOptionNeeded || group.admin === true;
     checks.push({
       check: `group ${group.name}`,
       ok,
-      detail: ok ? `${admin.me} may add roles to ${group.name}` : `${admin.me} lacks ADMIN OPTION on ${group.name}, so it cannot create roles IN ROLE ${group.name}`,
+      detail: ok
+        ? `${admin.me} may add roles to ${group.name}`
+        : `${admin.me} lacks ADMIN OPTION on ${group.name}, so it cannot create roles IN ROLE ${group.name}`,
       fix: `GRANT ${ident} TO ${me} WITH ADMIN OPTION`,
     });
   }

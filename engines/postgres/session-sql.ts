@@ -86,7 +86,12 @@ END`;
   // The common case, a role that exists, as a plain statement: two DO blocks cost ~25% more than
   // one. It fails (42704) if the role does not exist; the caller then asks again without expectRole.
   const first = opts.expectRole ? `ALTER ROLE ${ident} NOLOGIN VALID UNTIL 'epoch'` : `DO ${escapeLiteral(disable)}`;
-  return [first, 'COMMIT', `DO ${escapeLiteral(endSessions)}`, `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}) AS remains`].join(';\n');
+  return [
+    first,
+    'COMMIT',
+    `DO ${escapeLiteral(endSessions)}`,
+    `SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ${name}) AS remains`,
+  ].join(';\n');
 }
 
 function dropUnlessDependent(ident: string): string {

@@ -17,5 +17,8 @@ export function renderStatement(template: string, values: TemplateValues): strin
 
 /** PostgreSQL's timestamptz literal for VALID UNTIL: UTC, second precision. */
 export function pgTimestamp(date: Date): string {
-  return date.toISOString().replace('T', ' ').replace(/\.\d+Z$/, '+00');
+  return date
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, '+00');
 }

@@ -1,5 +1,17 @@
 import pg from 'pg';
-import type { EngineContext, IssueRequest, Limiter, IssueResponse, PlanRequest, RenewRequest, RevokeHandle, RevokeProgress, RevokeRequest, Target, VerifyCheck } from '../../src/engines.js';
+import type {
+  EngineContext,
+  IssueRequest,
+  Limiter,
+  IssueResponse,
+  PlanRequest,
+  RenewRequest,
+  RevokeHandle,
+  RevokeProgress,
+  RevokeRequest,
+  Target,
+  VerifyCheck,
+} from '../../src/engines.js';
 import { Batcher, CredentialDisabled, randomName, randomSecret } from '../../src/engine-kit.js';
 import { KeyedLock } from './keyed-lock.js';
 import { dropOwnedStatements, roleDependencies, urlForDatabase } from './owned-objects.js';
@@ -63,7 +75,10 @@ export class PostgresTarget implements Target<PostgresRole> {
   private readonly control: pg.Pool;
   private readonly connection: { host: string; port: number; database: string };
   private readonly roleLocks = new KeyedLock();
-  private readonly cleanups = new Batcher((items: { kind: CleanupKind; handle: PostgresHandle }[]) => this.cleanUpAll(items), CLEANUP_BATCH);
+  private readonly cleanups = new Batcher(
+    (items: { kind: CleanupKind; handle: PostgresHandle }[]) => this.cleanUpAll(items),
+    CLEANUP_BATCH,
+  );
   private privileges: { checkedAt: number; failure: string | null } | null = null;
 
   constructor(
@@ -71,11 +86,26 @@ export class PostgresTarget implements Target<PostgresRole> {
     private readonly ctx: EngineContext,
   ) {
     this.connection = connectionInfo(mount);
-    const common = { connectionString: mount.connection_url, connectionTimeoutMillis: ctx.timeoutMs, idleTimeoutMillis: 30_000 };
-    this.pool = new pg.Pool({ ...common, max: mount.max_open_connections, statement_timeout: ctx.timeoutMs, application_name: `credbroker:${ctx.mount}` });
-    this.control = new pg.Pool({ ...common, max: 1, statement_timeout: ctx.timeoutMs, application_name: `credbroker:${ctx.mount}:control` });
+    const common = {
+      connectionString: mount.connection_url,
+      connectionTimeoutMillis: ctx.timeoutMs,
+      idleTimeoutMillis: 30_000,
+    };
+    this.pool = new pg.Pool({
+      ...common,
+      max: mount.max_open_connections,
+      statement_timeout: ctx.timeoutMs,
+      application_name: `credbroker:${ctx.mount}`,
+    });
+    this.control = new pg.Pool({
+      ...common,
+      max: 1,
+      statement_timeout: ctx.timeoutMs,
+      application_name: `credbroker:${ctx.mount}:control`,
+    });
     // An idle client losing its connection (target restarted) must not crash the broker.
-    for (const pool of [this.pool, this.control]) pool.on('error', (err) => ctx.log.warn({ mount: ctx.mount, err: err.message }, 'target connection lost'));
+    for (const pool of [this.pool, this.control])
+      pool.on('error', (err) => ctx.log.warn({ mount: ctx.mount, err: err.message }, 'target connection lost'));
   }
 
   async ping(): Promise<void> {
@@ -90,7 +120,10 @@ export class PostgresTarget implements Target<PostgresRole> {
   }
 
   async verify(roles: PostgresRole[]): Promise<VerifyCheck[]> {
-    return checkPrivileges(this.pool, roles.flatMap((r) => r.member_of ?? []));
+    return checkPrivileges(
+      this.pool,
+      roles.flatMap((r) => r.member_of ?? []),
+    );
   }
 
   async issue(req: IssueRequest<PostgresRole>): Promise<IssueResponse> {
@@ -105,7 +138,9 @@ export class PostgresTarget implements Target<PostgresRole> {
     const tag = issuerTag(username);
     await this.endIfStuck(tag, async () => {
       if (req.role.creation_statements) {
-        const statements = req.role.creation_statements.map((t) => renderStatement(t, { name: username, password: verifier, expiration }));
+        const statements = req.role.creation_statements.map((t) =>
+          renderStatement(t, { name: username, password: verifier, expiration }),
+        );
         const lock = typeof handle.lock === 'string' ? handle.lock : `${this.ctx.mount}/${req.roleName}`;
         await this.roleLocks.run(lock, () => this.transaction(statements, { tag, lock }));
       } else {
@@ -121,7 +156,10 @@ export class PostgresTarget implements Target<PostgresRole> {
     if (role.connection_limit !== undefined) parts.push(`CONNECTION LIMIT ${role.connection_limit}`);
     parts.push(`IN ROLE ${role.member_of!.map(escapeIdentifier).join(', ')}`);
     const statements = [parts.join(' ')];
-    if (role.search_path) statements.push(`ALTER ROLE ${escapeIdentifier(username)} SET search_path TO ${role.search_path.map(escapeIdentifier).join(', ')}`);
+    if (role.search_path)
+      statements.push(
+        `ALTER ROLE ${escapeIdentifier(username)} SET search_path TO ${role.search_path.map(escapeIdentifier).join(', ')}`,
+      );
     return statements;
   }
 
@@ -156,11 +194,19 @@ export class PostgresTarget implements Target<PostgresRole> {
    * timed-out issue can never commit a role after the broker stopped waiting for it.
    */
   private async endIfStuck(tag: string, work: () => Promise<void>): Promise<void> {
-    const timer = setTimeout(() => {
-      this.control.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [tag]).catch((err: Error) => {
-        this.ctx.log.warn({ mount: this.ctx.mount, err: err.message }, 'could not end a stuck issue; the reaper will');
-      });
-    }, Math.max(1, this.ctx.timeoutMs * 0.9));
+    const timer = setTimeout(
+      () => {
+        this.control
+          .query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [tag])
+          .catch((err: Error) => {
+            this.ctx.log.warn(
+              { mount: this.ctx.mount, err: err.message },
+              'could not end a stuck issue; the reaper will',
+            );
+          });
+      },
+      Math.max(1, this.ctx.timeoutMs * 0.9),
+    );
     try {
       await work();
     } finally {
@@ -236,7 +282,9 @@ export class PostgresTarget implements Target<PostgresRole> {
     const handle = req.handle as PostgresHandle;
     const statements = handle.revocation_statements as string[] | undefined;
     const disable = (expectRole: boolean) =>
-      this.pool.query(disableAndEndSessionsSql(handle.username, { drop: !statements, expectRole })) as unknown as Promise<pg.QueryResult<{ remains: boolean }>[]>;
+      this.pool.query(
+        disableAndEndSessionsSql(handle.username, { drop: !statements, expectRole }),
+      ) as unknown as Promise<pg.QueryResult<{ remains: boolean }>[]>;
     const disableOnce = () =>
       disable(true).catch((err) => {
         if (sqlstate(err) !== UNDEFINED_OBJECT) throw err;
@@ -288,7 +336,10 @@ export class PostgresTarget implements Target<PostgresRole> {
    */
   private async cleanUp(kind: CleanupKind, handle: PostgresHandle): Promise<void> {
     const error = await this.cleanups.run({ kind, handle });
-    if (error) throw new CredentialDisabled(`role ${handle.username} can no longer log in and has no session, but cleanup failed: ${error.message}`);
+    if (error)
+      throw new CredentialDisabled(
+        `role ${handle.username} can no longer log in and has no session, but cleanup failed: ${error.message}`,
+      );
   }
 
   private async cleanUpAll(items: { kind: CleanupKind; handle: PostgresHandle }[]): Promise<(Error | null)[]> {
@@ -304,7 +355,8 @@ export class PostgresTarget implements Target<PostgresRole> {
 
   /** One outcome per handle. All together first; if that fails, one by one, so one bad role fails alone. */
   private async cleanUpBatch(kind: CleanupKind, lock: string, handles: PostgresHandle[]): Promise<(Error | null)[]> {
-    const run = (group: PostgresHandle[]) => (kind === 'owned' ? this.dropOwnedThenRoles(group, lock) : this.runRevocationStatements(group, lock));
+    const run = (group: PostgresHandle[]) =>
+      kind === 'owned' ? this.dropOwnedThenRoles(group, lock) : this.runRevocationStatements(group, lock);
     try {
       await run(handles);
       return handles.map(() => null);
@@ -312,13 +364,22 @@ export class PostgresTarget implements Target<PostgresRole> {
       if (handles.length === 1) return [err as Error];
     }
     const outcomes: (Error | null)[] = [];
-    for (const handle of handles) outcomes.push(await run([handle]).then(() => null, (err: Error) => err));
+    for (const handle of handles)
+      outcomes.push(
+        await run([handle]).then(
+          () => null,
+          (err: Error) => err,
+        ),
+      );
     return outcomes;
   }
 
   /** Operator statements may assume the role exists; a role that is gone is revoked already. */
   private async runRevocationStatements(handles: PostgresHandle[], lock: string): Promise<void> {
-    const { rows } = await this.pool.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [handles.map((h) => h.username)]);
+    const { rows } = await this.pool.query<{ rolname: string }>(
+      'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)',
+      [handles.map((h) => h.username)],
+    );
     const existing = new Set(rows.map((r) => r.rolname));
     const live = handles.filter((h) => existing.has(h.username));
     if (live.length === 0) return;
@@ -343,14 +404,20 @@ export class PostgresTarget implements Target<PostgresRole> {
     const names = usernames.map(escapeIdentifier).join(', ');
     const reassignTo = this.mount.revoke_owned === 'reassign' ? this.mount.reassign_owned_to : undefined;
     const { here, deps } = await this.withClient(async (client) => {
-      const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames]);
+      const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [
+        usernames,
+      ]);
       // Without superuser, DROP OWNED needs the roles' privileges: the admin created them, so it
       // may join them; the membership goes with the roles.
-      if (rows.length) await client.query(`GRANT ${rows.map((r) => escapeIdentifier(r.rolname)).join(', ')} TO CURRENT_USER`).catch(() => undefined);
+      if (rows.length)
+        await client
+          .query(`GRANT ${rows.map((r) => escapeIdentifier(r.rolname)).join(', ')} TO CURRENT_USER`)
+          .catch(() => undefined);
       const here = (await client.query<{ db: string }>('SELECT current_database() AS db')).rows[0]!.db;
       return { here, deps: await roleDependencies(client, usernames) };
     });
-    if (deps.shared.length) throw new Error(`${deps.shared.join(', ')} belong to a leased role; drop or reassign them, then retry`);
+    if (deps.shared.length)
+      throw new Error(`${deps.shared.join(', ')} belong to a leased role; drop or reassign them, then retry`);
     const failures: string[] = [];
     const statements = dropOwnedStatements(usernames, reassignTo);
     for (const database of deps.databases) {
@@ -358,7 +425,11 @@ export class PostgresTarget implements Target<PostgresRole> {
         await this.transaction(statements, { lock });
         continue;
       }
-      const other = new pg.Client({ connectionString: urlForDatabase(this.mount.connection_url, database), connectionTimeoutMillis: this.ctx.timeoutMs, statement_timeout: this.ctx.timeoutMs });
+      const other = new pg.Client({
+        connectionString: urlForDatabase(this.mount.connection_url, database),
+        connectionTimeoutMillis: this.ctx.timeoutMs,
+        statement_timeout: this.ctx.timeoutMs,
+      });
       other.on('error', () => undefined); // a lost connection fails the query below
       try {
         await other.connect();

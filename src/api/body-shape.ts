@@ -11,6 +11,7 @@ import { inspectJson, MAX_JSON_DEPTH } from '../json-limits.js';
 export function refuseUnstorableJson(req: Request, _res: Response, next: NextFunction): void {
   const { tooDeep, hasNul } = inspectJson(req.body);
   if (tooDeep) return next(new InvalidRequest(`the request body nests deeper than ${MAX_JSON_DEPTH} levels`));
-  if (hasNul) return next(new InvalidRequest('the request body contains a NUL character (\\u0000), which is not accepted'));
+  if (hasNul)
+    return next(new InvalidRequest('the request body contains a NUL character (\\u0000), which is not accepted'));
   next();
 }

@@ -1,7 +1,16 @@
 import type { JsonValue } from '../engines.js';
 
 /** Vault's response envelope; every field present, as Vault clients decode it. */
-export function envelope(requestId: string, fields: { leaseId?: string; leaseDuration?: number; renewable?: boolean; data?: Record<string, JsonValue> | null; warnings?: string[] }) {
+export function envelope(
+  requestId: string,
+  fields: {
+    leaseId?: string;
+    leaseDuration?: number;
+    renewable?: boolean;
+    data?: Record<string, JsonValue> | null;
+    warnings?: string[];
+  },
+) {
   return {
     request_id: requestId,
     lease_id: fields.leaseId ?? '',

@@ -20,7 +20,9 @@ type Framing = { kind: 'none' } | { kind: 'length'; bytes: number } | { kind: 'c
  * the two never disagree about where a message ends.
  */
 export class ListRewriter {
-  private state: 'request-line' | 'headers' | 'body' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'opaque' = 'request-line';
+  private state:
+    'request-line' | 'headers' | 'body' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'opaque' =
+    'request-line';
   /** The current line so far (request line, header, chunk size or trailer), held until its LF. */
   private line: Buffer[] = [];
   private lineLength = 0;
@@ -169,7 +171,10 @@ function asGet(text: string, raw: Buffer): Buffer {
   if (parts.length !== 3) return raw; // malformed: the parser refuses it as it is
   const [, target, version] = parts as [string, string, string];
   const ending = raw.subarray(Buffer.byteLength(text, 'latin1'));
-  return Buffer.concat([Buffer.from(`GET ${target}${target.includes('?') ? '&' : '?'}list=true ${version}`, 'latin1'), ending]);
+  return Buffer.concat([
+    Buffer.from(`GET ${target}${target.includes('?') ? '&' : '?'}list=true ${version}`, 'latin1'),
+    ending,
+  ]);
 }
 
 /**
@@ -206,7 +211,10 @@ class ListAwareSocket extends Duplex {
     else this.socket.once('drain', () => done());
   }
 
-  override _writev(chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>, done: (err?: Error | null) => void): void {
+  override _writev(
+    chunks: Array<{ chunk: Buffer; encoding: BufferEncoding }>,
+    done: (err?: Error | null) => void,
+  ): void {
     this.socket.cork();
     let flowing = true;
     for (const { chunk, encoding } of chunks) flowing = this.socket.write(chunk, encoding);
@@ -271,7 +279,10 @@ class ListAwareSocket extends Duplex {
  */
 export function acceptListMethod(server: Server, event: 'connection' | 'secureConnection' = 'connection'): void {
   const handlers = server.listeners(event) as Array<(socket: Duplex) => void>;
-  if (handlers.length !== 1) throw new Error(`acceptListMethod: expected the server's own ${event} handler alone, found ${handlers.length} listeners`);
+  if (handlers.length !== 1)
+    throw new Error(
+      `acceptListMethod: expected the server's own ${event} handler alone, found ${handlers.length} listeners`,
+    );
   const [handler] = handlers as [(socket: Duplex) => void];
   server.removeListener(event, handler);
   server.on(event, (socket: Socket) => handler.call(server, new ListAwareSocket(socket)));

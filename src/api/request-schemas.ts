@@ -5,7 +5,9 @@ import { formatIssues } from '../config/load.js';
 
 /** A duration in seconds or Go's form ("1h"); null, absent or "" mean "the role's default", as clients send them. */
 const seconds = (field: string) =>
-  durationInput.nullish().transform((v, ctx) => (v === undefined || v === null || v === '' ? undefined : toSeconds(field)(v, ctx)));
+  durationInput
+    .nullish()
+    .transform((v, ctx) => (v === undefined || v === null || v === '' ? undefined : toSeconds(field)(v, ctx)));
 
 const leaseId = z.string({ error: 'lease_id must be specified' }).max(300, 'lease_id is too long');
 
@@ -30,13 +32,30 @@ const statusCode = (name: string) =>
     .transform(Number)
     .refine((n) => n >= 200 && n <= 599, `${name} must be an HTTP status code from 200 to 599`)
     .optional();
-const HEALTH_CODES = ['activecode', 'standbycode', 'drsecondarycode', 'haunhealthycode', 'performancestandbycode', 'removedcode', 'sealedcode', 'uninitcode'] as const;
-export const healthQuery = z.object(Object.fromEntries(HEALTH_CODES.map((name) => [name, statusCode(name)])) as Record<(typeof HEALTH_CODES)[number], ReturnType<typeof statusCode>>).passthrough();
+const HEALTH_CODES = [
+  'activecode',
+  'standbycode',
+  'drsecondarycode',
+  'haunhealthycode',
+  'performancestandbycode',
+  'removedcode',
+  'sealedcode',
+  'uninitcode',
+] as const;
+export const healthQuery = z
+  .object(
+    Object.fromEntries(HEALTH_CODES.map((name) => [name, statusCode(name)])) as Record<
+      (typeof HEALTH_CODES)[number],
+      ReturnType<typeof statusCode>
+    >,
+  )
+  .passthrough();
 
 /** Parses a request body at the edge; a mismatch is a 400 naming the field. */
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
   const input = body === undefined || body === null ? {} : body;
-  if (typeof input !== 'object' || Array.isArray(input)) throw new InvalidRequest('the request body must be a JSON object');
+  if (typeof input !== 'object' || Array.isArray(input))
+    throw new InvalidRequest('the request body must be a JSON object');
   const result = schema.safeParse(input);
   if (!result.success) {
     const issue = result.error.issues[0]!;

@@ -66,8 +66,14 @@ export interface AuditFields {
 /** The audit's plain keys for a broker running `engines`: the broker's own and the engines' plain fields, less every engine's secrets. */
 export function auditFieldsFor(engines: EngineRegistry): AuditFields {
   const declared = Object.values(engines).map((engine) => engine.secrets);
-  const secret = new Set(declared.flatMap((s) => [...s.credential, ...Object.keys(s.mount), ...Object.keys(s.role ?? {})]).map(normalizeKey));
-  const plain = new Set([...BROKER_NON_SECRET_KEYS, ...declared.flatMap((s) => s.plain ?? [])].map(normalizeKey).filter((key) => !secret.has(key)));
+  const secret = new Set(
+    declared.flatMap((s) => [...s.credential, ...Object.keys(s.mount), ...Object.keys(s.role ?? {})]).map(normalizeKey),
+  );
+  const plain = new Set(
+    [...BROKER_NON_SECRET_KEYS, ...declared.flatMap((s) => s.plain ?? [])]
+      .map(normalizeKey)
+      .filter((key) => !secret.has(key)),
+  );
   return { isPlain: (key) => plain.has(normalizeKey(key)) };
 }
 
@@ -108,7 +114,9 @@ function scrubData(data: unknown, hash: (plain: string) => string, plaintexts: s
   };
   const root: { value?: unknown } = {};
   // Each entry: the value to copy, where to put its copy, whether its strings stay plain, its depth.
-  const stack: { value: unknown; put: (v: unknown) => void; plain: boolean; depth: number }[] = [{ value: data, put: (v) => (root.value = v), plain: false, depth: 0 }];
+  const stack: { value: unknown; put: (v: unknown) => void; plain: boolean; depth: number }[] = [
+    { value: data, put: (v) => (root.value = v), plain: false, depth: 0 },
+  ];
   while (stack.length > 0) {
     const { value: raw, put, plain, depth } = stack.pop()!;
     const value = jsonValue(raw);
@@ -123,7 +131,9 @@ function scrubData(data: unknown, hash: (plain: string) => string, plaintexts: s
     if (Array.isArray(value)) {
       const out: unknown[] = new Array(value.length).fill(null);
       put(out);
-      value.forEach((item, i) => stack.push({ value: item, put: (v) => (out[i] = v === undefined ? null : v), plain, depth: depth + 1 }));
+      value.forEach((item, i) =>
+        stack.push({ value: item, put: (v) => (out[i] = v === undefined ? null : v), plain, depth: depth + 1 }),
+      );
       continue;
     }
     const out: Record<string, unknown> = {};
@@ -131,7 +141,14 @@ function scrubData(data: unknown, hash: (plain: string) => string, plaintexts: s
     // Pushed last to first, so siblings are copied (and keys created) in their original order.
     for (const [k, v] of Object.entries(value).reverse()) {
       // defineProperty: a key "__proto__" stays a plain key of the copy.
-      stack.push({ value: v, put: (c) => c !== undefined && Object.defineProperty(out, k, { value: c, enumerable: true, writable: true, configurable: true }), plain: fields.isPlain(k), depth: depth + 1 });
+      stack.push({
+        value: v,
+        put: (c) =>
+          c !== undefined &&
+          Object.defineProperty(out, k, { value: c, enumerable: true, writable: true, configurable: true }),
+        plain: fields.isPlain(k),
+        depth: depth + 1,
+      });
     }
   }
   return root.value;
@@ -150,9 +167,16 @@ export function scrubRecord(record: AuditRecord, key: string, fields: AuditField
   const plaintexts: string[] = [];
   if (data !== undefined) {
     const scrubbed = scrubData(data, (plain) => hmacField(key, plain), plaintexts, fields);
-    copy.data = scrubbed !== null && typeof scrubbed === 'object' && !Array.isArray(scrubbed) ? (scrubbed as Record<string, unknown>) : { value: scrubbed };
+    copy.data =
+      scrubbed !== null && typeof scrubbed === 'object' && !Array.isArray(scrubbed)
+        ? (scrubbed as Record<string, unknown>)
+        : { value: scrubbed };
   }
-  if (copy.error !== undefined) copy.error = sanitizeError(copy.error, plaintexts.filter((p) => p.length >= MIN_REDACTED_LENGTH));
+  if (copy.error !== undefined)
+    copy.error = sanitizeError(
+      copy.error,
+      plaintexts.filter((p) => p.length >= MIN_REDACTED_LENGTH),
+    );
   return copy;
 }
 
@@ -191,13 +215,25 @@ export function capRecord(record: AuditRecord, max = MAX_RECORD_BYTES): AuditRec
     const identity = { ...out.identity, name: cut(out.identity.name) };
     if (identity.name !== out.identity.name) fields.push('identity.name');
     if (out.identity.metadata) {
-      identity.metadata = Object.fromEntries(Object.entries(out.identity.metadata).slice(0, 32).map(([k, v]) => [cut(k), cut(v)]));
+      identity.metadata = Object.fromEntries(
+        Object.entries(out.identity.metadata)
+          .slice(0, 32)
+          .map(([k, v]) => [cut(k), cut(v)]),
+      );
       if (JSON.stringify(identity.metadata) !== JSON.stringify(out.identity.metadata)) fields.push('identity.metadata');
     }
     out.identity = identity;
   }
   out.truncated!.fields = fields;
   // Still too big only if the limit is tiny; then keep what always fits.
-  if (bytes(out) > max) return { type: out.type, time: out.time, request_id: cut(out.request_id), truncated: { ...out.truncated, fields: [...fields, 'identity', 'path', 'error'] }, ...(out.status !== undefined ? { status: out.status } : {}), ...(out.outcome ? { outcome: out.outcome } : {}) };
+  if (bytes(out) > max)
+    return {
+      type: out.type,
+      time: out.time,
+      request_id: cut(out.request_id),
+      truncated: { ...out.truncated, fields: [...fields, 'identity', 'path', 'error'] },
+      ...(out.status !== undefined ? { status: out.status } : {}),
+      ...(out.outcome ? { outcome: out.outcome } : {}),
+    };
   return out;
 }

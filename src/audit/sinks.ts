@@ -110,7 +110,7 @@ export class FileSink implements AuditSink {
 
 /** writeSync may write less than asked (a full disk, a signal): loop until all is written or it throws. */
 function writeAll(fd: number, data: Buffer): void {
-  for (let offset = 0; offset < data.length; ) offset += writeSync(fd, data, offset);
+  for (let offset = 0; offset < data.length;) offset += writeSync(fd, data, offset);
 }
 
 /** One JSON line per record on stdout; resolves once the stream has handed the line on. */

@@ -15,7 +15,10 @@ function checkPublicKeyPem(pem: string, ctx: z.RefinementCtx): void {
     createPublicKey({ key: pem, format: 'pem' });
   } catch (err) {
     const reason = (err as { code?: string }).code ?? (err as Error).message;
-    ctx.addIssue({ code: 'custom', message: `not a PEM public key (${reason}); expected "-----BEGIN PUBLIC KEY-----" or a certificate` });
+    ctx.addIssue({
+      code: 'custom',
+      message: `not a PEM public key (${reason}); expected "-----BEGIN PUBLIC KEY-----" or a certificate`,
+    });
   }
 }
 
@@ -70,13 +73,27 @@ export const authMountSchema = z
     message: 'give exactly one key source: jwks_url, oidc_discovery_url or jwt_validation_pubkeys',
   })
   .superRefine((m, ctx) => {
-    if (m.token_reviewer && m.type !== 'kubernetes') ctx.addIssue({ code: 'custom', path: ['token_reviewer'], message: 'only a kubernetes mount can review tokens with the API server' });
+    if (m.token_reviewer && m.type !== 'kubernetes')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['token_reviewer'],
+        message: 'only a kubernetes mount can review tokens with the API server',
+      });
     if (m.token_reviewer && !m.kubernetes_host && !m.jwks_url && !m.oidc_discovery_url) {
-      ctx.addIssue({ code: 'custom', path: ['kubernetes_host'], message: 'token_reviewer needs the API server: set kubernetes_host' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kubernetes_host'],
+        message: 'token_reviewer needs the API server: set kubernetes_host',
+      });
     }
     if (m.bearer_token_file) {
       for (const key of ['jwks_url', 'oidc_discovery_url', 'kubernetes_host'] as const) {
-        if (m[key]?.startsWith('http://')) ctx.addIssue({ code: 'custom', path: [key], message: 'must be https when bearer_token_file is set: the token must not travel in clear text' });
+        if (m[key]?.startsWith('http://'))
+          ctx.addIssue({
+            code: 'custom',
+            path: [key],
+            message: 'must be https when bearer_token_file is set: the token must not travel in clear text',
+          });
       }
     }
   });

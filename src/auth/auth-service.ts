@@ -52,12 +52,16 @@ export class AuthService {
       maxTtlSeconds: verified.roleConfig.token_max_ttl,
       revokeLeases: verified.roleConfig.revoke_leases_with_token,
     });
-    this.log.info({ auth_mount: mountName, role: verified.role, name: verified.identity.name, accessor: row.accessor }, 'login');
+    this.log.info(
+      { auth_mount: mountName, role: verified.role, name: verified.identity.name, accessor: row.accessor },
+      'login',
+    );
     return { token, row, identity: identityOf(row) };
   }
 
   async renewSelf(identity: Identity, incrementSeconds: number | undefined): Promise<TokenRow> {
-    if (identity.root || !identity.accessor) throw new InvalidRequest('the root token does not expire and cannot be renewed');
+    if (identity.root || !identity.accessor)
+      throw new InvalidRequest('the root token does not expire and cannot be renewed');
     const row = await this.tokens.renew(identity.accessor, incrementSeconds || undefined);
     if (!row) throw new PermissionDenied();
     return row;
@@ -65,5 +69,12 @@ export class AuthService {
 }
 
 export function identityOf(row: TokenRow): Identity {
-  return { name: row.identity.name, authMount: row.identity.auth_mount, metadata: row.identity.metadata ?? {}, policies: row.policies, accessor: row.accessor, root: false };
+  return {
+    name: row.identity.name,
+    authMount: row.identity.auth_mount,
+    metadata: row.identity.metadata ?? {},
+    policies: row.policies,
+    accessor: row.accessor,
+    root: false,
+  };
 }

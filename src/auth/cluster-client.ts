@@ -15,7 +15,12 @@ export interface ClusterAccess {
 }
 
 /** Names of the in-cluster API server, as a pod sees it. */
-const IN_CLUSTER_HOSTS = ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'];
+const IN_CLUSTER_HOSTS = [
+  'kubernetes',
+  'kubernetes.default',
+  'kubernetes.default.svc',
+  'kubernetes.default.svc.cluster.local',
+];
 
 /**
  * The files a Kubernetes auth mount uses to reach its cluster: the configured ones, else the
@@ -24,18 +29,32 @@ const IN_CLUSTER_HOSTS = ['kubernetes', 'kubernetes.default', 'kubernetes.defaul
  * and the cluster CA would not verify one. `exists` and `env` are injectable for tests.
  */
 export function clusterAccessFor(
-  config: { type: string; ca_file?: string | undefined; bearer_token_file?: string | undefined; jwks_url?: string | undefined; oidc_discovery_url?: string | undefined; kubernetes_host?: string | undefined },
+  config: {
+    type: string;
+    ca_file?: string | undefined;
+    bearer_token_file?: string | undefined;
+    jwks_url?: string | undefined;
+    oidc_discovery_url?: string | undefined;
+    kubernetes_host?: string | undefined;
+  },
   exists: (path: string) => boolean = existsSync,
   env: NodeJS.ProcessEnv = process.env,
 ): ClusterAccess {
-  const urls = [config.jwks_url, config.oidc_discovery_url, config.kubernetes_host].filter((u): u is string => u !== undefined);
+  const urls = [config.jwks_url, config.oidc_discovery_url, config.kubernetes_host].filter(
+    (u): u is string => u !== undefined,
+  );
   const inCluster = (url: string) => {
     const { protocol, hostname } = new URL(url);
-    return protocol === 'https:' && (IN_CLUSTER_HOSTS.includes(hostname) || (env.KUBERNETES_SERVICE_HOST !== undefined && hostname === env.KUBERNETES_SERVICE_HOST));
+    return (
+      protocol === 'https:' &&
+      (IN_CLUSTER_HOSTS.includes(hostname) ||
+        (env.KUBERNETES_SERVICE_HOST !== undefined && hostname === env.KUBERNETES_SERVICE_HOST))
+    );
   };
   const inPod = config.type === 'kubernetes' && urls.length > 0 && urls.every(inCluster);
   const caFile = config.ca_file ?? (inPod && exists(IN_POD_CA_FILE) ? IN_POD_CA_FILE : undefined);
-  const bearerTokenFile = config.bearer_token_file ?? (inPod && exists(IN_POD_TOKEN_FILE) ? IN_POD_TOKEN_FILE : undefined);
+  const bearerTokenFile =
+    config.bearer_token_file ?? (inPod && exists(IN_POD_TOKEN_FILE) ? IN_POD_TOKEN_FILE : undefined);
   return { ...(caFile ? { caFile } : {}), ...(bearerTokenFile ? { bearerTokenFile } : {}) };
 }
 
@@ -65,19 +84,41 @@ export class ClusterClient {
   }
 
   bearerToken(): string | undefined {
-    return this.access.bearerTokenFile ? readConfigFile(this.name, 'bearer_token_file', this.access.bearerTokenFile) : undefined;
+    return this.access.bearerTokenFile
+      ? readConfigFile(this.name, 'bearer_token_file', this.access.bearerTokenFile)
+      : undefined;
   }
 
-  request(url: string, opts: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; signal?: AbortSignal; timeoutMs?: number }): Promise<ClusterResponse> {
+  request(
+    url: string,
+    opts: {
+      method: 'GET' | 'POST';
+      headers?: Record<string, string>;
+      body?: string;
+      signal?: AbortSignal;
+      timeoutMs?: number;
+    },
+  ): Promise<ClusterResponse> {
     const target = new URL(url);
     const token = this.bearerToken();
     // A bearer token never travels in clear text.
-    if (token && target.protocol !== 'https:') return Promise.reject(new Error(`refusing to send the bearer token to ${target.origin} over ${target.protocol}`));
-    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers, ...(token ? { authorization: `Bearer ${token}` } : {}) };
+    if (token && target.protocol !== 'https:')
+      return Promise.reject(new Error(`refusing to send the bearer token to ${target.origin} over ${target.protocol}`));
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      ...opts.headers,
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    };
     if (opts.body !== undefined) headers['content-length'] = String(Buffer.byteLength(opts.body));
     const transport = target.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
-      const options = { method: opts.method, headers, signal: opts.signal, timeout: opts.timeoutMs ?? 5000, ...(this.ca ? { ca: this.ca } : {}) };
+      const options = {
+        method: opts.method,
+        headers,
+        signal: opts.signal,
+        timeout: opts.timeoutMs ?? 5000,
+        ...(this.ca ? { ca: this.ca } : {}),
+      };
       const onResponse = (res: IncomingMessage) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -91,7 +132,13 @@ export class ClusterClient {
         res.on('error', reject);
       };
       const req = transport.request(target, options, onResponse);
-      req.on('timeout', () => req.destroy(Object.assign(new Error(`${target.origin} did not answer within ${options.timeout} ms`), { code: 'ETIMEDOUT' })));
+      req.on('timeout', () =>
+        req.destroy(
+          Object.assign(new Error(`${target.origin} did not answer within ${options.timeout} ms`), {
+            code: 'ETIMEDOUT',
+          }),
+        ),
+      );
       req.on('error', reject);
       req.end(opts.body);
     });
@@ -104,7 +151,11 @@ export class ClusterClient {
   fetchForJose = async (url: string, options: { headers: Headers; signal: AbortSignal }): Promise<Response> => {
     let res: ClusterResponse;
     try {
-      res = await this.request(url, { method: 'GET', headers: Object.fromEntries(options.headers.entries()), signal: options.signal });
+      res = await this.request(url, {
+        method: 'GET',
+        headers: Object.fromEntries(options.headers.entries()),
+        signal: options.signal,
+      });
     } catch (err) {
       if (options.signal.aborted) throw Object.assign(new Error('JWKS fetch timed out'), { name: 'TimeoutError' });
       // Without a code, the mount reports the key source as down (502), as it does for fetch's own failures.
@@ -118,6 +169,8 @@ function readConfigFile(mount: string, key: string, path: string): string {
   try {
     return readFileSync(path, 'utf8').trim();
   } catch (err) {
-    throw new ConfigError(`auth.${mount}.${key}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`);
+    throw new ConfigError(
+      `auth.${mount}.${key}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`,
+    );
   }
 }

@@ -12,9 +12,21 @@ export interface Identity {
   root: boolean;
 }
 
-export const ROOT_IDENTITY: Identity = { name: 'root', authMount: 'token', metadata: {}, policies: ['root'], root: true };
+export const ROOT_IDENTITY: Identity = {
+  name: 'root',
+  authMount: 'token',
+  metadata: {},
+  policies: ['root'],
+  root: true,
+};
 
 /** The part of an identity stored on each lease and in each audit record. */
 export function identityRecord(identity: Identity) {
-  return { name: identity.name, auth_mount: identity.authMount, metadata: identity.metadata, ...(identity.accessor ? { accessor: identity.accessor } : {}), root: identity.root };
+  return {
+    name: identity.name,
+    auth_mount: identity.authMount,
+    metadata: identity.metadata,
+    ...(identity.accessor ? { accessor: identity.accessor } : {}),
+    root: identity.root,
+  };
 }

@@ -1,5 +1,12 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import {
+  createRemoteJWKSet,
+  customFetch,
+  decodeProtectedHeader,
+  jwtVerify,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+} from 'jose';
 import { InvalidRequest, TargetError, messageOf } from '../errors.js';
 import type { AuthMountConfig, AuthRoleConfig } from './auth-config.js';
 import { claimMatches, claimValue } from './claims.js';
@@ -48,13 +55,15 @@ export class JwtAuthMount {
     const role = Object.hasOwn(this.config.roles, roleName) ? this.config.roles[roleName]! : undefined;
     if (!role) throw new InvalidRequest(`role "${roleName.slice(0, 64)}" could not be found`);
     if (typeof jwt !== 'string' || !jwt) throw new InvalidRequest('missing jwt');
-    if (Buffer.byteLength(jwt) > this.config.max_jwt_bytes) throw new InvalidRequest(`jwt is too large (over ${this.config.max_jwt_bytes} bytes)`);
+    if (Buffer.byteLength(jwt) > this.config.max_jwt_bytes)
+      throw new InvalidRequest(`jwt is too large (over ${this.config.max_jwt_bytes} bytes)`);
 
     const verified = await this.verifySignature(jwt);
     const claims = this.config.type === 'kubernetes' ? withKubernetesClaimsReconciled(verified) : verified;
     const identity = this.bind(claims, roleName, role);
     // After the local checks, so a token that fails them never reaches the API server.
-    if (this.reviewer) await this.reviewer.review(jwt, role.bound_audiences, typeof claims.sub === 'string' ? claims.sub : undefined);
+    if (this.reviewer)
+      await this.reviewer.review(jwt, role.bound_audiences, typeof claims.sub === 'string' ? claims.sub : undefined);
     return { identity, role: roleName, roleConfig: role };
   }
 
@@ -79,7 +88,11 @@ export class JwtAuthMount {
     return payload;
   }
 
-  private async verifyWith(jwt: string, keys: JWTVerifyGetKey | KeyObject[], options: Parameters<typeof jwtVerify>[2]): Promise<JWTPayload> {
+  private async verifyWith(
+    jwt: string,
+    keys: JWTVerifyGetKey | KeyObject[],
+    options: Parameters<typeof jwtVerify>[2],
+  ): Promise<JWTPayload> {
     try {
       if (!Array.isArray(keys)) return (await jwtVerify(jwt, keys, options)).payload;
       let lastError: unknown;
@@ -100,7 +113,12 @@ export class JwtAuthMount {
   private explain(err: unknown): Error {
     const e = err as { code?: string; claim?: string; reason?: string };
     if (e.code === 'ERR_JWT_CLAIM_VALIDATION_FAILED') {
-      const reason = e.claim === 'nbf' ? 'token is not yet valid' : e.claim === 'iss' ? 'issuer does not match bound_issuer' : `invalid "${e.claim}" claim`;
+      const reason =
+        e.claim === 'nbf'
+          ? 'token is not yet valid'
+          : e.claim === 'iss'
+            ? 'issuer does not match bound_issuer'
+            : `invalid "${e.claim}" claim`;
       return new InvalidRequest(`error validating token: ${reason}`);
     }
     if (e.code && REASONS[e.code]) return new InvalidRequest(`error validating token: ${REASONS[e.code]}`);
@@ -136,7 +154,8 @@ export class JwtAuthMount {
       } catch {
         // answered below as "gave no jwks_uri"
       }
-      if (res.status !== 200 || !doc.jwks_uri) throw new TargetError(`auth/${this.name}`, `OIDC discovery at ${discoveryUrl} gave no jwks_uri`);
+      if (res.status !== 200 || !doc.jwks_uri)
+        throw new TargetError(`auth/${this.name}`, `OIDC discovery at ${discoveryUrl} gave no jwks_uri`);
       this.keySource = remote(doc.jwks_uri);
     }
     return this.keySource;
@@ -145,17 +164,26 @@ export class JwtAuthMount {
   /** Checks the role's bindings and builds the identity; Vault's texts where clients match them. */
   private bind(claims: JWTPayload, roleName: string, role: AuthRoleConfig): Omit<Identity, 'accessor'> {
     const audiences = Array.isArray(claims.aud) ? claims.aud : claims.aud ? [claims.aud] : [];
-    if (!audiences.some((a) => role.bound_audiences.includes(a))) throw new InvalidRequest('error validating token: invalid audience (aud) claim: audience claim does not match any expected audience');
-    if (role.bound_subject && claims.sub !== role.bound_subject) throw new InvalidRequest('error validating token: sub claim does not match bound subject');
+    if (!audiences.some((a) => role.bound_audiences.includes(a)))
+      throw new InvalidRequest(
+        'error validating token: invalid audience (aud) claim: audience claim does not match any expected audience',
+      );
+    if (role.bound_subject && claims.sub !== role.bound_subject)
+      throw new InvalidRequest('error validating token: sub claim does not match bound subject');
     for (const [selector, allowed] of Object.entries(role.bound_claims ?? {})) {
-      if (!claimMatches(claimValue(claims, selector), allowed)) throw new InvalidRequest(`error validating claims: claim "${selector}" does not match any associated bound claim values`);
+      if (!claimMatches(claimValue(claims, selector), allowed))
+        throw new InvalidRequest(
+          `error validating claims: claim "${selector}" does not match any associated bound claim values`,
+        );
     }
     const name = claimValue(claims, role.user_claim);
-    if (typeof name !== 'string' || !name) throw new InvalidRequest(`error validating claims: user claim "${role.user_claim}" is missing or not a string`);
+    if (typeof name !== 'string' || !name)
+      throw new InvalidRequest(`error validating claims: user claim "${role.user_claim}" is missing or not a string`);
     const metadata: Record<string, string> = { role: roleName };
     for (const [selector, key] of Object.entries(role.claim_mappings ?? {})) {
       const value = claimValue(claims, selector);
-      if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') metadata[key] = String(value);
+      if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean')
+        metadata[key] = String(value);
     }
     if (this.config.type === 'kubernetes') Object.assign(metadata, kubernetesMetadata(claims));
     return { name, authMount: this.name, metadata, policies: role.token_policies, root: false };
@@ -165,8 +193,16 @@ export class JwtAuthMount {
 /** Where a service-account token names its service account: the projected (nested) form, and the legacy (flat) one. */
 const KUBERNETES_CLAIMS = [
   { field: 'namespace', nested: ['namespace'], flat: 'kubernetes.io/serviceaccount/namespace' },
-  { field: 'service account name', nested: ['serviceaccount', 'name'], flat: 'kubernetes.io/serviceaccount/service-account.name' },
-  { field: 'service account uid', nested: ['serviceaccount', 'uid'], flat: 'kubernetes.io/serviceaccount/service-account.uid' },
+  {
+    field: 'service account name',
+    nested: ['serviceaccount', 'name'],
+    flat: 'kubernetes.io/serviceaccount/service-account.name',
+  },
+  {
+    field: 'service account uid',
+    nested: ['serviceaccount', 'uid'],
+    flat: 'kubernetes.io/serviceaccount/service-account.uid',
+  },
 ] as const;
 
 /**
@@ -178,15 +214,22 @@ const KUBERNETES_CLAIMS = [
 function withKubernetesClaimsReconciled(claims: JWTPayload): JWTPayload {
   const nestedRoot = claims['kubernetes.io'];
   const out: Record<string, unknown> = { ...claims };
-  const nested: Record<string, unknown> = nestedRoot && typeof nestedRoot === 'object' && !Array.isArray(nestedRoot) ? { ...(nestedRoot as Record<string, unknown>) } : {};
+  const nested: Record<string, unknown> =
+    nestedRoot && typeof nestedRoot === 'object' && !Array.isArray(nestedRoot)
+      ? { ...(nestedRoot as Record<string, unknown>) }
+      : {};
   const serviceAccount: Record<string, unknown> =
-    nested.serviceaccount && typeof nested.serviceaccount === 'object' && !Array.isArray(nested.serviceaccount) ? { ...(nested.serviceaccount as Record<string, unknown>) } : {};
+    nested.serviceaccount && typeof nested.serviceaccount === 'object' && !Array.isArray(nested.serviceaccount)
+      ? { ...(nested.serviceaccount as Record<string, unknown>) }
+      : {};
   for (const { field, nested: where, flat } of KUBERNETES_CLAIMS) {
     const holder = where.length === 1 ? nested : serviceAccount;
     const key = where[where.length - 1]!;
     const values = [holder[key], claims[flat]].filter((v) => v !== undefined && v !== null);
-    if (values.some((v) => typeof v !== 'string')) throw new InvalidRequest(`error validating claims: the token's Kubernetes claim "${field}" is not a string`);
-    if (new Set(values).size > 1) throw new InvalidRequest(`error validating claims: the token's Kubernetes claims disagree on the ${field}`);
+    if (values.some((v) => typeof v !== 'string'))
+      throw new InvalidRequest(`error validating claims: the token's Kubernetes claim "${field}" is not a string`);
+    if (new Set(values).size > 1)
+      throw new InvalidRequest(`error validating claims: the token's Kubernetes claims disagree on the ${field}`);
     if (values.length === 0) continue;
     holder[key] = values[0];
     out[flat] = values[0];

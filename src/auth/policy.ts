@@ -4,7 +4,16 @@ import { globMatches } from './claims.js';
 
 export type Capability = 'read' | 'create' | 'update' | 'list' | 'delete' | 'revoke' | 'sudo' | 'deny';
 
-const CAPABILITIES = ['read', 'create', 'update', 'list', 'delete', 'revoke', 'sudo', 'deny'] as const satisfies readonly Capability[];
+const CAPABILITIES = [
+  'read',
+  'create',
+  'update',
+  'list',
+  'delete',
+  'revoke',
+  'sudo',
+  'deny',
+] as const satisfies readonly Capability[];
 const ROOT_CAPABILITIES: Capability[] = CAPABILITIES.filter((c) => c !== 'deny');
 
 const POLICY_NAME = /^[a-z][a-z0-9_-]{0,63}$/;
@@ -16,11 +25,13 @@ const allowedTtl = durationSchema('allowed_ttl').refine((seconds) => seconds !==
 
 /** Why a rule path cannot be used, or undefined when it can. */
 function pathProblem(path: string): string | undefined {
-  if (path.startsWith('/')) return 'must not start with "/" (paths are written as after /v1/, e.g. "warehouse/creds/etl-reader")';
+  if (path.startsWith('/'))
+    return 'must not start with "/" (paths are written as after /v1/, e.g. "warehouse/creds/etl-reader")';
   // Control characters have no place in a path, and NUL marks an unfillable template (ANY_VALUE).
   if (/[\u0000-\u001f\u007f]/.test(path)) return 'must not contain control characters';
   for (const [, expr] of path.matchAll(TEMPLATE)) {
-    if (!TEMPLATE_EXPR.test(expr!)) return `unknown template "{{${expr}}}": use {{identity.name}} or {{identity.metadata.<key>}}`;
+    if (!TEMPLATE_EXPR.test(expr!))
+      return `unknown template "{{${expr}}}": use {{identity.name}} or {{identity.metadata.<key>}}`;
   }
   const literal = path.replace(TEMPLATE, 'x');
   const placement = templatePlacementProblem(path);
@@ -80,9 +91,18 @@ const ruleSchema = z
 export const policyConfigSchema = z.record(z.string(), z.array(ruleSchema)).superRefine((policies, ctx) => {
   for (const name of Object.keys(policies)) {
     if (name === 'root') {
-      ctx.addIssue({ code: 'custom', path: [name], message: '"root" is reserved: the root token\'s policy grants everything and cannot be redefined' });
+      ctx.addIssue({
+        code: 'custom',
+        path: [name],
+        message: '"root" is reserved: the root token\'s policy grants everything and cannot be redefined',
+      });
     } else if (!POLICY_NAME.test(name)) {
-      ctx.addIssue({ code: 'custom', path: [name], message: 'a policy name must be 1-64 characters: lower-case letters, digits, "_" or "-", starting with a letter' });
+      ctx.addIssue({
+        code: 'custom',
+        path: [name],
+        message:
+          'a policy name must be 1-64 characters: lower-case letters, digits, "_" or "-", starting with a letter',
+      });
     }
   }
 });
@@ -133,10 +153,20 @@ function compile(rule: PolicyConfig[string][number]): CompiledRule {
     last = m.index + m[0].length;
     const next = rule.path[last];
     const stop = next !== undefined && SEPARATORS.includes(next) ? { stop: next } : {};
-    parts.push(expr === 'identity.name' ? { name: true, ...stop } : { metadata: expr.slice('identity.metadata.'.length), ...stop });
+    parts.push(
+      expr === 'identity.name'
+        ? { name: true, ...stop }
+        : { metadata: expr.slice('identity.metadata.'.length), ...stop },
+    );
   }
   if (last < rule.path.length) parts.push(rule.path.slice(last));
-  return { path: rule.path, parts, deny: rule.capabilities.includes('deny'), capabilities: rule.capabilities, ...(rule.allowed_ttl !== undefined ? { allowedTtl: rule.allowed_ttl } : {}) };
+  return {
+    path: rule.path,
+    parts,
+    deny: rule.capabilities.includes('deny'),
+    capabilities: rule.capabilities,
+    ...(rule.allowed_ttl !== undefined ? { allowedTtl: rule.allowed_ttl } : {}),
+  };
 }
 
 /**
@@ -144,7 +174,13 @@ function compile(rule: PolicyConfig[string][number]): CompiledRule {
  * literal: an empty value would also widen `team_{{…}}*` to `team_*`.
  */
 const safeValue = (v: unknown, stop: string | undefined): v is string =>
-  typeof v === 'string' && v !== '' && !v.includes('/') && !v.includes('*') && !v.includes('+') && !v.includes('..') && !(stop && v.includes(stop));
+  typeof v === 'string' &&
+  v !== '' &&
+  !v.includes('/') &&
+  !v.includes('*') &&
+  !v.includes('+') &&
+  !v.includes('..') &&
+  !(stop && v.includes(stop));
 
 /** Stands for "any value" in a deny rule whose template cannot be filled. */
 const ANY_VALUE = '\u0000';
@@ -162,7 +198,12 @@ function fill(rule: CompiledRule, identity: IdentityForTemplates): string | unde
       continue;
     }
     // hasOwn: only the identity's own claims count, never a key reached through a prototype.
-    const value = 'name' in part ? identity.name : Object.hasOwn(identity.metadata, part.metadata) ? identity.metadata[part.metadata] : undefined;
+    const value =
+      'name' in part
+        ? identity.name
+        : Object.hasOwn(identity.metadata, part.metadata)
+          ? identity.metadata[part.metadata]
+          : undefined;
     if (safeValue(value, part.stop)) out += value;
     else if (rule.deny) out += ANY_VALUE;
     else return undefined;
@@ -253,7 +294,12 @@ export class PolicySet {
   }
 
   /** Whether `policies` grant any of `capabilities` on `path`; the one place a decision is read as yes or no. */
-  allows(policies: string[], path: string, capabilities: Capability | Capability[], identity: IdentityForTemplates): boolean {
+  allows(
+    policies: string[],
+    path: string,
+    capabilities: Capability | Capability[],
+    identity: IdentityForTemplates,
+  ): boolean {
     return grants(this.evaluate(policies, path, identity), capabilities);
   }
 

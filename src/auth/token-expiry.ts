@@ -7,7 +7,12 @@ import type { TokenStore } from './token-store.js';
  * As in Vault, a token that expires takes its leases with it, unless its auth role said
  * otherwise (revoke_leases_with_token: false). A plain periodic function: the timer only calls it.
  */
-export async function expireTokensOnce(tokens: TokenStore, leases: LeaseService, log: Logger, limit = 100): Promise<number> {
+export async function expireTokensOnce(
+  tokens: TokenStore,
+  leases: LeaseService,
+  log: Logger,
+  limit = 100,
+): Promise<number> {
   let revoked = 0;
   for (const token of await tokens.claimExpired(limit)) {
     try {

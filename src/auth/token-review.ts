@@ -7,7 +7,13 @@ const tokenReviewResponse = z.object({
   status: z
     .object({
       authenticated: z.boolean().optional(),
-      user: z.object({ username: z.string().optional(), uid: z.string().optional(), extra: z.record(z.string(), z.array(z.string())).optional() }).optional(),
+      user: z
+        .object({
+          username: z.string().optional(),
+          uid: z.string().optional(),
+          extra: z.record(z.string(), z.array(z.string())).optional(),
+        })
+        .optional(),
       audiences: z.array(z.string()).optional(),
       error: z.string().optional(),
     })
@@ -37,7 +43,11 @@ export class TokenReviewer {
    */
   async review(jwt: string, audiences: string[], expectedUsername: string | undefined): Promise<ReviewedToken> {
     const url = `${this.host.replace(/\/$/, '')}/apis/authentication.k8s.io/v1/tokenreviews`;
-    const body = JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: jwt, audiences } });
+    const body = JSON.stringify({
+      apiVersion: 'authentication.k8s.io/v1',
+      kind: 'TokenReview',
+      spec: { token: jwt, audiences },
+    });
     let res;
     try {
       res = await this.client.request(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
@@ -45,13 +55,19 @@ export class TokenReviewer {
       throw new TargetError(`auth/${this.mount}`, `TokenReview at ${new URL(url).origin} failed: ${messageOf(err)}`);
     }
     if (res.status !== 200 && res.status !== 201) {
-      throw new TargetError(`auth/${this.mount}`, `TokenReview at ${new URL(url).origin} answered HTTP ${res.status}${res.status === 401 || res.status === 403 ? ' (may the reviewer token create tokenreviews?)' : ''}`);
+      throw new TargetError(
+        `auth/${this.mount}`,
+        `TokenReview at ${new URL(url).origin} answered HTTP ${res.status}${res.status === 401 || res.status === 403 ? ' (may the reviewer token create tokenreviews?)' : ''}`,
+      );
     }
     let parsed;
     try {
       parsed = tokenReviewResponse.parse(JSON.parse(res.body));
     } catch {
-      throw new TargetError(`auth/${this.mount}`, `TokenReview at ${new URL(url).origin} answered something that is not a TokenReview`);
+      throw new TargetError(
+        `auth/${this.mount}`,
+        `TokenReview at ${new URL(url).origin} answered something that is not a TokenReview`,
+      );
     }
     const status = parsed.status ?? {};
     if (status.authenticated !== true) throw new PermissionDenied();

@@ -17,7 +17,8 @@ export class ApiError extends Error {
  */
 function deniedMessage(errors: string[], tokenSet: boolean, method: string, path: string): string {
   if (!tokenSet) return 'permission denied: no token set (set CREDBROKER_TOKEN or run credbroker login)';
-  if (errors.includes('invalid token')) return 'permission denied: the token is unknown, expired or revoked (run credbroker login for a new one)';
+  if (errors.includes('invalid token'))
+    return 'permission denied: the token is unknown, expired or revoked (run credbroker login for a new one)';
   return `permission denied: the token's policies do not allow ${method} ${path}`;
 }
 
@@ -58,10 +59,16 @@ export class ApiClient {
     if (this.opts.token) headers['x-vault-token'] = this.opts.token;
     let res: Response;
     try {
-      res = await fetch(url, { method: httpMethod, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetch(url, {
+        method: httpMethod,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new Error(`cannot reach credbroker at ${this.opts.address}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+      throw new Error(
+        `cannot reach credbroker at ${this.opts.address}: ${cause?.code ?? cause?.message ?? (err as Error).message}`,
+      );
     }
     if (res.status === 204) return { body: null, headers: res.headers };
     const text = await res.text();
@@ -73,7 +80,12 @@ export class ApiClient {
     }
     const errors: string[] = Array.isArray(parsed?.errors) ? parsed.errors : [];
     if (res.status === 403 && errors.includes('permission denied')) {
-      throw new ApiError(res.status, errors, parsed, deniedMessage(errors, Boolean(this.opts.token), method, url.pathname));
+      throw new ApiError(
+        res.status,
+        errors,
+        parsed,
+        deniedMessage(errors, Boolean(this.opts.token), method, url.pathname),
+      );
     }
     if (!res.ok) throw new ApiError(res.status, errors, parsed);
     return { body: parsed, headers: res.headers };

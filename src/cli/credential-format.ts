@@ -7,7 +7,8 @@ import type { CredentialEnvelope, CredentialFormats, EngineRegistry, FormatOptio
  */
 export type CredentialFormat = string;
 
-const formatsOf = (engines: EngineRegistry): CredentialFormats[] => Object.values(engines).flatMap((e) => (e.formats ? [e.formats] : []));
+const formatsOf = (engines: EngineRegistry): CredentialFormats[] =>
+  Object.values(engines).flatMap((e) => (e.formats ? [e.formats] : []));
 
 /** Every format name, for `--format`: the two any credential has, then each engine's own, in registry order. */
 export function credentialFormats(engines: EngineRegistry = allEngines): string[] {
@@ -30,15 +31,24 @@ function envNamesFor(data: Record<string, unknown>, engines: EngineRegistry): Re
   return best.names;
 }
 
-export function formatCredential(envelope: CredentialEnvelope, format: CredentialFormat, opts: FormatOptions = {}, engines: EngineRegistry = allEngines): string {
+export function formatCredential(
+  envelope: CredentialEnvelope,
+  format: CredentialFormat,
+  opts: FormatOptions = {},
+  engines: EngineRegistry = allEngines,
+): string {
   const data = envelope.data ?? {};
   if (format === 'json') return `${JSON.stringify(envelope, null, 2)}\n`;
   if (format === 'env') {
     const names = envNamesFor(data, engines);
-    const lines = [`CREDBROKER_LEASE_ID=${shellQuote(envelope.lease_id)}`, `CREDBROKER_LEASE_DURATION=${envelope.lease_duration}`];
+    const lines = [
+      `CREDBROKER_LEASE_ID=${shellQuote(envelope.lease_id)}`,
+      `CREDBROKER_LEASE_DURATION=${envelope.lease_duration}`,
+    ];
     for (const [key, value] of Object.entries(data)) {
       if (value === null || value === undefined) continue;
-      const name = (Object.hasOwn(names, key) ? names[key] : undefined) ?? key.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
+      const name =
+        (Object.hasOwn(names, key) ? names[key] : undefined) ?? key.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
       lines.push(`${name}=${shellQuote(String(value))}`);
     }
     return `${lines.join('\n')}\n`;

@@ -50,7 +50,12 @@ async function devPassword(dataDir: string | undefined): Promise<string> {
 }
 
 /** Which option set each config key dev fills in, so a refusal names what the user typed. */
-const OPTION_OF: Record<string, string> = { root_token: '--root-token', 'listen.address': '--address', 'listen.port': '--port', log_level: '--log-level' };
+const OPTION_OF: Record<string, string> = {
+  root_token: '--root-token',
+  'listen.address': '--address',
+  'listen.port': '--port',
+  log_level: '--log-level',
+};
 
 /** The broker config of a dev run, from its options and the embedded server's URLs. */
 function devConfig(opts: DevOptions, rootToken: string, url: (database: string) => string): BrokerConfig {
@@ -92,7 +97,11 @@ export async function runDev(opts: DevOptions): Promise<void> {
   }
   const password = await devPassword(dataDir);
   process.stderr.write('starting embedded PostgreSQL…\n');
-  const server = await startEmbeddedPostgres({ dataDir: dataDir && join(dataDir, 'pg'), password, persistent: Boolean(dataDir) });
+  const server = await startEmbeddedPostgres({
+    dataDir: dataDir && join(dataDir, 'pg'),
+    password,
+    persistent: Boolean(dataDir),
+  });
   const log = createLogger(opts.logLevel);
   let broker: Awaited<ReturnType<typeof startBroker>> | undefined;
   try {
@@ -108,7 +117,9 @@ export async function runDev(opts: DevOptions): Promise<void> {
       [
         '',
         'credbroker dev is running: an embedded PostgreSQL is both the lease store and the demo target.',
-        dataDir ? `Data: ${dataDir} (kept across restarts)` : 'Data: a temporary directory, deleted on exit (use --data DIR to keep it).',
+        dataDir
+          ? `Data: ${dataDir} (kept across restarts)`
+          : 'Data: a temporary directory, deleted on exit (use --data DIR to keep it).',
         '',
         'In another shell:',
         `  export CREDBROKER_ADDR=${broker.url}`,
@@ -128,7 +139,9 @@ export async function runDev(opts: DevOptions): Promise<void> {
     await broker?.close().catch(() => undefined);
     await server.stop().catch(() => undefined);
     if (err instanceof ListenFailed) {
-      throw new Error(`${err.message}; ${err.reason === 'EADDRINUSE' ? 'pass --port or stop the other process' : 'pass another --address or --port'}`);
+      throw new Error(
+        `${err.message}; ${err.reason === 'EADDRINUSE' ? 'pass --port or stop the other process' : 'pass another --address or --port'}`,
+      );
     }
     throw err;
   }

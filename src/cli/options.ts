@@ -20,7 +20,8 @@ export function leasePrefix(value: string): string {
   } catch (err) {
     throw new InvalidArgumentError((err as Error).message);
   }
-  if (value.split('/').some((segment) => segment === '.' || segment === '..')) throw new InvalidArgumentError('"." and ".." segments are not allowed');
+  if (value.split('/').some((segment) => segment === '.' || segment === '..'))
+    throw new InvalidArgumentError('"." and ".." segments are not allowed');
   return value;
 }
 
@@ -30,7 +31,8 @@ export function leaseId(value: string): string {
 }
 
 export function mountRole(value: string): string {
-  if (!/^[a-z][a-z0-9_-]*\/[a-z][a-z0-9_-]*$/.test(value)) throw new InvalidArgumentError('expected <mount>/<role>, e.g. demo/readonly');
+  if (!/^[a-z][a-z0-9_-]*\/[a-z][a-z0-9_-]*$/.test(value))
+    throw new InvalidArgumentError('expected <mount>/<role>, e.g. demo/readonly');
   return value;
 }
 

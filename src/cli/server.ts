@@ -11,12 +11,18 @@ export async function runServer(configPath: string): Promise<void> {
   const log = createLogger(config.log_level);
   const broker = await startBroker(config, { log }).catch((err: unknown) => {
     if (err instanceof ListenFailed) {
-      throw new Error(`${err.message}; change listen in ${configPath}${err.reason === 'EADDRINUSE' ? ' or stop the other process' : ''}`);
+      throw new Error(
+        `${err.message}; change listen in ${configPath}${err.reason === 'EADDRINUSE' ? ' or stop the other process' : ''}`,
+      );
     }
     throw err;
   });
   // Log rotation: reopen audit files in place.
-  process.on('SIGHUP', () => void broker.auditor.reopen().catch((err) => log.error({ err: (err as Error).message }, 'audit reopen failed')));
+  process.on(
+    'SIGHUP',
+    () =>
+      void broker.auditor.reopen().catch((err) => log.error({ err: (err as Error).message }, 'audit reopen failed')),
+  );
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

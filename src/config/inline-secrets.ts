@@ -2,7 +2,8 @@ import type { ConfigSecret, EngineRegistry } from '../engines.js';
 import { ConfigError } from '../errors.js';
 
 const isRef = (s: unknown) => typeof s === 'string' && /^\$\{(env|file):[^}]+\}$/.test(s);
-const asRecord = (v: unknown): Record<string, unknown> => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+const asRecord = (v: unknown): Record<string, unknown> =>
+  v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 
 /** Whether a secret field is written inline: any value but a ref, or a URL whose password is not a ref. */
 function inlineSecret(value: unknown, kind: ConfigSecret): boolean {

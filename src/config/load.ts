@@ -21,7 +21,9 @@ export function resolveRefs(value: unknown, path: string[] = [], env: NodeJS.Pro
       try {
         return readFileSync(ref, 'utf8').trim();
       } catch (err) {
-        throw new ConfigError(`${path.join('.')}: cannot read ${ref}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`);
+        throw new ConfigError(
+          `${path.join('.')}: cannot read ${ref}: ${(err as NodeJS.ErrnoException).code ?? messageOf(err)}`,
+        );
       }
     });
   }
@@ -46,7 +48,11 @@ export function formatIssues(issues: z.core.$ZodIssue[], prefix: (string | numbe
  * Parses, resolves refs and validates everything, mounts and roles by their engines' schemas;
  * a bad config throws ConfigError naming the key. `engines` are those the broker will run.
  */
-export function parseConfig(text: string, env: NodeJS.ProcessEnv = process.env, engines: EngineRegistry = allEngines): BrokerConfig {
+export function parseConfig(
+  text: string,
+  env: NodeJS.ProcessEnv = process.env,
+  engines: EngineRegistry = allEngines,
+): BrokerConfig {
   let raw: unknown;
   try {
     raw = parseYaml(text);

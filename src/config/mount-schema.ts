@@ -49,33 +49,50 @@ export function engineMountConfig(mount: MountConfig): Record<string, unknown> {
 export function splitRole(role: RoleConfig): { common: RoleCommon; config: Record<string, unknown> } {
   const common: Record<string, unknown> = {};
   const config: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(role)) ((ROLE_COMMON_KEYS as readonly string[]).includes(key) ? common : config)[key] = value;
+  for (const [key, value] of Object.entries(role))
+    ((ROLE_COMMON_KEYS as readonly string[]).includes(key) ? common : config)[key] = value;
   return { common: common as RoleCommon, config };
 }
 
 type Issues = z.core.$ZodIssue[];
 /** Issues of a nested parse, re-rooted under `path`. */
-const under = (path: (string | number)[], issues: Issues) => issues.map((issue) => ({ ...issue, path: [...path, ...issue.path] }));
+const under = (path: (string | number)[], issues: Issues) =>
+  issues.map((issue) => ({ ...issue, path: [...path, ...issue.path] }));
 
 /** One mount's issues (the first problem found, as a person fixing the file reads them), or its validated form. */
-function validateMount(engines: EngineRegistry, name: string, raw: unknown): { issues: Issues } | { mount: MountConfig } {
-  if (!NAME_PATTERN.test(name)) return { issues: [{ code: 'custom', path: [], message: `a mount name ${NAME_RULE}`, input: name }] };
-  if (name === 'sys') return { issues: [{ code: 'custom', path: [], message: '"sys" is reserved for the broker\'s own API', input: name }] };
+function validateMount(
+  engines: EngineRegistry,
+  name: string,
+  raw: unknown,
+): { issues: Issues } | { mount: MountConfig } {
+  if (!NAME_PATTERN.test(name))
+    return { issues: [{ code: 'custom', path: [], message: `a mount name ${NAME_RULE}`, input: name }] };
+  if (name === 'sys')
+    return {
+      issues: [{ code: 'custom', path: [], message: '"sys" is reserved for the broker\'s own API', input: name }],
+    };
   const base = mountCommonSchema.safeParse(raw);
   if (!base.success) return { issues: base.error.issues };
   const { type, roles: rawRoles, ...mountFields } = base.data;
   const engine = Object.hasOwn(engines, type) ? engines[type] : undefined;
-  if (!engine) return { issues: [{ code: 'custom', path: ['type'], message: `unknown engine "${type}"`, input: type }] };
+  if (!engine)
+    return { issues: [{ code: 'custom', path: ['type'], message: `unknown engine "${type}"`, input: type }] };
   const parsed = engine.mountSchema.safeParse(mountFields);
   if (!parsed.success) return { issues: parsed.error.issues };
   const roles: Record<string, RoleConfig> = {};
   for (const [roleName, rawRole] of Object.entries(rawRoles)) {
     const path = ['roles', roleName];
-    if (!NAME_PATTERN.test(roleName)) return { issues: [{ code: 'custom', path, message: `a role name ${NAME_RULE}`, input: roleName }] };
+    if (!NAME_PATTERN.test(roleName))
+      return { issues: [{ code: 'custom', path, message: `a role name ${NAME_RULE}`, input: roleName }] };
     const { common: rawCommon, config: rawEngineRole } = splitRole(rawRole as RoleConfig);
     const common = roleCommonSchema.safeParse(rawCommon);
     if (!common.success) return { issues: under(path, common.error.issues) };
-    if (common.data.default_ttl > common.data.max_ttl) return { issues: [{ code: 'custom', path: [...path, 'default_ttl'], message: 'must not exceed max_ttl', input: rawCommon }] };
+    if (common.data.default_ttl > common.data.max_ttl)
+      return {
+        issues: [
+          { code: 'custom', path: [...path, 'default_ttl'], message: 'must not exceed max_ttl', input: rawCommon },
+        ],
+      };
     const role = engine.roleSchema.safeParse(rawEngineRole);
     if (!role.success) return { issues: under(path, role.error.issues) };
     roles[roleName] = { ...common.data, ...(role.data as Record<string, unknown>) };

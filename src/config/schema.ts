@@ -10,7 +10,14 @@ import { mountsSchemaFor } from './mount-schema.js';
 import { storeRetentionSchema, tidySchema } from '../store/retention.js';
 
 export { durationSeconds };
-export { NAME_PATTERN, NAME_RULE, roleCommonSchema, type MountConfig, type RoleCommon, type RoleConfig } from './mount-schema.js';
+export {
+  NAME_PATTERN,
+  NAME_RULE,
+  roleCommonSchema,
+  type MountConfig,
+  type RoleCommon,
+  type RoleConfig,
+} from './mount-schema.js';
 
 /** A dead replica's leases are revoked elsewhere within this (+ one reaper tick) by default. */
 const DEFAULT_CLAIM_TTL = 3;
@@ -20,7 +27,10 @@ const MAX_CLAIM_TTL = 3600;
 export const reaperSchema = z
   .object({
     /** node-cron expression with seconds: every second by default. */
-    schedule: z.string().refine((s) => cron.validate(s), 'must be a node-cron expression, e.g. "* * * * * *" (every second)').default('* * * * * *'),
+    schedule: z
+      .string()
+      .refine((s) => cron.validate(s), 'must be a node-cron expression, e.g. "* * * * * *" (every second)')
+      .default('* * * * * *'),
     batch_size: z.number().int().min(1).max(10000).default(256),
     /** Revocations in flight at once per mount, in each broker process. */
     concurrency: z.number().int().min(1).max(256).default(8),
@@ -41,7 +51,11 @@ export const reaperSchema = z
   .strict()
   .superRefine((reaper, ctx) => {
     if (reaper.claim_ttl !== undefined && reaper.claim_timeout !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['claim_timeout'], message: 'is the old name of claim_ttl: give only claim_ttl' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['claim_timeout'],
+        message: 'is the old name of claim_ttl: give only claim_ttl',
+      });
     }
     const ttl = reaper.claim_ttl ?? reaper.claim_timeout;
     if (ttl !== undefined && (ttl < MIN_CLAIM_TTL || ttl > MAX_CLAIM_TTL)) {
@@ -52,7 +66,10 @@ export const reaperSchema = z
       });
     }
   })
-  .transform(({ claim_ttl, claim_timeout, ...rest }) => ({ ...rest, claim_ttl: claim_ttl ?? claim_timeout ?? DEFAULT_CLAIM_TTL }));
+  .transform(({ claim_ttl, claim_timeout, ...rest }) => ({
+    ...rest,
+    claim_ttl: claim_ttl ?? claim_timeout ?? DEFAULT_CLAIM_TTL,
+  }));
 
 /**
  * The whole config, validated once: each mount and role by its engine's schemas from `engines`.
@@ -73,9 +90,7 @@ export function configSchemaFor(engines: EngineRegistry) {
            * Client-side bound on one store query (and on opening a connection): a frozen or
            * unreachable store answers 503 within this instead of holding requests.
            */
-          query_timeout: durationSeconds
-            .refine((s) => s >= 1 && s <= 300, 'must be between 1 s and 300 s')
-            .default(5),
+          query_timeout: durationSeconds.refine((s) => s >= 1 && s <= 300, 'must be between 1 s and 300 s').default(5),
           retention: storeRetentionSchema,
           tidy: tidySchema,
         })
@@ -94,13 +109,22 @@ export function configSchemaFor(engines: EngineRegistry) {
     .strict()
     .superRefine((config, ctx) => {
       if (Object.hasOwn(config.auth, 'token')) {
-        ctx.addIssue({ code: 'custom', path: ['auth', 'token'], message: '"token" is reserved for the token self-service routes' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['auth', 'token'],
+          message: '"token" is reserved for the token self-service routes',
+        });
       }
       const known = new Set(Object.keys(config.policies));
       for (const [mount, authMount] of Object.entries(config.auth)) {
         for (const [role, roleConfig] of Object.entries(authMount.roles)) {
           for (const policy of roleConfig.token_policies) {
-            if (!known.has(policy)) ctx.addIssue({ code: 'custom', path: ['auth', mount, 'roles', role, 'token_policies'], message: `unknown policy "${policy}"` });
+            if (!known.has(policy))
+              ctx.addIssue({
+                code: 'custom',
+                path: ['auth', mount, 'roles', role, 'token_policies'],
+                message: `unknown policy "${policy}"`,
+              });
           }
         }
       }

@@ -1,4 +1,14 @@
-import type { HandleFacts, VerifyCheck, IssueRequest, Limiter, RevokeHandle, IssueResponse, RenewRequest, RevokeRequest, Target } from '../engines.js';
+import type {
+  HandleFacts,
+  VerifyCheck,
+  IssueRequest,
+  Limiter,
+  RevokeHandle,
+  IssueResponse,
+  RenewRequest,
+  RevokeRequest,
+  Target,
+} from '../engines.js';
 import { CredentialDisabled, TargetError, TargetTimeout, messageOf } from '../errors.js';
 import { timed } from '../timing.js';
 
@@ -72,12 +82,18 @@ export class GuardedTarget<Role> {
     };
     if (this.target.revokeMany) {
       const progress = {
-        onResult: (index: number, error: Error | null) => report(index, error ? sanitizeError(messageOf(error)) : null, error instanceof CredentialDisabled),
+        onResult: (index: number, error: Error | null) =>
+          report(index, error ? sanitizeError(messageOf(error)) : null, error instanceof CredentialDisabled),
       };
       try {
         // The bound scales with the rounds the batch needs at its concurrency.
         const rounds = Math.ceil(reqs.length / slots.limit);
-        const errors = await this.call('revoke', new Set(), () => this.target.revokeMany!(reqs, slots, progress), this.timeoutMs * rounds);
+        const errors = await this.call(
+          'revoke',
+          new Set(),
+          () => this.target.revokeMany!(reqs, slots, progress),
+          this.timeoutMs * rounds,
+        );
         errors.forEach((e, i) => report(i, e ? sanitizeError(messageOf(e)) : null));
         reqs.forEach((_, i) => report(i, 'the engine answered no outcome for this revocation'));
       } catch (err) {
@@ -107,7 +123,12 @@ export class GuardedTarget<Role> {
     return this.target.close();
   }
 
-  private async call<T>(op: string, secrets: Set<string>, work: () => Promise<T>, timeoutMs = this.timeoutMs): Promise<T> {
+  private async call<T>(
+    op: string,
+    secrets: Set<string>,
+    work: () => Promise<T>,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const running = work();
     const timeout = new Promise<never>((_, reject) => {

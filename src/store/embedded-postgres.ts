@@ -51,7 +51,15 @@ export async function startEmbeddedPostgres(opts: {
     authMethod: 'scram-sha-256',
     persistent: opts.persistent,
     createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=300', ...(opts.flags ?? [])],
+    postgresFlags: [
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'unix_socket_directories=',
+      '-c',
+      'max_connections=300',
+      ...(opts.flags ?? []),
+    ],
     onLog: (m) => {
       logs.push(m);
       opts.onLog?.(m);
@@ -62,7 +70,9 @@ export async function startEmbeddedPostgres(opts: {
     },
   });
   const failed = (step: string, err: unknown) =>
-    new Error(`embedded PostgreSQL failed to ${step} in ${dataDir}: ${(err as Error)?.message ?? 'the server exited'}\n${logs.slice(-5).join('')}`);
+    new Error(
+      `embedded PostgreSQL failed to ${step} in ${dataDir}: ${(err as Error)?.message ?? 'the server exited'}\n${logs.slice(-5).join('')}`,
+    );
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
     await mkdir(join(dataDir, '..'), { recursive: true });
     await pg.initialise().catch((err) => {

@@ -24,12 +24,20 @@ export function readMigrations(dir = join(packageRoot(), 'migrations')): Migrati
   const files = readdirSync(dir).sort();
   const misnamed = files.filter((f) => !MIGRATION_NAME.test(f));
   if (misnamed.length) {
-    throw new Error(`${dir} holds ${misnamed.map((f) => `"${f}"`).join(', ')}, not named like a migration (NNNN_lower_case_name.sql): rename or remove it`);
+    throw new Error(
+      `${dir} holds ${misnamed.map((f) => `"${f}"`).join(', ')}, not named like a migration (NNNN_lower_case_name.sql): rename or remove it`,
+    );
   }
-  const migrations = files.map((f) => ({ version: Number(MIGRATION_NAME.exec(f)![1]), name: f, sql: readFileSync(join(dir, f), 'utf8') }));
+  const migrations = files.map((f) => ({
+    version: Number(MIGRATION_NAME.exec(f)![1]),
+    name: f,
+    sql: readFileSync(join(dir, f), 'utf8'),
+  }));
   for (let i = 1; i < migrations.length; i++) {
     if (migrations[i]!.version === migrations[i - 1]!.version) {
-      throw new Error(`${dir}: ${migrations[i - 1]!.name} and ${migrations[i]!.name} have the same version ${migrations[i]!.version}`);
+      throw new Error(
+        `${dir}: ${migrations[i - 1]!.name} and ${migrations[i]!.name} have the same version ${migrations[i]!.version}`,
+      );
     }
   }
   return migrations;
@@ -63,7 +71,11 @@ export class SchemaNewerThanCode extends Error {
  * recorded under another file name than the code's is refused: the code would assume a schema
  * the store does not have.
  */
-export async function migrate(pool: pg.Pool, migrations = readMigrations(), opts: MigrateOptions = {}): Promise<string[]> {
+export async function migrate(
+  pool: pg.Pool,
+  migrations = readMigrations(),
+  opts: MigrateOptions = {},
+): Promise<string[]> {
   const client = await pool.connect();
   const applied: string[] = [];
   try {
@@ -72,17 +84,24 @@ export async function migrate(pool: pg.Pool, migrations = readMigrations(), opts
       `CREATE TABLE IF NOT EXISTS credbroker_migrations (
          version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
     );
-    const recorded = (await client.query<{ version: number; name: string }>('SELECT version, name FROM credbroker_migrations ORDER BY version')).rows;
+    const recorded = (
+      await client.query<{ version: number; name: string }>(
+        'SELECT version, name FROM credbroker_migrations ORDER BY version',
+      )
+    ).rows;
     const known = new Map(migrations.map((m) => [m.version, m.name]));
     for (const r of recorded) {
       const ours = known.get(r.version);
       if (ours !== undefined && ours !== r.name) {
-        throw new Error(`the lease store recorded migration ${r.version} as ${r.name}, but this credbroker ships it as ${ours}: a migration file was renamed`);
+        throw new Error(
+          `the lease store recorded migration ${r.version} as ${r.name}, but this credbroker ships it as ${ours}: a migration file was renamed`,
+        );
       }
     }
     const codeVersion = Math.max(0, ...migrations.map((m) => m.version));
     const newest = recorded.at(-1);
-    if (newest && newest.version > codeVersion && opts.newerSchema === 'refuse') throw new SchemaNewerThanCode(newest, codeVersion);
+    if (newest && newest.version > codeVersion && opts.newerSchema === 'refuse')
+      throw new SchemaNewerThanCode(newest, codeVersion);
     const done = new Set(recorded.map((r) => r.version));
     for (const m of migrations) {
       if (done.has(m.version)) continue;

@@ -48,7 +48,10 @@ export class ProcessLock {
       await client.connect();
       // Never wait for a lock: a key another live process holds (one chance in 2^31) is swapped.
       for (;;) {
-        const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS ok', [PROCESS_LOCK_CLASS | 0, this.key]);
+        const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::int, $2::int) AS ok', [
+          PROCESS_LOCK_CLASS | 0,
+          this.key,
+        ]);
         if (rows[0]!.ok) break;
         this.key = randomInt(1, 2 ** 31 - 1);
       }

@@ -17,7 +17,10 @@ export const auditRetentionSchema = atLeastADay().default(90 * DAY);
 export const tidySchema = z
   .object({
     /** node-cron expression with seconds: 03:17:00 every day by default, off the hour most jobs pick. */
-    schedule: z.string().refine((s) => cron.validate(s), 'must be a node-cron expression, e.g. "0 17 3 * * *" (daily at 03:17)').default('0 17 3 * * *'),
+    schedule: z
+      .string()
+      .refine((s) => cron.validate(s), 'must be a node-cron expression, e.g. "0 17 3 * * *" (daily at 03:17)')
+      .default('0 17 3 * * *'),
     /** Rows per DELETE: each statement holds its row locks briefly, whatever the backlog. */
     batch_size: z.number().int().min(1).max(100_000).default(1000),
   })

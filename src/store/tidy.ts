@@ -53,7 +53,12 @@ export const TIDY_STATEMENTS = {
   },
 } as const;
 
-async function deleteInBatches(pool: pg.Pool, statement: { name: string; text: string }, retentionSeconds: number, batchSize: number): Promise<number[]> {
+async function deleteInBatches(
+  pool: pg.Pool,
+  statement: { name: string; text: string },
+  retentionSeconds: number,
+  batchSize: number,
+): Promise<number[]> {
   const batches: number[] = [];
   for (;;) {
     const { rowCount } = await pool.query({ ...statement, values: [retentionSeconds, batchSize] });
@@ -82,7 +87,10 @@ const total = (batches: number[]) => batches.reduce((a, b) => a + b, 0);
 /** The tidy on its node-cron schedule; a failed run is logged and retried at the next one, never thrown. */
 export function scheduleTidy(
   pool: pg.Pool,
-  config: { store: { retention: number; tidy: { schedule: string; batch_size: number } }; audit?: { retention: number } },
+  config: {
+    store: { retention: number; tidy: { schedule: string; batch_size: number } };
+    audit?: { retention: number };
+  },
   log: Logger,
 ): ScheduledTask {
   const policy: TidyPolicy = {

@@ -80,7 +80,10 @@ export function describeEngineConformance(name: string, setup: () => Promise<Con
       const res = await api(f.broker, 'PUT', `${f.mount}/creds/${f.role}`, f.ttl ? { ttl: f.ttl } : {});
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       const lease = res.body as { lease_id: string; lease_duration: number; renewable: boolean; data: Credential };
-      const { rows } = await f.broker.store.pool.query<{ revoke_handle: JsonValue }>('SELECT revoke_handle FROM credbroker_leases WHERE id = $1', [lease.lease_id]);
+      const { rows } = await f.broker.store.pool.query<{ revoke_handle: JsonValue }>(
+        'SELECT revoke_handle FROM credbroker_leases WHERE id = $1',
+        [lease.lease_id],
+      );
       return { ...lease, handle: rows[0]!.revoke_handle };
     };
     const expireTime = async (leaseId: string) => {
@@ -90,7 +93,10 @@ export function describeEngineConformance(name: string, setup: () => Promise<Con
     };
     const expectClose = (actual: Date | null | undefined, expected: Date, what: string) => {
       expect(actual, what).toBeInstanceOf(Date);
-      expect(Math.abs(actual!.getTime() - expected.getTime()), `${what}: ${actual?.toISOString()} vs ${expected.toISOString()}`).toBeLessThanOrEqual(EXPIRY_SLACK_MS);
+      expect(
+        Math.abs(actual!.getTime() - expected.getTime()),
+        `${what}: ${actual?.toISOString()} vs ${expected.toISOString()}`,
+      ).toBeLessThanOrEqual(EXPIRY_SLACK_MS);
     };
 
     it('issues a credential that exists on the target, works there, and expires there with its lease', async () => {
@@ -99,7 +105,8 @@ export function describeEngineConformance(name: string, setup: () => Promise<Con
       expect(await f.probe.exists(lease.handle, lease.data), 'the target holds no such credential').toBe(true);
       await f.use(lease.data);
       const validUntil = await f.probe.validUntil(lease.handle, lease.data);
-      if (validUntil !== undefined) expectClose(validUntil, await expireTime(lease.lease_id), "the target's expiry of the credential");
+      if (validUntil !== undefined)
+        expectClose(validUntil, await expireTime(lease.lease_id), "the target's expiry of the credential");
     });
 
     it(`renews where the engine supports it (the target's expiry moves with the lease), and says so where it does not`, async () => {
@@ -132,10 +139,16 @@ export function describeEngineConformance(name: string, setup: () => Promise<Con
         const first = await api(f.broker, 'PUT', 'sys/leases/revoke', { lease_id: lease.lease_id });
         expect(first.status).toBeLessThan(300);
         if (f.revocableBeforeExpiry) {
-          expect(await f.probe.exists(lease.handle, lease.data), 'the target still holds the revoked credential').toBe(false);
+          expect(await f.probe.exists(lease.handle, lease.data), 'the target still holds the revoked credential').toBe(
+            false,
+          );
           expect(await attempt(f.use(lease.data))).toBe('refused');
           if (session) {
-            await waitUntil(async () => !(await session.listed()), { timeoutMs: 2000, intervalMs: 20, what: "the revoked credential's open session to end" });
+            await waitUntil(async () => !(await session.listed()), {
+              timeoutMs: 2000,
+              intervalMs: 20,
+              what: "the revoked credential's open session to end",
+            });
             expect(await attempt(session.query())).toBe('refused');
           }
         } else {
@@ -156,7 +169,15 @@ export function describeEngineConformance(name: string, setup: () => Promise<Con
         const role = mount.roles.get(f.role)!;
         const leaseId = newLeaseId(f.mount, 'creds', f.role);
         const ttlSeconds = role.common.default_ttl;
-        const handle = mount.target.plan({ mount: f.mount, roleName: f.role, role: role.config, leaseId, ttlSeconds, params: {}, path: 'creds' });
+        const handle = mount.target.plan({
+          mount: f.mount,
+          roleName: f.role,
+          role: role.config,
+          leaseId,
+          ttlSeconds,
+          params: {},
+          path: 'creds',
+        });
         const pending = await f.broker.store.insertPending({
           id: leaseId,
           mount: f.mount,
@@ -169,16 +190,29 @@ export function describeEngineConformance(name: string, setup: () => Promise<Con
           pendingGraceSeconds: 3600,
           renewable: f.renewable,
         });
-        const issued = crashPoint === 'after the issue' ? await mount.target.issue({ roleName: f.role, role: role.config, handle, expiresAt: pending.expires_at }) : null;
-        if (issued) expect(await f.probe.exists(handle, issued.data), 'the issue created nothing on the target').toBe(true);
+        const issued =
+          crashPoint === 'after the issue'
+            ? await mount.target.issue({ roleName: f.role, role: role.config, handle, expiresAt: pending.expires_at })
+            : null;
+        if (issued)
+          expect(await f.probe.exists(handle, issued.data), 'the issue created nothing on the target').toBe(true);
         // The process is gone; its grace has run out.
-        await f.broker.store.pool.query(`UPDATE credbroker_leases SET next_attempt_at = now() - interval '1 second' WHERE id = $1`, [leaseId]);
+        await f.broker.store.pool.query(
+          `UPDATE credbroker_leases SET next_attempt_at = now() - interval '1 second' WHERE id = $1`,
+          [leaseId],
+        );
         const reaped = await f.broker.reaper.reapOnce();
         expect(reaped.revoked).toContain(leaseId);
-        const { rows } = await f.broker.store.pool.query('SELECT state, revoke_reason FROM credbroker_leases WHERE id = $1', [leaseId]);
+        const { rows } = await f.broker.store.pool.query(
+          'SELECT state, revoke_reason FROM credbroker_leases WHERE id = $1',
+          [leaseId],
+        );
         expect(rows[0]).toEqual({ state: 'revoked', revoke_reason: 'cleanup' });
         if (issued && !f.revocableBeforeExpiry) return; // alive on the target until it expires, by design
-        expect(await f.probe.exists(handle, issued?.data), 'the target still holds a credential of the dead issuer').toBe(false);
+        expect(
+          await f.probe.exists(handle, issued?.data),
+          'the target still holds a credential of the dead issuer',
+        ).toBe(false);
         if (issued) expect(await attempt(f.use(issued.data))).toBe('refused');
       });
     }

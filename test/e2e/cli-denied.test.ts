@@ -24,7 +24,8 @@ let storeDb: string;
 let jwtFile: string;
 
 const NO_TOKEN = 'error: permission denied: no token set (set CREDBROKER_TOKEN or run credbroker login)\n';
-const BAD_TOKEN = 'error: permission denied: the token is unknown, expired or revoked (run credbroker login for a new one)\n';
+const BAD_TOKEN =
+  'error: permission denied: the token is unknown, expired or revoked (run credbroker login for a new one)\n';
 
 function cli(args: string[], token?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   const env = { ...process.env, CREDBROKER_ADDR: broker.url };
@@ -53,13 +54,28 @@ beforeAll(async () => {
       store: { url: pgUrl(storeDb) },
       root_token: ROOT_TOKEN,
       log_level: 'silent',
-      auth: { kubernetes: { type: 'kubernetes', jwt_validation_pubkeys: [await exportSPKI(keys.publicKey)], roles: { etl: { bound_audiences: ['credbroker'], token_policies: ['etl'] } } } },
+      auth: {
+        kubernetes: {
+          type: 'kubernetes',
+          jwt_validation_pubkeys: [await exportSPKI(keys.publicKey)],
+          roles: { etl: { bound_audiences: ['credbroker'], token_policies: ['etl'] } },
+        },
+      },
       policies: { etl: [{ path: 'db/creds/reader', capabilities: ['update'] }] },
-      mounts: { db: { type: 'postgres', connection_url: pgUrl(target.database), username_prefix: PREFIX, roles: { reader: { member_of: [target.group] }, writer: { member_of: [target.group] } } } },
+      mounts: {
+        db: {
+          type: 'postgres',
+          connection_url: pgUrl(target.database),
+          username_prefix: PREFIX,
+          roles: { reader: { member_of: [target.group] }, writer: { member_of: [target.group] } },
+        },
+      },
     }),
     { log: createLogger('silent'), reaper: false },
   );
-  const jwt = await new SignJWT({ 'kubernetes.io': { namespace: 'etl', serviceaccount: { name: 'reader', uid: 'u-1' } } })
+  const jwt = await new SignJWT({
+    'kubernetes.io': { namespace: 'etl', serviceaccount: { name: 'reader', uid: 'u-1' } },
+  })
     .setProtectedHeader({ alg: 'ES256' })
     .setAudience('credbroker')
     .setSubject('system:serviceaccount:etl:reader')
@@ -78,7 +94,12 @@ afterAll(async () => {
 
 describe('permission denied, from the CLI', () => {
   it('with no token set: says to set CREDBROKER_TOKEN or log in, exit 1', async () => {
-    for (const args of [['creds', 'db/reader'], ['leases', 'db/'], ['revoke', '--prefix', 'db/'], ['lease', 'lookup', 'db/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA']]) {
+    for (const args of [
+      ['creds', 'db/reader'],
+      ['leases', 'db/'],
+      ['revoke', '--prefix', 'db/'],
+      ['lease', 'lookup', 'db/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA'],
+    ]) {
       const run = await cli(args);
       expect(run.stderr.endsWith(NO_TOKEN), `${args.join(' ')}: ${run.stderr}`).toBe(true);
       expect(run.code).toBe(1);
@@ -95,7 +116,10 @@ describe('permission denied, from the CLI', () => {
 
   it('with an expired token, and with a revoked one: the same', async () => {
     const expired = await login();
-    await adminQuery(storeDb, `UPDATE credbroker_tokens SET expires_at = now() - interval '1 second' WHERE expires_at > now() - interval '1 second'`);
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_tokens SET expires_at = now() - interval '1 second' WHERE expires_at > now() - interval '1 second'`,
+    );
     expect(await cli(['creds', 'db/reader'], expired)).toMatchObject({ code: 1, stderr: BAD_TOKEN });
 
     const revoked = await login();
@@ -112,26 +136,49 @@ describe('permission denied, from the CLI', () => {
     });
     expect(await cli(['revoke', '--prefix', 'db/'], token)).toMatchObject({
       code: 1,
-      stderr: expect.stringMatching(/error: permission denied: the token's policies do not allow PUT \/v1\/sys\/leases\/revoke-prefix\/db\/\n$/),
+      stderr: expect.stringMatching(
+        /error: permission denied: the token's policies do not allow PUT \/v1\/sys\/leases\/revoke-prefix\/db\/\n$/,
+      ),
     });
   });
 });
 
 describe('permission denied, on the API (Vault-compatible)', () => {
   it('a refused token answers 403 ["permission denied", "invalid token"]; no token or a policy refusal, ["permission denied"]', async () => {
-    expect(await api(broker, 'PUT', 'db/creds/reader', {}, 'cbt.not-a-token-the-broker-issued')).toMatchObject({ status: 403, body: { errors: ['permission denied', 'invalid token'] } });
-    expect(await api(broker, 'GET', 'nope/anything', undefined, 'cbt.not-a-token-the-broker-issued')).toMatchObject({ status: 403, body: { errors: ['permission denied', 'invalid token'] } });
-    expect(await api(broker, 'PUT', 'db/creds/reader', {}, null)).toMatchObject({ status: 403, body: { errors: ['permission denied'] } });
-    expect(await api(broker, 'PUT', 'db/creds/writer', {}, await login())).toMatchObject({ status: 403, body: { errors: ['permission denied'] } });
+    expect(await api(broker, 'PUT', 'db/creds/reader', {}, 'cbt.not-a-token-the-broker-issued')).toMatchObject({
+      status: 403,
+      body: { errors: ['permission denied', 'invalid token'] },
+    });
+    expect(await api(broker, 'GET', 'nope/anything', undefined, 'cbt.not-a-token-the-broker-issued')).toMatchObject({
+      status: 403,
+      body: { errors: ['permission denied', 'invalid token'] },
+    });
+    expect(await api(broker, 'PUT', 'db/creds/reader', {}, null)).toMatchObject({
+      status: 403,
+      body: { errors: ['permission denied'] },
+    });
+    expect(await api(broker, 'PUT', 'db/creds/writer', {}, await login())).toMatchObject({
+      status: 403,
+      body: { errors: ['permission denied'] },
+    });
   });
 });
 
 describe('an unknown mount, for a caller who sees only its own leases', () => {
   it('is still a 400 (CLI: exit 1), but does not name the configured mounts', async () => {
     const token = await login();
-    expect(await api(broker, 'GET', 'sys/leases/lookup/dmeo/?list=true', undefined, token)).toMatchObject({ status: 400, body: { errors: ['no mount named "dmeo"'] } });
-    expect(await cli(['leases', 'dmeo/'], token)).toMatchObject({ code: 1, stderr: expect.stringMatching(/error: no mount named "dmeo"\n$/) });
+    expect(await api(broker, 'GET', 'sys/leases/lookup/dmeo/?list=true', undefined, token)).toMatchObject({
+      status: 400,
+      body: { errors: ['no mount named "dmeo"'] },
+    });
+    expect(await cli(['leases', 'dmeo/'], token)).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/error: no mount named "dmeo"\n$/),
+    });
     // Root (or sudo/list on the prefix) is told which mounts exist.
-    expect(await api(broker, 'GET', 'sys/leases/lookup/dmeo/?list=true')).toMatchObject({ status: 400, body: { errors: ['no mount named "dmeo"; configured mounts: db'] } });
+    expect(await api(broker, 'GET', 'sys/leases/lookup/dmeo/?list=true')).toMatchObject({
+      status: 400,
+      body: { errors: ['no mount named "dmeo"; configured mounts: db'] },
+    });
   });
 });

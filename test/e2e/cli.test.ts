@@ -7,7 +7,14 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Broker } from '../../src/broker.js';
 import { freePort } from '../../src/store/embedded-postgres.js';
 import { ROOT_TOKEN, api, startTestBroker } from '../support/broker.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, roleExists } from '../support/pg.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  loginAs,
+  roleExists,
+} from '../support/pg.js';
 
 /** The built CLI, exactly as `npx credbroker` runs it (`npm test` builds before running vitest). */
 const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
@@ -26,17 +33,26 @@ interface Run {
 /** The test process's environment without any broker address or token of its own. */
 function cleanEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
-  for (const key of ['CREDBROKER_ADDR', 'CREDBROKER_TOKEN', 'VAULT_ADDR', 'VAULT_TOKEN', 'CREDBROKER_ROOT_TOKEN']) delete env[key];
+  for (const key of ['CREDBROKER_ADDR', 'CREDBROKER_TOKEN', 'VAULT_ADDR', 'VAULT_TOKEN', 'CREDBROKER_ROOT_TOKEN'])
+    delete env[key];
   return env;
 }
 
 /** Runs `node dist/src/cli/main.js …` and resolves with its exit code and output, never rejecting. */
-function cli(args: string[], env: Record<string, string | undefined> = { CREDBROKER_ADDR: broker.url, CREDBROKER_TOKEN: ROOT_TOKEN }): Promise<Run> {
+function cli(
+  args: string[],
+  env: Record<string, string | undefined> = { CREDBROKER_ADDR: broker.url, CREDBROKER_TOKEN: ROOT_TOKEN },
+): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...cleanEnv(), ...env }, timeout: 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { ...cleanEnv(), ...env }, timeout: 30_000, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -57,10 +73,20 @@ const closedPort = freePort;
 async function issue(role = 'reader', body: Record<string, unknown> = {}) {
   const res = await api(broker, 'PUT', `db/creds/${role}`, body);
   expect(res.status).toBe(200);
-  return res.body as { lease_id: string; lease_duration: number; data: { username: string; password: string; host: string; port: number; database: string } };
+  return res.body as {
+    lease_id: string;
+    lease_duration: number;
+    data: { username: string; password: string; host: string; port: number; database: string };
+  };
 }
 
-async function readItems(data: { username: string; password: string; host: string; port: number; database: string }): Promise<string[]> {
+async function readItems(data: {
+  username: string;
+  password: string;
+  host: string;
+  port: number;
+  database: string;
+}): Promise<string[]> {
   const client = await loginAs(data);
   try {
     return (await client.query<{ name: string }>('SELECT name FROM public.items ORDER BY id')).rows.map((r) => r.name);
@@ -113,7 +139,13 @@ describe('credbroker creds', () => {
     expect(vars.CREDBROKER_LEASE_DURATION).toBe('3600');
     const { port } = inject('pg');
     expect(vars).toMatchObject({ PGHOST: '127.0.0.1', PGPORT: String(port), PGDATABASE: targetDatabase });
-    const rows = await readItems({ username: vars.PGUSER!, password: vars.PGPASSWORD!, host: vars.PGHOST!, port: Number(vars.PGPORT), database: vars.PGDATABASE! });
+    const rows = await readItems({
+      username: vars.PGUSER!,
+      password: vars.PGPASSWORD!,
+      host: vars.PGHOST!,
+      port: Number(vars.PGPORT),
+      database: vars.PGDATABASE!,
+    });
     expect(rows).toEqual(['one', 'two']);
   });
 
@@ -138,14 +170,26 @@ describe('credbroker creds', () => {
     expect(Number(port)).toBe(inject('pg').port);
     expect(database).toBe(targetDatabase);
     expect(username).toMatch(/^clie2e_reader_/);
-    expect(await readItems({ username: username!, password: password!, host: host!, port: Number(port), database: database! })).toEqual(['one', 'two']);
+    expect(
+      await readItems({
+        username: username!,
+        password: password!,
+        host: host!,
+        port: Number(port),
+        database: database!,
+      }),
+    ).toEqual(['one', 'two']);
   });
 
   it('prints the whole Vault envelope with --format json', async () => {
     const run = await cli(['creds', 'db/reader', '--format', 'json']);
     expect(run.code).toBe(0);
     const envelope = JSON.parse(run.stdout);
-    expect(envelope).toMatchObject({ renewable: true, lease_duration: 3600, data: { host: '127.0.0.1', database: targetDatabase } });
+    expect(envelope).toMatchObject({
+      renewable: true,
+      lease_duration: 3600,
+      data: { host: '127.0.0.1', database: targetDatabase },
+    });
     expect(envelope.lease_id).toMatch(/^db\/creds\/reader\/[A-Za-z0-9]{24}$/);
     expect(await roleExists(envelope.data.username)).toBe(true);
   });
@@ -168,7 +212,10 @@ describe('credbroker creds', () => {
   });
 
   it('falls back to VAULT_ADDR and VAULT_TOKEN when CREDBROKER_ADDR and CREDBROKER_TOKEN are unset', async () => {
-    const run = await cli(['creds', 'db/reader', '--format', 'json'], { VAULT_ADDR: broker.url, VAULT_TOKEN: ROOT_TOKEN });
+    const run = await cli(['creds', 'db/reader', '--format', 'json'], {
+      VAULT_ADDR: broker.url,
+      VAULT_TOKEN: ROOT_TOKEN,
+    });
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(JSON.parse(run.stdout).lease_id).toMatch(/^db\/creds\/reader\//);
@@ -181,7 +228,14 @@ describe('credbroker lease / leases / revoke', () => {
     const run = await cli(['lease', 'lookup', lease.lease_id]);
     expect(run.code).toBe(0);
     const data = JSON.parse(run.stdout);
-    expect(data).toMatchObject({ id: lease.lease_id, state: 'active', mount: 'db', role: 'reader', renewable: true, revoked_at: null });
+    expect(data).toMatchObject({
+      id: lease.lease_id,
+      state: 'active',
+      mount: 'db',
+      role: 'reader',
+      renewable: true,
+      revoked_at: null,
+    });
     expect(data.ttl).toBeGreaterThan(3500);
   });
 
@@ -193,7 +247,11 @@ describe('credbroker lease / leases / revoke', () => {
     expect(renewed.lease_id).toBe(lease.lease_id);
     expect(renewed.lease_duration).toBeGreaterThanOrEqual(3590);
     expect(renewed.lease_duration).toBeLessThanOrEqual(3600);
-    const [role] = await adminQuery<{ rolvaliduntil: Date }>('postgres', 'SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1', [lease.data.username]);
+    const [role] = await adminQuery<{ rolvaliduntil: Date }>(
+      'postgres',
+      'SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1',
+      [lease.data.username],
+    );
     expect(role!.rolvaliduntil.getTime()).toBeGreaterThan(Date.now() + 55 * 60_000);
   });
 
@@ -236,24 +294,47 @@ describe('credbroker lease / leases / revoke', () => {
     const after = await cli(['leases', 'db/creds/batch/']);
     expect(after).toEqual({ code: 0, stdout: '', stderr: '' }); // nothing left, and that is not an error
     const again = await cli(['revoke', '--prefix', 'db/creds/batch']);
-    expect(again).toMatchObject({ code: 0, stderr: 'revoking leases under db/creds/batch…\nrevoked 0 leases under db/creds/batch\n' });
+    expect(again).toMatchObject({
+      code: 0,
+      stderr: 'revoking leases under db/creds/batch…\nrevoked 0 leases under db/creds/batch\n',
+    });
     const force = await cli(['revoke', '--prefix', 'db/creds/batch', '--force']);
-    expect(force).toMatchObject({ code: 0, stderr: expect.stringMatching(/\nmarked revoked 0 leases under db\/creds\/batch\n$/) });
+    expect(force).toMatchObject({
+      code: 0,
+      stderr: expect.stringMatching(/\nmarked revoked 0 leases under db\/creds\/batch\n$/),
+    });
   });
 
   it('says that an id that names no lease was not revoked, exit 1; a lease revoked twice was already revoked, exit 0', async () => {
     for (const id of ['db/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA', 'dmeo/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA']) {
-      expect(await cli(['lease', 'revoke', id])).toEqual({ code: 1, stdout: '', stderr: `error: no lease ${id} was ever issued (a typo?); nothing was revoked\n` });
+      expect(await cli(['lease', 'revoke', id])).toEqual({
+        code: 1,
+        stdout: '',
+        stderr: `error: no lease ${id} was ever issued (a typo?); nothing was revoked\n`,
+      });
     }
     const lease = await issue();
-    expect(await cli(['lease', 'revoke', lease.lease_id])).toMatchObject({ code: 0, stderr: `revoked ${lease.lease_id}\n` });
-    expect(await cli(['lease', 'revoke', lease.lease_id])).toMatchObject({ code: 0, stderr: `${lease.lease_id} was already revoked\n` });
+    expect(await cli(['lease', 'revoke', lease.lease_id])).toMatchObject({
+      code: 0,
+      stderr: `revoked ${lease.lease_id}\n`,
+    });
+    expect(await cli(['lease', 'revoke', lease.lease_id])).toMatchObject({
+      code: 0,
+      stderr: `${lease.lease_id} was already revoked\n`,
+    });
   });
 
   it('refuses a mount that is not configured (a typo) on `revoke --prefix` and `leases`, naming the configured mounts', async () => {
     const bystander = await issue();
     const refused = 'error: no mount named "dmeo"; configured mounts: db\n';
-    for (const args of [['revoke', '--prefix', 'dmeo/'], ['revoke', '--prefix', 'dmeo'], ['revoke', '--prefix', 'dmeo/', '--force'], ['revoke', '--prefix', 'dmeo/', '--issued-before', 'now'], ['leases', 'dmeo/'], ['leases', 'dmeo/creds/reader/']]) {
+    for (const args of [
+      ['revoke', '--prefix', 'dmeo/'],
+      ['revoke', '--prefix', 'dmeo'],
+      ['revoke', '--prefix', 'dmeo/', '--force'],
+      ['revoke', '--prefix', 'dmeo/', '--issued-before', 'now'],
+      ['leases', 'dmeo/'],
+      ['leases', 'dmeo/creds/reader/'],
+    ]) {
       const run = await cli(args);
       expect(run.code, args.join(' ')).toBe(1);
       expect(run.stderr.endsWith(refused), `${args.join(' ')}: ${run.stderr}`).toBe(true);
@@ -268,7 +349,9 @@ describe('credbroker errors', () => {
   it('reports an unknown mount on `creds`, naming the configured mounts, and exits 1', async () => {
     const run = await cli(['creds', 'dmeo/reader']);
     expect(run).toMatchObject({ code: 1, stdout: '' });
-    expect(run.stderr).toBe('error: no handler for route "dmeo/creds/reader". route entry not found.\nno mount named "dmeo"; configured mounts: db\n');
+    expect(run.stderr).toBe(
+      'error: no handler for route "dmeo/creds/reader". route entry not found.\nno mount named "dmeo"; configured mounts: db\n',
+    );
     expectNoStackTrace(run);
   });
 
@@ -310,9 +393,14 @@ describe('credbroker errors', () => {
   });
 
   it('refuses a malformed <mount/role> with a usage hint, before contacting any broker', async () => {
-    const run = await cli(['creds', 'nonsense'], { CREDBROKER_ADDR: 'http://127.0.0.1:9', CREDBROKER_TOKEN: ROOT_TOKEN });
+    const run = await cli(['creds', 'nonsense'], {
+      CREDBROKER_ADDR: 'http://127.0.0.1:9',
+      CREDBROKER_TOKEN: ROOT_TOKEN,
+    });
     expect(run.code).not.toBe(0);
-    expect(run.stderr).toContain("error: command-argument value 'nonsense' is invalid for argument 'mount/role'. expected <mount>/<role>, e.g. demo/readonly");
+    expect(run.stderr).toContain(
+      "error: command-argument value 'nonsense' is invalid for argument 'mount/role'. expected <mount>/<role>, e.g. demo/readonly",
+    );
     expect(run.stderr).toContain('Usage: credbroker creds [options] <mount/role>');
     expect(run.stderr).not.toContain('cannot reach');
     expectNoStackTrace(run);
@@ -362,29 +450,39 @@ describe('credbroker --help', () => {
   it('`credbroker --help` exits 0 and lists the commands', async () => {
     const run = await cli(['--help'], {});
     expect(run.code).toBe(0);
-    for (const command of ['server', 'dev', 'migrate', 'creds', 'lease', 'leases', 'revoke']) expect(run.stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
+    for (const command of ['server', 'dev', 'migrate', 'creds', 'lease', 'leases', 'revoke'])
+      expect(run.stdout).toMatch(new RegExp(`^  ${command} `, 'm'));
   });
 
   it('`credbroker --version` (and -V) prints the package version and exits 0', async () => {
     const { version } = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8'));
-    for (const flag of ['--version', '-V']) expect(await cli([flag], {})).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+    for (const flag of ['--version', '-V'])
+      expect(await cli([flag], {})).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
     expect((await cli(['--help'], {})).stdout).toContain('-V, --version');
   });
 
-  it.each(['creds', 'lease', 'leases', 'revoke'])('`credbroker %s --help` exits 0 and explains CREDBROKER_ADDR and CREDBROKER_TOKEN', async (command) => {
-    const run = await help(command);
-    expect(run.code).toBe(0);
-    expect(run.stdout).toContain(`Usage: credbroker ${command}`);
-    expect(run.stdout).toContain('CREDBROKER_ADDR   broker address (falls back to VAULT_ADDR; default http://127.0.0.1:8200)');
-    expect(run.stdout).toContain('CREDBROKER_TOKEN  token sent as X-Vault-Token (falls back to VAULT_TOKEN)');
-  });
+  it.each(['creds', 'lease', 'leases', 'revoke'])(
+    '`credbroker %s --help` exits 0 and explains CREDBROKER_ADDR and CREDBROKER_TOKEN',
+    async (command) => {
+      const run = await help(command);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toContain(`Usage: credbroker ${command}`);
+      expect(run.stdout).toContain(
+        'CREDBROKER_ADDR   broker address (falls back to VAULT_ADDR; default http://127.0.0.1:8200)',
+      );
+      expect(run.stdout).toContain('CREDBROKER_TOKEN  token sent as X-Vault-Token (falls back to VAULT_TOKEN)');
+    },
+  );
 
-  it.each(['lease lookup', 'lease renew', 'lease revoke', 'dev', 'server', 'migrate'])('`credbroker %s --help` exits 0 and shows its usage', async (command) => {
-    const run = await help(command);
-    expect(run.code).toBe(0);
-    expect(run.stdout).toContain(`Usage: credbroker ${command} [options]`);
-    expect(run.stderr).toBe('');
-  });
+  it.each(['lease lookup', 'lease renew', 'lease revoke', 'dev', 'server', 'migrate'])(
+    '`credbroker %s --help` exits 0 and shows its usage',
+    async (command) => {
+      const run = await help(command);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toContain(`Usage: credbroker ${command} [options]`);
+      expect(run.stderr).toBe('');
+    },
+  );
 
   it.each(['lease lookup', 'lease renew', 'lease revoke'])(
     '`credbroker %s --help` explains CREDBROKER_ADDR, as the command reaches the broker',

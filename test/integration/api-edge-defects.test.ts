@@ -35,7 +35,13 @@ beforeAll(async () => {
         jwks_url: idp.jwksUrl,
         bound_issuer: idp.issuer,
         roles: {
-          ci: { bound_audiences: ['credbroker'], user_claim: 'sub', claim_mappings: { run_id: 'run_id' }, token_policies: ['ci'], token_ttl: '5m' },
+          ci: {
+            bound_audiences: ['credbroker'],
+            user_claim: 'sub',
+            claim_mappings: { run_id: 'run_id' },
+            token_policies: ['ci'],
+            token_ttl: '5m',
+          },
         },
       },
     },
@@ -50,8 +56,10 @@ afterAll(async () => {
   await dropRolesWithPrefix(PREFIX);
 });
 
-const leaseCount = async () => (await adminQuery<{ n: number }>(storeDb, 'SELECT count(*)::int AS n FROM credbroker_leases'))[0]!.n;
-const tokenCount = async () => (await adminQuery<{ n: number }>(storeDb, 'SELECT count(*)::int AS n FROM credbroker_tokens'))[0]!.n;
+const leaseCount = async () =>
+  (await adminQuery<{ n: number }>(storeDb, 'SELECT count(*)::int AS n FROM credbroker_leases'))[0]!.n;
+const tokenCount = async () =>
+  (await adminQuery<{ n: number }>(storeDb, 'SELECT count(*)::int AS n FROM credbroker_tokens'))[0]!.n;
 
 async function login(sub: string, extra: Record<string, unknown> = {}) {
   const jwt = await idp.sign({ iss: idp.issuer, aud: 'credbroker', sub, ...extra });
@@ -75,7 +83,17 @@ function expectClientError(res: { status: number; body: any }, status: number, m
 
 describe('health status overrides', () => {
   it('refuses an override that is not the code of a final answer (1xx, out of range, not a number), unauthenticated', async () => {
-    for (const query of ['activecode=101', 'activecode=100', 'activecode=199', 'activecode=600', 'activecode=1000', 'activecode=abc', 'activecode=', 'sealedcode=101', 'activecode=200&activecode=201']) {
+    for (const query of [
+      'activecode=101',
+      'activecode=100',
+      'activecode=199',
+      'activecode=600',
+      'activecode=1000',
+      'activecode=abc',
+      'activecode=',
+      'sealedcode=101',
+      'activecode=200&activecode=201',
+    ]) {
       const c = await RawConnection.open(broker.url);
       try {
         // Raw, so an interim 101 would show as what it is rather than be swallowed by a client.
@@ -120,21 +138,38 @@ describe('values PostgreSQL cannot store, and bodies nested without end', () => 
 
   it('a body with \\u0000 in a value or a key is a 400, and no lease is made', async () => {
     const before = await leaseCount();
-    for (const body of ['{"ttl":"60s","extra":"a\\u0000b"}', '{"ex\\u0000tra":"x"}', '{"nested":{"deep":["ok","\\u0000"]}}']) {
+    for (const body of [
+      '{"ttl":"60s","extra":"a\\u0000b"}',
+      '{"ex\\u0000tra":"x"}',
+      '{"nested":{"deep":["ok","\\u0000"]}}',
+    ]) {
       expectClientError(await api(broker, 'PUT', 'db/creds/reader', body), 400, /NUL/);
     }
-    expectClientError(await api(broker, 'PUT', 'sys/leases/renew', '{"lease_id":"db/creds/reader/x\\u0000"}'), 400, /NUL/);
+    expectClientError(
+      await api(broker, 'PUT', 'sys/leases/renew', '{"lease_id":"db/creds/reader/x\\u0000"}'),
+      400,
+      /NUL/,
+    );
     expect(await leaseCount()).toBe(before);
   });
 
   it('a body nested 5,000 deep is a 400 (not a stack overflow), and so is one just past the limit; one within it is served', async () => {
     const before = await leaseCount();
     const nest = (depth: number) => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
-    expectClientError(await api(broker, 'PUT', 'db/creds/reader', `{"x":${'['.repeat(5000)}${']'.repeat(5000)}}`), 400, /deeper than 64/);
+    expectClientError(
+      await api(broker, 'PUT', 'db/creds/reader', `{"x":${'['.repeat(5000)}${']'.repeat(5000)}}`),
+      400,
+      /deeper than 64/,
+    );
     expectClientError(await api(broker, 'PUT', 'db/creds/reader', nest(5000)), 400, /deeper than 64/);
     expectClientError(await api(broker, 'PUT', 'db/creds/reader', nest(65)), 400, /deeper than 64/);
     expect(await leaseCount()).toBe(before);
-    const ok = await api(broker, 'PUT', 'sys/leases/lookup', nest(64).replace('{"a":', '{"lease_id":"db/creds/reader/none","a":'));
+    const ok = await api(
+      broker,
+      'PUT',
+      'sys/leases/lookup',
+      nest(64).replace('{"a":', '{"lease_id":"db/creds/reader/none","a":'),
+    );
     expectClientError(ok, 400, /^invalid lease$/); // parsed, routed and answered: the depth was accepted
   });
 });
@@ -156,7 +191,10 @@ describe("someone else's lease answers as one that does not exist", () => {
 
     const renewTheirs = await api(broker, 'PUT', 'sys/leases/renew', { lease_id: leaseId }, other);
     const renewUnknown = await api(broker, 'PUT', 'sys/leases/renew', { lease_id: unknownId }, other);
-    expect({ status: renewTheirs.status, body: renewTheirs.body }).toEqual({ status: renewUnknown.status, body: renewUnknown.body });
+    expect({ status: renewTheirs.status, body: renewTheirs.body }).toEqual({
+      status: renewUnknown.status,
+      body: renewUnknown.body,
+    });
     expect(renewTheirs.status).toBe(400);
   });
 });
@@ -168,7 +206,9 @@ describe('null means "not given"', () => {
     const res = await api(broker, 'PUT', 'sys/leases/renew', { lease_id: issued.body.lease_id, increment: null });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body.lease_duration).toBe(DEFAULT_TTL);
-    const [row] = await adminQuery(storeDb, 'SELECT expires_at FROM credbroker_leases WHERE id = $1', [issued.body.lease_id]);
+    const [row] = await adminQuery(storeDb, 'SELECT expires_at FROM credbroker_leases WHERE id = $1', [
+      issued.body.lease_id,
+    ]);
     expect(Math.abs(new Date(row.expires_at).getTime() - Date.now() - DEFAULT_TTL * 1000)).toBeLessThan(5000);
   });
 

@@ -73,7 +73,11 @@ const fileText = (path: string) => readFileSync(path, 'utf8');
 
 /** Rows of the audit table whose whole text contains `needle`. */
 async function tableRowsContaining(needle: string): Promise<number> {
-  const rows = await adminQuery<{ n: number }>(storeDb, `SELECT count(*)::int AS n FROM credbroker_audit a WHERE a::text LIKE '%' || $1 || '%'`, [needle]);
+  const rows = await adminQuery<{ n: number }>(
+    storeDb,
+    `SELECT count(*)::int AS n FROM credbroker_audit a WHERE a::text LIKE '%' || $1 || '%'`,
+    [needle],
+  );
   return rows[0]!.n;
 }
 
@@ -117,7 +121,11 @@ describe('audit sinks', () => {
   });
 
   it('the table row keeps every field, with identity and data as jsonb', async () => {
-    await new Auditor([new PostgresSink(pool)], KEY, log).record({ ...auditRecord('row', { ttl: 900 }), remote_address: '10.1.2.3', error: 'none' });
+    await new Auditor([new PostgresSink(pool)], KEY, log).record({
+      ...auditRecord('row', { ttl: 900 }),
+      remote_address: '10.1.2.3',
+      error: 'none',
+    });
     const rows = await adminQuery(storeDb, `SELECT * FROM credbroker_audit WHERE request_id = 'row'`);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({
@@ -133,7 +141,10 @@ describe('audit sinks', () => {
       data: { ttl: 900 },
     });
     expect(rows[0].time).toBeInstanceOf(Date);
-    const byName = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_audit WHERE identity->>'name' = 'ci-deployer'`);
+    const byName = await adminQuery(
+      storeDb,
+      `SELECT count(*)::int AS n FROM credbroker_audit WHERE identity->>'name' = 'ci-deployer'`,
+    );
     expect(byName[0].n).toBeGreaterThanOrEqual(1);
   });
 
@@ -146,7 +157,12 @@ describe('audit sinks', () => {
     const second = new FileSink(path);
     await second.write(auditRecord('m2'));
     await second.close();
-    expect(fileText(path).trim().split('\n').map((l) => JSON.parse(l).request_id)).toEqual(['m1', 'm2']);
+    expect(
+      fileText(path)
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).request_id),
+    ).toEqual(['m1', 'm2']);
   });
 
   it('concurrent writes of lines larger than one write() chunk never interleave', async () => {
@@ -157,20 +173,24 @@ describe('audit sinks', () => {
     const note = (i: number) => String.fromCharCode(97 + (i % 26)).repeat(1_200_000);
     await Promise.all(Array.from({ length: 12 }, (_, i) => sink.write(auditRecord(`c${i}`, { note: note(i) }))));
     await sink.close();
-    const lines = fileText(path).trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fileText(path)
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.request_id).sort()).toEqual(Array.from({ length: 12 }, (_, i) => `c${i}`).sort());
     for (const line of lines) expect(line.data.note).toBe(note(Number(line.request_id.slice(1))));
   });
 
   it('concurrent first writes open the file once, and close leaves no descriptor open on it', async () => {
     const path = join(dir, 'once.log');
-    const openOnPath = () => readdirSync('/proc/self/fd').filter((fd) => {
-      try {
-        return readlinkSync(`/proc/self/fd/${fd}`) === path;
-      } catch {
-        return false;
-      }
-    }).length;
+    const openOnPath = () =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === path;
+        } catch {
+          return false;
+        }
+      }).length;
     const sink = new FileSink(path);
     await Promise.all(Array.from({ length: 20 }, (_, i) => sink.write(auditRecord(`o${i}`))));
     expect(openOnPath()).toBe(1);
@@ -188,7 +208,11 @@ describe('audit sinks', () => {
     await auditor.reopen();
     await auditor.record(auditRecord('after'));
     await auditor.close();
-    const ids = (p: string) => fileText(p).trim().split('\n').map((l) => JSON.parse(l).request_id);
+    const ids = (p: string) =>
+      fileText(p)
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).request_id);
     expect(ids(`${path}.1`)).toEqual(['before', 'still-old']);
     expect(ids(path)).toEqual(['after']);
     expect(statSync(path).mode & 0o777).toBe(0o600);
@@ -197,7 +221,9 @@ describe('audit sinks', () => {
   it('with the only sink under a directory that does not exist, record() rejects with AuditUnavailable', async () => {
     logs.length = 0;
     const auditor = new Auditor([new FileSink(join(dir, 'missing', 'audit.log'))], KEY, log);
-    await expect(auditor.record(auditRecord('nodir', { password: 'pw-not-logged' }))).rejects.toBeInstanceOf(AuditUnavailable);
+    await expect(auditor.record(auditRecord('nodir', { password: 'pw-not-logged' }))).rejects.toBeInstanceOf(
+      AuditUnavailable,
+    );
     expect(logs.map((l) => JSON.parse(l)).map((l) => l.code)).toEqual(['ENOENT']);
     expect(logs.join('')).not.toContain('pw-not-logged');
   });
@@ -205,7 +231,9 @@ describe('audit sinks', () => {
   it('with the only sink a path that is a directory, record() rejects with AuditUnavailable', async () => {
     const path = join(dir, 'a-directory');
     mkdirSync(path);
-    await expect(new Auditor([new FileSink(path)], KEY, log).record(auditRecord('isdir'))).rejects.toBeInstanceOf(AuditUnavailable);
+    await expect(new Auditor([new FileSink(path)], KEY, log).record(auditRecord('isdir'))).rejects.toBeInstanceOf(
+      AuditUnavailable,
+    );
   });
 
   it('a file sink that failed recovers once its directory exists', async () => {
@@ -230,7 +258,9 @@ describe('audit sinks', () => {
   it('a postgres sink whose pool is gone fails the record when it is the only sink', async () => {
     const gone = new pg.Pool({ connectionString: pgUrl(storeDb), max: 1 });
     await gone.end();
-    await expect(new Auditor([new PostgresSink(gone)], KEY, log).record(auditRecord('nopool'))).rejects.toBeInstanceOf(AuditUnavailable);
+    await expect(new Auditor([new PostgresSink(gone)], KEY, log).record(auditRecord('nopool'))).rejects.toBeInstanceOf(
+      AuditUnavailable,
+    );
   });
 
   it('a closed file sink refuses writes', async () => {

@@ -11,8 +11,22 @@ import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { randomSecret } from '../../src/random.js';
 import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
-import { K8S_ISSUER, kubernetesClaims, startJwksServer, type JwksServer, kubernetesAuthMount, kubernetesRole } from '../support/jwks-server.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl, roleExists } from '../support/pg.js';
+import {
+  K8S_ISSUER,
+  kubernetesClaims,
+  startJwksServer,
+  type JwksServer,
+  kubernetesAuthMount,
+  kubernetesRole,
+} from '../support/jwks-server.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  pgUrl,
+  roleExists,
+} from '../support/pg.js';
 
 /** Roles are cluster-wide: every role this file creates starts with one of these. */
 const PREFIX = 'audtrl';
@@ -58,10 +72,17 @@ function brokerConfig(storeDb: string, prefix: string, audit: Record<string, unk
   });
 }
 
-const start = (storeDb: string, prefix: string, audit: Record<string, unknown>) => startBroker(brokerConfig(storeDb, prefix, audit), { log: createLogger('silent'), reaper: false });
+const start = (storeDb: string, prefix: string, audit: Record<string, unknown>) =>
+  startBroker(brokerConfig(storeDb, prefix, audit), { log: createLogger('silent'), reaper: false });
 
 const rolesWithPrefix = async (prefix: string) =>
-  (await adminQuery<{ rolname: string }>('postgres', 'SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname', [`${prefix}\\_%`])).map((r) => r.rolname);
+  (
+    await adminQuery<{ rolname: string }>(
+      'postgres',
+      'SELECT rolname FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname',
+      [`${prefix}\\_%`],
+    )
+  ).map((r) => r.rolname);
 
 beforeAll(async () => {
   cluster = await startJwksServer({ issuer: K8S_ISSUER });
@@ -109,9 +130,16 @@ describe('what the audit trail holds', () => {
 
     const put = await api(broker, 'PUT', 'db/creds/reader', { ttl: '15m' }, seen.token);
     expect(put.status, JSON.stringify(put.body)).toBe(200);
-    seen.put = { requestId: put.body.request_id, leaseId: put.body.lease_id, username: put.body.data.username, password: put.body.data.password };
+    seen.put = {
+      requestId: put.body.request_id,
+      leaseId: put.body.lease_id,
+      username: put.body.data.username,
+      password: put.body.data.password,
+    };
 
-    const res = await fetch(`${broker.url}/v1/db/creds/reader?ttl=5m`, { headers: { authorization: `Bearer ${seen.token}` } });
+    const res = await fetch(`${broker.url}/v1/db/creds/reader?ttl=5m`, {
+      headers: { authorization: `Bearer ${seen.token}` },
+    });
     const got = (await res.json()) as any;
     expect(res.status, JSON.stringify(got)).toBe(200);
     seen.get = { requestId: got.request_id, leaseId: got.lease_id, password: got.data.password };
@@ -121,17 +149,29 @@ describe('what the audit trail holds', () => {
     seen.passwords = [seen.put.password, seen.get.password, rooted.body.data.password];
 
     // Lease operations, a denied request, a forged token and a refused login.
-    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: seen.put.leaseId }, seen.token)).status).toBe(200);
-    expect((await api(broker, 'PUT', 'sys/leases/renew', { lease_id: seen.put.leaseId, increment: '20m' }, seen.token)).status).toBe(200);
-    expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: seen.get.leaseId }, seen.token)).status).toBe(204);
+    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: seen.put.leaseId }, seen.token)).status).toBe(
+      200,
+    );
+    expect(
+      (await api(broker, 'PUT', 'sys/leases/renew', { lease_id: seen.put.leaseId, increment: '20m' }, seen.token))
+        .status,
+    ).toBe(200);
+    expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: seen.get.leaseId }, seen.token)).status).toBe(
+      204,
+    );
     expect((await api(broker, 'PUT', 'db/creds/writer', {}, seen.token)).status).toBe(403);
     expect((await api(broker, 'PUT', 'db/creds/reader', {}, seen.forgedToken)).status).toBe(403);
     const now = Math.floor(Date.now() / 1000);
     seen.refusedJwt = await cluster.sign({ ...kubernetesClaims(), iat: now - 900, nbf: now - 900, exp: now - 300 });
-    expect((await api(broker, 'PUT', 'auth/kubernetes/login', { role: 'etl', jwt: seen.refusedJwt }, null)).status).toBe(400);
+    expect(
+      (await api(broker, 'PUT', 'auth/kubernetes/login', { role: 'etl', jwt: seen.refusedJwt }, null)).status,
+    ).toBe(400);
 
     fileText = readFileSync(auditPath, 'utf8');
-    file = fileText.trim().split('\n').map((line) => JSON.parse(line));
+    file = fileText
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     rows = await adminQuery(storeDb, `SELECT * FROM credbroker_audit ORDER BY id`);
   });
 
@@ -141,7 +181,13 @@ describe('what the audit trail holds', () => {
 
   /** Rows of credbroker_audit whose whole text (every column) contains `needle`. */
   const tableRowsContaining = async (needle: string) =>
-    (await adminQuery<{ n: number }>(storeDb, `SELECT count(*)::int AS n FROM credbroker_audit a WHERE strpos(a::text, $1) > 0`, [needle]))[0]!.n;
+    (
+      await adminQuery<{ n: number }>(
+        storeDb,
+        `SELECT count(*)::int AS n FROM credbroker_audit a WHERE strpos(a::text, $1) > 0`,
+        [needle],
+      )
+    )[0]!.n;
 
   const secrets = () => ({
     ...Object.fromEntries(seen.passwords.map((p, i) => [`password ${i + 1}`, p])),
@@ -180,7 +226,8 @@ describe('what the audit trail holds', () => {
 
   it('every request has exactly one request record and one response record', () => {
     const byId = new Map<string, string[]>();
-    for (const r of file.filter((r) => r.type !== 'event')) byId.set(r.request_id, [...(byId.get(r.request_id) ?? []), r.type]);
+    for (const r of file.filter((r) => r.type !== 'event'))
+      byId.set(r.request_id, [...(byId.get(r.request_id) ?? []), r.type]);
     // login, PUT, GET, root PUT, lookup, renew, revoke, denied, forged, refused login
     expect(byId.size).toBe(10);
     for (const [id, types] of byId) expect(types.sort(), id).toEqual(['request', 'response']);
@@ -192,16 +239,27 @@ describe('what the audit trail holds', () => {
       const request = pair.find((r) => r.type === 'request')!;
       const response = pair.find((r) => r.type === 'response')!;
       for (const r of [request, response]) {
-        expect(r.identity).toMatchObject({ name: SUB, auth_mount: 'kubernetes', accessor: seen.accessor, metadata: { namespace: 'etl', service_account_name: 'reader' }, root: false });
+        expect(r.identity).toMatchObject({
+          name: SUB,
+          auth_mount: 'kubernetes',
+          accessor: seen.accessor,
+          metadata: { namespace: 'etl', service_account_name: 'reader' },
+          root: false,
+        });
         expect(r.path).toBe('db/creds/reader');
         expect(r.operation).toBe('update');
         expect(r.remote_address).toMatch(/127\.0\.0\.1$/);
-        expect(Date.parse(r.time as unknown as string) || (r.time as unknown as Date).getTime()).toBeGreaterThan(Date.now() - 120_000);
+        expect(Date.parse(r.time as unknown as string) || (r.time as unknown as Date).getTime()).toBeGreaterThan(
+          Date.now() - 120_000,
+        );
       }
       expect(request.data).toEqual({ ttl: '15m', client_token: hmacField(HMAC_KEY, seen.token) });
       expect(response).toMatchObject({ status: 200, outcome: 'ok', lease_id: seen.put.leaseId });
       expect((response.data as any).lease_id).toBe(seen.put.leaseId);
-      expect((response.data as any).data).toMatchObject({ username: seen.put.username, password: hmacField(HMAC_KEY, seen.put.password) });
+      expect((response.data as any).data).toMatchObject({
+        username: seen.put.username,
+        password: hmacField(HMAC_KEY, seen.put.password),
+      });
     }
   });
 
@@ -237,17 +295,29 @@ describe('what the audit trail holds', () => {
     const root = file.filter((r) => r.identity?.root === true && r.path === 'db/creds/writer');
     expect(root.map((r) => r.type).sort()).toEqual(['request', 'response']);
     expect(root.find((r) => r.type === 'request')!.data).toEqual({ client_token: hmacField(HMAC_KEY, ROOT_TOKEN) });
-    expect(root.find((r) => r.type === 'response')).toMatchObject({ identity: { name: 'root', auth_mount: 'token' }, outcome: 'ok', status: 200 });
+    expect(root.find((r) => r.type === 'response')).toMatchObject({
+      identity: { name: 'root', auth_mount: 'token' },
+      outcome: 'ok',
+      status: 200,
+    });
   });
 
   it('a login is recorded with the JWT and the issued token HMAC’d', () => {
     const pair = file.filter((r) => r.request_id === seen.login.requestId);
     const request = pair.find((r) => r.type === 'request')!;
     const response = pair.find((r) => r.type === 'response')!;
-    expect(request).toMatchObject({ path: 'auth/kubernetes/login', operation: 'update', data: { role: 'etl', jwt: hmacField(HMAC_KEY, seen.jwt) } });
+    expect(request).toMatchObject({
+      path: 'auth/kubernetes/login',
+      operation: 'update',
+      data: { role: 'etl', jwt: hmacField(HMAC_KEY, seen.jwt) },
+    });
     expect(request.remote_address).toMatch(/127\.0\.0\.1$/);
     expect(response).toMatchObject({ status: 200, outcome: 'ok' });
-    expect((response.data as any).auth).toMatchObject({ client_token: hmacField(HMAC_KEY, seen.token), accessor: seen.accessor, policies: ['etl'] });
+    expect((response.data as any).auth).toMatchObject({
+      client_token: hmacField(HMAC_KEY, seen.token),
+      accessor: seen.accessor,
+      policies: ['etl'],
+    });
   });
 
   // Regression test: this once failed (found while writing these tests).
@@ -260,8 +330,17 @@ describe('what the audit trail holds', () => {
     const request = file.find((r) => r.type === 'request' && r.data?.jwt === hmacField(HMAC_KEY, seen.refusedJwt))!;
     expect(request).toMatchObject({ path: 'auth/kubernetes/login', data: { role: 'etl' } });
     const response = file.find((r) => r.type === 'response' && r.request_id === request.request_id)!;
-    expect(response).toMatchObject({ path: 'auth/kubernetes/login', status: 400, outcome: 'error', error: 'error validating token: token is expired' });
-    const inTable = await adminQuery(storeDb, `SELECT outcome, status, error FROM credbroker_audit WHERE request_id = $1 AND type = 'response'`, [request.request_id]);
+    expect(response).toMatchObject({
+      path: 'auth/kubernetes/login',
+      status: 400,
+      outcome: 'error',
+      error: 'error validating token: token is expired',
+    });
+    const inTable = await adminQuery(
+      storeDb,
+      `SELECT outcome, status, error FROM credbroker_audit WHERE request_id = $1 AND type = 'response'`,
+      [request.request_id],
+    );
     expect(inTable).toEqual([{ outcome: 'error', status: 400, error: 'error validating token: token is expired' }]);
   });
 
@@ -269,15 +348,28 @@ describe('what the audit trail holds', () => {
     const config = join(dir, 'config.yaml');
     writeFileSync(
       config,
-      ['store:', '  url: postgres://127.0.0.1:1/credbroker', 'root_token: ${env:AUDTRL_ROOT_TOKEN}', 'audit:', '  hmac_key: ${env:AUDTRL_HMAC_KEY}', '  postgres: true', ''].join('\n'),
+      [
+        'store:',
+        '  url: postgres://127.0.0.1:1/credbroker',
+        'root_token: ${env:AUDTRL_ROOT_TOKEN}',
+        'audit:',
+        '  hmac_key: ${env:AUDTRL_HMAC_KEY}',
+        '  postgres: true',
+        '',
+      ].join('\n'),
     );
     const run = (value: string) =>
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
         execFile(
           process.execPath,
           [CLI, 'audit', 'hash', value, '--config', config],
-          { env: { ...process.env, AUDTRL_ROOT_TOKEN: ROOT_TOKEN, AUDTRL_HMAC_KEY: HMAC_KEY }, timeout: 30_000, encoding: 'utf8' },
-          (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+          {
+            env: { ...process.env, AUDTRL_ROOT_TOKEN: ROOT_TOKEN, AUDTRL_HMAC_KEY: HMAC_KEY },
+            timeout: 30_000,
+            encoding: 'utf8',
+          },
+          (err, stdout, stderr) =>
+            resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
         );
       });
     const password = seen.put.password;
@@ -296,7 +388,10 @@ describe('fail closed', () => {
     const missingDir = join(dir, 'missing', 'dir');
     const broker = await start(storeDb, FILE_FAIL_PREFIX, { file: { path: join(missingDir, 'audit.jsonl') } });
     try {
-      for (const [method, body] of [['PUT', {}], ['GET', undefined]] as const) {
+      for (const [method, body] of [
+        ['PUT', {}],
+        ['GET', undefined],
+      ] as const) {
         const res = await api(broker, method, 'db/creds/reader', body, ROOT_TOKEN);
         expect(res.status).toBe(503);
         expect(res.body.errors).toEqual(['audit log unavailable: request refused']);
@@ -306,7 +401,13 @@ describe('fail closed', () => {
       expect(await adminQuery(storeDb, 'SELECT id FROM credbroker_leases')).toEqual([]);
 
       // A login is refused the same way, and mints no token.
-      const login = await api(broker, 'PUT', 'auth/kubernetes/login', { role: 'etl', jwt: await cluster.sign(kubernetesClaims()) }, null);
+      const login = await api(
+        broker,
+        'PUT',
+        'auth/kubernetes/login',
+        { role: 'etl', jwt: await cluster.sign(kubernetesClaims()) },
+        null,
+      );
       expect(login.status).toBe(503);
       expect(login.body.auth ?? null).toBeNull();
       expect(await adminQuery(storeDb, 'SELECT accessor FROM credbroker_tokens')).toEqual([]);
@@ -325,7 +426,8 @@ describe('fail closed', () => {
   describe('when the response record cannot be written', () => {
     let broker: Broker;
     let storeDb: string;
-    const refuseResponses = (on: boolean) => adminQuery(storeDb, `ALTER TABLE credbroker_audit ${on ? 'ENABLE' : 'DISABLE'} TRIGGER refuse_responses`);
+    const refuseResponses = (on: boolean) =>
+      adminQuery(storeDb, `ALTER TABLE credbroker_audit ${on ? 'ENABLE' : 'DISABLE'} TRIGGER refuse_responses`);
 
     beforeAll(async () => {
       storeDb = await freshStoreDatabase('audtrly');
@@ -369,11 +471,15 @@ describe('fail closed', () => {
       expect(issued.status).toBe(200);
       await refuseResponses(true);
       try {
-        expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: issued.body.lease_id }, ROOT_TOKEN)).status).toBe(503);
+        expect(
+          (await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: issued.body.lease_id }, ROOT_TOKEN)).status,
+        ).toBe(503);
       } finally {
         await refuseResponses(false);
       }
-      const [lease] = await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [issued.body.lease_id]);
+      const [lease] = await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [
+        issued.body.lease_id,
+      ]);
       expect(lease.state).toBe('active');
       expect(await roleExists(issued.body.data.username)).toBe(true);
     });
@@ -384,7 +490,10 @@ describe('what one client can make the audit log hold', () => {
   let broker: Broker;
   const path = join(dir, 'flood.jsonl');
   const lines = () => readFileSync(path, 'utf8').split('\n').filter(Boolean);
-  const recordsOf = (requestId: string) => lines().map((l) => JSON.parse(l) as AuditRecord).filter((r) => r.request_id === requestId);
+  const recordsOf = (requestId: string) =>
+    lines()
+      .map((l) => JSON.parse(l) as AuditRecord)
+      .filter((r) => r.request_id === requestId);
   const junk = { filler: 'x'.repeat(63_000), secret_id: `sid-${randomSecret()}` };
 
   beforeAll(async () => {
@@ -401,7 +510,11 @@ describe('what one client can make the audit log hold', () => {
       expect(res.status).toBe(403);
       const records = recordsOf(res.body.request_id ?? '');
       // The error answer carries no request id; find the records by their position instead.
-      const mine = records.length ? records : lines().slice(-2).map((l) => JSON.parse(l) as AuditRecord);
+      const mine = records.length
+        ? records
+        : lines()
+            .slice(-2)
+            .map((l) => JSON.parse(l) as AuditRecord);
       expect(mine.map((r) => r.type)).toEqual(['request', 'response']);
       for (const r of mine) {
         expect(Object.keys(r.data ?? {}).filter((k) => k !== 'client_token')).toEqual([]);
@@ -413,28 +526,41 @@ describe('what one client can make the audit log hold', () => {
 
   it('a hundred refused 63 KB requests add a few KB each at most, not 63', async () => {
     const before = statSync(path).size;
-    for (let i = 0; i < 100; i++) expect((await api(broker, 'PUT', 'db/creds/reader', junk, `cbt.${randomSecret()}`)).status).toBe(403);
+    for (let i = 0; i < 100; i++)
+      expect((await api(broker, 'PUT', 'db/creds/reader', junk, `cbt.${randomSecret()}`)).status).toBe(403);
     expect(statSync(path).size - before).toBeLessThan(100 * 2048);
   });
 
   it('a login records only its role and its JWT (HMAC’d), not the rest of the body', async () => {
     const res = await api(broker, 'PUT', 'auth/kubernetes/login', { role: 'etl', jwt: 'not-a-jwt', ...junk }, null);
     expect(res.status).toBe(400);
-    const request = lines().map((l) => JSON.parse(l) as AuditRecord).filter((r) => r.type === 'request' && r.path === 'auth/kubernetes/login').at(-1)!;
+    const request = lines()
+      .map((l) => JSON.parse(l) as AuditRecord)
+      .filter((r) => r.type === 'request' && r.path === 'auth/kubernetes/login')
+      .at(-1)!;
     expect(request.data).toEqual({ role: 'etl', jwt: broker.auditor.hash('not-a-jwt') });
   });
 
   it('an authenticated request with a 57 KB body is recorded within MAX_RECORD_BYTES, marked truncated', async () => {
     // Numbers are not hashed, so they keep their size in the record (strings shrink to an HMAC).
-    const res = await api(broker, 'PUT', 'db/creds/reader', { filler: 'x'.repeat(1000), secret_id: junk.secret_id, numbers: new Array(8000).fill(123456) }, ROOT_TOKEN);
+    const res = await api(
+      broker,
+      'PUT',
+      'db/creds/reader',
+      { filler: 'x'.repeat(1000), secret_id: junk.secret_id, numbers: new Array(8000).fill(123456) },
+      ROOT_TOKEN,
+    );
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     const [request, response] = recordsOf(res.body.request_id);
-    for (const r of [request!, response!]) expect(Buffer.byteLength(JSON.stringify(r))).toBeLessThanOrEqual(MAX_RECORD_BYTES);
+    for (const r of [request!, response!])
+      expect(Buffer.byteLength(JSON.stringify(r))).toBeLessThanOrEqual(MAX_RECORD_BYTES);
     expect(request!.data).toBeUndefined();
     expect(request!.truncated!.data_bytes).toBeGreaterThan(50_000);
     expect(response!.lease_id).toBe(res.body.lease_id);
     expect(readFileSync(path, 'utf8')).not.toContain(junk.secret_id);
-    expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: res.body.lease_id }, ROOT_TOKEN)).status).toBe(204);
+    expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: res.body.lease_id }, ROOT_TOKEN)).status).toBe(
+      204,
+    );
   });
 });
 
@@ -463,14 +589,25 @@ describe.runIf(isRoot)('on a full disk', () => {
       const statuses: number[] = [];
       for (let i = 0; i < 200 && !statuses.includes(503); i++) {
         // A body of varied size, so some record crosses a page boundary as the disk fills.
-        statuses.push((await api(broker, 'PUT', 'db/creds/reader', { filler: 'x'.repeat(100 + ((i * 37) % 900)), n: new Array(50 + i * 3).fill(1) }, ROOT_TOKEN)).status);
+        statuses.push(
+          (
+            await api(
+              broker,
+              'PUT',
+              'db/creds/reader',
+              { filler: 'x'.repeat(100 + ((i * 37) % 900)), n: new Array(50 + i * 3).fill(1) },
+              ROOT_TOKEN,
+            )
+          ).status,
+        );
       }
       expect(statuses.at(-1)).toBe(503);
       const again = await api(broker, 'PUT', 'db/creds/reader', {}, ROOT_TOKEN);
       expect(again.status).toBe(503);
       const wholeLines = (text: string) => {
         expect(text.endsWith('\n')).toBe(true);
-        for (const line of text.slice(0, -1).split('\n')) expect(() => JSON.parse(line), line.slice(0, 80)).not.toThrow();
+        for (const line of text.slice(0, -1).split('\n'))
+          expect(() => JSON.parse(line), line.slice(0, 80)).not.toThrow();
       };
       wholeLines(readFileSync(path, 'utf8'));
 
@@ -510,7 +647,11 @@ describe("the reaper's revocations", () => {
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       ids.push(res.body.lease_id);
     }
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET expires_at = now() - interval '1 second', next_attempt_at = now() - interval '1 second' WHERE id = ANY($1)`, [ids]);
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_leases SET expires_at = now() - interval '1 second', next_attempt_at = now() - interval '1 second' WHERE id = ANY($1)`,
+      [ids],
+    );
     return ids.sort();
   }
 
@@ -521,20 +662,34 @@ describe("the reaper's revocations", () => {
       .map((l) => JSON.parse(l) as AuditRecord)
       .filter((r) => r.type === 'event' && r.operation === 'revoked')
       .map((r) => r.lease_id!);
-  const revokedInTable = async () => (await adminQuery<{ lease_id: string }>(storeDb, `SELECT lease_id FROM credbroker_audit WHERE type = 'event' AND operation = 'revoked'`)).map((r) => r.lease_id);
+  const revokedInTable = async () =>
+    (
+      await adminQuery<{ lease_id: string }>(
+        storeDb,
+        `SELECT lease_id FROM credbroker_audit WHERE type = 'event' AND operation = 'revoked'`,
+      )
+    ).map((r) => r.lease_id);
 
   it('a reap of 60 expired leases in one batch has recorded 60 revoked events in every sink by the time it returns', async () => {
     const ids = await expiredLeases(60);
     const result = await broker.reaper.reapOnce({ limit: 500 });
     expect(result.revoked.sort()).toEqual(ids);
-    expect(revokedInFile().filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    expect(
+      revokedInFile()
+        .filter((id) => ids.includes(id))
+        .sort(),
+    ).toEqual(ids);
     expect((await revokedInTable()).filter((id) => ids.includes(id)).sort()).toEqual(ids);
   });
 
   it('failed revocations are recorded too by the time the reap returns: revoke-failed, then irrevocable on the last attempt', async () => {
     const ids = await expiredLeases(50);
     // Their mount is not configured on this broker, so every revocation fails.
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET mount = 'ghost', attempts = CASE WHEN id = ANY($2) THEN 7 ELSE 0 END WHERE id = ANY($1)`, [ids, ids.slice(0, 10)]);
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_leases SET mount = 'ghost', attempts = CASE WHEN id = ANY($2) THEN 7 ELSE 0 END WHERE id = ANY($1)`,
+      [ids, ids.slice(0, 10)],
+    );
     const result = await broker.reaper.reapOnce({ limit: 500 });
     expect(result.failed.sort()).toEqual(ids);
     const events = readFileSync(path, 'utf8')
@@ -542,10 +697,24 @@ describe("the reaper's revocations", () => {
       .filter(Boolean)
       .map((l) => JSON.parse(l) as AuditRecord)
       .filter((r) => r.type === 'event' && ids.includes(r.lease_id!));
-    expect(events.filter((e) => e.operation === 'irrevocable').map((e) => e.lease_id).sort()).toEqual(ids.slice(0, 10).sort());
-    expect(events.filter((e) => e.operation === 'revoke-failed').map((e) => e.lease_id).sort()).toEqual(ids.slice(10).sort());
+    expect(
+      events
+        .filter((e) => e.operation === 'irrevocable')
+        .map((e) => e.lease_id)
+        .sort(),
+    ).toEqual(ids.slice(0, 10).sort());
+    expect(
+      events
+        .filter((e) => e.operation === 'revoke-failed')
+        .map((e) => e.lease_id)
+        .sort(),
+    ).toEqual(ids.slice(10).sort());
     // Back on their real mount, so they are revoked (and their roles dropped) here, not left to the file's cleanup.
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET mount = 'db', state = 'revoking', attempts = 0, next_attempt_at = now() - interval '1 second' WHERE id = ANY($1)`, [ids]);
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_leases SET mount = 'db', state = 'revoking', attempts = 0, next_attempt_at = now() - interval '1 second' WHERE id = ANY($1)`,
+      [ids],
+    );
     expect((await broker.reaper.reapOnce({ limit: 500 })).revoked.sort()).toEqual(ids);
   });
 
@@ -554,9 +723,17 @@ describe("the reaper's revocations", () => {
     const tick = broker.reaper.tick();
     await broker.close();
     await tick;
-    expect(revokedInFile().filter((id) => ids.includes(id)).sort()).toEqual(ids);
+    expect(
+      revokedInFile()
+        .filter((id) => ids.includes(id))
+        .sort(),
+    ).toEqual(ids);
     expect((await revokedInTable()).filter((id) => ids.includes(id)).sort()).toEqual(ids);
-    const states = await adminQuery<{ state: string }>(storeDb, 'SELECT DISTINCT state FROM credbroker_leases WHERE id = ANY($1)', [ids]);
+    const states = await adminQuery<{ state: string }>(
+      storeDb,
+      'SELECT DISTINCT state FROM credbroker_leases WHERE id = ANY($1)',
+      [ids],
+    );
     expect(states).toEqual([{ state: 'revoked' }]);
   });
 });

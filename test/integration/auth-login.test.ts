@@ -5,8 +5,24 @@ import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
-import { K8S_ISSUER, b64url, kubernetesClaims, startJwksServer, type JwksServer, kubernetesAuthMount, kubernetesRole } from '../support/jwks-server.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, roleExists } from '../support/pg.js';
+import {
+  K8S_ISSUER,
+  b64url,
+  kubernetesClaims,
+  startJwksServer,
+  type JwksServer,
+  kubernetesAuthMount,
+  kubernetesRole,
+} from '../support/jwks-server.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  loginAs,
+  pgUrl,
+  roleExists,
+} from '../support/pg.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
 const PREFIX = 'authlg';
@@ -40,7 +56,10 @@ beforeAll(async () => {
     },
     auth: {
       // Every unknown kid refetches: rotation is picked up at once.
-      kubernetes: kubernetesAuthMount(cluster, { etl: etlRole, 'etl-keep': { ...etlRole, revoke_leases_with_token: false } }),
+      kubernetes: kubernetesAuthMount(cluster, {
+        etl: etlRole,
+        'etl-keep': { ...etlRole, revoke_leases_with_token: false },
+      }),
       jwt: {
         type: 'jwt',
         oidc_discovery_url: ci.url,
@@ -83,10 +102,16 @@ async function loginOk(jwt: string, role = 'etl', mount = 'kubernetes'): Promise
   return { token: res.body.auth.client_token, auth: res.body.auth };
 }
 
-const tokenCount = async () => (await adminQuery<{ n: number }>(storeDb, 'SELECT count(*)::int AS n FROM credbroker_tokens'))[0]!.n;
-const leaseRow = async (id: string) => (await adminQuery(storeDb, 'SELECT * FROM credbroker_leases WHERE id = $1', [id]))[0];
+const tokenCount = async () =>
+  (await adminQuery<{ n: number }>(storeDb, 'SELECT count(*)::int AS n FROM credbroker_tokens'))[0]!.n;
+const leaseRow = async (id: string) =>
+  (await adminQuery(storeDb, 'SELECT * FROM credbroker_leases WHERE id = $1', [id]))[0];
 const rolesOf = async (role: string) =>
-  (await adminQuery<{ n: number }>('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname LIKE $1', [`${PREFIX}\\_${role}\\_%`]))[0]!.n;
+  (
+    await adminQuery<{ n: number }>('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname LIKE $1', [
+      `${PREFIX}\\_${role}\\_%`,
+    ])
+  )[0]!.n;
 
 describe('kubernetes login', () => {
   it('a projected service-account token logs in and gets Vault’s auth block with the service account in its metadata', async () => {
@@ -123,12 +148,19 @@ describe('kubernetes login', () => {
     expect(res.body.lease_id).toMatch(/^db\/creds\/reader\//);
     const client = await loginAs(res.body.data);
     try {
-      expect((await client.query('SELECT name FROM public.items ORDER BY id')).rows.map((r) => r.name)).toEqual(['one', 'two']);
+      expect((await client.query('SELECT name FROM public.items ORDER BY id')).rows.map((r) => r.name)).toEqual([
+        'one',
+        'two',
+      ]);
     } finally {
       await client.end();
     }
     const row = await leaseRow(res.body.lease_id);
-    expect(row.identity).toMatchObject({ name: 'system:serviceaccount:etl:reader', auth_mount: 'kubernetes', metadata: { namespace: 'etl' } });
+    expect(row.identity).toMatchObject({
+      name: 'system:serviceaccount:etl:reader',
+      auth_mount: 'kubernetes',
+      metadata: { namespace: 'etl' },
+    });
     expect(row.token_accessor).toEqual(expect.any(String));
   });
 
@@ -287,12 +319,20 @@ describe('kubernetes claims: one source for the bound check and the metadata', (
       'kubernetes.io/serviceaccount/service-account.uid': SA_UID,
     };
     const { auth } = await loginOk(await cluster.sign(legacy));
-    expect(auth.metadata).toMatchObject({ namespace: 'etl', service_account_namespace: 'etl', service_account_name: 'old-reader', service_account_uid: SA_UID });
+    expect(auth.metadata).toMatchObject({
+      namespace: 'etl',
+      service_account_namespace: 'etl',
+      service_account_name: 'old-reader',
+      service_account_uid: SA_UID,
+    });
   });
 
   it('a legacy token of another namespace fails the bound check that reads /kubernetes.io/namespace', async () => {
     const { ['kubernetes.io']: _, ...rest } = kubernetesClaims();
-    const res = await login({ role: 'etl', jwt: await cluster.sign({ ...rest, 'kubernetes.io/serviceaccount/namespace': 'admin' }) });
+    const res = await login({
+      role: 'etl',
+      jwt: await cluster.sign({ ...rest, 'kubernetes.io/serviceaccount/namespace': 'admin' }),
+    });
     expect(res.status).toBe(400);
     expect(res.body.errors[0]).toMatch(/claim "\/kubernetes.io\/namespace" does not match/);
   });
@@ -304,7 +344,13 @@ describe('kubernetes claims: one source for the bound check and the metadata', (
 
 describe('jwt login with OIDC discovery', () => {
   it('a CI token logs in through the discovered JWKS; discovery is fetched once for many logins', async () => {
-    const claims = { iss: ci.url, aud: 'credbroker', sub: 'repo:acme/warehouse:ref:refs/heads/main', repository: 'acme/warehouse', run_id: 4242 };
+    const claims = {
+      iss: ci.url,
+      aud: 'credbroker',
+      sub: 'repo:acme/warehouse:ref:refs/heads/main',
+      repository: 'acme/warehouse',
+      run_id: 4242,
+    };
     const first = await loginOk(await ci.sign(claims), 'ci', 'jwt');
     expect(first.auth.policies).toEqual(['etl']);
     expect(first.auth.metadata).toEqual({ role: 'ci', repository: 'acme/warehouse', run_id: '4242' });
@@ -319,7 +365,12 @@ describe('jwt login with OIDC discovery', () => {
   });
 
   it('a burst of tokens with unknown key ids refetches the JWKS at most once per refresh interval', async () => {
-    const claims = { iss: ci.url, aud: 'credbroker', sub: 'repo:acme/warehouse:ref:refs/heads/main', repository: 'acme/warehouse' };
+    const claims = {
+      iss: ci.url,
+      aud: 'credbroker',
+      sub: 'repo:acme/warehouse:ref:refs/heads/main',
+      repository: 'acme/warehouse',
+    };
     await loginOk(await ci.sign(claims), 'ci', 'jwt');
     const before = ci.jwksFetches;
     const tokens = await Promise.all(
@@ -376,11 +427,17 @@ describe('refused logins: a 400 naming the reason, and no token', () => {
   });
 
   it('a wrong issuer', async () => {
-    await refused({ role: 'etl', jwt: await cluster.sign(kubernetesClaims({ issuer: 'https://evil.example' })) }, /issuer does not match bound_issuer/);
+    await refused(
+      { role: 'etl', jwt: await cluster.sign(kubernetesClaims({ issuer: 'https://evil.example' })) },
+      /issuer does not match bound_issuer/,
+    );
   });
 
   it('a wrong audience', async () => {
-    await refused({ role: 'etl', jwt: await cluster.sign(kubernetesClaims({ audience: ['vault', 'other'] })) }, /invalid audience \(aud\) claim/);
+    await refused(
+      { role: 'etl', jwt: await cluster.sign(kubernetesClaims({ audience: ['vault', 'other'] })) },
+      /invalid audience \(aud\) claim/,
+    );
   });
 
   it('no audience at all', async () => {
@@ -389,7 +446,10 @@ describe('refused logins: a 400 naming the reason, and no token', () => {
   });
 
   it('a namespace the role is not bound to', async () => {
-    await refused({ role: 'etl', jwt: await cluster.sign(kubernetesClaims({ namespace: 'other' })) }, /claim "\/kubernetes\.io\/namespace" does not match/);
+    await refused(
+      { role: 'etl', jwt: await cluster.sign(kubernetesClaims({ namespace: 'other' })) },
+      /claim "\/kubernetes\.io\/namespace" does not match/,
+    );
   });
 
   it('a token with alg "none" and an empty signature', async () => {
@@ -404,9 +464,16 @@ describe('refused logins: a 400 naming the reason, and no token', () => {
     const kid = await cluster.addKey({ alg: 'RS256' });
     await loginOk(await cluster.sign(kubernetesClaims(), { kid }));
     const jwk = cluster.publicJwk(kid);
-    const secrets = [await cluster.publicKeyPem(kid), JSON.stringify(jwk), JSON.stringify({ kty: jwk.kty, n: jwk.n, e: jwk.e }), jwk.n!];
+    const secrets = [
+      await cluster.publicKeyPem(kid),
+      JSON.stringify(jwk),
+      JSON.stringify({ kty: jwk.kty, n: jwk.n, e: jwk.e }),
+      jwk.n!,
+    ];
     for (const secret of secrets) {
-      const jwt = await new SignJWT(kubernetesClaims()).setProtectedHeader({ alg: 'HS256', typ: 'JWT', kid }).sign(new TextEncoder().encode(secret));
+      const jwt = await new SignJWT(kubernetesClaims())
+        .setProtectedHeader({ alg: 'HS256', typ: 'JWT', kid })
+        .sign(new TextEncoder().encode(secret));
       await refused({ role: 'etl', jwt }, /signing algorithm not allowed/);
     }
   });
@@ -414,7 +481,10 @@ describe('refused logins: a 400 naming the reason, and no token', () => {
   it('a token whose kid the JWKS does not have, even after a refetch', async () => {
     const kid = await cluster.addKey({ published: false });
     const before = cluster.jwksFetches;
-    await refused({ role: 'etl', jwt: await cluster.sign(kubernetesClaims(), { kid }) }, /no key matches the token's key id/);
+    await refused(
+      { role: 'etl', jwt: await cluster.sign(kubernetesClaims(), { kid }) },
+      /no key matches the token's key id/,
+    );
     expect(cluster.jwksFetches).toBeGreaterThan(before);
   });
 
@@ -438,7 +508,15 @@ describe('refused logins: a 400 naming the reason, and no token', () => {
   });
 
   it('garbage in place of a JWT', async () => {
-    for (const jwt of ['garbage', 'a.b.c', '...', 'eyJ.eyJ.', `${b64url({ alg: 'RS256' })}.not-base64!.sig`, `${b64url('not json')}.${b64url({})}.x`, 'cbt.' + 'A'.repeat(43)]) {
+    for (const jwt of [
+      'garbage',
+      'a.b.c',
+      '...',
+      'eyJ.eyJ.',
+      `${b64url({ alg: 'RS256' })}.not-base64!.sig`,
+      `${b64url('not json')}.${b64url({})}.x`,
+      'cbt.' + 'A'.repeat(43),
+    ]) {
       await refused({ role: 'etl', jwt }, /^error validating token: /);
     }
   });
@@ -476,7 +554,10 @@ describe('refused logins: a 400 naming the reason, and no token', () => {
 
   it('a token issued in the future (iat beyond the leeway), even with a past nbf', async () => {
     const claims = { ...kubernetesClaims(), iat: now() + 300, nbf: now() - 10, exp: now() + 900 };
-    await refused({ role: 'etl', jwt: await cluster.sign(claims) }, /error validating token: token is not yet valid \(issued in the future\)/);
+    await refused(
+      { role: 'etl', jwt: await cluster.sign(claims) },
+      /error validating token: token is not yet valid \(issued in the future\)/,
+    );
   });
 
   it('a token whose iat is 10 s ahead is inside the leeway and logs in (control for the case above)', async () => {
@@ -488,13 +569,19 @@ describe('refused logins: a 400 naming the reason, and no token', () => {
     ['service account name', { 'kubernetes.io/serviceaccount/service-account.name': 'root-ish' }],
     ['service account uid', { 'kubernetes.io/serviceaccount/service-account.uid': 'another-uid' }],
   ])('a Kubernetes token whose nested and legacy %s claims disagree', async (_, legacy) => {
-    await refused({ role: 'etl', jwt: await cluster.sign({ ...kubernetesClaims(), ...legacy }) }, /error validating claims: the token's Kubernetes claims disagree/);
+    await refused(
+      { role: 'etl', jwt: await cluster.sign({ ...kubernetesClaims(), ...legacy }) },
+      /error validating claims: the token's Kubernetes claims disagree/,
+    );
   });
 
   it('a Kubernetes token whose nested namespace is not a string', async () => {
     const claims = kubernetesClaims();
     (claims['kubernetes.io'] as Record<string, unknown>).namespace = ['etl', 'admin'];
-    await refused({ role: 'etl', jwt: await cluster.sign(claims) }, /error validating claims: the token's Kubernetes claim "namespace" is not a string/);
+    await refused(
+      { role: 'etl', jwt: await cluster.sign(claims) },
+      /error validating claims: the token's Kubernetes claim "namespace" is not a string/,
+    );
   });
 
   it('an auth mount that does not exist answers 404', async () => {

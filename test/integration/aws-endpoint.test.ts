@@ -46,7 +46,11 @@ const stsClient = (ep: AwsEndpoint, credentials: Creds = ep.baseCredentials, ext
   new STSClient({ endpoint: ep.url, region: 'us-east-1', credentials, ...extra });
 const iamClient = (ep: AwsEndpoint, credentials: Creds = ep.baseCredentials) =>
   new IAMClient({ endpoint: ep.url, region: 'us-east-1', credentials });
-const fromSts = (c: Credentials | undefined): Creds => ({ accessKeyId: c!.AccessKeyId!, secretAccessKey: c!.SecretAccessKey!, sessionToken: c!.SessionToken! });
+const fromSts = (c: Credentials | undefined): Creds => ({
+  accessKeyId: c!.AccessKeyId!,
+  secretAccessKey: c!.SecretAccessKey!,
+  sessionToken: c!.SessionToken!,
+});
 
 /** The rejection of a promise that must reject (fails the test if it resolves). */
 async function failure(promise: Promise<unknown>): Promise<any> {
@@ -74,14 +78,21 @@ describe('aws-endpoint: SigV4 verification', () => {
     expect(out.Account).toBe('123456789012');
     expect(out.UserId).toMatch(/^AIDA[A-Z0-9]{17}$/);
     expect(out.$metadata.requestId).toMatch(/^[0-9a-f-]{36}$/);
-    expect(ep.calls.at(-1)).toMatchObject({ service: 'sts', action: 'GetCallerIdentity', accessKeyId: ep.baseCredentials.accessKeyId, status: 200 });
+    expect(ep.calls.at(-1)).toMatchObject({
+      service: 'sts',
+      action: 'GetCallerIdentity',
+      accessKeyId: ep.baseCredentials.accessKeyId,
+      status: 200,
+    });
     expect(ep.calls.at(-1)!.params).toMatchObject({ Action: 'GetCallerIdentity', Version: '2011-06-15' });
   });
 
   it('rejects a wrong secret with SignatureDoesNotMatch', async () => {
     const secret = ep.baseCredentials.secretAccessKey;
     // Another last character: with a fixed replacement, one secret in 62 already ends in it.
-    const err = await failure(whoAmI(ep, { ...ep.baseCredentials, secretAccessKey: secret.slice(0, -1) + (secret.endsWith('x') ? 'y' : 'x') }));
+    const err = await failure(
+      whoAmI(ep, { ...ep.baseCredentials, secretAccessKey: secret.slice(0, -1) + (secret.endsWith('x') ? 'y' : 'x') }),
+    );
     expect(err.name).toBe('SignatureDoesNotMatch');
     expect(err.$metadata.httpStatusCode).toBe(403);
     expect(err.message).toMatch(/does not match the signature you provided/);
@@ -163,8 +174,13 @@ describe('aws-endpoint: clock skew', () => {
     const ep = await startAwsEndpoint({ clockSkewSeconds: 3600 });
     try {
       expect((await whoAmI(ep)).Arn).toMatch(/user\/credbroker$/);
-      expect(ep.calls.map((c) => [c.status, c.code])).toEqual([[403, 'SignatureDoesNotMatch'], [200, undefined]]);
-      const off = await failure(stsClient(ep, undefined, { disableClockSkewCorrection: true }).send(new GetCallerIdentityCommand({})));
+      expect(ep.calls.map((c) => [c.status, c.code])).toEqual([
+        [403, 'SignatureDoesNotMatch'],
+        [200, undefined],
+      ]);
+      const off = await failure(
+        stsClient(ep, undefined, { disableClockSkewCorrection: true }).send(new GetCallerIdentityCommand({})),
+      );
       expect(off.name).toBe('SignatureDoesNotMatch');
     } finally {
       await ep.close();
@@ -190,7 +206,10 @@ describe('aws-endpoint: STS', () => {
         SourceIdentity: 'alice',
         ExternalId: 'ext-123',
         PolicyArns: [{ arn: 'arn:aws:iam::aws:policy/ReadOnlyAccess' }],
-        Policy: JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 's3:GetObject', Resource: '*' }] }),
+        Policy: JSON.stringify({
+          Version: '2012-10-17',
+          Statement: [{ Effect: 'Allow', Action: 's3:GetObject', Resource: '*' }],
+        }),
       }),
     );
     expect(out.Credentials!.AccessKeyId).toMatch(/^ASIA[A-Z0-9]{16}$/);
@@ -203,7 +222,12 @@ describe('aws-endpoint: STS', () => {
     expect(out.SourceIdentity).toBe('alice');
 
     const session = ep.state.sessions.get(out.Credentials!.AccessKeyId!)!;
-    expect(session).toMatchObject({ kind: 'assumed-role', roleName: 'credbroker-test', externalId: 'ext-123', userName: 'credbroker' });
+    expect(session).toMatchObject({
+      kind: 'assumed-role',
+      roleName: 'credbroker-test',
+      externalId: 'ext-123',
+      userName: 'credbroker',
+    });
     expect(session.tags).toEqual([{ Key: 'credbroker-lease', Value: 'abc' }]);
     expect(session.policyArns).toEqual(['arn:aws:iam::aws:policy/ReadOnlyAccess']);
 
@@ -215,7 +239,9 @@ describe('aws-endpoint: STS', () => {
     // Temporary keys need their session token, and stop working once expired.
     const noToken = await failure(whoAmI(ep, { ...fromSts(out.Credentials), sessionToken: undefined }));
     expect(noToken.name).toBe('InvalidClientTokenId');
-    const badToken = await failure(whoAmI(ep, { ...fromSts(out.Credentials), sessionToken: 'x' + out.Credentials!.SessionToken }));
+    const badToken = await failure(
+      whoAmI(ep, { ...fromSts(out.Credentials), sessionToken: 'x' + out.Credentials!.SessionToken }),
+    );
     expect(badToken.name).toBe('InvalidClientTokenId');
     ep.state.expireSession(out.Credentials!.AccessKeyId!);
     const expired = await failure(whoAmI(ep, fromSts(out.Credentials)));
@@ -225,50 +251,79 @@ describe('aws-endpoint: STS', () => {
   });
 
   it('caps DurationSeconds at the role MaxSessionDuration', async () => {
-    const err = await failure(stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 's1', DurationSeconds: 3601 })));
+    const err = await failure(
+      stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 's1', DurationSeconds: 3601 })),
+    );
     expect(err.name).toBe('ValidationError');
     expect(err.$metadata.httpStatusCode).toBe(400);
     expect(err.message).toBe('The requested DurationSeconds exceeds the MaxSessionDuration set for this role.');
 
-    const long = await stsClient(ep).send(new AssumeRoleCommand({ RoleArn: LONG_ROLE_ARN, RoleSessionName: 's1', DurationSeconds: 7200 }));
+    const long = await stsClient(ep).send(
+      new AssumeRoleCommand({ RoleArn: LONG_ROLE_ARN, RoleSessionName: 's1', DurationSeconds: 7200 }),
+    );
     expect(long.AssumedRoleUser!.Arn).toBe('arn:aws:sts::123456789012:assumed-role/credbroker-long/s1');
 
-    const short = await failure(stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 's1', DurationSeconds: 899 })));
+    const short = await failure(
+      stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 's1', DurationSeconds: 899 })),
+    );
     expect(short.name).toBe('ValidationError');
-    expect(short.message).toMatch(/at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to 900/);
+    expect(short.message).toMatch(
+      /at 'durationSeconds' failed to satisfy constraint: Member must have value greater than or equal to 900/,
+    );
   });
 
   it('validates RoleSessionName and refuses roles that do not exist', async () => {
-    const bad = await failure(stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'has space' })));
+    const bad = await failure(
+      stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'has space' })),
+    );
     expect(bad.name).toBe('ValidationError');
     expect(bad.message).toMatch(/^1 validation error detected: Value 'has space' at 'roleSessionName'/);
     const short = await failure(stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'x' })));
     expect(short.message).toMatch(/Member must have length greater than or equal to 2/);
 
-    const denied = await failure(stsClient(ep).send(new AssumeRoleCommand({ RoleArn: 'arn:aws:iam::123456789012:role/nope', RoleSessionName: 'ok' })));
+    const denied = await failure(
+      stsClient(ep).send(
+        new AssumeRoleCommand({ RoleArn: 'arn:aws:iam::123456789012:role/nope', RoleSessionName: 'ok' }),
+      ),
+    );
     expect(denied.name).toBe('AccessDenied');
     expect(denied.$metadata.httpStatusCode).toBe(403);
-    expect(denied.message).toMatch(/is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::123456789012:role\/nope/);
+    expect(denied.message).toMatch(
+      /is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::123456789012:role\/nope/,
+    );
   });
 
   it('refuses malformed and oversized session policies', async () => {
-    const malformed = await failure(stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'p1', Policy: '{"Version": ' })));
+    const malformed = await failure(
+      stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'p1', Policy: '{"Version": ' })),
+    );
     expect(malformed.name).toBe('MalformedPolicyDocumentException');
     expect(malformed.Error.Code).toBe('MalformedPolicyDocument');
     expect(malformed.$metadata.httpStatusCode).toBe(400);
 
-    const statement = { Effect: 'Allow', Action: 's3:GetObject', Resource: 'arn:aws:s3:::bucket-with-a-long-name/some/prefix/*' };
+    const statement = {
+      Effect: 'Allow',
+      Action: 's3:GetObject',
+      Resource: 'arn:aws:s3:::bucket-with-a-long-name/some/prefix/*',
+    };
     const big = JSON.stringify({ Version: '2012-10-17', Statement: Array(40).fill(statement) });
-    const tooLarge = await failure(stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'p2', Policy: big })));
+    const tooLarge = await failure(
+      stsClient(ep).send(new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'p2', Policy: big })),
+    );
     expect(tooLarge.name).toBe('PackedPolicyTooLargeException');
     expect(tooLarge.message).toMatch(/^Packed policy consumes \d+% of allotted space/);
   });
 
   it('GetFederationToken and GetSessionToken issue working credentials, with their AWS restrictions', async () => {
     const fed = await stsClient(ep).send(new GetFederationTokenCommand({ Name: 'bob', DurationSeconds: 900 }));
-    expect(fed.FederatedUser).toEqual({ FederatedUserId: '123456789012:bob', Arn: 'arn:aws:sts::123456789012:federated-user/bob' });
+    expect(fed.FederatedUser).toEqual({
+      FederatedUserId: '123456789012:bob',
+      Arn: 'arn:aws:sts::123456789012:federated-user/bob',
+    });
     expect((await whoAmI(ep, fromSts(fed.Credentials))).Arn).toBe('arn:aws:sts::123456789012:federated-user/bob');
-    const fedIam = await failure(iamClient(ep, fromSts(fed.Credentials)).send(new GetUserCommand({ UserName: 'credbroker' })));
+    const fedIam = await failure(
+      iamClient(ep, fromSts(fed.Credentials)).send(new GetUserCommand({ UserName: 'credbroker' })),
+    );
     expect(fedIam.name).toBe('AccessDenied');
 
     const tok = await stsClient(ep).send(new GetSessionTokenCommand({ DurationSeconds: 900 }));
@@ -277,7 +332,9 @@ describe('aws-endpoint: STS', () => {
     const chained = await failure(stsClient(ep, fromSts(tok.Credentials)).send(new GetSessionTokenCommand({})));
     expect(chained.name).toBe('AccessDenied');
 
-    const tooLong = await failure(stsClient(ep).send(new GetFederationTokenCommand({ Name: 'bob', DurationSeconds: 129601 })));
+    const tooLong = await failure(
+      stsClient(ep).send(new GetFederationTokenCommand({ Name: 'bob', DurationSeconds: 129601 })),
+    );
     expect(tooLong.name).toBe('ValidationError');
   });
 });
@@ -293,29 +350,44 @@ describe('aws-endpoint: Deny statements in role inline policies', () => {
     fromSts(
       (
         await stsClient(ep).send(
-          new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: name, Tags: [{ Key: 'credbroker-lease', Value: lease }], SourceIdentity: sourceIdentity }),
+          new AssumeRoleCommand({
+            RoleArn: ROLE_ARN,
+            RoleSessionName: name,
+            Tags: [{ Key: 'credbroker-lease', Value: lease }],
+            SourceIdentity: sourceIdentity,
+          }),
         )
       ).Credentials,
     );
-  const deny = (condition: unknown) => JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Deny', Action: '*', Resource: '*', Condition: condition }] });
+  const deny = (condition: unknown) =>
+    JSON.stringify({
+      Version: '2012-10-17',
+      Statement: [{ Effect: 'Deny', Action: '*', Resource: '*', Condition: condition }],
+    });
 
   it('a Deny on aws:PrincipalTag cuts that session only, until the policy is deleted', async () => {
     const a = await assume('sess-a', 'lease-a');
     const b = await assume('sess-b', 'lease-b');
     const iam = iamClient(ep);
     const doc = deny({ StringEquals: { 'aws:PrincipalTag/credbroker-lease': 'lease-a' } });
-    await iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'revoke-lease-a', PolicyDocument: doc }));
+    await iam.send(
+      new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'revoke-lease-a', PolicyDocument: doc }),
+    );
 
     const refused = await failure(whoAmI(ep, a));
     expect(refused.name).toBe('AccessDenied');
     expect(refused.$metadata.httpStatusCode).toBe(403);
-    expect(refused.message).toMatch(/assumed-role\/credbroker-test\/sess-a is not authorized to perform: sts:GetCallerIdentity/);
+    expect(refused.message).toMatch(
+      /assumed-role\/credbroker-test\/sess-a is not authorized to perform: sts:GetCallerIdentity/,
+    );
     expect((await whoAmI(ep, b)).Arn).toMatch(/assumed-role\/credbroker-test\/sess-b$/);
 
     const got = await iam.send(new GetRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'revoke-lease-a' }));
     expect(got.PolicyDocument).toBe(encodeURIComponent(doc));
     expect(JSON.parse(decodeURIComponent(got.PolicyDocument!))).toEqual(JSON.parse(doc));
-    expect((await iam.send(new ListRolePoliciesCommand({ RoleName: 'credbroker-test' }))).PolicyNames).toEqual(['revoke-lease-a']);
+    expect((await iam.send(new ListRolePoliciesCommand({ RoleName: 'credbroker-test' }))).PolicyNames).toEqual([
+      'revoke-lease-a',
+    ]);
 
     await iam.send(new DeleteRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'revoke-lease-a' }));
     expect((await whoAmI(ep, a)).Arn).toMatch(/sess-a$/);
@@ -326,9 +398,21 @@ describe('aws-endpoint: Deny statements in role inline policies', () => {
     const a = await assume('si-a', 'x', 'broker-lease-17');
     const b = await assume('si-b', 'y', 'other');
     const iam = iamClient(ep);
-    await iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'unsupported', PolicyDocument: deny({ StringNotEquals: { 'aws:PrincipalTag/credbroker-lease': 'zzz' } }) }));
+    await iam.send(
+      new PutRolePolicyCommand({
+        RoleName: 'credbroker-test',
+        PolicyName: 'unsupported',
+        PolicyDocument: deny({ StringNotEquals: { 'aws:PrincipalTag/credbroker-lease': 'zzz' } }),
+      }),
+    );
     expect((await whoAmI(ep, a)).Arn).toMatch(/si-a$/);
-    await iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'by-source', PolicyDocument: deny({ StringLike: { 'sts:SourceIdentity': 'broker-lease-*' } }) }));
+    await iam.send(
+      new PutRolePolicyCommand({
+        RoleName: 'credbroker-test',
+        PolicyName: 'by-source',
+        PolicyDocument: deny({ StringLike: { 'sts:SourceIdentity': 'broker-lease-*' } }),
+      }),
+    );
     expect((await failure(whoAmI(ep, a))).name).toBe('AccessDenied');
     expect((await whoAmI(ep, b)).Arn).toMatch(/si-b$/);
     await iam.send(new DeleteRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'by-source' }));
@@ -341,7 +425,13 @@ describe('aws-endpoint: Deny statements in role inline policies', () => {
     await sleep(5);
     const cutoff = new Date().toISOString();
     await sleep(5);
-    await iamClient(ep).send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'revoke-older', PolicyDocument: deny({ DateLessThan: { 'aws:TokenIssueTime': cutoff } }) }));
+    await iamClient(ep).send(
+      new PutRolePolicyCommand({
+        RoleName: 'credbroker-test',
+        PolicyName: 'revoke-older',
+        PolicyDocument: deny({ DateLessThan: { 'aws:TokenIssueTime': cutoff } }),
+      }),
+    );
     const c = await assume('new-c', 'c');
 
     expect((await failure(whoAmI(ep, a))).name).toBe('AccessDenied');
@@ -373,7 +463,10 @@ describe('aws-endpoint: IAM', () => {
       UserName: 'cb-lease-1',
       Path: '/credbroker/',
       Arn: 'arn:aws:iam::123456789012:user/credbroker/cb-lease-1',
-      PermissionsBoundary: { PermissionsBoundaryType: 'Policy', PermissionsBoundaryArn: 'arn:aws:iam::123456789012:policy/boundary' },
+      PermissionsBoundary: {
+        PermissionsBoundaryType: 'Policy',
+        PermissionsBoundaryArn: 'arn:aws:iam::123456789012:policy/boundary',
+      },
       Tags: [{ Key: 'credbroker-lease', Value: 'l1' }],
     });
     expect(created.User!.CreateDate).toBeInstanceOf(Date);
@@ -404,25 +497,40 @@ describe('aws-endpoint: IAM', () => {
     const missing = await failure(iam.send(new GetUserCommand({ UserName: 'cb-lease-1' })));
     expect(missing.name).toBe('NoSuchEntityException');
     expect(missing.$metadata.httpStatusCode).toBe(404);
-    expect(ep.calls.filter((c) => c.service === 'iam').every((c) => c.accessKeyId === ep.baseCredentials.accessKeyId)).toBe(true);
+    expect(
+      ep.calls.filter((c) => c.service === 'iam').every((c) => c.accessKeyId === ep.baseCredentials.accessKeyId),
+    ).toBe(true);
   });
 
   it('DeleteUser refuses while policies or groups remain, like AWS', async () => {
     const iam = iamClient(ep);
     const user = 'cb-lease-2';
     const policyArn = 'arn:aws:iam::aws:policy/ReadOnlyAccess';
-    const inline = JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: 's3:ListBucket', Resource: '*' }] });
+    const inline = JSON.stringify({
+      Version: '2012-10-17',
+      Statement: [{ Effect: 'Allow', Action: 's3:ListBucket', Resource: '*' }],
+    });
     await iam.send(new CreateUserCommand({ UserName: user }));
     await iam.send(new AttachUserPolicyCommand({ UserName: user, PolicyArn: policyArn }));
     await iam.send(new AddUserToGroupCommand({ UserName: user, GroupName: 'readers' }));
     await iam.send(new PutUserPolicyCommand({ UserName: user, PolicyName: 'inline-1', PolicyDocument: inline }));
 
-    expect((await iam.send(new ListAttachedUserPoliciesCommand({ UserName: user }))).AttachedPolicies).toEqual([{ PolicyName: 'ReadOnlyAccess', PolicyArn: policyArn }]);
+    expect((await iam.send(new ListAttachedUserPoliciesCommand({ UserName: user }))).AttachedPolicies).toEqual([
+      { PolicyName: 'ReadOnlyAccess', PolicyArn: policyArn },
+    ]);
     const groups = (await iam.send(new ListGroupsForUserCommand({ UserName: user }))).Groups!;
     expect(groups).toHaveLength(1);
-    expect(groups[0]).toMatchObject({ GroupName: 'readers', Path: '/', Arn: 'arn:aws:iam::123456789012:group/readers' });
+    expect(groups[0]).toMatchObject({
+      GroupName: 'readers',
+      Path: '/',
+      Arn: 'arn:aws:iam::123456789012:group/readers',
+    });
     expect((await iam.send(new ListUserPoliciesCommand({ UserName: user }))).PolicyNames).toEqual(['inline-1']);
-    expect(decodeURIComponent((await iam.send(new GetUserPolicyCommand({ UserName: user, PolicyName: 'inline-1' }))).PolicyDocument!)).toBe(inline);
+    expect(
+      decodeURIComponent(
+        (await iam.send(new GetUserPolicyCommand({ UserName: user, PolicyName: 'inline-1' }))).PolicyDocument!,
+      ),
+    ).toBe(inline);
 
     const conflictMessage = async () => (await failure(iam.send(new DeleteUserCommand({ UserName: user })))).message;
     expect(await conflictMessage()).toMatch(/must delete policies first/);
@@ -436,13 +544,27 @@ describe('aws-endpoint: IAM', () => {
   });
 
   it('PutRolePolicy refuses documents over 10,240 non-whitespace characters, malformed ones and unknown roles', async () => {
-    const iam = new IAMClient({ endpoint: ep.url, region: 'us-east-1', credentials: ep.baseCredentials, maxAttempts: 2 });
-    const statement = (i: number) => ({ Sid: `S${i}`, Effect: 'Deny', Action: '*', Resource: '*', Condition: { StringEquals: { 'aws:PrincipalTag/credbroker-lease': `lease-${i}` } } });
-    const docOf = (n: number) => JSON.stringify({ Version: '2012-10-17', Statement: Array.from({ length: n }, (_, i) => statement(i)) });
+    const iam = new IAMClient({
+      endpoint: ep.url,
+      region: 'us-east-1',
+      credentials: ep.baseCredentials,
+      maxAttempts: 2,
+    });
+    const statement = (i: number) => ({
+      Sid: `S${i}`,
+      Effect: 'Deny',
+      Action: '*',
+      Resource: '*',
+      Condition: { StringEquals: { 'aws:PrincipalTag/credbroker-lease': `lease-${i}` } },
+    });
+    const docOf = (n: number) =>
+      JSON.stringify({ Version: '2012-10-17', Statement: Array.from({ length: n }, (_, i) => statement(i)) });
     const over = docOf(120);
     expect(over.replace(/\s/g, '').length).toBeGreaterThan(10_240);
     const before = ep.calls.length;
-    const err = await failure(iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'big', PolicyDocument: over })));
+    const err = await failure(
+      iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'big', PolicyDocument: over })),
+    );
     expect(err.name).toBe('LimitExceededException');
     expect(err.$metadata.httpStatusCode).toBe(409);
     expect(err.message).toBe('Maximum policy size of 10240 bytes exceeded for role credbroker-test');
@@ -454,18 +576,45 @@ describe('aws-endpoint: IAM', () => {
     // Whitespace does not count, and the limit is on all of the role's inline policies together.
     const under = docOf(70);
     expect(under.length).toBeLessThan(10_240);
-    await iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'p1', PolicyDocument: JSON.stringify(JSON.parse(under), null, 8) }));
-    const once = new IAMClient({ endpoint: ep.url, region: 'us-east-1', credentials: ep.baseCredentials, maxAttempts: 1 });
-    const aggregate = await failure(once.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'p2', PolicyDocument: under })));
+    await iam.send(
+      new PutRolePolicyCommand({
+        RoleName: 'credbroker-test',
+        PolicyName: 'p1',
+        PolicyDocument: JSON.stringify(JSON.parse(under), null, 8),
+      }),
+    );
+    const once = new IAMClient({
+      endpoint: ep.url,
+      region: 'us-east-1',
+      credentials: ep.baseCredentials,
+      maxAttempts: 1,
+    });
+    const aggregate = await failure(
+      once.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'p2', PolicyDocument: under })),
+    );
     expect(aggregate.name).toBe('LimitExceededException');
     await iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'p1', PolicyDocument: under })); // replacing is fine
     await iam.send(new DeleteRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'p1' }));
 
-    const malformed = await failure(iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'bad', PolicyDocument: '{"Statement":' })));
+    const malformed = await failure(
+      iam.send(
+        new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'bad', PolicyDocument: '{"Statement":' }),
+      ),
+    );
     expect(malformed.name).toBe('MalformedPolicyDocumentException');
-    const noEffect = await failure(iam.send(new PutRolePolicyCommand({ RoleName: 'credbroker-test', PolicyName: 'bad', PolicyDocument: '{"Statement":[{"Action":"*"}]}' })));
+    const noEffect = await failure(
+      iam.send(
+        new PutRolePolicyCommand({
+          RoleName: 'credbroker-test',
+          PolicyName: 'bad',
+          PolicyDocument: '{"Statement":[{"Action":"*"}]}',
+        }),
+      ),
+    );
     expect(noEffect.name).toBe('MalformedPolicyDocumentException');
-    const noRole = await failure(iam.send(new PutRolePolicyCommand({ RoleName: 'nope', PolicyName: 'p', PolicyDocument: under })));
+    const noRole = await failure(
+      iam.send(new PutRolePolicyCommand({ RoleName: 'nope', PolicyName: 'p', PolicyDocument: under })),
+    );
     expect(noRole.name).toBe('NoSuchEntityException');
     expect(noRole.message).toBe('The role with name nope cannot be found.');
   });

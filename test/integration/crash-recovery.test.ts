@@ -51,7 +51,9 @@ async function leaseRow(id: string) {
 }
 
 /** Starts a broker process that freezes its one issue at `mode`; resolves with the line it prints there. */
-async function issueThenHang(mode: 'before-issue' | 'after-issue'): Promise<{ child: ChildProcess; leaseId: string; username: string }> {
+async function issueThenHang(
+  mode: 'before-issue' | 'after-issue',
+): Promise<{ child: ChildProcess; leaseId: string; username: string }> {
   const child = spawn(process.execPath, [FIXTURE], {
     env: { ...process.env, FIXTURE_MODE: mode, FIXTURE_CONFIG: JSON.stringify(testConfig(brokerOptions)) },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -62,7 +64,10 @@ async function issueThenHang(mode: 'before-issue' | 'after-issue'): Promise<{ ch
   const expected = mode === 'before-issue' ? 'PENDING' : 'ISSUED';
   const line = await new Promise<string>((resolve, reject) => {
     let stdout = '';
-    const timer = setTimeout(() => reject(new Error(`no ${expected} line from the fixture within 20 s; stderr: ${stderr}`)), 20_000);
+    const timer = setTimeout(
+      () => reject(new Error(`no ${expected} line from the fixture within 20 s; stderr: ${stderr}`)),
+      20_000,
+    );
     child.stdout!.on('data', (chunk) => {
       stdout += chunk;
       const newline = stdout.indexOf('\n');
@@ -76,12 +81,15 @@ async function issueThenHang(mode: 'before-issue' | 'after-issue'): Promise<{ ch
     });
   });
   const [word, leaseId, username] = line.split(' ');
-  if (word !== expected || !leaseId || !username) throw new Error(`the fixture printed "${line}", expected "${expected} <leaseId> <username>"; stderr: ${stderr}`);
+  if (word !== expected || !leaseId || !username)
+    throw new Error(`the fixture printed "${line}", expected "${expected} <leaseId> <username>"; stderr: ${stderr}`);
   return { child, leaseId, username };
 }
 
 async function sigkill(child: ChildProcess): Promise<void> {
-  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+    child.once('exit', (_code, signal) => resolve(signal)),
+  );
   child.kill('SIGKILL');
   expect(await exited).toBe('SIGKILL');
   children.delete(child);
@@ -100,12 +108,18 @@ describe('a broker process killed with SIGKILL in the middle of an issue', () =>
     expect((await survivor.reaper.reapOnce()).claimed).toBe(0);
     expect((await leaseRow(leaseId)).state).toBe('pending');
 
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET next_attempt_at = now() - interval '1 s' WHERE id = $1`, [leaseId]);
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET next_attempt_at = now() - interval '1 s' WHERE id = $1`, [
+      leaseId,
+    ]);
     const reaped = await survivor.reaper.reapOnce();
 
     expect(reaped.revoked).toEqual([leaseId]);
     expect(await roleExists(username)).toBe(false);
-    expect(await leaseRow(leaseId)).toMatchObject({ state: 'revoked', revoke_reason: 'cleanup', next_attempt_at: null });
+    expect(await leaseRow(leaseId)).toMatchObject({
+      state: 'revoked',
+      revoke_reason: 'cleanup',
+      next_attempt_at: null,
+    });
   });
 
   it('leaves no role behind once a reaper runs, when killed between the engine issue and `active`', async () => {
@@ -119,7 +133,9 @@ describe('a broker process killed with SIGKILL in the middle of an issue', () =>
     expect((await survivor.reaper.reapOnce()).claimed).toBe(0);
     expect(await roleExists(username)).toBe(true);
 
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET next_attempt_at = now() - interval '1 s' WHERE id = $1`, [leaseId]);
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET next_attempt_at = now() - interval '1 s' WHERE id = $1`, [
+      leaseId,
+    ]);
     const reaped = await survivor.reaper.reapOnce();
 
     expect(reaped.revoked).toEqual([leaseId]);
@@ -160,7 +176,11 @@ describe('an issuer whose pending row was taken by the reaper before it could ac
     expect(body).not.toContain(created!.password);
     expect(res.body).not.toHaveProperty('data');
     expect(await roleExists(created!.username)).toBe(false);
-    const [row] = await adminQuery(storeDb, `SELECT state FROM credbroker_leases WHERE revoke_handle->>'username' = $1`, [created!.username]);
+    const [row] = await adminQuery(
+      storeDb,
+      `SELECT state FROM credbroker_leases WHERE revoke_handle->>'username' = $1`,
+      [created!.username],
+    );
     expect(row.state).toBe('revoking'); // still the reaper's: it finishes the bookkeeping
   });
 });
@@ -174,7 +194,6 @@ function slowRole(sleeps: number) {
     ],
   };
 }
-
 
 /** True while a broker transaction is still open on the target database. */
 async function targetWorkInFlight(): Promise<boolean> {
@@ -196,7 +215,10 @@ async function untilIssueWorkEnded(id: string): Promise<void> {
 }
 
 async function slowLease(): Promise<{ id: string; username: string }> {
-  const [lease] = await adminQuery(storeDb, `SELECT id, revoke_handle->>'username' AS username FROM credbroker_leases WHERE role = 'slow' ORDER BY issued_at DESC LIMIT 1`);
+  const [lease] = await adminQuery(
+    storeDb,
+    `SELECT id, revoke_handle->>'username' AS username FROM credbroker_leases WHERE role = 'slow' ORDER BY issued_at DESC LIMIT 1`,
+  );
   return lease;
 }
 
@@ -223,7 +245,12 @@ describe('an issue whose engine work outlives the engine call', () => {
   // the work has ended, so the role committed late is still cleaned up.
   it('leaves no role behind when the engine work outlives pending_grace', async () => {
     // A valid config: pending_grace (2 s) > engine_timeout (1 s). The work takes ~3.6 s.
-    const broker = await startTestBroker({ ...brokerOptions, engineTimeout: 1, reaper: { pending_grace: 2 }, roles: { slow: slowRole(4) } });
+    const broker = await startTestBroker({
+      ...brokerOptions,
+      engineTimeout: 1,
+      reaper: { pending_grace: 2 },
+      roles: { slow: slowRole(4) },
+    });
     brokers.push(broker);
 
     const res = await api(broker, 'GET', 'db/creds/slow');
@@ -233,7 +260,11 @@ describe('an issue whose engine work outlives the engine call', () => {
     // A scheduled reaper runs as soon as the row is due (or the work is over, whichever is first).
     await waitUntil(
       async () => {
-        const [{ due }] = await adminQuery(storeDb, 'SELECT next_attempt_at <= now() AS due FROM credbroker_leases WHERE id = $1', [id]);
+        const [{ due }] = await adminQuery(
+          storeDb,
+          'SELECT next_attempt_at <= now() AS due FROM credbroker_leases WHERE id = $1',
+          [id],
+        );
         return due || !(await targetWorkInFlight());
       },
       { timeoutMs: 6000, intervalMs: 100, what: 'the pending row to fall due or the engine work to end' },

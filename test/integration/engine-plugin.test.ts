@@ -22,7 +22,12 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HMAC_KEY = 'engine-plugin-audit-key-0123456789abcdef';
 const ADMIN_SECRET = 'kv-admin-secret-7f3a9c';
 const SEED = 'kv-signing-seed-41d0e2';
-const DECLARED = [...Object.keys(kvSecrets.mount), ...Object.keys(kvSecrets.role ?? {}), ...kvSecrets.credential.filter((f) => f !== 'username'), ...(kvSecrets.plain ?? [])];
+const DECLARED = [
+  ...Object.keys(kvSecrets.mount),
+  ...Object.keys(kvSecrets.role ?? {}),
+  ...kvSecrets.credential.filter((f) => f !== 'username'),
+  ...(kvSecrets.plain ?? []),
+];
 
 function filesUnder(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -37,9 +42,15 @@ describe('the throwaway engine folder', () => {
       const text = readFileSync(file, 'utf8');
       for (const field of DECLARED) expect(text.includes(field), `${file} names ${field}`).toBe(false);
     }
-    for (const file of [...filesUnder(join(ROOT, 'test/fixtures/engines/kv')), ...filesUnder(join(ROOT, 'engines')).filter((f) => f.endsWith('.ts') && !f.includes('/test/'))]) {
-      const fromSrc = [...readFileSync(file, 'utf8').matchAll(/from '((?:\.\.\/)+src\/[^']+)'/g)].map((m) => m[1]!.replace(/^(\.\.\/)+/, ''));
-      for (const path of fromSrc) expect(['src/engines.js', 'src/engine-kit.js'], `${file} imports ${path}`).toContain(path);
+    for (const file of [
+      ...filesUnder(join(ROOT, 'test/fixtures/engines/kv')),
+      ...filesUnder(join(ROOT, 'engines')).filter((f) => f.endsWith('.ts') && !f.includes('/test/')),
+    ]) {
+      const fromSrc = [...readFileSync(file, 'utf8').matchAll(/from '((?:\.\.\/)+src\/[^']+)'/g)].map((m) =>
+        m[1]!.replace(/^(\.\.\/)+/, ''),
+      );
+      for (const path of fromSrc)
+        expect(['src/engines.js', 'src/engine-kit.js'], `${file} imports ${path}`).toContain(path);
     }
   });
 });
@@ -67,14 +78,27 @@ describe('config load, for a broker running the throwaway engine', () => {
     expect(mount + role).not.toContain(SEED);
   });
 
-  it('accepts them as refs, validated by the engine\'s schemas in the one pass', () => {
-    const config = parseConfig(yaml('    kv_admin_secret: ${env:ADMIN}\n', 'kv_signing_seed: ${env:SEED}'), env, registry);
-    expect(config.mounts.vault).toMatchObject({ type: 'kv', kv_admin_secret: ADMIN_SECRET, kv_region: 'local', roles: { app: { kv_signing_seed: SEED, kv_scope: 'read', default_ttl: 3600 } } });
-    expect(refusal(yaml('    kv_admin_secret: ${env:ADMIN}\n', 'kv_scop: write'))).toMatch(/^mounts\.vault\.roles\.app: Unrecognized key: "kv_scop"/);
+  it("accepts them as refs, validated by the engine's schemas in the one pass", () => {
+    const config = parseConfig(
+      yaml('    kv_admin_secret: ${env:ADMIN}\n', 'kv_signing_seed: ${env:SEED}'),
+      env,
+      registry,
+    );
+    expect(config.mounts.vault).toMatchObject({
+      type: 'kv',
+      kv_admin_secret: ADMIN_SECRET,
+      kv_region: 'local',
+      roles: { app: { kv_signing_seed: SEED, kv_scope: 'read', default_ttl: 3600 } },
+    });
+    expect(refusal(yaml('    kv_admin_secret: ${env:ADMIN}\n', 'kv_scop: write'))).toMatch(
+      /^mounts\.vault\.roles\.app: Unrecognized key: "kv_scop"/,
+    );
   });
 
   it('knows nothing of it without its registry line', () => {
-    expect(() => parseConfig(yaml('    kv_admin_secret: ${env:ADMIN}\n'), env)).toThrow('mounts.vault.type: unknown engine "kv"');
+    expect(() => parseConfig(yaml('    kv_admin_secret: ${env:ADMIN}\n'), env)).toThrow(
+      'mounts.vault.type: unknown engine "kv"',
+    );
   });
 });
 
@@ -88,7 +112,13 @@ describe('a broker running the throwaway engine', () => {
     const config = configSchemaFor(registry).parse({
       ...baseTestConfig(await freshStoreDatabase('plugin')),
       log_level: 'info',
-      mounts: { vault: { type: 'kv', kv_admin_secret: ADMIN_SECRET, roles: { app: { kv_signing_seed: SEED, default_ttl: 600 } } } },
+      mounts: {
+        vault: {
+          type: 'kv',
+          kv_admin_secret: ADMIN_SECRET,
+          roles: { app: { kv_signing_seed: SEED, default_ttl: 600 } },
+        },
+      },
       audit: { hmac_key: HMAC_KEY, file: { path: auditPath } },
     });
     // A logger made for the default engines: the broker adds the redaction of the ones it runs.
@@ -106,16 +136,23 @@ describe('a broker running the throwaway engine', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('issues and revokes through the engine; its secrets are HMAC\'d in the audit log and redacted from logs', async () => {
+  it("issues and revokes through the engine; its secrets are HMAC'd in the audit log and redacted from logs", async () => {
     const res = await api(broker, 'GET', 'vault/creds/app', undefined, ROOT_TOKEN);
     expect(res.status).toBe(200);
     const { kv_client_id: clientId, kv_api_key: apiKey, username } = res.body.data;
     expect(liveKeys.get(clientId)).toBe(apiKey);
     expect(res.body.lease_id).toMatch(/^vault\/creds\/app\//);
 
-    const records = readFileSync(auditPath, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const records = readFileSync(auditPath, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     const response = records.find((r) => r.type === 'response' && r.path === 'vault/creds/app');
-    expect(response.data.data).toEqual({ kv_client_id: clientId, kv_api_key: hmacField(HMAC_KEY, apiKey), username: hmacField(HMAC_KEY, username) });
+    expect(response.data.data).toEqual({
+      kv_client_id: clientId,
+      kv_api_key: hmacField(HMAC_KEY, apiKey),
+      username: hmacField(HMAC_KEY, username),
+    });
 
     const logged = logLines.map((line) => JSON.parse(line)).find((l) => l.msg === 'kv key issued');
     expect(logged).toMatchObject({ kv_api_key: '[redacted]', kv_admin_secret: '[redacted]', scope: 'read' });

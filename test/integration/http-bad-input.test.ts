@@ -32,7 +32,9 @@ beforeAll(async () => {
     storeDatabase: storeDb,
     targetDatabase: target.database,
     prefix: PREFIX,
-    roles: { reader: { member_of: [target.group], default_ttl: `${DEFAULT_TTL_SECONDS}s`, max_ttl: `${MAX_TTL_SECONDS}s` } },
+    roles: {
+      reader: { member_of: [target.group], default_ttl: `${DEFAULT_TTL_SECONDS}s`, max_ttl: `${MAX_TTL_SECONDS}s` },
+    },
   });
   const res = await send('PUT', 'db/creds/reader', { body: '{}' });
   expect(res.status, res.text).toBe(200);
@@ -49,7 +51,11 @@ afterAll(async () => {
  * One request through node:http, so the path goes out exactly as written (fetch would resolve
  * `..` segments and refuses verbs like LIST). `path` is relative to /v1/.
  */
-function send(method: string, path: string, opts: { body?: string | Buffer; token?: string | null; headers?: Record<string, string> } = {}): Promise<Res> {
+function send(
+  method: string,
+  path: string,
+  opts: { body?: string | Buffer; token?: string | null; headers?: Record<string, string> } = {},
+): Promise<Res> {
   const url = new URL(broker.url);
   const headers: Record<string, string> = {};
   const token = opts.token === undefined ? ROOT_TOKEN : opts.token;
@@ -60,21 +66,24 @@ function send(method: string, path: string, opts: { body?: string | Buffer; toke
   }
   Object.assign(headers, opts.headers);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: Number(url.port), method, path: `/v1/${path}`, headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: any = null;
-        try {
-          body = text ? JSON.parse(text) : null;
-        } catch {
-          body = text;
-        }
-        resolve({ status: res.statusCode ?? 0, text, body });
-      });
-    });
+    const req = http.request(
+      { host: url.hostname, port: Number(url.port), method, path: `/v1/${path}`, headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let body: any = null;
+          try {
+            body = text ? JSON.parse(text) : null;
+          } catch {
+            body = text;
+          }
+          resolve({ status: res.statusCode ?? 0, text, body });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(opts.body);
   });
@@ -84,8 +93,15 @@ const json = (value: unknown) => ({ body: JSON.stringify(value) });
 
 /** Everything a refused request could have touched: the lease rows and this file's roles. */
 async function snapshot() {
-  const leases = await adminQuery(storeDb, 'SELECT id, state, expires_at, last_renewal, revoke_reason, attempts FROM credbroker_leases ORDER BY id');
-  const roles = await adminQuery('postgres', `SELECT rolname, rolvaliduntil FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname`, [`${PREFIX}\\_%`]);
+  const leases = await adminQuery(
+    storeDb,
+    'SELECT id, state, expires_at, last_renewal, revoke_reason, attempts FROM credbroker_leases ORDER BY id',
+  );
+  const roles = await adminQuery(
+    'postgres',
+    `SELECT rolname, rolvaliduntil FROM pg_roles WHERE rolname LIKE $1 ORDER BY rolname`,
+    [`${PREFIX}\\_%`],
+  );
   return { leaseCount: leases.length, leases: JSON.stringify(leases), roles: JSON.stringify(roles) };
 }
 
@@ -128,7 +144,11 @@ const TTL_ERROR = /^ttl must be a non-negative whole number of seconds or a dura
 
 describe('refused requests: a clear 4xx, nothing changed, no secret in the body', () => {
   it('an unknown mount answers 404', async () => {
-    await expectRefused(() => send('PUT', 'nope/creds/reader', json({})), 404, /^no handler for route "nope\/creds\/reader"/);
+    await expectRefused(
+      () => send('PUT', 'nope/creds/reader', json({})),
+      404,
+      /^no handler for route "nope\/creds\/reader"/,
+    );
     await expectRefused(() => send('GET', 'nope/creds/reader'), 404, /^no handler for route/);
     await expectRefused(() => send('GET', 'sys/creds/reader'), 404, /^no handler for route/);
   });
@@ -161,28 +181,57 @@ describe('refused requests: a clear 4xx, nothing changed, no secret in the body'
     for (const body of ['{"ttl": ', '{ttl: 1}', "{'ttl': 1}", '{"ttl":"1h"} trailing', 'null', '"a string"', '42']) {
       await expectRefused(() => send('PUT', 'db/creds/reader', { body }), 400, /^failed to parse JSON input/);
     }
-    await expectRefused(() => send('PUT', 'db/creds/reader', { body: '[]' }), 400, 'the request body must be a JSON object');
-    await expectRefused(() => send('PUT', 'sys/leases/renew', { body: `{"lease_id": "${sentinel.leaseId}"` }), 400, /^failed to parse JSON input/);
+    await expectRefused(
+      () => send('PUT', 'db/creds/reader', { body: '[]' }),
+      400,
+      'the request body must be a JSON object',
+    );
+    await expectRefused(
+      () => send('PUT', 'sys/leases/renew', { body: `{"lease_id": "${sentinel.leaseId}"` }),
+      400,
+      /^failed to parse JSON input/,
+    );
   });
 
   it('a body over 64 kB answers 413', async () => {
     const big = JSON.stringify({ ttl: '1h', padding: 'x'.repeat(70 * 1024) });
     await expectRefused(() => send('PUT', 'db/creds/reader', { body: big }), 413, 'request body too large');
     await expectRefused(() => send('PUT', 'sys/leases/revoke', { body: big }), 413, 'request body too large');
-    await expectRefused(() => send('PUT', 'db/creds/reader', { body: big, token: null }), 413, 'request body too large');
+    await expectRefused(
+      () => send('PUT', 'db/creds/reader', { body: big, token: null }),
+      413,
+      'request body too large',
+    );
   });
 
   it('role names with quotes, semicolons or dot segments answer 400 "unknown role" and create nothing', async () => {
-    const names = [`a"; DROP ROLE x;--`, `'; DROP ROLE ${PREFIX}_readers; --`, 'reader"', 'reader;', "reader'", 'READER', '..', '.'];
+    const names = [
+      `a"; DROP ROLE x;--`,
+      `'; DROP ROLE ${PREFIX}_readers; --`,
+      'reader"',
+      'reader;',
+      "reader'",
+      'READER',
+      '..',
+      '.',
+    ];
     for (const name of names) {
-      await expectRefused(() => send('PUT', `db/creds/${encodeURIComponent(name)}`, json({})), 400, `unknown role: ${name}`);
+      await expectRefused(
+        () => send('PUT', `db/creds/${encodeURIComponent(name)}`, json({})),
+        400,
+        `unknown role: ${name}`,
+      );
     }
     // Dot segments sent literally, as a client that does not normalise the path would.
     await expectRefused(() => send('PUT', 'db/creds/..', json({})), 400, 'unknown role: ..');
     await expectRefused(() => send('GET', 'db/creds/%2E%2E'), 400, 'unknown role: ..');
     // Extra segments make it no route at all.
     await expectRefused(() => send('PUT', 'db/creds/../creds/reader', json({})), 404, /^no handler for route/);
-    await expectRefused(() => send('PUT', `db/creds/${encodeURIComponent('reader/..')}`, json({})), 404, /^no handler for route/);
+    await expectRefused(
+      () => send('PUT', `db/creds/${encodeURIComponent('reader/..')}`, json({})),
+      404,
+      /^no handler for route/,
+    );
     await expectRefused(() => send('GET', 'db/creds/%E0%A4%A'), 400, 'malformed URL encoding in the path');
     expect(await roleExists(group)).toBe(true);
   });
@@ -198,8 +247,16 @@ describe('refused requests: a clear 4xx, nothing changed, no secret in the body'
     ];
     for (const id of ids) {
       await expectRefused(() => send('PUT', 'sys/leases/lookup', json({ lease_id: id })), 400, 'invalid lease');
-      await expectRefused(() => send('PUT', 'sys/leases/renew', json({ lease_id: id, increment: 60 })), 400, 'lease not found');
-      await expectRefused(() => send('PUT', `sys/leases/renew/${encodeURIComponent(id)}`, json({ increment: 60 })), 400, 'lease not found');
+      await expectRefused(
+        () => send('PUT', 'sys/leases/renew', json({ lease_id: id, increment: 60 })),
+        400,
+        'lease not found',
+      );
+      await expectRefused(
+        () => send('PUT', `sys/leases/renew/${encodeURIComponent(id)}`, json({ increment: 60 })),
+        400,
+        'lease not found',
+      );
     }
     const tooLong = `db/creds/reader/${'A'.repeat(300)}`;
     for (const path of ['sys/leases/lookup', 'sys/leases/renew', 'sys/leases/revoke']) {
@@ -208,7 +265,12 @@ describe('refused requests: a clear 4xx, nothing changed, no secret in the body'
   });
 
   it('revoke of a lease id with quotes or semicolons is a no-op 204, as for any unknown lease', async () => {
-    for (const id of [`${sentinel.leaseId}'`, `${sentinel.leaseId}; DROP ROLE ${sentinel.username}`, `'; DELETE FROM credbroker_leases; --`, 'db/creds/reader/%']) {
+    for (const id of [
+      `${sentinel.leaseId}'`,
+      `${sentinel.leaseId}; DROP ROLE ${sentinel.username}`,
+      `'; DELETE FROM credbroker_leases; --`,
+      'db/creds/reader/%',
+    ]) {
       for (const request of [
         () => send('PUT', 'sys/leases/revoke', json({ lease_id: id })),
         () => send('PUT', `sys/leases/revoke/${encodeURIComponent(id)}`),
@@ -275,8 +337,16 @@ describe('refused requests: a clear 4xx, nothing changed, no secret in the body'
       { authorization: `bearer ${ROOT_TOKEN}x` },
     ];
     for (const headers of wrong) {
-      await expectRefused(() => send('PUT', 'db/creds/reader', { body: '{}', token: null, headers }), 403, 'permission denied');
-      await expectRefused(() => send('PUT', 'sys/leases/revoke-prefix/db/', { token: null, headers }), 403, 'permission denied');
+      await expectRefused(
+        () => send('PUT', 'db/creds/reader', { body: '{}', token: null, headers }),
+        403,
+        'permission denied',
+      );
+      await expectRefused(
+        () => send('PUT', 'sys/leases/revoke-prefix/db/', { token: null, headers }),
+        403,
+        'permission denied',
+      );
     }
   });
 
@@ -284,7 +354,11 @@ describe('refused requests: a clear 4xx, nothing changed, no secret in the body'
     for (const method of ['DELETE', 'PATCH', 'OPTIONS']) {
       await expectRefused(() => send(method, 'db/creds/reader'), 405, 'unsupported operation');
     }
-    await expectRefused(() => send('DELETE', 'sys/leases/revoke', json({ lease_id: sentinel.leaseId })), 405, 'unsupported operation');
+    await expectRefused(
+      () => send('DELETE', 'sys/leases/revoke', json({ lease_id: sentinel.leaseId })),
+      405,
+      'unsupported operation',
+    );
     await expectRefused(() => send('GET', 'db/creds/reader?list=true'), 405, 'unsupported operation');
   });
 
@@ -305,8 +379,12 @@ describe('accepted edge cases', () => {
     expect(res.status, res.text).toBe(200);
     secrets.push(res.body.data.password);
     expect(res.body.lease_duration).toBe(MAX_TTL_SECONDS);
-    expect(res.body.warnings).toEqual([`TTL of "${48 * 3600}s" exceeded the effective max_ttl of "${MAX_TTL_SECONDS}s"; TTL value is capped accordingly`]);
-    const [row] = await adminQuery(storeDb, 'SELECT issued_at, expires_at FROM credbroker_leases WHERE id = $1', [res.body.lease_id]);
+    expect(res.body.warnings).toEqual([
+      `TTL of "${48 * 3600}s" exceeded the effective max_ttl of "${MAX_TTL_SECONDS}s"; TTL value is capped accordingly`,
+    ]);
+    const [row] = await adminQuery(storeDb, 'SELECT issued_at, expires_at FROM credbroker_leases WHERE id = $1', [
+      res.body.lease_id,
+    ]);
     expect(row.expires_at.getTime() - row.issued_at.getTime()).toBe(MAX_TTL_SECONDS * 1000);
     expect((await snapshot()).leaseCount).toBe(before.leaseCount + 1);
 
@@ -333,7 +411,11 @@ describe('accepted edge cases', () => {
 
   it('Authorization: Bearer <root token> is accepted like X-Vault-Token', async () => {
     const headers = { authorization: `Bearer ${ROOT_TOKEN}` };
-    const lookup = await send('PUT', 'sys/leases/lookup', { ...json({ lease_id: sentinel.leaseId }), token: null, headers });
+    const lookup = await send('PUT', 'sys/leases/lookup', {
+      ...json({ lease_id: sentinel.leaseId }),
+      token: null,
+      headers,
+    });
     expect(lookup.status, lookup.text).toBe(200);
     expect(lookup.body.data.id).toBe(sentinel.leaseId);
     const list = await send('GET', 'sys/leases/lookup/db/creds/?list=true', { token: null, headers });
@@ -377,7 +459,10 @@ describe('edge cases that once answered 500', () => {
   });
 
   it('a real gzip body is accepted (the control for the case above)', async () => {
-    const res = await send('PUT', 'sys/leases/lookup', { body: gzipSync(JSON.stringify({ lease_id: sentinel.leaseId })), headers: { 'content-encoding': 'gzip' } });
+    const res = await send('PUT', 'sys/leases/lookup', {
+      body: gzipSync(JSON.stringify({ lease_id: sentinel.leaseId })),
+      headers: { 'content-encoding': 'gzip' },
+    });
     expect(res.status, res.text).toBe(200);
     expect(res.body.data.id).toBe(sentinel.leaseId);
   });

@@ -4,7 +4,13 @@ import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { api, baseTestConfig } from '../support/broker.js';
-import { K8S_ISSUER, kubernetesClaims, kubernetesRole, startJwksServer, type JwksServer } from '../support/jwks-server.js';
+import {
+  K8S_ISSUER,
+  kubernetesClaims,
+  kubernetesRole,
+  startJwksServer,
+  type JwksServer,
+} from '../support/jwks-server.js';
 import { startKubeApiServer, type KubeApiServer } from '../support/kube-apiserver.js';
 import { freshStoreDatabase } from '../support/pg.js';
 
@@ -30,7 +36,12 @@ beforeAll(async () => {
       noca: mount({ bearer_token_file: cluster.tokenFile }),
       notoken: mount({ ca_file: cluster.caFile }),
       review: mount({ ca_file: cluster.caFile, bearer_token_file: cluster.tokenFile, token_reviewer: true }),
-      reviewdown: mount({ ca_file: cluster.caFile, bearer_token_file: cluster.tokenFile, token_reviewer: true, kubernetes_host: 'https://127.0.0.1:1' }),
+      reviewdown: mount({
+        ca_file: cluster.caFile,
+        bearer_token_file: cluster.tokenFile,
+        token_reviewer: true,
+        kubernetes_host: 'https://127.0.0.1:1',
+      }),
     },
     policies: { etl: [{ path: 'db/creds/reader', capabilities: ['read'] }] },
   });
@@ -123,13 +134,31 @@ describe('defaults of a kubernetes mount', () => {
   it('use the in-pod CA and token when they exist and the cluster is the one the pod is in; nothing otherwise', () => {
     const all = () => true;
     const inCluster = { type: 'kubernetes', jwks_url: 'https://kubernetes.default.svc/openid/v1/jwks' };
-    expect(clusterAccessFor(inCluster, all, {})).toEqual({ caFile: IN_POD_CA_FILE, bearerTokenFile: IN_POD_TOKEN_FILE });
-    expect(clusterAccessFor({ type: 'kubernetes', jwks_url: 'https://10.96.0.1/openid/v1/jwks' }, all, { KUBERNETES_SERVICE_HOST: '10.96.0.1' })).toEqual({ caFile: IN_POD_CA_FILE, bearerTokenFile: IN_POD_TOKEN_FILE });
+    expect(clusterAccessFor(inCluster, all, {})).toEqual({
+      caFile: IN_POD_CA_FILE,
+      bearerTokenFile: IN_POD_TOKEN_FILE,
+    });
+    expect(
+      clusterAccessFor({ type: 'kubernetes', jwks_url: 'https://10.96.0.1/openid/v1/jwks' }, all, {
+        KUBERNETES_SERVICE_HOST: '10.96.0.1',
+      }),
+    ).toEqual({ caFile: IN_POD_CA_FILE, bearerTokenFile: IN_POD_TOKEN_FILE });
     expect(clusterAccessFor(inCluster, () => false, {})).toEqual({});
-    expect(clusterAccessFor({ ...inCluster, ca_file: '/etc/ca.pem' }, all, {})).toEqual({ caFile: '/etc/ca.pem', bearerTokenFile: IN_POD_TOKEN_FILE });
+    expect(clusterAccessFor({ ...inCluster, ca_file: '/etc/ca.pem' }, all, {})).toEqual({
+      caFile: '/etc/ca.pem',
+      bearerTokenFile: IN_POD_TOKEN_FILE,
+    });
     // A public issuer (EKS, GKE) must not receive the pod's token, and the cluster CA would not verify it.
-    expect(clusterAccessFor({ type: 'kubernetes', oidc_discovery_url: 'https://oidc.eks.eu-west-1.amazonaws.com/id/ABC' }, all, {})).toEqual({});
-    expect(clusterAccessFor({ type: 'kubernetes', jwks_url: 'http://kubernetes.default.svc/openid/v1/jwks' }, all, {})).toEqual({});
+    expect(
+      clusterAccessFor(
+        { type: 'kubernetes', oidc_discovery_url: 'https://oidc.eks.eu-west-1.amazonaws.com/id/ABC' },
+        all,
+        {},
+      ),
+    ).toEqual({});
+    expect(
+      clusterAccessFor({ type: 'kubernetes', jwks_url: 'http://kubernetes.default.svc/openid/v1/jwks' }, all, {}),
+    ).toEqual({});
     expect(clusterAccessFor({ type: 'jwt', jwks_url: inCluster.jwks_url }, all, {})).toEqual({});
   });
 
@@ -139,7 +168,11 @@ describe('defaults of a kubernetes mount', () => {
       const result = configSchema.safeParse({ ...base, auth: { a: { roles: {}, ...auth } } });
       return result.success ? [] : result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
     };
-    expect(problems({ type: 'kubernetes', jwks_url: 'http://example/jwks', bearer_token_file: '/t' })).toEqual([expect.stringMatching(/^auth\.a\.jwks_url: must be https/)]);
-    expect(problems({ type: 'jwt', jwks_url: 'https://example/jwks', token_reviewer: true })).toEqual([expect.stringMatching(/^auth\.a\.token_reviewer: only a kubernetes mount/)]);
+    expect(problems({ type: 'kubernetes', jwks_url: 'http://example/jwks', bearer_token_file: '/t' })).toEqual([
+      expect.stringMatching(/^auth\.a\.jwks_url: must be https/),
+    ]);
+    expect(problems({ type: 'jwt', jwks_url: 'https://example/jwks', token_reviewer: true })).toEqual([
+      expect.stringMatching(/^auth\.a\.token_reviewer: only a kubernetes mount/),
+    ]);
   });
 });

@@ -2,7 +2,15 @@ import http from 'node:http';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT_TOKEN, api, startTestBroker } from '../support/broker.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, roleExists } from '../support/pg.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  loginAs,
+  pgUrl,
+  roleExists,
+} from '../support/pg.js';
 import { waitUntil } from '../support/wait.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
@@ -35,7 +43,12 @@ const roles = () => ({
 beforeAll(async () => {
   target = await freshTargetDatabase(PREFIX);
   storeDb = await freshStoreDatabase('lclife');
-  broker = await startTestBroker({ storeDatabase: storeDb, targetDatabase: target.database, prefix: PREFIX, roles: roles() });
+  broker = await startTestBroker({
+    storeDatabase: storeDb,
+    targetDatabase: target.database,
+    prefix: PREFIX,
+    roles: roles(),
+  });
 });
 
 afterAll(async () => {
@@ -61,7 +74,11 @@ async function lookup(leaseId: string) {
 }
 
 async function validUntil(username: string): Promise<Date | null> {
-  const rows = await adminQuery<{ rolvaliduntil: Date | null }>('postgres', 'SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1', [username]);
+  const rows = await adminQuery<{ rolvaliduntil: Date | null }>(
+    'postgres',
+    'SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1',
+    [username],
+  );
   return rows[0]?.rolvaliduntil ?? null;
 }
 
@@ -87,11 +104,22 @@ async function readItems(data: Credential): Promise<string[]> {
 }
 
 /** Sends a request with any verb through node:http (fetch refuses `LIST`), raw path included. */
-function rawRequest(method: string, path: string, token: string | null = ROOT_TOKEN): Promise<{ status: number; body: any }> {
+function rawRequest(
+  method: string,
+  path: string,
+  token: string | null = ROOT_TOKEN,
+): Promise<{ status: number; body: any }> {
   const url = new URL(broker.url);
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: url.hostname, port: Number(url.port), method, path, agent: false, headers: token === null ? {} : { 'x-vault-token': token } },
+      {
+        host: url.hostname,
+        port: Number(url.port),
+        method,
+        path,
+        agent: false,
+        headers: token === null ? {} : { 'x-vault-token': token },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -112,7 +140,6 @@ function rawRequest(method: string, path: string, token: string | null = ROOT_TO
     req.end();
   });
 }
-
 
 describe('issuing', () => {
   it('an issued credential logs in with pg and reads the granted table; a wrong password is refused with 28P01', async () => {
@@ -152,7 +179,8 @@ describe('expiry on the real reaper timer', () => {
 
       const row = await leaseRow(res.body.lease_id, timerStore);
       const expiresAt = (row.expires_at as Date).getTime();
-      const exists = async () => (await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [data.username])).rowCount! > 0;
+      const exists = async () =>
+        (await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [data.username])).rowCount! > 0;
 
       const goneAt = await waitUntil(async () => ((await exists()) ? 0 : Date.now()), {
         timeoutMs: Math.max(0, expiresAt + 4000 - Date.now()),
@@ -180,7 +208,11 @@ describe('a broker starting with its reaper', () => {
   it('revokes what is already due at once, without waiting for its first scheduled tick', async () => {
     // Left by a replica that died: an expired lease nobody revoked.
     const { leaseId, data } = await issue('reader');
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET expires_at = now() - interval '1 second', next_attempt_at = now() - interval '1 second' WHERE id = $1`, [leaseId]);
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_leases SET expires_at = now() - interval '1 second', next_attempt_at = now() - interval '1 second' WHERE id = $1`,
+      [leaseId],
+    );
     // A schedule that never fires during the test: only a tick at start can revoke it.
     const started = await startTestBroker({
       storeDatabase: storeDb,
@@ -251,14 +283,19 @@ describe('renew', () => {
   });
 
   it('refuses to renew an unknown lease with 400 "lease not found"', async () => {
-    const res = await api(broker, 'PUT', 'sys/leases/renew', { lease_id: 'db/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA', increment: 60 });
+    const res = await api(broker, 'PUT', 'sys/leases/renew', {
+      lease_id: 'db/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA',
+      increment: 60,
+    });
     expect(res.status).toBe(400);
     expect(res.body).toEqual({ errors: ['lease not found'] });
   });
 
   it('refuses to renew an expired lease with 400 "lease expired" and leaves its row alone', async () => {
     const { leaseId, data } = await issue('reader');
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET expires_at = now() - interval '1 s' WHERE id = $1`, [leaseId]);
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET expires_at = now() - interval '1 s' WHERE id = $1`, [
+      leaseId,
+    ]);
     const backdated = await leaseRow(leaseId);
 
     const res = await api(broker, 'PUT', 'sys/leases/renew', { lease_id: leaseId, increment: 600 });
@@ -294,8 +331,13 @@ describe('revoke', () => {
       // Not merely "permission denied" (a dropped role loses its grants, but PostgreSQL keeps its
       // sessions open): the session itself is gone, so even a query needing no privilege fails.
       await expect(session.query('SELECT 1')).rejects.toThrow();
-      const backendGone = async () => (await adminQuery('postgres', 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).length === 0;
-      await waitUntil(backendGone, { timeoutMs: 2000, intervalMs: 20, what: `backend ${pid} of the revoked user to end` });
+      const backendGone = async () =>
+        (await adminQuery('postgres', 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).length === 0;
+      await waitUntil(backendGone, {
+        timeoutMs: 2000,
+        intervalMs: 20,
+        what: `backend ${pid} of the revoked user to end`,
+      });
       expect(await roleExists(data.username)).toBe(false);
       const row = await leaseRow(leaseId);
       expect(row.state).toBe('revoked');
@@ -315,7 +357,9 @@ describe('revoke', () => {
     expect(second.revoked_at).toEqual(first.revoked_at);
     expect(await roleExists(data.username)).toBe(false);
 
-    expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: 'db/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA' })).status).toBe(204);
+    expect(
+      (await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: 'db/creds/reader/AAAAAAAAAAAAAAAAAAAAAAAA' })).status,
+    ).toBe(204);
     expect((await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: 'not-a-lease' })).status).toBe(204);
   });
 
@@ -337,7 +381,10 @@ describe('revoke', () => {
       expect((await leaseRow(l.leaseId)).state).toBe('active');
       expect(await readItems(l.data)).toEqual(['one', 'two']);
     }
-    const live = await adminQuery(storeDb, `SELECT id FROM credbroker_leases WHERE state <> 'revoked' AND id LIKE 'db/creds/reader/%'`);
+    const live = await adminQuery(
+      storeDb,
+      `SELECT id FROM credbroker_leases WHERE state <> 'revoked' AND id LIKE 'db/creds/reader/%'`,
+    );
     expect(live).toEqual([]);
 
     // Clean up, through the API too.
@@ -425,7 +472,11 @@ describe('reaper', () => {
   it('cleans up a pending lease older than the pending grace: role dropped, row revoked with reason "cleanup"', async () => {
     const { leaseId, data } = await issue('reader');
     // Simulate an issue that crashed after creating the role: pending, and past its grace.
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET state = 'pending', next_attempt_at = now() - interval '1 s' WHERE id = $1`, [leaseId]);
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_leases SET state = 'pending', next_attempt_at = now() - interval '1 s' WHERE id = $1`,
+      [leaseId],
+    );
     expect(await roleExists(data.username)).toBe(true);
 
     const result = await broker.reaper.reapOnce();

@@ -26,7 +26,12 @@ beforeAll(async () => {
     roles: {
       reader: { member_of: [target.group], default_ttl: '600s', max_ttl: '3600s' },
       other: { member_of: [target.group], default_ttl: '600s', max_ttl: '3600s' },
-      ...Object.fromEntries(['vault', 'vaultp', 'minted', 'l0', 'l1', 'l2', 'l3'].map((r) => [r, { member_of: [target.group], default_ttl: '600s', max_ttl: '3600s' }])),
+      ...Object.fromEntries(
+        ['vault', 'vaultp', 'minted', 'l0', 'l1', 'l2', 'l3'].map((r) => [
+          r,
+          { member_of: [target.group], default_ttl: '600s', max_ttl: '3600s' },
+        ]),
+      ),
     },
   });
 });
@@ -52,11 +57,16 @@ async function issue(role: string): Promise<string> {
   return res.body.lease_id;
 }
 
-const leaseCount = async () => Number((await adminQuery<{ n: string }>(storeDb, 'SELECT count(*) AS n FROM credbroker_leases'))[0]!.n);
+const leaseCount = async () =>
+  Number((await adminQuery<{ n: string }>(storeDb, 'SELECT count(*) AS n FROM credbroker_leases'))[0]!.n);
 const liveKeys = async (role: string) =>
-  (await adminQuery<{ id: string }>(storeDb, `SELECT id FROM credbroker_leases WHERE id LIKE $1 AND state IN ('pending', 'active') ORDER BY id`, [`db/creds/${role}/%`])).map(
-    (r) => r.id.slice(`db/creds/${role}/`.length),
-  );
+  (
+    await adminQuery<{ id: string }>(
+      storeDb,
+      `SELECT id FROM credbroker_leases WHERE id LIKE $1 AND state IN ('pending', 'active') ORDER BY id`,
+      [`db/creds/${role}/%`],
+    )
+  ).map((r) => r.id.slice(`db/creds/${role}/`.length));
 
 function expectKeptAlive(res: RawResponse) {
   expect(res.headers['connection']?.toLowerCase()).not.toBe('close');
@@ -91,8 +101,13 @@ async function fourRequests() {
     for (const a of answers) expectKeptAlive(a);
     // Exactly one lease more than before (the one the client received), and the revoke happened.
     expect(await leaseCount()).toBe(leasesBefore + 1);
-    const rows = await adminQuery(storeDb, 'SELECT id, state FROM credbroker_leases WHERE id = ANY($1)', [[revokeMe, creds.body.lease_id]]);
-    expect(Object.fromEntries(rows.map((r) => [r.id, r.state]))).toEqual({ [revokeMe]: 'revoked', [creds.body.lease_id]: 'active' });
+    const rows = await adminQuery(storeDb, 'SELECT id, state FROM credbroker_leases WHERE id = ANY($1)', [
+      [revokeMe, creds.body.lease_id],
+    ]);
+    expect(Object.fromEntries(rows.map((r) => [r.id, r.state]))).toEqual({
+      [revokeMe]: 'revoked',
+      [creds.body.lease_id]: 'active',
+    });
   };
   return { requests, check };
 }
@@ -127,7 +142,16 @@ describe('LIST on a kept-alive connection', () => {
     const before = await leaseCount();
     const bytes = requests.join('');
     // Split inside "LIST", right after it, inside the request line, inside the headers and inside the body.
-    const splits = [2, 4, 5, 20, requests[0]!.length - 1, requests[0]!.length + 3, requests[0]!.length + requests[1]!.length - 10, requests[0]!.length + requests[1]!.length + 1];
+    const splits = [
+      2,
+      4,
+      5,
+      20,
+      requests[0]!.length - 1,
+      requests[0]!.length + 3,
+      requests[0]!.length + requests[1]!.length - 10,
+      requests[0]!.length + requests[1]!.length + 1,
+    ];
     const c = await connect();
     await c.write(bytes, splits);
     const answers: RawResponse[] = [];
@@ -138,9 +162,14 @@ describe('LIST on a kept-alive connection', () => {
   it('rewrites LIST only at a request line: chunked bodies holding "LIST " are left alone', async () => {
     const reader = await issue('reader');
     const c = await connect();
-    const body = [`{"lease_id":"${reader}",`, `"note":"\\r\\nLIST /v1/sys/leases/lookup/db/creds/ HTTP/1.1\\r\\n", `, '"x":"LIST "}'];
+    const body = [
+      `{"lease_id":"${reader}",`,
+      `"note":"\\r\\nLIST /v1/sys/leases/lookup/db/creds/ HTTP/1.1\\r\\n", `,
+      '"x":"LIST "}',
+    ];
     await c.write(
-      rawRequest('PUT', '/v1/sys/leases/lookup', { token: ROOT_TOKEN, chunked: body }) + rawRequest('LIST', '/v1/sys/leases/lookup/db/creds/', { token: ROOT_TOKEN }),
+      rawRequest('PUT', '/v1/sys/leases/lookup', { token: ROOT_TOKEN, chunked: body }) +
+        rawRequest('LIST', '/v1/sys/leases/lookup/db/creds/', { token: ROOT_TOKEN }),
       [30, 200, 260],
     );
     const lookup = await c.read();
@@ -230,12 +259,16 @@ describe('a real Vault client (node-vault) over its default kept-alive agent', (
 
       await vault.revoke({ lease_id: creds.lease_id });
       expect(await roleExists(creds.data.username)).toBe(false);
-      await expect(vault.list('sys/leases/lookup/db/creds/vault/')).rejects.toMatchObject({ response: { statusCode: 404 } });
+      await expect(vault.list('sys/leases/lookup/db/creds/vault/')).rejects.toMatchObject({
+        response: { statusCode: 404 },
+      });
 
       // node-vault's revokePrefix() calls the pre-0.9 path sys/revoke-prefix; the generic write calls today's.
       await vault.write('sys/leases/revoke-prefix/db/creds/vaultp', {});
       expect(await roleExists(second.data.username)).toBe(false);
-      const states = await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = ANY($1)', [[creds.lease_id, second.lease_id]]);
+      const states = await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = ANY($1)', [
+        [creds.lease_id, second.lease_id],
+      ]);
       expect(states.map((r) => r.state)).toEqual(['revoked', 'revoked']);
 
       // Every call above, LISTs among them, went over the one connection the agent kept alive.
@@ -286,7 +319,10 @@ describe('1,000 random LIST / PUT / GET requests over 8 kept-alive connections',
         const chunked = rand(2) === 0;
         const cut = rand(body.length - 1) + 1;
         return {
-          bytes: rawRequest('PUT', '/v1/sys/leases/lookup', { token: ROOT_TOKEN, ...(chunked ? { chunked: [body.slice(0, cut), body.slice(cut)] } : { body }) }),
+          bytes: rawRequest('PUT', '/v1/sys/leases/lookup', {
+            token: ROOT_TOKEN,
+            ...(chunked ? { chunked: [body.slice(0, cut), body.slice(cut)] } : { body }),
+          }),
           check: (res) => {
             expect(res.status, res.text).toBe(200);
             expect(res.body.data.id).toBe(id);
@@ -332,7 +368,9 @@ describe('1,000 random LIST / PUT / GET requests over 8 kept-alive connections',
               b.check(res);
               expect(res.headers['connection']?.toLowerCase()).not.toBe('close');
             } catch (err) {
-              throw new Error(`seed ${seed}, connection ${n}, request ${i + 1} of a batch of ${batch.length}: ${(err as Error).message}`);
+              throw new Error(
+                `seed ${seed}, connection ${n}, request ${i + 1} of a batch of ${batch.length}: ${(err as Error).message}`,
+              );
             }
             checked++;
           }
@@ -365,7 +403,11 @@ describe('the socket the HTTP server is handed', () => {
       expect(seen).toEqual([{ method: 'GET', url: '/a/?list=true', remote: '127.0.0.1' }]);
       // Idle past keepAliveTimeout: the server closes it, as it would a plain socket.
       const started = Date.now();
-      await waitUntil(() => idle.ended, { timeoutMs: 5000, intervalMs: 20, what: 'the server to close the idle connection' });
+      await waitUntil(() => idle.ended, {
+        timeoutMs: 5000,
+        intervalMs: 20,
+        what: 'the server to close the idle connection',
+      });
       expect(Date.now() - started).toBeGreaterThanOrEqual(200);
 
       const kept = await RawConnection.open(url);

@@ -3,8 +3,22 @@ import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
-import { K8S_ISSUER, kubernetesClaims, startJwksServer, type JwksServer, kubernetesAuthMount, kubernetesRole } from '../support/jwks-server.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl, roleExists } from '../support/pg.js';
+import {
+  K8S_ISSUER,
+  kubernetesClaims,
+  startJwksServer,
+  type JwksServer,
+  kubernetesAuthMount,
+  kubernetesRole,
+} from '../support/jwks-server.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  pgUrl,
+  roleExists,
+} from '../support/pg.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
 const PREFIX = 'polenf';
@@ -27,7 +41,17 @@ beforeAll(async () => {
         type: 'postgres',
         connection_url: pgUrl(target.database),
         username_prefix: PREFIX,
-        roles: { reader: role, reader2: role, writer: role, report: role, replica: role, prefixed: role, alpha_x: role, beta_x: role, 'alpha-b_x': role },
+        roles: {
+          reader: role,
+          reader2: role,
+          writer: role,
+          report: role,
+          replica: role,
+          prefixed: role,
+          alpha_x: role,
+          beta_x: role,
+          'alpha-b_x': role,
+        },
       },
       dbx: {
         type: 'postgres',
@@ -42,7 +66,9 @@ beforeAll(async () => {
         locked: kubernetesRole('etl', ['etl', 'lockdown']),
         globs: kubernetesRole('globs', ['globs']),
         team: kubernetesRole(['alpha', 'beta', 'alpha-b'], ['team']),
-        fenced: kubernetesRole('etl', ['everything', 'teamfence'], { claim_mappings: { '/kubernetes.io/namespace': 'namespace', team: 'team' } }),
+        fenced: kubernetesRole('etl', ['everything', 'teamfence'], {
+          claim_mappings: { '/kubernetes.io/namespace': 'namespace', team: 'team' },
+        }),
         capped: kubernetesRole('etl', ['capped']),
         ops: kubernetesRole('ops', ['operator']),
       }),
@@ -96,8 +122,10 @@ async function issue(path: string, token: string, body: Record<string, unknown> 
   return { leaseId: res.body.lease_id as string, username: res.body.data.username as string, body: res.body };
 }
 
-const status = async (method: string, path: string, token: string, body?: unknown) => (await api(broker, method, path, body ?? (method === 'PUT' ? {} : undefined), token)).status;
-const leaseState = async (id: string) => (await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [id]))[0]?.state;
+const status = async (method: string, path: string, token: string, body?: unknown) =>
+  (await api(broker, method, path, body ?? (method === 'PUT' ? {} : undefined), token)).status;
+const leaseState = async (id: string) =>
+  (await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [id]))[0]?.state;
 const suffix = (leaseId: string) => leaseId.slice(leaseId.lastIndexOf('/') + 1);
 
 describe('deny wins', () => {
@@ -105,7 +133,11 @@ describe('deny wins', () => {
     const token = await loginAs('etl', 'etl', 'deny-probe');
     expect(await status('PUT', 'db/creds/writer', token)).toBe(403);
     expect(await status('GET', 'db/creds/writer', token)).toBe(403);
-    expect((await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE id LIKE 'db/creds/writer/%'`))[0].n).toBe(0);
+    expect(
+      (
+        await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE id LIKE 'db/creds/writer/%'`)
+      )[0].n,
+    ).toBe(0);
   });
 
   it('a general deny in one policy overrides another policy’s exact grant', async () => {
@@ -201,7 +233,9 @@ describe('lease ownership', () => {
     const a = await loginAs('etl', 'etl', 'lister-a');
     const b = await loginAs('etl', 'etl', 'lister-b');
     const none = await loginAs('etl', 'etl', 'lister-none');
-    const mine = [await issue('db/creds/reader', a), await issue('db/creds/reader', a)].map((l) => suffix(l.leaseId)).sort();
+    const mine = [await issue('db/creds/reader', a), await issue('db/creds/reader', a)]
+      .map((l) => suffix(l.leaseId))
+      .sort();
     const theirs = suffix((await issue('db/creds/reader', b)).leaseId);
 
     const listA = await api(broker, 'GET', 'sys/leases/lookup/db/creds/reader/?list=true', undefined, a);
@@ -209,9 +243,13 @@ describe('lease ownership', () => {
     expect(listA.body.data.keys).toEqual(mine);
     const listB = await api(broker, 'GET', 'sys/leases/lookup/db/creds/reader/?list=true', undefined, b);
     expect(listB.body.data.keys).toEqual([theirs]);
-    expect((await api(broker, 'GET', 'sys/leases/lookup/db/creds/reader/?list=true', undefined, none)).status).toBe(404);
+    expect((await api(broker, 'GET', 'sys/leases/lookup/db/creds/reader/?list=true', undefined, none)).status).toBe(
+      404,
+    );
     // One level up: only the roles it holds leases of.
-    expect((await api(broker, 'GET', 'sys/leases/lookup/db/creds/?list=true', undefined, b)).body.data.keys).toEqual(['reader/']);
+    expect((await api(broker, 'GET', 'sys/leases/lookup/db/creds/?list=true', undefined, b)).body.data.keys).toEqual([
+      'reader/',
+    ]);
 
     const ops = await loginAs('ops', 'ops', 'lister-ops');
     const all = await api(broker, 'GET', 'sys/leases/lookup/db/creds/reader/?list=true', undefined, ops);
@@ -223,7 +261,12 @@ describe('lease ownership', () => {
   it('revoke-prefix (and revoke-force, revoke-issued-before) need sudo: 403 for a lease holder, done for the operator', async () => {
     const a = await loginAs('etl', 'etl', 'prefix-holder');
     const leases = [await issue('db/creds/prefixed', a), await issue('db/creds/prefixed', a)];
-    for (const path of ['sys/leases/revoke-prefix/db/creds/prefixed', 'sys/leases/revoke-prefix/db/creds/prefixed/', 'sys/leases/revoke-force/db/creds/prefixed', 'sys/broker/revoke-issued-before/db/creds/prefixed']) {
+    for (const path of [
+      'sys/leases/revoke-prefix/db/creds/prefixed',
+      'sys/leases/revoke-prefix/db/creds/prefixed/',
+      'sys/leases/revoke-force/db/creds/prefixed',
+      'sys/broker/revoke-issued-before/db/creds/prefixed',
+    ]) {
       expect(await status('PUT', path, a), path).toBe(403);
     }
     // Its own single lease, named as a prefix, is still a prefix operation.
@@ -254,7 +297,11 @@ describe('templated policy', () => {
     // The README's old `{{…}}-*` let namespace alpha read alpha-b's roles; "_" ends the value.
     expect(await status('PUT', 'db/creds/alpha-b_x', alpha)).toBe(403);
     await issue('db/creds/alpha-b_x', await loginAs('team', 'alpha-b', 'job'));
-    expect((await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE id LIKE 'db/creds/beta_x/%'`))[0].n).toBe(1);
+    expect(
+      (
+        await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE id LIKE 'db/creds/beta_x/%'`)
+      )[0].n,
+    ).toBe(1);
   });
 
   it('a templated deny whose claim is an array or missing denies (fails closed); the rest of the grant stands', async () => {
@@ -281,8 +328,14 @@ describe('allowed_ttl', () => {
     const token = await loginAs('capped', 'etl', 'capped');
     const long = await issue('db/creds/reader', token, { ttl: '1h' });
     expect(long.body.lease_duration).toBe(300);
-    expect(long.body.warnings).toEqual([expect.stringMatching(/TTL of "3600s" exceeded the effective max_ttl of "300s"/)]);
-    const rows = await adminQuery<{ rolvaliduntil: Date }>('postgres', 'SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1', [long.username]);
+    expect(long.body.warnings).toEqual([
+      expect.stringMatching(/TTL of "3600s" exceeded the effective max_ttl of "300s"/),
+    ]);
+    const rows = await adminQuery<{ rolvaliduntil: Date }>(
+      'postgres',
+      'SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1',
+      [long.username],
+    );
     expect(Math.abs(rows[0]!.rolvaliduntil.getTime() - (Date.now() + 300_000))).toBeLessThan(10_000);
 
     // The role's default (10 m) is over the cap too.

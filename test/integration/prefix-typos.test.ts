@@ -23,7 +23,9 @@ function config(mounts: string[]) {
   const roles = { reader: { member_of: [group] }, batch: { member_of: [group] } };
   return configSchema.parse({
     ...baseTestConfig(storeDb),
-    mounts: Object.fromEntries(mounts.map((m) => [m, { type: 'postgres', connection_url: pgUrl(targetDb), username_prefix: PREFIX, roles }])),
+    mounts: Object.fromEntries(
+      mounts.map((m) => [m, { type: 'postgres', connection_url: pgUrl(targetDb), username_prefix: PREFIX, roles }]),
+    ),
   });
 }
 
@@ -61,7 +63,15 @@ afterAll(async () => {
 describe('a prefix whose mount is not configured', () => {
   it('is a 400 naming the configured mounts on LIST, revoke-prefix, revoke-force and revoke-issued-before, and revokes nothing', async () => {
     const bystander = await issue();
-    for (const prefix of ['dmeo/', 'dmeo', 'dmeo/creds/', 'dmeo/creds/reader', 'dmeo/creds/reader/', 'd/', 'dbx/creds/reader/']) {
+    for (const prefix of [
+      'dmeo/',
+      'dmeo',
+      'dmeo/creds/',
+      'dmeo/creds/reader',
+      'dmeo/creds/reader/',
+      'd/',
+      'dbx/creds/reader/',
+    ]) {
       const mount = prefix.split('/')[0]!;
       const list = await api(broker, 'GET', `sys/leases/lookup/${prefix}?list=true`);
       expect(list, prefix).toMatchObject({ status: 400, body: { errors: [UNKNOWN(mount, 'db, old')] } });
@@ -71,20 +81,33 @@ describe('a prefix whose mount is not configured', () => {
       }
     }
     expect(await roleExists(bystander.data.username)).toBe(true);
-    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: bystander.lease_id })).body.data.state).toBe('active');
+    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: bystander.lease_id })).body.data.state).toBe(
+      'active',
+    );
   });
 
   it("asking it for a credential keeps Vault's 404 and first error, and names the configured mounts after it", async () => {
     for (const method of ['GET', 'PUT']) {
       const res = await api(broker, method, 'dmeo/creds/reader', method === 'PUT' ? {} : undefined);
-      expect(res).toMatchObject({ status: 404, body: { errors: ['no handler for route "dmeo/creds/reader". route entry not found.', UNKNOWN('dmeo', 'db, old')] } });
+      expect(res).toMatchObject({
+        status: 404,
+        body: {
+          errors: ['no handler for route "dmeo/creds/reader". route entry not found.', UNKNOWN('dmeo', 'db, old')],
+        },
+      });
     }
     // A configured mount without that path is only Vault's 404.
-    expect(await api(broker, 'PUT', 'db/sts/reader', {})).toMatchObject({ status: 404, body: { errors: ['no handler for route "db/sts/reader". route entry not found.'] } });
+    expect(await api(broker, 'PUT', 'db/sts/reader', {})).toMatchObject({
+      status: 404,
+      body: { errors: ['no handler for route "db/sts/reader". route entry not found.'] },
+    });
   });
 
-  it('a configured mount with nothing under the prefix is not an error: Vault\'s empty LIST (404 with no errors), 0 revoked', async () => {
-    expect(await api(broker, 'GET', 'sys/leases/lookup/old/creds/batch/?list=true')).toMatchObject({ status: 404, body: { errors: [] } });
+  it("a configured mount with nothing under the prefix is not an error: Vault's empty LIST (404 with no errors), 0 revoked", async () => {
+    expect(await api(broker, 'GET', 'sys/leases/lookup/old/creds/batch/?list=true')).toMatchObject({
+      status: 404,
+      body: { errors: [] },
+    });
     expect(revokedCount(await api(broker, 'PUT', 'sys/leases/revoke-prefix/old/creds/batch/'))).toBe(0);
     expect(revokedCount(await api(broker, 'PUT', 'sys/leases/revoke-force/old/creds/batch'))).toBe(0);
   });
@@ -92,10 +115,16 @@ describe('a prefix whose mount is not configured', () => {
   it('a mount since removed from the config still lists and force-revokes the leases it left behind', async () => {
     const left = await issue('old/creds/reader');
     const suffix = left.lease_id.split('/').pop();
-    expect(await api(withoutOld, 'GET', 'sys/leases/lookup/old/creds/reader/?list=true')).toMatchObject({ status: 200, body: { data: { keys: [suffix] } } });
+    expect(await api(withoutOld, 'GET', 'sys/leases/lookup/old/creds/reader/?list=true')).toMatchObject({
+      status: 200,
+      body: { data: { keys: [suffix] } },
+    });
     expect(revokedCount(await api(withoutOld, 'PUT', 'sys/leases/revoke-force/old/'))).toBe(1);
     // Once nothing is left, the removed mount is unknown like any other.
-    expect(await api(withoutOld, 'PUT', 'sys/leases/revoke-force/old/')).toMatchObject({ status: 400, body: { errors: [UNKNOWN('old', 'db')] } });
+    expect(await api(withoutOld, 'PUT', 'sys/leases/revoke-force/old/')).toMatchObject({
+      status: 400,
+      body: { errors: [UNKNOWN('old', 'db')] },
+    });
     await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: left.lease_id }); // the role itself, through a broker that has the mount
   });
 });

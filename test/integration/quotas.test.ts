@@ -72,10 +72,17 @@ beforeAll(async () => {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   childUrl = `http://127.0.0.1:${port}`;
-  await waitUntil(() => fetch(`${childUrl}/v1/sys/health`).then((r) => r.ok, () => false), {
-    timeoutMs: 10_000,
-    what: 'the second broker process to answer /v1/sys/health',
-  });
+  await waitUntil(
+    () =>
+      fetch(`${childUrl}/v1/sys/health`).then(
+        (r) => r.ok,
+        () => false,
+      ),
+    {
+      timeoutMs: 10_000,
+      what: 'the second broker process to answer /v1/sys/health',
+    },
+  );
 });
 
 afterAll(async () => {
@@ -85,7 +92,14 @@ afterAll(async () => {
 });
 
 async function login(sub: string): Promise<string> {
-  const jwt = await new SignJWT({}).setProtectedHeader({ alg: 'RS256' }).setIssuer(ISSUER).setAudience('credbroker').setSubject(sub).setIssuedAt().setExpirationTime('5m').sign(privateKey);
+  const jwt = await new SignJWT({})
+    .setProtectedHeader({ alg: 'RS256' })
+    .setIssuer(ISSUER)
+    .setAudience('credbroker')
+    .setSubject(sub)
+    .setIssuedAt()
+    .setExpirationTime('5m')
+    .sign(privateKey);
   const res = await api(inProcess, 'PUT', 'auth/k8s/login', { role: 'etl', jwt }, null);
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body.auth.client_token;
@@ -107,12 +121,16 @@ describe('quotas counted in the lease store', () => {
     const first = await api(inProcess, 'PUT', 'db/creds/mine', {}, carol);
     await api(inProcess, 'PUT', 'db/creds/mine', {}, carol);
     expect((await api(inProcess, 'PUT', 'db/creds/mine', {}, carol)).status).toBe(429);
-    expect((await api(inProcess, 'PUT', 'sys/leases/revoke', { lease_id: first.body.lease_id }, carol)).status).toBe(204);
+    expect((await api(inProcess, 'PUT', 'sys/leases/revoke', { lease_id: first.body.lease_id }, carol)).status).toBe(
+      204,
+    );
     expect((await api(inProcess, 'PUT', 'db/creds/mine', {}, carol)).status).toBe(200);
   });
 
   it('holds one shared quota across two broker processes hit at the same time', async () => {
-    const requests = Array.from({ length: 12 }, (_, i) => api(i % 2 ? inProcess : { url: childUrl }, 'PUT', 'db/creds/shared'));
+    const requests = Array.from({ length: 12 }, (_, i) =>
+      api(i % 2 ? inProcess : { url: childUrl }, 'PUT', 'db/creds/shared'),
+    );
     const statuses = (await Promise.all(requests)).map((r) => r.status);
     expect(statuses.filter((s) => s === 200)).toHaveLength(5);
     expect(statuses.filter((s) => s === 429)).toHaveLength(7);

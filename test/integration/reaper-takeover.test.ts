@@ -45,7 +45,12 @@ async function seedExpiredLeases(count: number): Promise<string[]> {
   const group = `${PREFIX}_readers`;
   const usernames = Array.from({ length: count }, () => `${PREFIX}_reader_${randomName(16)}`);
   const ids = usernames.map(() => `db/creds/reader/${randomLeaseSuffix()}`);
-  await adminQuery('postgres', usernames.map((u) => `CREATE ROLE ${pg.escapeIdentifier(u)} LOGIN IN ROLE ${pg.escapeIdentifier(group)};`).join('\n'));
+  await adminQuery(
+    'postgres',
+    usernames
+      .map((u) => `CREATE ROLE ${pg.escapeIdentifier(u)} LOGIN IN ROLE ${pg.escapeIdentifier(group)};`)
+      .join('\n'),
+  );
   await adminQuery(
     storeDb,
     `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester, issued_at, expires_at, max_expires_at, next_attempt_at)
@@ -58,13 +63,19 @@ async function seedExpiredLeases(count: number): Promise<string[]> {
 }
 
 async function rolesLeft(usernames: string[]): Promise<number> {
-  const [{ n }] = await adminQuery('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY($1)', [usernames]);
+  const [{ n }] = await adminQuery('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY($1)', [
+    usernames,
+  ]);
   return n;
 }
 
 async function startSlowReaper(slotDelayMs: number): Promise<ChildProcess> {
   const child = spawn(process.execPath, [FIXTURE], {
-    env: { ...process.env, FIXTURE_CONFIG: JSON.stringify(testConfig(options)), FIXTURE_SLOT_DELAY_MS: String(slotDelayMs) },
+    env: {
+      ...process.env,
+      FIXTURE_CONFIG: JSON.stringify(testConfig(options)),
+      FIXTURE_SLOT_DELAY_MS: String(slotDelayMs),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -88,7 +99,11 @@ async function untilMidBatch(usernames: string[]): Promise<void> {
       const left = await rolesLeft(usernames);
       return left < usernames.length && left > usernames.length / 2;
     },
-    { timeoutMs: 10_000, intervalMs: 25, what: `the slow reaper to get mid-batch (between all and half of ${usernames.length} roles left)` },
+    {
+      timeoutMs: 10_000,
+      intervalMs: 25,
+      what: `the slow reaper to get mid-batch (between all and half of ${usernames.length} roles left)`,
+    },
   );
 }
 
@@ -99,7 +114,10 @@ describe('a reaper process killed with SIGKILL in the middle of a batch', () => 
 
     // Kill it once it has claimed everything and dropped part of it: mid-batch.
     await untilMidBatch(usernames);
-    const [{ claimed }] = await adminQuery(storeDb, `SELECT count(*)::int AS claimed FROM credbroker_leases WHERE state = 'revoking'`);
+    const [{ claimed }] = await adminQuery(
+      storeDb,
+      `SELECT count(*)::int AS claimed FROM credbroker_leases WHERE state = 'revoking'`,
+    );
     expect(claimed).toBeGreaterThan(0);
     const exited = new Promise((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
     child.kill('SIGKILL');

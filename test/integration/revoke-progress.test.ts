@@ -5,7 +5,14 @@ import type { RevokeRequest } from '../../src/engines.js';
 import { randomLeaseSuffix } from '../../src/random.js';
 import { withWrappedTarget } from '../support/wrap-engine.js';
 import { startTestBroker, type TestBrokerOptions } from '../support/broker.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, randomName, roleExists } from '../support/pg.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  randomName,
+  roleExists,
+} from '../support/pg.js';
 
 const PREFIX = 'revprog';
 
@@ -56,7 +63,9 @@ async function seed(count: number, broken: number): Promise<{ ids: string[]; use
   const usernames = Array.from({ length: count }, () => `${PREFIX}_reader_${randomName(16)}`);
   const ids = usernames.map(() => `db/creds/reader/${randomLeaseSuffix()}`);
   await adminQuery('postgres', usernames.map((u) => `CREATE ROLE ${pg.escapeIdentifier(u)} LOGIN;`).join('\n'));
-  const handles = usernames.map((username, i) => (i === broken ? { username, revocation_statements: ['SELECT no_such_function()'] } : { username }));
+  const handles = usernames.map((username, i) =>
+    i === broken ? { username, revocation_statements: ['SELECT no_such_function()'] } : { username },
+  );
   await adminQuery(
     storeDb,
     `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester, issued_at, expires_at, max_expires_at, next_attempt_at)
@@ -76,7 +85,10 @@ describe('a revocation batch whose shared final step times out', () => {
     expect(result.failed).toEqual([ids[2]]);
     expect(result.revoked.sort()).toEqual(ids.filter((_, i) => i !== 2).sort());
     const rows = await adminQuery(storeDb, 'SELECT id, state, attempts FROM credbroker_leases ORDER BY id');
-    for (const row of rows) expect(row).toMatchObject(row.id === ids[2] ? { state: 'revoking', attempts: 1 } : { state: 'revoked', attempts: 0 });
+    for (const row of rows)
+      expect(row).toMatchObject(
+        row.id === ids[2] ? { state: 'revoking', attempts: 1 } : { state: 'revoked', attempts: 0 },
+      );
     for (const [i, username] of usernames.entries()) expect(await roleExists(username)).toBe(i === 2);
   });
 });

@@ -16,11 +16,16 @@ const brokers: Broker[] = [];
 
 /** Until the reaper has claimed every seeded lease (at most 5 s, then throws). */
 const untilAllClaimed = () =>
-  waitUntil(async () => (await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoking'`))[0].n === LEASES, {
-    timeoutMs: 5000,
-    intervalMs: 10,
-    what: `the reaper to claim all ${LEASES} leases`,
-  });
+  waitUntil(
+    async () =>
+      (await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'revoking'`))[0].n ===
+      LEASES,
+    {
+      timeoutMs: 5000,
+      intervalMs: 10,
+      what: `the reaper to claim all ${LEASES} leases`,
+    },
+  );
 
 // Every revocation of a lease of this role writes one line on the target, in the same transaction
 // as its DROP ROLE: two lines for one role is a role revoked twice.
@@ -29,13 +34,21 @@ const REVOCATION = ['SELECT pg_sleep(0.1)', `INSERT INTO public.revoke_log (name
 beforeAll(async () => {
   const target = await freshTargetDatabase(PREFIX);
   targetDb = target.database;
-  await adminQuery(targetDb, 'CREATE TABLE public.revoke_log (name text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())');
+  await adminQuery(
+    targetDb,
+    'CREATE TABLE public.revoke_log (name text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())',
+  );
   storeDb = await freshStoreDatabase('revrace');
   options = {
     storeDatabase: storeDb,
     targetDatabase: targetDb,
     prefix: PREFIX,
-    roles: { slow: { creation_statements: [`CREATE ROLE "{{name}}" LOGIN IN ROLE ${target.group}`], revocation_statements: REVOCATION } },
+    roles: {
+      slow: {
+        creation_statements: [`CREATE ROLE "{{name}}" LOGIN IN ROLE ${target.group}`],
+        revocation_statements: REVOCATION,
+      },
+    },
     mount: { max_open_connections: 4 },
     reaper: { concurrency: 4 },
   };
@@ -50,7 +63,10 @@ afterAll(async () => {
 async function seedLeasesExpiringNow(count: number): Promise<{ ids: string[]; usernames: string[] }> {
   const usernames = Array.from({ length: count }, () => `${PREFIX}_slow_${randomName(16)}`);
   const ids = usernames.map(() => `db/creds/slow/${randomLeaseSuffix()}`);
-  await adminQuery('postgres', usernames.map((u) => `CREATE ROLE ${pg.escapeIdentifier(u)} LOGIN IN ROLE ${PREFIX}_readers;`).join('\n'));
+  await adminQuery(
+    'postgres',
+    usernames.map((u) => `CREATE ROLE ${pg.escapeIdentifier(u)} LOGIN IN ROLE ${PREFIX}_readers;`).join('\n'),
+  );
   await adminQuery(
     storeDb,
     `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester, issued_at, expires_at, max_expires_at, next_attempt_at)
@@ -87,7 +103,9 @@ describe('a client revoke racing the reaper over the same leases', () => {
     const logged = await adminQuery(targetDb, 'SELECT name, count(*)::int AS n FROM public.revoke_log GROUP BY name');
     expect(logged.filter((r) => r.n !== 1)).toEqual([]);
     expect(logged.map((r) => r.name).sort()).toEqual([...usernames].sort());
-    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames])).toEqual([]);
+    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames])).toEqual(
+      [],
+    );
     const states = await adminQuery(storeDb, 'SELECT state, count(*)::int AS n FROM credbroker_leases GROUP BY 1');
     expect(states).toEqual([{ state: 'revoked', n: LEASES }]);
   });
@@ -105,9 +123,15 @@ describe('a revoke-prefix racing the reaper over the same leases', () => {
     const drained = reaping.reaper.drain();
     await untilAllClaimed();
     // A lease the reaper finished before the call began is not the call's to count.
-    const [{ before }] = await adminQuery(storeDb, `SELECT count(*)::int AS before FROM credbroker_leases WHERE state = 'revoked'`);
+    const [{ before }] = await adminQuery(
+      storeDb,
+      `SELECT count(*)::int AS before FROM credbroker_leases WHERE state = 'revoked'`,
+    );
     const { revoked } = await serving.leases.revokePrefix('db/creds/slow/');
-    const [{ unrevoked }] = await adminQuery(storeDb, `SELECT count(*)::int AS unrevoked FROM credbroker_leases WHERE state <> 'revoked'`);
+    const [{ unrevoked }] = await adminQuery(
+      storeDb,
+      `SELECT count(*)::int AS unrevoked FROM credbroker_leases WHERE state <> 'revoked'`,
+    );
     await drained;
 
     // Those the reaper finishes while the call waits count: they are revoked, as asked. One it
@@ -118,7 +142,9 @@ describe('a revoke-prefix racing the reaper over the same leases', () => {
     const logged = await adminQuery(targetDb, 'SELECT name, count(*)::int AS n FROM public.revoke_log GROUP BY name');
     expect(logged.filter((r) => r.n !== 1)).toEqual([]);
     expect(logged).toHaveLength(LEASES);
-    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames])).toEqual([]);
+    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames])).toEqual(
+      [],
+    );
   });
 });
 
@@ -128,7 +154,11 @@ describe('revokes racing issues of the same group role', () => {
   // the HTTP fuzzer (test/reliability/http-fuzz.test.ts) as a 502 on revoke-prefix. A race: 25
   // rounds made it fail 3 of 5 runs without the retry on a 2-core machine, never with it.
   it('every revoke and revoke-prefix succeeds while issues of the role run alongside it', async () => {
-    const broker = await startTestBroker({ ...options, mount: { max_open_connections: 10 }, roles: { member: { member_of: [`${PREFIX}_readers`] } } });
+    const broker = await startTestBroker({
+      ...options,
+      mount: { max_open_connections: 10 },
+      roles: { member: { member_of: [`${PREFIX}_readers`] } },
+    });
     brokers.push(broker);
     const issue = () => api(broker, 'PUT', 'db/creds/member', {});
     const failures: string[] = [];
@@ -136,7 +166,10 @@ describe('revokes racing issues of the same group role', () => {
       const first = await Promise.all(Array.from({ length: 16 }, issue));
       expect(first.map((r) => r.status)).toEqual(first.map(() => 200));
       const [revokes] = await Promise.all([
-        Promise.all([...first.slice(0, 4).map((r) => api(broker, 'PUT', 'sys/leases/revoke', { lease_id: r.body.lease_id })), api(broker, 'PUT', 'sys/leases/revoke-prefix/db/creds/member/')]),
+        Promise.all([
+          ...first.slice(0, 4).map((r) => api(broker, 'PUT', 'sys/leases/revoke', { lease_id: r.body.lease_id })),
+          api(broker, 'PUT', 'sys/leases/revoke-prefix/db/creds/member/'),
+        ]),
         Promise.all(Array.from({ length: 16 }, issue)),
       ]);
       failures.push(...revokes.filter((r) => r.status >= 300).map((r) => `${r.status} ${JSON.stringify(r.body)}`));
@@ -149,12 +182,25 @@ describe('an issue a revoke-prefix overtakes', () => {
   it('answers 409 naming the revoke, not a 502 blaming the target, and leaves no role', async () => {
     const broker = await startTestBroker({
       ...options,
-      roles: { sleepy: { creation_statements: ['SELECT pg_sleep(0.5)', `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' IN ROLE ${PREFIX}_readers`] } },
+      roles: {
+        sleepy: {
+          creation_statements: [
+            'SELECT pg_sleep(0.5)',
+            `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' IN ROLE ${PREFIX}_readers`,
+          ],
+        },
+      },
     });
     brokers.push(broker);
     const issuing = api(broker, 'PUT', 'db/creds/sleepy', {});
     await waitUntil(
-      async () => (await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE role = 'sleepy' AND state = 'pending'`))[0].n === 1,
+      async () =>
+        (
+          await adminQuery(
+            storeDb,
+            `SELECT count(*)::int AS n FROM credbroker_leases WHERE role = 'sleepy' AND state = 'pending'`,
+          )
+        )[0].n === 1,
       { timeoutMs: 5000, intervalMs: 5, what: 'the issue to write its pending row' },
     );
     const revoke = await api(broker, 'PUT', 'sys/leases/revoke-prefix/db/creds/sleepy/');
@@ -162,6 +208,8 @@ describe('an issue a revoke-prefix overtakes', () => {
     const issued = await issuing;
     expect(issued.status, JSON.stringify(issued.body)).toBe(409);
     expect(issued.body.errors[0]).toMatch(/revoked while it was being issued/);
-    expect(await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [`${PREFIX}\\_sleepy\\_%`])).toEqual([]);
+    expect(
+      await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname LIKE $1', [`${PREFIX}\\_sleepy\\_%`]),
+    ).toEqual([]);
   });
 });

@@ -17,7 +17,10 @@ beforeAll(async () => {
     prefix: PREFIX,
     roles: {
       slow: {
-        creation_statements: [`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ${target.group}`, 'SELECT pg_sleep(2)'],
+        creation_statements: [
+          `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ${target.group}`,
+          'SELECT pg_sleep(2)',
+        ],
       },
     },
   });
@@ -36,9 +39,11 @@ describe('an issue that is slow on the target', () => {
     expect(res.body.lease_duration).toBeLessThanOrEqual(8);
     expect(res.body.lease_duration).toBeGreaterThan(0);
     // It agrees with the lease row: what lookup, renew and the reaper go by.
-    const [{ remaining }] = await adminQuery(storeDb, 'SELECT extract(epoch FROM expires_at - now())::float8 AS remaining FROM credbroker_leases WHERE id = $1', [
-      res.body.lease_id,
-    ]);
+    const [{ remaining }] = await adminQuery(
+      storeDb,
+      'SELECT extract(epoch FROM expires_at - now())::float8 AS remaining FROM credbroker_leases WHERE id = $1',
+      [res.body.lease_id],
+    );
     expect(Math.abs(remaining - res.body.lease_duration)).toBeLessThanOrEqual(1.5);
   });
 });

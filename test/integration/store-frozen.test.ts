@@ -28,7 +28,12 @@ beforeAll(async () => {
     ...baseTestConfig('postgres'),
     store: { url: store.url('postgres'), max_connections: 4, query_timeout: QUERY_TIMEOUT_S },
     mounts: {
-      db: { type: 'postgres', connection_url: pgUrl(target.database), username_prefix: PREFIX, roles: { reader: { member_of: [target.group] } } },
+      db: {
+        type: 'postgres',
+        connection_url: pgUrl(target.database),
+        username_prefix: PREFIX,
+        roles: { reader: { member_of: [target.group] } },
+      },
     },
   });
   broker = await startBroker(config, { log: createLogger('silent'), reaper: false });
@@ -55,7 +60,12 @@ async function timedRequest(method: string, path: string, body?: unknown) {
   const started = Date.now();
   const res = await Promise.race([
     api(broker, method, path, body),
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${method} ${path} still unanswered after 15 s with the store frozen`)), 15_000)),
+    new Promise<never>((_, reject) =>
+      setTimeout(
+        () => reject(new Error(`${method} ${path} still unanswered after 15 s with the store frozen`)),
+        15_000,
+      ),
+    ),
   ]);
   return { ...res, ms: Date.now() - started };
 }
@@ -83,11 +93,14 @@ describe('a lease store that freezes (SIGSTOP of every process of its cluster)',
     }
 
     // Connections stuck on the frozen server are dropped and new ones opened: no restart needed.
-    await waitUntil(async () => (await timedRequest('PUT', 'sys/leases/lookup', { lease_id: leaseId })).status === 200, {
-      timeoutMs: 5000,
-      intervalMs: 250,
-      what: 'a lookup to succeed once the store is thawed',
-    });
+    await waitUntil(
+      async () => (await timedRequest('PUT', 'sys/leases/lookup', { lease_id: leaseId })).status === 200,
+      {
+        timeoutMs: 5000,
+        intervalMs: 250,
+        what: 'a lookup to succeed once the store is thawed',
+      },
+    );
     expect((await timedRequest('GET', 'db/creds/reader')).status).toBe(200);
     expect((await timedRequest('PUT', 'sys/leases/revoke', { lease_id: leaseId })).status).toBe(204);
   });

@@ -21,10 +21,16 @@ afterAll(async () => {
   await pool?.end();
 });
 
-const count = async (sql: string) => (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${sql}`)).rows[0]!.n;
+const count = async (sql: string) =>
+  (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${sql}`)).rows[0]!.n;
 
 /** `n` lease rows in `state`, revoked (where revoked) `ageDays` ago; ids tagged by `tag`. */
-async function seedLeases(tag: string, n: number, state: 'revoked' | 'active' | 'pending' | 'irrevocable', ageDays: number): Promise<void> {
+async function seedLeases(
+  tag: string,
+  n: number,
+  state: 'revoked' | 'active' | 'pending' | 'irrevocable',
+  ageDays: number,
+): Promise<void> {
   await pool.query(
     `INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, issued_at, expires_at, max_expires_at, next_attempt_at, revoked_at, revoke_reason)
      SELECT 'db/creds/' || $1 || '/' || g, 'db', $1, 'postgres', $2, '{}'::jsonb, t - interval '1 hour', t, t + interval '1 day',
@@ -36,7 +42,13 @@ async function seedLeases(tag: string, n: number, state: 'revoked' | 'active' | 
 }
 
 /** `n` broker tokens that expired `expiredDaysAgo` ago (negative: still live), revoked `revokedDaysAgo` ago if given. */
-async function seedTokens(tag: string, n: number, expiredDaysAgo: number, revokedDaysAgo: number | null = null, revokeLeases = true): Promise<void> {
+async function seedTokens(
+  tag: string,
+  n: number,
+  expiredDaysAgo: number,
+  revokedDaysAgo: number | null = null,
+  revokeLeases = true,
+): Promise<void> {
   await pool.query(
     `INSERT INTO credbroker_tokens (accessor, token_hash, identity, policies, issued_at, expires_at, max_expires_at, revoke_leases, revoked_at)
      SELECT $1 || '-' || g, sha256(($1 || '-' || g)::bytea), '{"name":"t","auth_mount":"jwt"}', '{default}',
@@ -76,7 +88,9 @@ describe('the store tidy', () => {
     const result = await tidyOnce(pool, POLICY);
 
     expect(result).toEqual({ leases: [1000, 1000, 500], tokens: [9], audit: [1000, 1000, 100] });
-    const leases = await pool.query<{ role: string; n: number }>('SELECT role, count(*)::int AS n FROM credbroker_leases GROUP BY role ORDER BY role');
+    const leases = await pool.query<{ role: string; n: number }>(
+      'SELECT role, count(*)::int AS n FROM credbroker_leases GROUP BY role ORDER BY role',
+    );
     expect(leases.rows).toEqual([
       { role: 'live', n: 5 },
       { role: 'pending', n: 2 },
@@ -102,7 +116,10 @@ describe('the store tidy', () => {
     await seedLeases('recent', 4, 'revoked', 1);
     const broker = await startBroker(config, { log: createLogger('silent') });
     try {
-      await waitUntil(async () => (await count(`credbroker_leases WHERE role = 'old'`)) === 0, { timeoutMs: 5000, what: 'the scheduled tidy to delete the old revoked leases' });
+      await waitUntil(async () => (await count(`credbroker_leases WHERE role = 'old'`)) === 0, {
+        timeoutMs: 5000,
+        what: 'the scheduled tidy to delete the old revoked leases',
+      });
       expect(await count(`credbroker_leases WHERE role = 'recent'`)).toBe(4);
     } finally {
       await broker.close();
@@ -139,7 +156,10 @@ describe('the indexes of the periodic sweeps', () => {
     const recording = new Proxy(pool, {
       get: (target, prop) =>
         prop === 'query'
-          ? (statement: { text: string; values: unknown[] }) => (sent.push({ text: statement.text, values: statement.values }), target.query(statement))
+          ? (statement: { text: string; values: unknown[] }) => (
+              sent.push({ text: statement.text, values: statement.values }),
+              target.query(statement)
+            )
           : Reflect.get(target, prop),
     });
     const claimed = await new TokenStore(recording).claimExpired(100);
@@ -154,7 +174,9 @@ describe('the indexes of the periodic sweeps', () => {
     try {
       await client.query('BEGIN');
       await client.query('DROP INDEX credbroker_tokens_expiring');
-      expect(await planOf(client, sweep!.text, sweep!.values)).toMatch(/"Node Type":"Seq Scan","[^}]*"Relation Name":"credbroker_tokens"/);
+      expect(await planOf(client, sweep!.text, sweep!.values)).toMatch(
+        /"Node Type":"Seq Scan","[^}]*"Relation Name":"credbroker_tokens"/,
+      );
     } finally {
       await client.query('ROLLBACK');
       client.release();
@@ -163,7 +185,11 @@ describe('the indexes of the periodic sweeps', () => {
 
   it('each tidy DELETE finds its rows by an index', async () => {
     const retention = { leases: 30 * DAY, tokens: 30 * DAY, audit: 90 * DAY };
-    const expected = { leases: 'credbroker_leases_revoked_at', tokens: 'credbroker_tokens_ended', audit: 'credbroker_audit_time' };
+    const expected = {
+      leases: 'credbroker_leases_revoked_at',
+      tokens: 'credbroker_tokens_ended',
+      audit: 'credbroker_audit_time',
+    };
     for (const table of ['leases', 'tokens', 'audit'] as const) {
       const plan = await planOf(pool, TIDY_STATEMENTS[table].text, [retention[table], 1000]);
       expect(plan, table).toContain(expected[table]);

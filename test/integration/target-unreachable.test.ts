@@ -4,7 +4,15 @@ import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
 import { freePort } from '../../src/store/embedded-postgres.js';
 import { ROOT_TOKEN, api } from '../support/broker.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl, randomName, roleExists } from '../support/pg.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  pgUrl,
+  randomName,
+  roleExists,
+} from '../support/pg.js';
 
 const PREFIX = 'unreach';
 const MAX_ATTEMPTS = 3;
@@ -40,8 +48,14 @@ beforeAll(async () => {
   storeDb = await freshStoreDatabase('unreach');
   const targetUrl = pgUrl(target.database);
   const deadUrl = `postgres://postgres:${DEAD_PASSWORD}@127.0.0.1:${await freePort()}/${target.database}`;
-  live = await startBroker(brokerConfig(targetUrl, targetUrl, target.group), { log: createLogger('silent'), reaper: false });
-  dead = await startBroker(brokerConfig(deadUrl, targetUrl, target.group), { log: createLogger('silent'), reaper: false });
+  live = await startBroker(brokerConfig(targetUrl, targetUrl, target.group), {
+    log: createLogger('silent'),
+    reaper: false,
+  });
+  dead = await startBroker(brokerConfig(deadUrl, targetUrl, target.group), {
+    log: createLogger('silent'),
+    reaper: false,
+  });
 });
 
 afterAll(async () => {
@@ -114,7 +128,9 @@ describe('revocation while the target is unreachable', () => {
     // Nothing schedules an irrevocable lease again: it waits for an operator, who can list it.
     expect((await dead.reaper.reapOnce()).claimed).toBe(0);
     const listed = await api(live, 'GET', 'sys/broker/irrevocable/db/');
-    expect(listed.body.data.leases).toEqual([expect.objectContaining({ lease_id: lease.leaseId, attempts: MAX_ATTEMPTS, last_error: irrevocable.last_error })]);
+    expect(listed.body.data.leases).toEqual([
+      expect.objectContaining({ lease_id: lease.leaseId, attempts: MAX_ATTEMPTS, last_error: irrevocable.last_error }),
+    ]);
 
     const retry = await api(live, 'PUT', 'sys/leases/revoke', { lease_id: lease.leaseId });
     expect(retry.status).toBe(204);
@@ -131,7 +147,12 @@ describe('revocation while the target is unreachable', () => {
     expect(failed.status).toBe(502);
     const ids = onDead.map((l) => l.leaseId).sort();
     expect(failed.body.errors[0]).toMatch(/failed to revoke 2 of 2 leases/);
-    expect(failed.body.errors.slice(1).map((e: string) => e.slice(0, e.indexOf(': '))).sort()).toEqual(ids);
+    expect(
+      failed.body.errors
+        .slice(1)
+        .map((e: string) => e.slice(0, e.indexOf(': ')))
+        .sort(),
+    ).toEqual(ids);
     expect(failed.body.data.revoked).toBe(0);
     expect(failed.body.data.failed.map((f: { lease_id: string }) => f.lease_id).sort()).toEqual(ids);
     expect(JSON.stringify(failed.body)).not.toContain(DEAD_PASSWORD);
@@ -150,7 +171,11 @@ describe('revocation while the target is unreachable', () => {
     }
 
     // The queued failures are revoked by a reaper that can reach the target.
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET next_attempt_at = now() - interval '1 s' WHERE id = ANY($1)`, [ids]);
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_leases SET next_attempt_at = now() - interval '1 s' WHERE id = ANY($1)`,
+      [ids],
+    );
     expect((await live.reaper.reapOnce()).revoked.sort()).toEqual(ids);
     for (const lease of onDead) expect(await roleExists(lease.username)).toBe(false);
   });

@@ -42,7 +42,9 @@ async function seedExpiredLeases(count: number): Promise<{ ids: string[]; userna
   const ids = usernames.map(() => `db/creds/reader/${randomLeaseSuffix()}`);
   await adminQuery(
     'postgres',
-    usernames.map((u) => `CREATE ROLE ${pg.escapeIdentifier(u)} LOGIN IN ROLE ${pg.escapeIdentifier(group)};`).join('\n'),
+    usernames
+      .map((u) => `CREATE ROLE ${pg.escapeIdentifier(u)} LOGIN IN ROLE ${pg.escapeIdentifier(group)};`)
+      .join('\n'),
   );
   await adminQuery(
     storeDb,
@@ -68,7 +70,10 @@ async function startReaperProcess(config: unknown): Promise<{ child: ChildProces
   child.stdout!.on('data', (chunk) => (stdout += chunk));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`reaper process not READY within 15 s; stderr: ${stderr}`)), 15_000);
+    const timer = setTimeout(
+      () => reject(new Error(`reaper process not READY within 15 s; stderr: ${stderr}`)),
+      15_000,
+    );
     const check = () => {
       if (!stdout.startsWith('READY\n')) return;
       clearTimeout(timer);
@@ -89,7 +94,10 @@ async function startReaperProcess(config: unknown): Promise<{ child: ChildProces
 describe('two reaper processes over one lease table', () => {
   it('revoke every one of 500 due leases, each by exactly one process, and drop every role', async () => {
     const { ids, usernames } = await seedExpiredLeases(LEASES);
-    expect((await adminQuery('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY($1)', [usernames]))[0].n).toBe(LEASES);
+    expect(
+      (await adminQuery('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY($1)', [usernames]))[0]
+        .n,
+    ).toBe(LEASES);
 
     // Small batches, so the two processes claim in many rounds and contend for the same due rows.
     const config = testConfig({
@@ -116,13 +124,17 @@ describe('two reaper processes over one lease table', () => {
     expect(byB.size).toBe(b!.revoked.length);
     expect(new Set([...byA, ...byB])).toEqual(new Set(ids));
 
-    const states = await adminQuery(storeDb, 'SELECT state, revoke_reason, count(*)::int AS n FROM credbroker_leases GROUP BY 1, 2');
+    const states = await adminQuery(
+      storeDb,
+      'SELECT state, revoke_reason, count(*)::int AS n FROM credbroker_leases GROUP BY 1, 2',
+    );
     expect(states).toEqual([{ state: 'revoked', revoke_reason: 'expired', n: LEASES }]);
     const left = await adminQuery('postgres', 'SELECT rolname FROM pg_roles WHERE rolname = ANY($1)', [usernames]);
     expect(left).toEqual([]);
 
     // Both should have done part of the work; if one process was simply faster to start, say so
     // rather than fail: the disjointness above is what proves no role was dropped twice.
-    if (byA.size === 0 || byB.size === 0) console.warn(`two-reapers: one process did all the work (${byA.size} / ${byB.size})`);
+    if (byA.size === 0 || byB.size === 0)
+      console.warn(`two-reapers: one process did all the work (${byA.size} / ${byB.size})`);
   });
 });

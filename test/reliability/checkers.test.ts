@@ -4,7 +4,16 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startTestBroker } from '../support/broker.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
-import { findViolations, FORMS, loadRoles, ROLE_OF_FORM, sleep, type InvariantInput, type ReceivedLease, type Violations } from '../support/reliability.js';
+import {
+  findViolations,
+  FORMS,
+  loadRoles,
+  ROLE_OF_FORM,
+  sleep,
+  type InvariantInput,
+  type ReceivedLease,
+  type Violations,
+} from '../support/reliability.js';
 
 /**
  * A checker that cannot fail is a defect (issue 10). A clean little run — two leases of each form,
@@ -26,7 +35,10 @@ beforeAll(async () => {
   const target = await freshTargetDatabase(PREFIX);
   targetDb = target.database;
   storeDb = await freshStoreDatabase('rcheck');
-  await adminQuery(targetDb, `CREATE TABLE ${LOG_TABLE} (name text NOT NULL, dropped_at timestamptz NOT NULL DEFAULT clock_timestamp())`);
+  await adminQuery(
+    targetDb,
+    `CREATE TABLE ${LOG_TABLE} (name text NOT NULL, dropped_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+  );
   broker = await startTestBroker({
     storeDatabase: storeDb,
     targetDatabase: targetDb,
@@ -39,12 +51,29 @@ beforeAll(async () => {
       const started = Date.now();
       const res = await api(broker, 'PUT', `db/creds/${ROLE_OF_FORM[form]}`, {});
       expect(res.status).toBe(200);
-      received.push({ id: res.body.lease_id, username: res.body.data.username, form, toldExpiresAt: started + res.body.lease_duration * 1000 });
+      received.push({
+        id: res.body.lease_id,
+        username: res.body.data.username,
+        form,
+        toldExpiresAt: started + res.body.lease_duration * 1000,
+      });
     }
   }
   await sleep(1200);
   while ((await broker.reaper.reapOnce()).claimed > 0);
-  input = { label: 'checkers', storeDb, targetDb, prefix: PREFIX, group: target.group, logTable: LOG_TABLE, received, maxOutliveMs: 5000, minReceivedPerForm: 2, minExpiredPerForm: 2, auditFiles: [auditFile] };
+  input = {
+    label: 'checkers',
+    storeDb,
+    targetDb,
+    prefix: PREFIX,
+    group: target.group,
+    logTable: LOG_TABLE,
+    received,
+    maxOutliveMs: 5000,
+    minReceivedPerForm: 2,
+    minExpiredPerForm: 2,
+    auditFiles: [auditFile],
+  };
 });
 
 afterAll(async () => {
@@ -79,18 +108,28 @@ describe('the reliability invariant checkers', () => {
 
   it('(c) catch a lease left pending', async () => {
     const id = received[0]!.id;
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET state = 'pending', next_attempt_at = now() WHERE id = $1`, [id]);
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET state = 'pending', next_attempt_at = now() WHERE id = $1`, [
+      id,
+    ]);
     try {
       expect(await found()).toEqual({ stuck: [`${id}: pending`] });
     } finally {
-      await adminQuery(storeDb, `UPDATE credbroker_leases SET state = 'revoked', next_attempt_at = NULL WHERE id = $1`, [id]);
+      await adminQuery(
+        storeDb,
+        `UPDATE credbroker_leases SET state = 'revoked', next_attempt_at = NULL WHERE id = $1`,
+        [id],
+      );
     }
   });
 
   it('(d) catch a role that outlived its lease past the bound', async () => {
     const id = received[0]!.id;
     const [{ revoked_at }] = await adminQuery(storeDb, `SELECT revoked_at FROM credbroker_leases WHERE id = $1`, [id]);
-    await adminQuery(storeDb, `UPDATE credbroker_leases SET revoked_at = expires_at + interval '9 seconds' WHERE id = $1`, [id]);
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_leases SET revoked_at = expires_at + interval '9 seconds' WHERE id = $1`,
+      [id],
+    );
     try {
       expect(await found()).toEqual({ late: [`${id}: 9000 ms`] });
     } finally {
@@ -122,7 +161,13 @@ describe('the reliability invariant checkers', () => {
       writeFileSync(auditFile, `${whole}not json\n`);
       expect(Object.keys(await found())).toEqual(['tornAuditLines']);
       const { id } = received[1]!;
-      writeFileSync(auditFile, whole.split('\n').filter((line) => !line.includes(id)).join('\n'));
+      writeFileSync(
+        auditFile,
+        whole
+          .split('\n')
+          .filter((line) => !line.includes(id))
+          .join('\n'),
+      );
       expect(await found()).toEqual({ unaudited: [id] });
     } finally {
       writeFileSync(auditFile, whole);

@@ -7,7 +7,17 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import type { TestBrokerOptions } from '../support/broker.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
-import { checkInvariants, killAndWait, recordFigures, LoadDriver, loadRoles, randomBetween, sampleClaims, sleep, waitStoreDrained } from '../support/reliability.js';
+import {
+  checkInvariants,
+  killAndWait,
+  recordFigures,
+  LoadDriver,
+  loadRoles,
+  randomBetween,
+  sampleClaims,
+  sleep,
+  waitStoreDrained,
+} from '../support/reliability.js';
 
 /**
  * The kill storm of issue 9 section 6: one broker process, reaper on its real one-second timer,
@@ -48,7 +58,10 @@ beforeAll(async () => {
   target = await freshTargetDatabase(PREFIX);
   storeDb = await freshStoreDatabase('kstorm');
   // Written by the statements form's revocation, in the transaction that drops the role.
-  await adminQuery(target.database, `CREATE TABLE ${LOG_TABLE} (name text NOT NULL, dropped_at timestamptz NOT NULL DEFAULT clock_timestamp())`);
+  await adminQuery(
+    target.database,
+    `CREATE TABLE ${LOG_TABLE} (name text NOT NULL, dropped_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+  );
   options = {
     storeDatabase: storeDb,
     targetDatabase: target.database,
@@ -57,7 +70,12 @@ beforeAll(async () => {
     engineTimeout: 2,
     reaper: { pending_grace: 3 },
     audit: { hmac_key: 'kill-storm-audit-hmac-key-0123456789abcdef', file: { path: auditFile } },
-    roles: loadRoles({ group: target.group, logTable: LOG_TABLE, ttlSeconds: TTL_SECONDS, maxTtlSeconds: MAX_TTL_SECONDS }),
+    roles: loadRoles({
+      group: target.group,
+      logTable: LOG_TABLE,
+      ttlSeconds: TTL_SECONDS,
+      maxTtlSeconds: MAX_TTL_SECONDS,
+    }),
   };
 });
 
@@ -71,66 +89,74 @@ afterAll(async () => {
 const brokerProcess = () => startBrokerProcess(options, children, { reaper: true });
 
 describe('a broker SIGKILLed at random moments while clients issue, renew and revoke', () => {
-  it('loses no lease, leaves no orphan role, and revokes every expired role within 5 s of its expiry, for both role forms', { timeout: LONG ? 300_000 : 90_000 }, async () => {
-    const load = new LoadDriver({ clientLoops: CLIENT_LOOPS, ttlSeconds: TTL_SECONDS, requestTimeoutMs: REQUEST_TIMEOUT_MS });
-    const timeline: { what: string; at: number }[] = [{ what: 'start', at: Date.now() }];
-    let broker = await brokerProcess();
-    timeline.push({ what: 'ready', at: Date.now() });
-    load.urls = [broker.url];
-    const running = load.run();
-    // The claims seen on each lease being revoked, so a late revocation can be explained.
-    const claims = sampleClaims(storeDb, CLAIM_SAMPLE_MS);
+  it(
+    'loses no lease, leaves no orphan role, and revokes every expired role within 5 s of its expiry, for both role forms',
+    { timeout: LONG ? 300_000 : 90_000 },
+    async () => {
+      const load = new LoadDriver({
+        clientLoops: CLIENT_LOOPS,
+        ttlSeconds: TTL_SECONDS,
+        requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      });
+      const timeline: { what: string; at: number }[] = [{ what: 'start', at: Date.now() }];
+      let broker = await brokerProcess();
+      timeline.push({ what: 'ready', at: Date.now() });
+      load.urls = [broker.url];
+      const running = load.run();
+      // The claims seen on each lease being revoked, so a late revocation can be explained.
+      const claims = sampleClaims(storeDb, CLAIM_SAMPLE_MS);
 
-    try {
-      for (let kill = 0; kill < KILLS; kill++) {
-        await sleep(randomBetween(...UPTIME_MS));
-        load.urls = [];
-        timeline.push({ what: 'kill', at: Date.now() });
-        await killAndWait(broker.child);
-        broker = await brokerProcess();
-        timeline.push({ what: 'ready', at: Date.now() });
-        load.urls = [broker.url];
-      }
-      await sleep(randomBetween(...UPTIME_MS));
-      load.stop();
-      await running;
-
-      console.info('kill storm answers:', Object.fromEntries([...load.answers].sort()));
-
-      // The last broker drains: every lease issued in the storm gets measured.
-      await waitStoreDrained(storeDb, DRAIN_TIMEOUT_MS);
-    } finally {
-      load.stop();
-      await claims.stop();
-    }
-
-    recordFigures('kill storm', { kills: KILLS });
-    await checkInvariants({
-      label: 'kill storm',
-      auditFiles: [auditFile],
-      storeDb,
-      targetDb: target.database,
-      prefix: PREFIX,
-      group: target.group,
-      logTable: LOG_TABLE,
-      received: [...load.received.values()],
-      maxOutliveMs: MAX_OUTLIVE_MS,
-      minReceivedPerForm: 20,
-      minExpiredPerForm: 10,
-      // Where each late revocation sits among the kills, for whoever has to explain it: the
-      // claims it went through (claimed_until) and, for the statements form, when its role was
-      // really dropped on the target.
-      explainLate: (late, droppedAt) => {
-        const at = (t: number) => `+${t - timeline[0]!.at}ms`;
-        console.info('kill storm timeline:', timeline.map((e) => `${e.what} ${at(e.at)}`).join(', '));
-        for (const l of late) {
-          const dropped = droppedAt.get(l.username);
-          console.info(
-            `late: ${l.id} (${l.role}) expired ${at(l.expires_at.getTime())}, revoked ${at(l.revoked_at!.getTime())} (${l.revoked_at!.getTime() - l.expires_at.getTime()} ms)` +
-              `${dropped ? `, role dropped ${at(dropped)}` : ''}; claimed until ${(claims.seen.get(l.id) ?? []).map(at).join(', ') || '(no claim seen)'}`,
-          );
+      try {
+        for (let kill = 0; kill < KILLS; kill++) {
+          await sleep(randomBetween(...UPTIME_MS));
+          load.urls = [];
+          timeline.push({ what: 'kill', at: Date.now() });
+          await killAndWait(broker.child);
+          broker = await brokerProcess();
+          timeline.push({ what: 'ready', at: Date.now() });
+          load.urls = [broker.url];
         }
-      },
-    });
-  });
+        await sleep(randomBetween(...UPTIME_MS));
+        load.stop();
+        await running;
+
+        console.info('kill storm answers:', Object.fromEntries([...load.answers].sort()));
+
+        // The last broker drains: every lease issued in the storm gets measured.
+        await waitStoreDrained(storeDb, DRAIN_TIMEOUT_MS);
+      } finally {
+        load.stop();
+        await claims.stop();
+      }
+
+      recordFigures('kill storm', { kills: KILLS });
+      await checkInvariants({
+        label: 'kill storm',
+        auditFiles: [auditFile],
+        storeDb,
+        targetDb: target.database,
+        prefix: PREFIX,
+        group: target.group,
+        logTable: LOG_TABLE,
+        received: [...load.received.values()],
+        maxOutliveMs: MAX_OUTLIVE_MS,
+        minReceivedPerForm: 20,
+        minExpiredPerForm: 10,
+        // Where each late revocation sits among the kills, for whoever has to explain it: the
+        // claims it went through (claimed_until) and, for the statements form, when its role was
+        // really dropped on the target.
+        explainLate: (late, droppedAt) => {
+          const at = (t: number) => `+${t - timeline[0]!.at}ms`;
+          console.info('kill storm timeline:', timeline.map((e) => `${e.what} ${at(e.at)}`).join(', '));
+          for (const l of late) {
+            const dropped = droppedAt.get(l.username);
+            console.info(
+              `late: ${l.id} (${l.role}) expired ${at(l.expires_at.getTime())}, revoked ${at(l.revoked_at!.getTime())} (${l.revoked_at!.getTime() - l.expires_at.getTime()} ms)` +
+                `${dropped ? `, role dropped ${at(dropped)}` : ''}; claimed until ${(claims.seen.get(l.id) ?? []).map(at).join(', ') || '(no claim seen)'}`,
+            );
+          }
+        },
+      });
+    },
+  );
 });

@@ -66,7 +66,11 @@ let rootToken: string;
 let hmacKey: string;
 let broker: Awaited<ReturnType<typeof startBrokerProcess>>;
 
-async function query<R extends pg.QueryResultRow = any>(database: string, sql: string, params: unknown[] = []): Promise<R[]> {
+async function query<R extends pg.QueryResultRow = any>(
+  database: string,
+  sql: string,
+  params: unknown[] = [],
+): Promise<R[]> {
   const client = new pg.Client({ connectionString: server.url(database) });
   await client.connect();
   try {
@@ -76,7 +80,11 @@ async function query<R extends pg.QueryResultRow = any>(database: string, sql: s
   }
 }
 
-async function call(method: string, path: string, opts: { body?: unknown; rawBody?: string; token?: string | null; bearer?: string } = {}) {
+async function call(
+  method: string,
+  path: string,
+  opts: { body?: unknown; rawBody?: string; token?: string | null; bearer?: string } = {},
+) {
   const headers: Record<string, string> = {};
   const token = opts.token === undefined ? rootToken : opts.token;
   if (token !== null) headers['x-vault-token'] = token;
@@ -97,7 +105,18 @@ beforeAll(async () => {
     password,
     persistent: false,
     // Every statement with its bound parameters, every connection and its authentication, on stderr.
-    flags: ['-c', 'log_statement=all', '-c', 'log_connections=on', '-c', 'log_disconnections=on', '-c', 'log_destination=stderr', '-c', 'logging_collector=off'],
+    flags: [
+      '-c',
+      'log_statement=all',
+      '-c',
+      'log_connections=on',
+      '-c',
+      'log_disconnections=on',
+      '-c',
+      'log_destination=stderr',
+      '-c',
+      'logging_collector=off',
+    ],
     onLog: (m) => pgLog.push(m),
   });
   collect('server password', password);
@@ -134,13 +153,19 @@ beforeAll(async () => {
           granting: {
             default_ttl: '10m',
             max_ttl: '1h',
-            creation_statements: [`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`, 'GRANT SELECT ON public.items TO "{{name}}"'],
+            creation_statements: [
+              `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`,
+              'GRANT SELECT ON public.items TO "{{name}}"',
+            ],
           },
           // Fails after creating the role, with the verifier quoted in PostgreSQL's error message.
           broken: {
             default_ttl: '10m',
             max_ttl: '1h',
-            creation_statements: [`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}'`, `SELECT '{{password}}'::int`],
+            creation_statements: [
+              `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}'`,
+              `SELECT '{{password}}'::int`,
+            ],
           },
         },
       },
@@ -180,7 +205,11 @@ async function loginToTarget(username: string, password: string): Promise<void> 
 }
 
 async function verifierOf(username: string): Promise<string> {
-  const [row] = await query<{ rolpassword: string }>('postgres', 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', [username]);
+  const [row] = await query<{ rolpassword: string }>(
+    'postgres',
+    'SELECT rolpassword FROM pg_authid WHERE rolname = $1',
+    [username],
+  );
   if (!row?.rolpassword?.startsWith('SCRAM-SHA-256$')) throw new Error(`no SCRAM verifier for ${username}`);
   return row.rolpassword;
 }
@@ -220,14 +249,22 @@ describe('secret sweep', () => {
 
     // Leases of both forms: issue, renew, lookup, revoke, revoke-prefix.
     const own = await issue('reader', ci);
-    const viaBearer = await call('PUT', 'sys/leases/renew', { token: null, bearer: ci, body: { lease_id: own.leaseId, increment: 600 } });
+    const viaBearer = await call('PUT', 'sys/leases/renew', {
+      token: null,
+      bearer: ci,
+      body: { lease_id: own.leaseId, increment: 600 },
+    });
     expect(viaBearer.status, viaBearer.text).toBe(200);
     const granted = await issue('granting');
     const second = await issue('granting');
-    expect((await call('PUT', 'sys/leases/renew', { body: { lease_id: granted.leaseId, increment: '15m' } })).status).toBe(200);
+    expect(
+      (await call('PUT', 'sys/leases/renew', { body: { lease_id: granted.leaseId, increment: '15m' } })).status,
+    ).toBe(200);
     expect((await call('PUT', 'sys/leases/lookup', { body: { lease_id: second.leaseId } })).status).toBe(200);
     // Someone else's lease, as another pipeline would try it.
-    expect((await call('PUT', 'sys/leases/lookup', { token: other, body: { lease_id: own.leaseId } })).status).toBe(400);
+    expect((await call('PUT', 'sys/leases/lookup', { token: other, body: { lease_id: own.leaseId } })).status).toBe(
+      400,
+    );
     expect((await call('PUT', 'sys/leases/revoke', { token: ci, body: { lease_id: own.leaseId } })).status).toBe(204);
     expect((await call('PUT', 'sys/leases/revoke-prefix/db/creds/granting')).status).toBe(204);
 
@@ -243,7 +280,9 @@ describe('secret sweep', () => {
     // Presented secrets: bogus broker tokens, a garbage JWT, a JWT from a key nobody published, a client's own secret field.
     const bogus = `cbt.${randomSecret()}`;
     collect('bogus token', bogus);
-    expect((await call('PUT', 'sys/leases/lookup', { token: bogus, body: { lease_id: granted.leaseId } })).status).toBe(403);
+    expect((await call('PUT', 'sys/leases/lookup', { token: bogus, body: { lease_id: granted.leaseId } })).status).toBe(
+      403,
+    );
     const bogusBearer = `bearer-${randomSecret()}`;
     collect('bogus token', bogusBearer);
     expect((await call('GET', 'db/creds/reader', { token: null, bearer: bogusBearer })).status).toBe(403);
@@ -253,20 +292,43 @@ describe('secret sweep', () => {
     expect((await call('PUT', 'auth/jwt/login', { token: null, body: { role: 'ci', jwt: garbage } })).status).toBe(400);
     expect((await call('GET', 'auth/token/lookup-self', { token: null, bearer: garbage })).status).toBe(403);
     await jwks.addKey({ kid: 'unpublished', published: false });
-    const unknownKey = await jwks.sign({ iss: jwks.issuer, sub: 'repo:acme/warehouse', aud: 'credbroker' }, { kid: 'unpublished' });
+    const unknownKey = await jwks.sign(
+      { iss: jwks.issuer, sub: 'repo:acme/warehouse', aud: 'credbroker' },
+      { kid: 'unpublished' },
+    );
     collect('garbage jwt', unknownKey);
     collect('garbage jwt', unknownKey.split('.')[2]);
-    expect((await call('PUT', 'auth/jwt/login', { token: null, body: { role: 'ci', jwt: unknownKey } })).status).toBe(400);
+    expect((await call('PUT', 'auth/jwt/login', { token: null, body: { role: 'ci', jwt: unknownKey } })).status).toBe(
+      400,
+    );
     const clientSecret = `sid-${randomSecret()}`;
     collect('client body secret', clientSecret);
-    expect((await call('PUT', 'sys/leases/lookup', { body: { lease_id: second.leaseId, secret_id: clientSecret, password: clientSecret } })).status).toBe(200);
-    expect((await call('PUT', 'auth/jwt/login', { token: null, body: { role: 'ci', jwt: garbage, secret_id: clientSecret } })).status).toBe(400);
+    expect(
+      (
+        await call('PUT', 'sys/leases/lookup', {
+          body: { lease_id: second.leaseId, secret_id: clientSecret, password: clientSecret },
+        })
+      ).status,
+    ).toBe(200);
+    expect(
+      (
+        await call('PUT', 'auth/jwt/login', {
+          token: null,
+          body: { role: 'ci', jwt: garbage, secret_id: clientSecret },
+        })
+      ).status,
+    ).toBe(400);
 
     // A secret in a body that is not JSON (a template that forgot its quotes): the parser's message would quote it.
     const unquoted = `x${randomSecret()}`;
     collect('client body secret', unquoted);
-    expect((await call('PUT', 'auth/jwt/login', { token: null, rawBody: `{"role":"ci","jwt":${unquoted}}` })).status).toBe(400);
-    expect((await call('PUT', 'sys/leases/renew', { rawBody: `{"lease_id":"${granted.leaseId}","increment":${unquoted}}` })).status).toBe(400);
+    expect(
+      (await call('PUT', 'auth/jwt/login', { token: null, rawBody: `{"role":"ci","jwt":${unquoted}}` })).status,
+    ).toBe(400);
+    expect(
+      (await call('PUT', 'sys/leases/renew', { rawBody: `{"lease_id":"${granted.leaseId}","increment":${unquoted}}` }))
+        .status,
+    ).toBe(400);
 
     // Revoke-self, then the revoked token presented again.
     expect((await call('PUT', 'auth/token/revoke-self', { token: other })).status).toBe(204);
@@ -277,7 +339,10 @@ describe('secret sweep', () => {
     const exited = new Promise((resolve) => broker.child.once('exit', resolve));
     broker.child.kill('SIGTERM');
     await exited;
-    const auditRows = await query<{ row: string }>(STORE_DB, 'SELECT a::text AS row FROM credbroker_audit a ORDER BY id');
+    const auditRows = await query<{ row: string }>(
+      STORE_DB,
+      'SELECT a::text AS row FROM credbroker_audit a ORDER BY id',
+    );
     const places: Record<string, string> = {
       'broker stdout (with the stdout audit sink)': broker.output.stdout,
       'broker stderr (trace log)': broker.output.stderr,
@@ -292,8 +357,12 @@ describe('secret sweep', () => {
     expect(places['postgres log']).toMatch(/connection authorized: user=sweep_reader_/);
     expect(places['postgres log']).toMatch(/parameters: \$1 = /i);
     for (const place of ['broker stdout (with the stdout audit sink)', 'audit file', 'audit table']) {
-      expect(places[place], `${place}: the root token is recorded, HMAC'd`).toContain(hmacField(hmacKey, rootToken).slice('hmac-sha256:'.length));
-      expect(places[place], `${place}: the bogus token is recorded, HMAC'd`).toContain(hmacField(hmacKey, bogus).slice('hmac-sha256:'.length));
+      expect(places[place], `${place}: the root token is recorded, HMAC'd`).toContain(
+        hmacField(hmacKey, rootToken).slice('hmac-sha256:'.length),
+      );
+      expect(places[place], `${place}: the bogus token is recorded, HMAC'd`).toContain(
+        hmacField(hmacKey, bogus).slice('hmac-sha256:'.length),
+      );
     }
 
     const hits: string[] = [];
@@ -301,7 +370,11 @@ describe('secret sweep', () => {
       for (const [place, text] of Object.entries(places)) {
         if (secret.allowedIn?.includes(place)) continue;
         // The plaintext, and the forms a log could give it: JSON-escaped, URL-encoded.
-        const forms = new Set([secret.value, JSON.stringify(secret.value).slice(1, -1), encodeURIComponent(secret.value)]);
+        const forms = new Set([
+          secret.value,
+          JSON.stringify(secret.value).slice(1, -1),
+          encodeURIComponent(secret.value),
+        ]);
         if ([...forms].some((form) => text.includes(form))) hits.push(`${secret.kind} in ${place}`);
       }
     }

@@ -6,7 +6,17 @@ import type { TestBrokerOptions } from '../support/broker.js';
 import { AnswerLog } from '../support/answer-log.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
-import { checkInvariants, killAndWait, recordFigures, LoadDriver, loadRoles, randomBetween, ROLE_OF_FORM, sleep, waitStoreDrained } from '../support/reliability.js';
+import {
+  checkInvariants,
+  killAndWait,
+  recordFigures,
+  LoadDriver,
+  loadRoles,
+  randomBetween,
+  ROLE_OF_FORM,
+  sleep,
+  waitStoreDrained,
+} from '../support/reliability.js';
 
 /**
  * Issue 10, "slow target, with a SIGKILL mid-issue": the statements-form role's creation ends in
@@ -40,8 +50,16 @@ beforeAll(async () => {
   if (!existsSync(DIST_BROKER)) throw new Error(`${DIST_BROKER} is missing: run \`npm run build\` before this test`);
   target = await freshTargetDatabase(PREFIX);
   storeDb = await freshStoreDatabase('rslow');
-  await adminQuery(target.database, `CREATE TABLE ${LOG_TABLE} (name text NOT NULL, dropped_at timestamptz NOT NULL DEFAULT clock_timestamp())`);
-  const roles = loadRoles({ group: target.group, logTable: LOG_TABLE, ttlSeconds: TTL_SECONDS, maxTtlSeconds: MAX_TTL_SECONDS });
+  await adminQuery(
+    target.database,
+    `CREATE TABLE ${LOG_TABLE} (name text NOT NULL, dropped_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+  );
+  const roles = loadRoles({
+    group: target.group,
+    logTable: LOG_TABLE,
+    ttlSeconds: TTL_SECONDS,
+    maxTtlSeconds: MAX_TTL_SECONDS,
+  });
   const slow = roles[ROLE_OF_FORM.statements]!;
   slow.creation_statements = [...(slow.creation_statements as string[]), 'SELECT pg_sleep(1 + random())'];
   options = {
@@ -75,77 +93,99 @@ async function untilSlowIssueRuns(timeoutMs: number): Promise<void> {
 }
 
 describe('a broker SIGKILLed in the middle of slow statements-form issues, again and again', () => {
-  it(`leaves no orphan role once the reaper has cleaned up after ${KILLS} kills`, { timeout: LONG ? 180_000 : 60_000 }, async () => {
-    const log = new AnswerLog();
-    const uninstall = log.install();
-    const load = new LoadDriver({ clientLoops: CLIENT_LOOPS, ttlSeconds: TTL_SECONDS, requestTimeoutMs: 10_000 });
-    let broker = await startBrokerProcess(options, children, { reaper: true });
-    load.urls = [broker.url];
-    const running = load.run();
-    let kills = 0;
-    let pendingAtKills = 0;
-    const downtimes: { from: number; backAt: number }[] = [];
-    try {
-      while (kills < KILLS) {
-        // Some slow issues complete between two kills; then one is killed within its pg_sleep (≥ 1 s).
-        await sleep(randomBetween(...RUN_BETWEEN_KILLS_MS));
-        await untilSlowIssueRuns(10_000);
-        await sleep(randomBetween(0, 500));
-        load.urls = [];
-        const killedAt = Date.now();
-        await killAndWait(broker.child);
-        kills++;
-        const [row] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'pending'`);
-        pendingAtKills += row.n;
-        broker = await startBrokerProcess(options, children, { reaper: true });
-        downtimes.push({ from: killedAt, backAt: Date.now() });
-        load.urls = [broker.url];
+  it(
+    `leaves no orphan role once the reaper has cleaned up after ${KILLS} kills`,
+    { timeout: LONG ? 180_000 : 60_000 },
+    async () => {
+      const log = new AnswerLog();
+      const uninstall = log.install();
+      const load = new LoadDriver({ clientLoops: CLIENT_LOOPS, ttlSeconds: TTL_SECONDS, requestTimeoutMs: 10_000 });
+      let broker = await startBrokerProcess(options, children, { reaper: true });
+      load.urls = [broker.url];
+      const running = load.run();
+      let kills = 0;
+      let pendingAtKills = 0;
+      const downtimes: { from: number; backAt: number }[] = [];
+      try {
+        while (kills < KILLS) {
+          // Some slow issues complete between two kills; then one is killed within its pg_sleep (≥ 1 s).
+          await sleep(randomBetween(...RUN_BETWEEN_KILLS_MS));
+          await untilSlowIssueRuns(10_000);
+          await sleep(randomBetween(0, 500));
+          load.urls = [];
+          const killedAt = Date.now();
+          await killAndWait(broker.child);
+          kills++;
+          const [row] = await adminQuery(
+            storeDb,
+            `SELECT count(*)::int AS n FROM credbroker_leases WHERE state = 'pending'`,
+          );
+          pendingAtKills += row.n;
+          broker = await startBrokerProcess(options, children, { reaper: true });
+          downtimes.push({ from: killedAt, backAt: Date.now() });
+          load.urls = [broker.url];
+        }
+        // The last restarted broker issues a little more, then the drain waits out every pending grace.
+        await sleep(1000);
+        load.stop();
+        await running;
+        console.info(`slow target: ${kills} kills; answers:`, Object.fromEntries([...load.answers].sort()));
+        await waitStoreDrained(storeDb, DRAIN_TIMEOUT_MS);
+      } finally {
+        load.stop();
+        uninstall();
       }
-      // The last restarted broker issues a little more, then the drain waits out every pending grace.
-      await sleep(1000);
-      load.stop();
-      await running;
-      console.info(`slow target: ${kills} kills; answers:`, Object.fromEntries([...load.answers].sort()));
-      await waitStoreDrained(storeDb, DRAIN_TIMEOUT_MS);
-    } finally {
-      load.stop();
-      uninstall();
-    }
-    const errors = [...new Set(log.answers.filter((a) => a.errorBody).map((a) => `${a.status} ${a.errorBody}`))];
-    if (errors.length) console.info('slow target: 5xx answers:', errors);
+      const errors = [...new Set(log.answers.filter((a) => a.errorBody).map((a) => `${a.status} ${a.errorBody}`))];
+      if (errors.length) console.info('slow target: 5xx answers:', errors);
 
-    const longestDowntime = Math.max(0, ...downtimes.map((d) => d.backAt - d.from));
-    const expired = await adminQuery<{ expires_at: Date; revoked_at: Date }>(
-      storeDb,
-      `SELECT expires_at, revoked_at FROM credbroker_leases WHERE revoke_reason = 'expired' AND role = $1`,
-      [ROLE_OF_FORM.member_of],
-    );
-    const due = (expiresAt: number) => downtimes.reduce((at, d) => (at >= d.from && at < d.backAt ? d.backAt : at), expiresAt);
-    const memberOfLateMs = Math.max(0, ...expired.map((r) => r.revoked_at.getTime() - due(r.expires_at.getTime())));
-    // Measured here: up to 4.6 s, the reaper's slots on the mount being held by statements-form
-    // revocations waiting for their role's lock; bounded by one engine call more than the 5 s.
-    expect(memberOfLateMs, 'the longest a member_of role outlived its lease, counted from the broker\'s return for a lease that expired while it was down (ms)').toBeLessThanOrEqual(
-      MAX_OUTLIVE_MS + ENGINE_TIMEOUT_S * 1000,
-    );
-    const [cleanup] = await adminQuery(storeDb, `SELECT count(*)::int AS n FROM credbroker_leases WHERE revoke_reason = 'cleanup'`);
-    recordFigures('slow target', { kills, cleanedUp: cleanup.n });
-    const figures = await checkInvariants({
-      label: 'slow target',
-      storeDb,
-      targetDb: target.database,
-      prefix: PREFIX,
-      group: target.group,
-      logTable: LOG_TABLE,
-      received: [...load.received.values()],
-      // With one broker, a lease that expires while it restarts waits for it; and a statements-form
-      // revocation waits for the role's lock (its GRANTs are serialized), which each queued slow
-      // issue holds for its pg_sleep, cut at 0.9 × engine_timeout. The 5 s bound, counted from when
-      // the broker was back, is checked below for the member_of form, which takes no such lock
-      // (but shares the mount's reaper slots with the statements-form revocations that wait).
-      maxOutliveMs: MAX_OUTLIVE_MS + longestDowntime + 2 * ENGINE_TIMEOUT_S * 1000,
-      minReceivedPerForm: 3,
-      minExpiredPerForm: 2,
-    });
-    console.info('slow target figures:', JSON.stringify({ kills, pending_at_kills: pendingAtKills, cleaned_up: cleanup.n, longest_downtime_ms: longestDowntime, member_of_max_outlive_after_due_ms: memberOfLateMs, ...figures }));
-  });
+      const longestDowntime = Math.max(0, ...downtimes.map((d) => d.backAt - d.from));
+      const expired = await adminQuery<{ expires_at: Date; revoked_at: Date }>(
+        storeDb,
+        `SELECT expires_at, revoked_at FROM credbroker_leases WHERE revoke_reason = 'expired' AND role = $1`,
+        [ROLE_OF_FORM.member_of],
+      );
+      const due = (expiresAt: number) =>
+        downtimes.reduce((at, d) => (at >= d.from && at < d.backAt ? d.backAt : at), expiresAt);
+      const memberOfLateMs = Math.max(0, ...expired.map((r) => r.revoked_at.getTime() - due(r.expires_at.getTime())));
+      // Measured here: up to 4.6 s, the reaper's slots on the mount being held by statements-form
+      // revocations waiting for their role's lock; bounded by one engine call more than the 5 s.
+      expect(
+        memberOfLateMs,
+        "the longest a member_of role outlived its lease, counted from the broker's return for a lease that expired while it was down (ms)",
+      ).toBeLessThanOrEqual(MAX_OUTLIVE_MS + ENGINE_TIMEOUT_S * 1000);
+      const [cleanup] = await adminQuery(
+        storeDb,
+        `SELECT count(*)::int AS n FROM credbroker_leases WHERE revoke_reason = 'cleanup'`,
+      );
+      recordFigures('slow target', { kills, cleanedUp: cleanup.n });
+      const figures = await checkInvariants({
+        label: 'slow target',
+        storeDb,
+        targetDb: target.database,
+        prefix: PREFIX,
+        group: target.group,
+        logTable: LOG_TABLE,
+        received: [...load.received.values()],
+        // With one broker, a lease that expires while it restarts waits for it; and a statements-form
+        // revocation waits for the role's lock (its GRANTs are serialized), which each queued slow
+        // issue holds for its pg_sleep, cut at 0.9 × engine_timeout. The 5 s bound, counted from when
+        // the broker was back, is checked below for the member_of form, which takes no such lock
+        // (but shares the mount's reaper slots with the statements-form revocations that wait).
+        maxOutliveMs: MAX_OUTLIVE_MS + longestDowntime + 2 * ENGINE_TIMEOUT_S * 1000,
+        minReceivedPerForm: 3,
+        minExpiredPerForm: 2,
+      });
+      console.info(
+        'slow target figures:',
+        JSON.stringify({
+          kills,
+          pending_at_kills: pendingAtKills,
+          cleaned_up: cleanup.n,
+          longest_downtime_ms: longestDowntime,
+          member_of_max_outlive_after_due_ms: memberOfLateMs,
+          ...figures,
+        }),
+      );
+    },
+  );
 });

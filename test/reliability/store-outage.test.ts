@@ -57,7 +57,10 @@ beforeAll(async () => {
   store = await startEmbeddedPostgres({ dataDir, password, persistent: true });
   port = store.port;
   target = await freshTargetDatabase(PREFIX);
-  await adminQuery(target.database, `CREATE TABLE ${LOG_TABLE} (name text NOT NULL, dropped_at timestamptz NOT NULL DEFAULT clock_timestamp())`);
+  await adminQuery(
+    target.database,
+    `CREATE TABLE ${LOG_TABLE} (name text NOT NULL, dropped_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+  );
 });
 
 afterAll(async () => {
@@ -78,7 +81,12 @@ interface OutageFigures {
 }
 
 /** What was answered to the requests that started while the store was away: [from, to). */
-function judgeOutage(log: AnswerLog, from: number, to: number, backAt: number): Omit<OutageFigures, 'outage_ms' | 'recovered_after_ms'> & { bad: Answer[] } {
+function judgeOutage(
+  log: AnswerLog,
+  from: number,
+  to: number,
+  backAt: number,
+): Omit<OutageFigures, 'outage_ms' | 'recovered_after_ms'> & { bad: Answer[] } {
   const during = log.startedBetween(from, to);
   // A request that started in the outage and was answered once the store was back may be a 200.
   const bad = during.filter((a) => a.status !== 503 && !(a.status === 200 && a.endedAt >= backAt));
@@ -92,103 +100,137 @@ function judgeOutage(log: AnswerLog, from: number, to: number, backAt: number): 
 }
 
 describe('the lease store stopped, then frozen, under load', () => {
-  it(`answers 503 within 2 × query_timeout + 1 s during each outage (${OUTAGE_MS / 1000} s), serves again without a restart, and leaves no orphan`, { timeout: 60_000 + 2 * OUTAGE_MS }, async () => {
-    const config = configSchema.parse({
-      ...baseTestConfig('postgres'),
-      store: { url: store!.url('postgres'), max_connections: 4, query_timeout: QUERY_TIMEOUT_S },
-      engine_timeout: 2,
-      reaper: { pending_grace: 3 },
-      mounts: {
-        db: {
-          type: 'postgres',
-          connection_url: pgUrl(target.database),
-          username_prefix: PREFIX,
-          roles: loadRoles({ group: target.group, logTable: LOG_TABLE, ttlSeconds: TTL_SECONDS, maxTtlSeconds: MAX_TTL_SECONDS }),
+  it(
+    `answers 503 within 2 × query_timeout + 1 s during each outage (${OUTAGE_MS / 1000} s), serves again without a restart, and leaves no orphan`,
+    { timeout: 60_000 + 2 * OUTAGE_MS },
+    async () => {
+      const config = configSchema.parse({
+        ...baseTestConfig('postgres'),
+        store: { url: store!.url('postgres'), max_connections: 4, query_timeout: QUERY_TIMEOUT_S },
+        engine_timeout: 2,
+        reaper: { pending_grace: 3 },
+        mounts: {
+          db: {
+            type: 'postgres',
+            connection_url: pgUrl(target.database),
+            username_prefix: PREFIX,
+            roles: loadRoles({
+              group: target.group,
+              logTable: LOG_TABLE,
+              ttlSeconds: TTL_SECONDS,
+              maxTtlSeconds: MAX_TTL_SECONDS,
+            }),
+          },
         },
-      },
-    });
-    const broker = await startBrokerProcess({ config }, children, { reaper: true });
-    const pid = broker.child.pid;
-    const log = new AnswerLog();
-    const uninstall = log.install();
-    const load = new LoadDriver({ clientLoops: CLIENT_LOOPS, ttlSeconds: TTL_SECONDS, requestTimeoutMs: 15_000 });
-    load.urls = [broker.url];
-    const running = load.run();
-    const figures: Record<string, OutageFigures> = {};
-    const outages: { from: number; backAt: number }[] = [];
-    try {
-      await sleep(WARM_MS);
-      for (const kind of ['stopped', 'frozen'] as const) {
-        let from: number;
-        let to: number;
-        if (kind === 'stopped') {
-          await store!.stop();
-          from = Date.now();
-          try {
-            await sleep(OUTAGE_MS);
-          } finally {
-            to = Date.now();
-            store = await startEmbeddedPostgres({ dataDir, password, persistent: true, port });
+      });
+      const broker = await startBrokerProcess({ config }, children, { reaper: true });
+      const pid = broker.child.pid;
+      const log = new AnswerLog();
+      const uninstall = log.install();
+      const load = new LoadDriver({ clientLoops: CLIENT_LOOPS, ttlSeconds: TTL_SECONDS, requestTimeoutMs: 15_000 });
+      load.urls = [broker.url];
+      const running = load.run();
+      const figures: Record<string, OutageFigures> = {};
+      const outages: { from: number; backAt: number }[] = [];
+      try {
+        await sleep(WARM_MS);
+        for (const kind of ['stopped', 'frozen'] as const) {
+          let from: number;
+          let to: number;
+          if (kind === 'stopped') {
+            await store!.stop();
+            from = Date.now();
+            try {
+              await sleep(OUTAGE_MS);
+            } finally {
+              to = Date.now();
+              store = await startEmbeddedPostgres({ dataDir, password, persistent: true, port });
+            }
+          } else {
+            frozen = freezeCluster(dataDir);
+            from = Date.now();
+            try {
+              await sleep(OUTAGE_MS);
+            } finally {
+              to = Date.now();
+              thawCluster(frozen);
+              frozen = [];
+            }
           }
-        } else {
-          frozen = freezeCluster(dataDir);
-          from = Date.now();
-          try {
-            await sleep(OUTAGE_MS);
-          } finally {
-            to = Date.now();
-            thawCluster(frozen);
-            frozen = [];
-          }
+          const backAt = Date.now();
+          outages.push({ from, backAt });
+          await sleep(AFTER_RETURN_MS);
+          const judged = judgeOutage(log, from, to, backAt);
+          const firstIssue = log.answers
+            .filter((a) => a.path.startsWith('/v1/db/creds/') && a.status === 200 && a.startedAt >= backAt)
+            .sort((a, b) => a.endedAt - b.endedAt)[0];
+          const { bad, ...counted } = judged;
+          figures[kind] = {
+            outage_ms: to - from,
+            ...counted,
+            recovered_after_ms: firstIssue ? firstIssue.endedAt - backAt : -1,
+          };
+          console.info(`store outage (${kind}):`, JSON.stringify(figures[kind]));
+          expect(counted.answers, `requests answered while the store was ${kind}`).toBeGreaterThan(10);
+          expect(bad.slice(0, 5), `answers other than 503 while the store was ${kind}`).toEqual([]);
+          expect(counted.connection_errors, `connection errors while the store was ${kind}`).toBe(0);
+          expect(counted.max_answer_ms, `the slowest answer while the store was ${kind} (ms)`).toBeLessThanOrEqual(
+            ANSWER_BOUND_MS,
+          );
+          expect(firstIssue, `an issue answered 200 after the store was back from being ${kind}`).toBeDefined();
+          expect(
+            figures[kind]!.recovered_after_ms,
+            `ms from the store's return (${kind}) to the first issue answered 200`,
+          ).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+          // Served by the process that lived through the outage: no restart.
+          expect({ pid: broker.child.pid, exitCode: broker.child.exitCode, signal: broker.child.signalCode }).toEqual({
+            pid,
+            exitCode: null,
+            signal: null,
+          });
         }
-        const backAt = Date.now();
-        outages.push({ from, backAt });
-        await sleep(AFTER_RETURN_MS);
-        const judged = judgeOutage(log, from, to, backAt);
-        const firstIssue = log.answers.filter((a) => a.path.startsWith('/v1/db/creds/') && a.status === 200 && a.startedAt >= backAt).sort((a, b) => a.endedAt - b.endedAt)[0];
-        const { bad, ...counted } = judged;
-        figures[kind] = { outage_ms: to - from, ...counted, recovered_after_ms: firstIssue ? firstIssue.endedAt - backAt : -1 };
-        console.info(`store outage (${kind}):`, JSON.stringify(figures[kind]));
-        expect(counted.answers, `requests answered while the store was ${kind}`).toBeGreaterThan(10);
-        expect(bad.slice(0, 5), `answers other than 503 while the store was ${kind}`).toEqual([]);
-        expect(counted.connection_errors, `connection errors while the store was ${kind}`).toBe(0);
-        expect(counted.max_answer_ms, `the slowest answer while the store was ${kind} (ms)`).toBeLessThanOrEqual(ANSWER_BOUND_MS);
-        expect(firstIssue, `an issue answered 200 after the store was back from being ${kind}`).toBeDefined();
-        expect(figures[kind]!.recovered_after_ms, `ms from the store's return (${kind}) to the first issue answered 200`).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
-        // Served by the process that lived through the outage: no restart.
-        expect({ pid: broker.child.pid, exitCode: broker.child.exitCode, signal: broker.child.signalCode }).toEqual({ pid, exitCode: null, signal: null });
+        load.stop();
+        await running;
+        console.info('store outage: answers:', Object.fromEntries([...load.answers].sort()));
+        await waitDrainedAt(store!.url('postgres'), DRAIN_TIMEOUT_MS);
+      } finally {
+        load.stop();
+        uninstall();
       }
-      load.stop();
-      await running;
-      console.info('store outage: answers:', Object.fromEntries([...load.answers].sort()));
-      await waitDrainedAt(store!.url('postgres'), DRAIN_TIMEOUT_MS);
-    } finally {
-      load.stop();
-      uninstall();
-    }
 
-    const snapshot = await snapshotLeases(store!.url('postgres'), 'rstore');
-    const invariants = await checkInvariants({
-      label: 'store outage',
-      storeDb: snapshot,
-      targetDb: target.database,
-      prefix: PREFIX,
-      group: target.group,
-      logTable: LOG_TABLE,
-      received: [...load.received.values()],
-      // A lease that expires while the store is away can only be revoked once it is back (its role's
-      // VALID UNTIL locks it out meanwhile); the 5 s bound, from the store's return, is checked below.
-      maxOutliveMs: OUTAGE_MS + MAX_OUTLIVE_MS,
-      minReceivedPerForm: 10,
-      minExpiredPerForm: 5,
-    });
-    const revocations = await adminQuery<{ expires_at: Date; revoked_at: Date }>(snapshot, `SELECT expires_at, revoked_at FROM credbroker_leases WHERE revoke_reason = 'expired'`);
-    // Due = when the reaper could first act: the expiry, or the store's return if it expired during an outage.
-    const due = (expiresAt: number) => outages.reduce((at, o) => (at >= o.from && at < o.backAt ? o.backAt : at), expiresAt);
-    const lateness = revocations.map((r) => r.revoked_at.getTime() - due(r.expires_at.getTime()));
-    const maxLateMs = Math.max(0, ...lateness);
-    expect(maxLateMs, 'the longest a role outlived its lease, counted from the store\'s return for a lease that expired during an outage (ms)').toBeLessThanOrEqual(MAX_OUTLIVE_MS);
-    recordFigures('store outage', { maxOutliveAfterDueMs: maxLateMs });
-    console.info('store outage figures:', JSON.stringify({ ...figures, ...invariants, max_outlive_after_due_ms: maxLateMs }));
-  });
+      const snapshot = await snapshotLeases(store!.url('postgres'), 'rstore');
+      const invariants = await checkInvariants({
+        label: 'store outage',
+        storeDb: snapshot,
+        targetDb: target.database,
+        prefix: PREFIX,
+        group: target.group,
+        logTable: LOG_TABLE,
+        received: [...load.received.values()],
+        // A lease that expires while the store is away can only be revoked once it is back (its role's
+        // VALID UNTIL locks it out meanwhile); the 5 s bound, from the store's return, is checked below.
+        maxOutliveMs: OUTAGE_MS + MAX_OUTLIVE_MS,
+        minReceivedPerForm: 10,
+        minExpiredPerForm: 5,
+      });
+      const revocations = await adminQuery<{ expires_at: Date; revoked_at: Date }>(
+        snapshot,
+        `SELECT expires_at, revoked_at FROM credbroker_leases WHERE revoke_reason = 'expired'`,
+      );
+      // Due = when the reaper could first act: the expiry, or the store's return if it expired during an outage.
+      const due = (expiresAt: number) =>
+        outages.reduce((at, o) => (at >= o.from && at < o.backAt ? o.backAt : at), expiresAt);
+      const lateness = revocations.map((r) => r.revoked_at.getTime() - due(r.expires_at.getTime()));
+      const maxLateMs = Math.max(0, ...lateness);
+      expect(
+        maxLateMs,
+        "the longest a role outlived its lease, counted from the store's return for a lease that expired during an outage (ms)",
+      ).toBeLessThanOrEqual(MAX_OUTLIVE_MS);
+      recordFigures('store outage', { maxOutliveAfterDueMs: maxLateMs });
+      console.info(
+        'store outage figures:',
+        JSON.stringify({ ...figures, ...invariants, max_outlive_after_due_ms: maxLateMs }),
+      );
+    },
+  );
 });

@@ -22,7 +22,13 @@ export class AnswerLog {
     const log = this.answers;
     globalThis.fetch = async (input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
       const url = new URL(input instanceof Request ? input.url : String(input));
-      const entry: Answer = { method: init?.method ?? 'GET', path: url.pathname, startedAt: Date.now(), endedAt: 0, status: null };
+      const entry: Answer = {
+        method: init?.method ?? 'GET',
+        path: url.pathname,
+        startedAt: Date.now(),
+        endedAt: 0,
+        status: null,
+      };
       try {
         const res = await real(input, init);
         entry.status = res.status;

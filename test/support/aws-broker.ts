@@ -11,7 +11,11 @@ export const ROLE_ARN = 'arn:aws:iam::123456789012:role/deploy';
 export const OTHER_ROLE_ARN = 'arn:aws:iam::123456789012:role/audit';
 
 /** A broker whose mount `aws` talks to the local endpoint with the real SDK. */
-export async function startAwsBroker(endpoint: AwsEndpoint, storeDatabase: string, roles: Record<string, Record<string, unknown>>): Promise<Broker> {
+export async function startAwsBroker(
+  endpoint: AwsEndpoint,
+  storeDatabase: string,
+  roles: Record<string, Record<string, unknown>>,
+): Promise<Broker> {
   const config = configSchema.parse({
     listen: { address: '127.0.0.1', port: 0 },
     store: { url: pgUrl(storeDatabase) },
@@ -41,7 +45,11 @@ export async function callerArn(endpoint: AwsEndpoint, data: Record<string, Json
     endpoint: endpoint.url,
     region: endpoint.region,
     maxAttempts: 1,
-    credentials: { accessKeyId: String(data.access_key), secretAccessKey: String(data.secret_key), sessionToken: data.session_token ? String(data.session_token) : undefined },
+    credentials: {
+      accessKeyId: String(data.access_key),
+      secretAccessKey: String(data.secret_key),
+      sessionToken: data.session_token ? String(data.session_token) : undefined,
+    },
   });
   try {
     return (await sts.send(new GetCallerIdentityCommand({}))).Arn!;

@@ -43,7 +43,13 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
     reaper: { pending_grace: 30, ...opts.reaper },
     ...(opts.audit ? { audit: opts.audit } : {}),
     mounts: {
-      db: { type: 'postgres', connection_url: pgUrl(opts.targetDatabase), username_prefix: opts.prefix, ...opts.mount, roles: opts.roles },
+      db: {
+        type: 'postgres',
+        connection_url: pgUrl(opts.targetDatabase),
+        username_prefix: opts.prefix,
+        ...opts.mount,
+        roles: opts.roles,
+      },
     },
   });
 }
@@ -59,7 +65,13 @@ export async function startTestBroker(opts: TestBrokerOptions): Promise<Broker &
 }
 
 /** Calls the broker's HTTP API as a Vault client would. */
-export async function api(broker: { url: string }, method: string, path: string, body?: unknown, token: string | null = ROOT_TOKEN) {
+export async function api(
+  broker: { url: string },
+  method: string,
+  path: string,
+  body?: unknown,
+  token: string | null = ROOT_TOKEN,
+) {
   const headers: Record<string, string> = {};
   if (token !== null) headers['x-vault-token'] = token;
   if (body !== undefined) headers['content-type'] = 'application/json';

@@ -19,10 +19,15 @@ export interface CliRun {
 /** Runs `credbroker <args>` in a child process; never rejects, whatever the exit. */
 export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliRun> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-      resolve({ code, signal: (err as { signal?: NodeJS.Signals } | null)?.signal ?? null, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 30_000, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+        resolve({ code, signal: (err as { signal?: NodeJS.Signals } | null)?.signal ?? null, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -35,6 +40,15 @@ export function storeConfigFile(dir: string, database: string, extra = ''): { pa
   const password = decodeURIComponent(url.password);
   url.password = 'PASSWORD_REF';
   const path = join(dir, `${database}.yaml`);
-  writeFileSync(path, [`store:`, `  url: ${url.href.replace('PASSWORD_REF', '${env:CLI_TEST_PG_PASSWORD}')}`, 'root_token: ${env:CLI_TEST_ROOT_TOKEN}', 'log_level: silent', extra].join('\n'));
+  writeFileSync(
+    path,
+    [
+      `store:`,
+      `  url: ${url.href.replace('PASSWORD_REF', '${env:CLI_TEST_PG_PASSWORD}')}`,
+      'root_token: ${env:CLI_TEST_ROOT_TOKEN}',
+      'log_level: silent',
+      extra,
+    ].join('\n'),
+  );
   return { path, env: { ...process.env, CLI_TEST_PG_PASSWORD: password, CLI_TEST_ROOT_TOKEN: ROOT_TOKEN } };
 }

@@ -43,5 +43,7 @@ export function assertDistFresh(root: string): void {
   const stale = staleDistFiles(root);
   if (stale.length === 0) return;
   const shown = stale.slice(0, 5).join(', ') + (stale.length > 5 ? ` and ${stale.length - 5} more` : '');
-  throw new Error(`dist/ is older than the sources (${shown}): run npm run build first (integration tests run dist/ in child processes)`);
+  throw new Error(
+    `dist/ is older than the sources (${shown}): run npm run build first (integration tests run dist/ in child processes)`,
+  );
 }

@@ -32,7 +32,9 @@ export default async function setup(project: TestProject) {
   const server = await startEmbeddedPostgres({
     password: randomSecret(),
     persistent: false,
-    ...(statementLog ? { flags: ['-c', 'log_statement=all'], onLog: (message: string) => void statementLog.write(`${message}\n`) } : {}),
+    ...(statementLog
+      ? { flags: ['-c', 'log_statement=all'], onLog: (message: string) => void statementLog.write(`${message}\n`) }
+      : {}),
   });
   const admin = new pg.Client({ connectionString: server.url('postgres') });
   await admin.connect();

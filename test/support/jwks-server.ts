@@ -67,7 +67,11 @@ export async function startJwksServer(opts: { algs?: SigningAlg[]; issuer?: stri
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const send = (status: number, body: unknown) => {
       const text = JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(text),
+        'cache-control': 'no-store',
+      });
       res.end(text);
     };
     if (req.method === 'GET' && path === '/jwks.json') {
@@ -100,7 +104,11 @@ export async function startJwksServer(opts: { algs?: SigningAlg[]; issuer?: stri
     return key;
   };
 
-  const addKey: JwksServer['addKey'] = async ({ alg = 'RS256', kid = `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`, published = true } = {}) => {
+  const addKey: JwksServer['addKey'] = async ({
+    alg = 'RS256',
+    kid = `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`,
+    published = true,
+  } = {}) => {
     const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
     const publicJwk = { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' };
     keys.push({ kid, alg, privateKey, publicKey, publicJwk, published });
@@ -140,7 +148,8 @@ export async function startJwksServer(opts: { algs?: SigningAlg[]; issuer?: stri
       if (alg && key.alg !== alg) throw new Error(`jwks-server: key ${key.kid} is ${key.alg}, not ${alg}`);
       const jwt = new SignJWT({ ...claims }).setProtectedHeader({ typ: 'JWT', ...header, alg: key.alg, kid: key.kid });
       if (claims.iat === undefined) jwt.setIssuedAt();
-      if (claims.exp === undefined && expiresIn !== null) jwt.setExpirationTime(typeof expiresIn === 'number' ? toEpoch(expiresIn) : expiresIn);
+      if (claims.exp === undefined && expiresIn !== null)
+        jwt.setExpirationTime(typeof expiresIn === 'number' ? toEpoch(expiresIn) : expiresIn);
       if (claims.nbf === undefined && notBefore !== undefined) jwt.setNotBefore(toEpoch(notBefore));
       return jwt.sign(key.privateKey);
     },
@@ -158,12 +167,15 @@ export async function startJwksServer(opts: { algs?: SigningAlg[]; issuer?: stri
 }
 
 /** base64url of a JSON value, for hand-made tokens. */
-export const b64url = (value: unknown): string => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+export const b64url = (value: unknown): string =>
+  Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
 
 export const K8S_ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
 /** The claims of a projected Kubernetes service-account token (audience-bound, pod-bound). */
-export function kubernetesClaims(opts: { namespace?: string; serviceAccount?: string; uid?: string; audience?: string[]; issuer?: string } = {}): JWTPayload & Record<string, unknown> {
+export function kubernetesClaims(
+  opts: { namespace?: string; serviceAccount?: string; uid?: string; audience?: string[]; issuer?: string } = {},
+): JWTPayload & Record<string, unknown> {
   const namespace = opts.namespace ?? 'etl';
   const serviceAccount = opts.serviceAccount ?? 'reader';
   const now = Math.floor(Date.now() / 1000);

@@ -32,11 +32,50 @@ export interface KubeApiServer {
 function throwawayPki(dir: string): { ca: string; key: string; cert: string } {
   const run = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  run('req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=credbroker test cluster CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign');
+  run(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=credbroker test cluster CA',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign',
+  );
   run('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
-  run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'ext.cnf');
-  return { ca: join(dir, 'ca.crt'), key: readFileSync(join(dir, 'server.key'), 'utf8'), cert: readFileSync(join(dir, 'server.crt'), 'utf8') };
+  writeFileSync(
+    join(dir, 'ext.cnf'),
+    'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n',
+  );
+  run(
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'server.crt',
+    '-days',
+    '1',
+    '-extfile',
+    'ext.cnf',
+  );
+  return {
+    ca: join(dir, 'ca.crt'),
+    key: readFileSync(join(dir, 'server.key'), 'utf8'),
+    cert: readFileSync(join(dir, 'server.crt'), 'utf8'),
+  };
 }
 
 /**
@@ -69,25 +108,43 @@ export async function startKubeApiServer(keys: JwksServer, opts: { bearer?: stri
       return send(401, { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Unauthorized', code: 401 });
     }
     const path = new URL(req.url ?? '/', 'https://localhost').pathname;
-    if (req.method === 'GET' && path === '/openid/v1/jwks') return send(200, { keys: keys.kids().map((kid) => keys.publicJwk(kid)) });
+    if (req.method === 'GET' && path === '/openid/v1/jwks')
+      return send(200, { keys: keys.kids().map((kid) => keys.publicJwk(kid)) });
     if (req.method === 'POST' && path === '/apis/authentication.k8s.io/v1/tokenreviews') {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        const review = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { spec: { token: string; audiences?: string[] } };
+        const review = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+          spec: { token: string; audiences?: string[] };
+        };
         reviews.push({ token: review.spec.token, audiences: review.spec.audiences, bearer: presented });
         if (failStatus !== undefined) return send(failStatus, { kind: 'Status', status: 'Failure', code: failStatus });
-        const claims = decodeJwt(review.spec.token) as { sub?: string; 'kubernetes.io'?: { pod?: { name?: string; uid?: string } } };
+        const claims = decodeJwt(review.spec.token) as {
+          sub?: string;
+          'kubernetes.io'?: { pod?: { name?: string; uid?: string } };
+        };
         const pod = claims['kubernetes.io']?.pod;
         if (!pod?.uid || deletedPods.has(pod.uid)) {
-          return send(201, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', status: { authenticated: false, error: 'pod does not exist' } });
+          return send(201, {
+            apiVersion: 'authentication.k8s.io/v1',
+            kind: 'TokenReview',
+            status: { authenticated: false, error: 'pod does not exist' },
+          });
         }
         send(201, {
           apiVersion: 'authentication.k8s.io/v1',
           kind: 'TokenReview',
           status: {
             authenticated: true,
-            user: { username: username ?? claims.sub, uid: 'sa-uid', groups: ['system:serviceaccounts'], extra: { 'authentication.kubernetes.io/pod-name': [pod.name ?? ''], 'authentication.kubernetes.io/pod-uid': [pod.uid] } },
+            user: {
+              username: username ?? claims.sub,
+              uid: 'sa-uid',
+              groups: ['system:serviceaccounts'],
+              extra: {
+                'authentication.kubernetes.io/pod-name': [pod.name ?? ''],
+                'authentication.kubernetes.io/pod-uid': [pod.uid],
+              },
+            },
             audiences: review.spec.audiences ?? [],
           },
         });

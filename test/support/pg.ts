@@ -10,7 +10,11 @@ export function pgUrl(database: string): string {
   return `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${database}`;
 }
 
-export async function adminQuery<R extends pg.QueryResultRow = any>(database: string, sql: string, params: unknown[] = []): Promise<R[]> {
+export async function adminQuery<R extends pg.QueryResultRow = any>(
+  database: string,
+  sql: string,
+  params: unknown[] = [],
+): Promise<R[]> {
   const client = new pg.Client({ connectionString: pgUrl(database) });
   await client.connect();
   try {
@@ -50,7 +54,11 @@ export async function freshTargetDatabase(prefix: string): Promise<{ database: s
  * roles at once in each, so cleaning up hundreds of leftover roles stays within a hook's timeout.
  */
 export async function dropRolesWithPrefix(prefix: string): Promise<void> {
-  const roles = (await adminQuery<{ rolname: string }>('postgres', `SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${prefix}\\_%`])).map((r) => r.rolname);
+  const roles = (
+    await adminQuery<{ rolname: string }>('postgres', `SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [
+      `${prefix}\\_%`,
+    ])
+  ).map((r) => r.rolname);
   for (let i = 0; i < roles.length; i += 500) {
     const chunk = roles.slice(i, i + 500);
     const names = chunk.map((r) => pg.escapeIdentifier(r)).join(', ');
@@ -61,9 +69,12 @@ export async function dropRolesWithPrefix(prefix: string): Promise<void> {
       [chunk],
     );
     for (const { datname } of databases) await adminQuery(datname, `DROP OWNED BY ${names}`).catch(() => undefined);
-    await adminQuery('postgres', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)', [chunk]);
+    await adminQuery('postgres', 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1)', [
+      chunk,
+    ]);
     await adminQuery('postgres', `DROP ROLE IF EXISTS ${names}`).catch(async () => {
-      for (const role of chunk) await adminQuery('postgres', `DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => undefined);
+      for (const role of chunk)
+        await adminQuery('postgres', `DROP ROLE IF EXISTS ${pg.escapeIdentifier(role)}`).catch(() => undefined);
     });
   }
 }
@@ -73,8 +84,20 @@ export async function roleExists(name: string): Promise<boolean> {
 }
 
 /** Logs in as a lease's user over TCP with password auth, as a client would. */
-export async function loginAs(data: { username: string; password: string; host: string; port: number; database: string }): Promise<pg.Client> {
-  const client = new pg.Client({ user: data.username, password: data.password, host: data.host, port: data.port, database: data.database });
+export async function loginAs(data: {
+  username: string;
+  password: string;
+  host: string;
+  port: number;
+  database: string;
+}): Promise<pg.Client> {
+  const client = new pg.Client({
+    user: data.username,
+    password: data.password,
+    host: data.host,
+    port: data.port,
+    database: data.database,
+  });
   await client.connect();
   return client;
 }

@@ -8,7 +8,11 @@ export interface RawResponse {
 }
 
 /** One request as bytes on the wire. `path` is the request target as written (no normalisation). */
-export function rawRequest(method: string, path: string, opts: { token?: string; body?: string; chunked?: string[]; headers?: Record<string, string> } = {}): string {
+export function rawRequest(
+  method: string,
+  path: string,
+  opts: { token?: string; body?: string; chunked?: string[]; headers?: Record<string, string> } = {},
+): string {
   const lines = [`${method} ${path} HTTP/1.1`, 'Host: 127.0.0.1'];
   if (opts.token) lines.push(`X-Vault-Token: ${opts.token}`);
   for (const [name, value] of Object.entries(opts.headers ?? {})) lines.push(`${name}: ${value}`);
@@ -66,7 +70,9 @@ export class RawConnection {
     let from = 0;
     for (const at of [...splitAt.filter((n) => n > 0 && n < data.length).sort((a, b) => a - b), data.length]) {
       if (at <= from) continue;
-      await new Promise<void>((resolve, reject) => this.socket.write(data.subarray(from, at), (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        this.socket.write(data.subarray(from, at), (err) => (err ? reject(err) : resolve())),
+      );
       // Let the write leave as its own TCP segment.
       await new Promise((resolve) => setImmediate(resolve));
       from = at;
@@ -80,9 +86,15 @@ export class RawConnection {
   }
 
   private async more(deadline: number): Promise<void> {
-    if (this.ended) throw new Error(`connection closed by the server; unread: ${JSON.stringify(this.buffer.toString('latin1').slice(0, 500))}`);
+    if (this.ended)
+      throw new Error(
+        `connection closed by the server; unread: ${JSON.stringify(this.buffer.toString('latin1').slice(0, 500))}`,
+      );
     const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`no complete response within the deadline; unread: ${JSON.stringify(this.buffer.toString('latin1').slice(0, 500))}`);
+    if (left <= 0)
+      throw new Error(
+        `no complete response within the deadline; unread: ${JSON.stringify(this.buffer.toString('latin1').slice(0, 500))}`,
+      );
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, left);
       this.waiters.push(() => {
@@ -130,7 +142,10 @@ export class RawConnection {
       }
       body = Buffer.concat(parts);
     } else {
-      const length = noBody || status === 204 || status === 304 || (status >= 100 && status < 200) ? 0 : Number(headers['content-length'] ?? 0);
+      const length =
+        noBody || status === 204 || status === 304 || (status >= 100 && status < 200)
+          ? 0
+          : Number(headers['content-length'] ?? 0);
       while (this.buffer.length < offset + length) await this.more(deadline);
       body = this.buffer.subarray(offset, offset + length);
       offset += length;

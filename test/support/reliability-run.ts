@@ -39,7 +39,11 @@ const COLUMNS: [key: string, title: string][] = [
 
 export function renderTable(rows: Record<string, unknown>[]): string {
   const header = ['scenario', 'form', ...COLUMNS.map(([, t]) => t)];
-  const body = rows.map((r) => [String(r.scenario), String(r.form ?? ''), ...COLUMNS.map(([k]) => (r[k] === undefined ? '' : String(r[k])))]);
+  const body = rows.map((r) => [
+    String(r.scenario),
+    String(r.form ?? ''),
+    ...COLUMNS.map(([k]) => (r[k] === undefined ? '' : String(r[k]))),
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
@@ -55,8 +59,21 @@ export default function setup(project: TestProject) {
     const sweep = sweepRun(sweepDir, startedAt);
     if (sweep) {
       mkdirSync(PARTS_DIR, { recursive: true });
-      writeFileSync(join(PARTS_DIR, 'zz-suite-sweep.json'), JSON.stringify({ scenario: 'secret sweep (whole run)', form: process.env.RELIABILITY_LONG === '1' ? 'long' : 'quick', secretsChecked: sweep.secrets, secretHits: sweep.hits.length, bytesSearched: sweep.bytes, files: sweep.files, kinds: JSON.stringify(sweep.kinds) }));
-      console.log(`secret sweep (whole run): ${sweep.secrets} secrets (${JSON.stringify(sweep.kinds)}) looked up in ${sweep.files} files, ${Math.round(sweep.bytes / 1e6)} MB: ${sweep.hits.length} plaintext hits`);
+      writeFileSync(
+        join(PARTS_DIR, 'zz-suite-sweep.json'),
+        JSON.stringify({
+          scenario: 'secret sweep (whole run)',
+          form: process.env.RELIABILITY_LONG === '1' ? 'long' : 'quick',
+          secretsChecked: sweep.secrets,
+          secretHits: sweep.hits.length,
+          bytesSearched: sweep.bytes,
+          files: sweep.files,
+          kinds: JSON.stringify(sweep.kinds),
+        }),
+      );
+      console.log(
+        `secret sweep (whole run): ${sweep.secrets} secrets (${JSON.stringify(sweep.kinds)}) looked up in ${sweep.files} files, ${Math.round(sweep.bytes / 1e6)} MB: ${sweep.hits.length} plaintext hits`,
+      );
     }
     rmSync(sweepDir, { recursive: true, force: true });
     printTable();
@@ -82,6 +99,9 @@ function printTable(): void {
     if (values.length) totals[key] = key === 'maxOutliveMs' ? Math.max(...values) : values.reduce((a, b) => a + b, 0);
   }
   mkdirSync(RESULTS_DIR, { recursive: true });
-  writeFileSync(join(RESULTS_DIR, 'latest.json'), `${JSON.stringify({ finishedAt: new Date().toISOString(), scenarios: rows, totals }, null, 2)}\n`);
+  writeFileSync(
+    join(RESULTS_DIR, 'latest.json'),
+    `${JSON.stringify({ finishedAt: new Date().toISOString(), scenarios: rows, totals }, null, 2)}\n`,
+  );
   console.log(`\nreliability figures (test/reliability/results/latest.json):\n${renderTable([...rows, totals])}\n`);
 }

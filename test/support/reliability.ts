@@ -32,7 +32,12 @@ export const randomBetween = (lo: number, hi: number) => lo + Math.random() * (h
  * creation GRANTs on the target's table and whose revocation first writes a line to `logTable`,
  * in the transaction that drops the role (two lines for one name = a role dropped twice).
  */
-export function loadRoles(opts: { group: string; logTable: string; ttlSeconds: number; maxTtlSeconds: number }): Record<string, Record<string, unknown>> {
+export function loadRoles(opts: {
+  group: string;
+  logTable: string;
+  ttlSeconds: number;
+  maxTtlSeconds: number;
+}): Record<string, Record<string, unknown>> {
   return {
     [ROLE_OF_FORM.member_of]: { member_of: [opts.group], default_ttl: opts.ttlSeconds, max_ttl: opts.maxTtlSeconds },
     [ROLE_OF_FORM.statements]: {
@@ -42,7 +47,11 @@ export function loadRoles(opts: { group: string; logTable: string; ttlSeconds: n
         `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'`,
         'GRANT SELECT ON public.items TO "{{name}}"',
       ],
-      revocation_statements: [`INSERT INTO ${opts.logTable} (name) VALUES ('{{name}}')`, 'REVOKE ALL ON public.items FROM "{{name}}"', 'DROP ROLE "{{name}}"'],
+      revocation_statements: [
+        `INSERT INTO ${opts.logTable} (name) VALUES ('{{name}}')`,
+        'REVOKE ALL ON public.items FROM "{{name}}"',
+        'DROP ROLE "{{name}}"',
+      ],
     },
   };
 }
@@ -70,7 +79,12 @@ export class LoadDriver {
     this.answers.set(what, (this.answers.get(what) ?? 0) + 1);
   }
 
-  private async call(verb: string, method: string, path: string, body: unknown): Promise<{ status: number; body: any } | null> {
+  private async call(
+    verb: string,
+    method: string,
+    path: string,
+    body: unknown,
+  ): Promise<{ status: number; body: any } | null> {
     const tried = new Set<string>();
     for (let attempt = 0; ; attempt++) {
       const up = this.urls.filter((u) => !tried.has(u));
@@ -103,7 +117,12 @@ export class LoadDriver {
     const started = Date.now();
     const res = await this.call(`issue ${form}`, 'PUT', `db/creds/${ROLE_OF_FORM[form]}`, {});
     if (res?.status !== 200) return;
-    const lease: ReceivedLease = { id: res.body.lease_id, username: res.body.data.username, form, toldExpiresAt: started + res.body.lease_duration * 1000 };
+    const lease: ReceivedLease = {
+      id: res.body.lease_id,
+      username: res.body.data.username,
+      form,
+      toldExpiresAt: started + res.body.lease_duration * 1000,
+    };
     this.received.set(lease.id, lease);
     const dice = Math.random();
     if (dice < 0.3) this.later(randomBetween(300, 1500), () => this.renew(lease));
@@ -112,7 +131,10 @@ export class LoadDriver {
 
   private async renew(lease: ReceivedLease): Promise<void> {
     const started = Date.now();
-    const res = await this.call('renew', 'PUT', 'sys/leases/renew', { lease_id: lease.id, increment: this.opts.ttlSeconds });
+    const res = await this.call('renew', 'PUT', 'sys/leases/renew', {
+      lease_id: lease.id,
+      increment: this.opts.ttlSeconds,
+    });
     if (res?.status !== 200) return;
     lease.toldExpiresAt = Math.max(lease.toldExpiresAt, started + res.body.lease_duration * 1000);
     if (Math.random() < 0.5) this.later(randomBetween(300, 1500), () => this.renew(lease));
@@ -150,7 +172,11 @@ export class LoadDriver {
 
 export function stats(values: number[]): { n: number; max: number; p99: number } {
   const sorted = [...values].sort((a, b) => a - b);
-  return { n: sorted.length, max: sorted.at(-1) ?? 0, p99: sorted[Math.max(0, Math.ceil(sorted.length * 0.99) - 1)] ?? 0 };
+  return {
+    n: sorted.length,
+    max: sorted.at(-1) ?? 0,
+    p99: sorted[Math.max(0, Math.ceil(sorted.length * 0.99) - 1)] ?? 0,
+  };
 }
 
 /**
@@ -169,7 +195,8 @@ export async function waitStoreDrained(storeDb: string, timeoutMs: number): Prom
          FROM credbroker_leases`,
     );
     if (live.unfinished === 0 && live.overdue === 0 && live.active === 0) return;
-    if (Date.now() > deadline) throw new Error(`the store did not drain within ${timeoutMs} ms: ${JSON.stringify(live)}`);
+    if (Date.now() > deadline)
+      throw new Error(`the store did not drain within ${timeoutMs} ms: ${JSON.stringify(live)}`);
     await sleep(100);
   }
 }
@@ -183,7 +210,9 @@ export function sampleClaims(storeDb: string, everyMs: number): { seen: Map<stri
     await client.connect();
     try {
       while (sampling) {
-        const { rows } = await client.query<{ id: string; claimed_until: Date }>(`SELECT id, claimed_until FROM credbroker_leases WHERE state = 'revoking' AND claimed_until IS NOT NULL`);
+        const { rows } = await client.query<{ id: string; claimed_until: Date }>(
+          `SELECT id, claimed_until FROM credbroker_leases WHERE state = 'revoking' AND claimed_until IS NOT NULL`,
+        );
         for (const r of rows) {
           const s = seen.get(r.id) ?? [];
           if (s.at(-1) !== r.claimed_until.getTime()) s.push(r.claimed_until.getTime());
@@ -269,7 +298,9 @@ export interface Violations {
  * invariants (a)-(f) of issue 10 without asserting anything; checkInvariants asserts. Apart so
  * that a test can plant each violation and watch its checker catch it.
  */
-export async function findViolations(input: InvariantInput): Promise<{ figures: InvariantFigures; violations: Violations; expired: StoreLease[]; drops: Map<string, number> }> {
+export async function findViolations(
+  input: InvariantInput,
+): Promise<{ figures: InvariantFigures; violations: Violations; expired: StoreLease[]; drops: Map<string, number> }> {
   const { storeDb, prefix } = input;
   // Read the store first, then the target: a lease only becomes revoked after its role is
   // dropped, so a role seen now whose lease was already revoked (or unknown) is an orphan.
@@ -277,21 +308,31 @@ export async function findViolations(input: InvariantInput): Promise<{ figures: 
     storeDb,
     `SELECT id, role, state, revoke_handle->>'username' AS username, expires_at, revoked_at, revoke_reason FROM credbroker_leases`,
   );
-  const roles = await adminQuery<{ rolname: string }>('postgres', `SELECT rolname FROM pg_roles WHERE rolname LIKE $1 AND rolname <> $2`, [`${prefix}\\_%`, input.group]);
+  const roles = await adminQuery<{ rolname: string }>(
+    'postgres',
+    `SELECT rolname FROM pg_roles WHERE rolname LIKE $1 AND rolname <> $2`,
+    [`${prefix}\\_%`, input.group],
+  );
   const byId = new Map(leases.map((l) => [l.id, l]));
   const byUsername = new Map(leases.map((l) => [l.username, l]));
   const formOf = (role: string): Form => (role === ROLE_OF_FORM.statements ? 'statements' : 'member_of');
   const received = input.received;
 
   const lost = received.filter((l) => !byId.has(l.id)).map((l) => l.id);
-  const endsEarly = received.filter((l) => byId.has(l.id) && byId.get(l.id)!.expires_at.getTime() < l.toldExpiresAt - 1000).map((l) => l.id);
+  const endsEarly = received
+    .filter((l) => byId.has(l.id) && byId.get(l.id)!.expires_at.getTime() < l.toldExpiresAt - 1000)
+    .map((l) => l.id);
 
-  const orphans = roles.map((r) => r.rolname).filter((name) => {
-    const lease = byUsername.get(name);
-    return !lease || lease.state !== 'active' || lease.expires_at.getTime() <= Date.now();
-  });
+  const orphans = roles
+    .map((r) => r.rolname)
+    .filter((name) => {
+      const lease = byUsername.get(name);
+      return !lease || lease.state !== 'active' || lease.expires_at.getTime() <= Date.now();
+    });
 
-  const stuck = leases.filter((l) => l.state === 'pending' || l.state === 'revoking' || l.state === 'irrevocable').map((l) => `${l.id}: ${l.state}`);
+  const stuck = leases
+    .filter((l) => l.state === 'pending' || l.state === 'revoking' || l.state === 'irrevocable')
+    .map((l) => `${l.id}: ${l.state}`);
 
   const expired = leases.filter((l) => l.state === 'revoked' && l.revoke_reason === 'expired');
   const outlive = (l: StoreLease) => l.revoked_at!.getTime() - l.expires_at.getTime();
@@ -299,15 +340,24 @@ export async function findViolations(input: InvariantInput): Promise<{ figures: 
   for (const form of FORMS) measured[form] = stats(expired.filter((l) => formOf(l.role) === form).map(outlive));
   const late = expired.filter((l) => outlive(l) > input.maxOutliveMs).map((l) => `${l.id}: ${outlive(l)} ms`);
 
-  const dropRows = await adminQuery<{ name: string; n: number; at: Date }>(input.targetDb, `SELECT name, count(*)::int AS n, min(dropped_at) AS at FROM ${input.logTable} GROUP BY name`);
+  const dropRows = await adminQuery<{ name: string; n: number; at: Date }>(
+    input.targetDb,
+    `SELECT name, count(*)::int AS n, min(dropped_at) AS at FROM ${input.logTable} GROUP BY name`,
+  );
   const doubleDrops = dropRows.filter((d) => d.n > 1).map((d) => d.name);
   const dropped = new Set(dropRows.map((d) => d.name));
-  const undropped = received.filter((l) => l.form === 'statements' && byId.get(l.id)?.state === 'revoked' && !dropped.has(l.username)).map((l) => l.id);
+  const undropped = received
+    .filter((l) => l.form === 'statements' && byId.get(l.id)?.state === 'revoked' && !dropped.has(l.username))
+    .map((l) => l.id);
 
   const audit = readAudit(input.auditFiles ?? []);
   // The reaper's own revocations (expiry, cleanup of a dead issue) are audited only as events.
-  const reaperRevoked = leases.filter((l) => l.state === 'revoked' && (l.revoke_reason === 'expired' || l.revoke_reason === 'cleanup'));
-  const unaudited = input.auditFiles ? reaperRevoked.filter((l) => !audit.revokedEvents.has(l.id)).map((l) => l.id) : [];
+  const reaperRevoked = leases.filter(
+    (l) => l.state === 'revoked' && (l.revoke_reason === 'expired' || l.revoke_reason === 'cleanup'),
+  );
+  const unaudited = input.auditFiles
+    ? reaperRevoked.filter((l) => !audit.revokedEvents.has(l.id)).map((l) => l.id)
+    : [];
 
   return {
     figures: {
@@ -320,7 +370,17 @@ export async function findViolations(input: InvariantInput): Promise<{ figures: 
       auditLines: audit.lines,
       reaperRevocations: input.auditFiles ? reaperRevoked.length : 0,
     },
-    violations: { lost, endsEarly, orphans, stuck, late, doubleDrops, undropped, tornAuditLines: audit.torn, unaudited },
+    violations: {
+      lost,
+      endsEarly,
+      orphans,
+      stuck,
+      late,
+      doubleDrops,
+      undropped,
+      tornAuditLines: audit.torn,
+      unaudited,
+    },
     expired: expired.filter((l) => outlive(l) > input.maxOutliveMs),
     drops: new Map(dropRows.map((d) => [d.name, d.at.getTime()])),
   };
@@ -342,7 +402,8 @@ function readAudit(files: string[]): { lines: number; torn: string[]; revokedEve
       lines++;
       try {
         const record = JSON.parse(line);
-        if (record.type === 'event' && record.operation === 'revoked' && typeof record.lease_id === 'string') revokedEvents.add(record.lease_id);
+        if (record.type === 'event' && record.operation === 'revoked' && typeof record.lease_id === 'string')
+          revokedEvents.add(record.lease_id);
       } catch {
         torn.push(`${file}:${i + 1}: ${line.slice(0, 80)}`);
       }
@@ -367,9 +428,14 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantF
   recordFigures(label, invariantFigures(figures, v));
   for (const form of FORMS) {
     // A run whose clients got (almost) nothing proves nothing.
-    expect(input.received.filter((l) => l.form === form).length, `leases of the ${form} form a client received`).toBeGreaterThanOrEqual(input.minReceivedPerForm);
+    expect(
+      input.received.filter((l) => l.form === form).length,
+      `leases of the ${form} form a client received`,
+    ).toBeGreaterThanOrEqual(input.minReceivedPerForm);
   }
-  console.info(`${label}: ${figures.leases} leases in the store, ${figures.received} received by clients, ${figures.rolesLeft} leased roles left, ${figures.orphans} orphans`);
+  console.info(
+    `${label}: ${figures.leases} leases in the store, ${figures.received} received by clients, ${figures.rolesLeft} leased roles left, ${figures.orphans} orphans`,
+  );
   for (const form of FORMS) {
     const m = figures.outlive[form];
     console.info(`${label} outlive (${form}): ${m.n} expired leases, max ${m.max} ms, p99 ${m.p99} ms`);
@@ -379,13 +445,17 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantF
   expect(v.orphans, '(b) roles with the prefix that no live lease owns').toEqual([]);
   expect(v.stuck, '(c) leases left pending, revoking or irrevocable').toEqual([]);
   if (late.length && input.explainLate) input.explainLate(late, drops);
-  for (const form of FORMS) expect(figures.outlive[form].n, `expired leases of the ${form} form`).toBeGreaterThanOrEqual(input.minExpiredPerForm);
+  for (const form of FORMS)
+    expect(figures.outlive[form].n, `expired leases of the ${form} form`).toBeGreaterThanOrEqual(
+      input.minExpiredPerForm,
+    );
   expect(v.late, `(d) expired leases revoked more than ${input.maxOutliveMs} ms after expiry`).toEqual([]);
   expect(v.doubleDrops, '(e) roles whose revocation statements committed twice').toEqual([]);
   expect(v.undropped, '(e) revoked statements-form leases whose revocation statements never committed').toEqual([]);
   expect(v.tornAuditLines, '(f) audit lines that do not parse').toEqual([]);
   expect(v.unaudited, '(f) reaper revocations without a revoked event in the audit log').toEqual([]);
-  if (input.auditFiles) expect(figures.reaperRevocations, '(f) reaper revocations checked against the audit log').toBeGreaterThan(0);
+  if (input.auditFiles)
+    expect(figures.reaperRevocations, '(f) reaper revocations checked against the audit log').toBeGreaterThan(0);
   return figures;
 }
 

@@ -9,7 +9,19 @@ import { inject } from 'vitest';
  * with fetch (brokers in child processes) — for the sweep at the end of the run
  * (test/support/reliability-run.ts), which looks for each in every log the suite wrote.
  */
-const SECRET_KEYS = new Set(['password', 'secret_key', 'secret_access_key', 'secretaccesskey', 'security_token', 'session_token', 'sessiontoken', 'client_token', 'token', 'jwt', 'secret_id']);
+const SECRET_KEYS = new Set([
+  'password',
+  'secret_key',
+  'secret_access_key',
+  'secretaccesskey',
+  'security_token',
+  'session_token',
+  'sessiontoken',
+  'client_token',
+  'token',
+  'jwt',
+  'secret_id',
+]);
 const SECRET_HEADERS = ['x-vault-token', 'authorization'];
 const MIN_LENGTH = 12;
 
@@ -95,5 +107,9 @@ if (file) {
 export function sweepLogPath(label: string): string | null {
   if (!dir) return null;
   mkdirSync(join(dir, 'logs'), { recursive: true });
-  return join(dir, 'logs', `${label.replace(/[^a-z0-9-]+/gi, '-')}-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}.log`);
+  return join(
+    dir,
+    'logs',
+    `${label.replace(/[^a-z0-9-]+/gi, '-')}-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2, 8)}.log`,
+  );
 }

@@ -26,15 +26,23 @@ export async function waitDrainedAt(url: string, timeoutMs: number): Promise<voi
       `SELECT count(*) FILTER (WHERE state IN ('pending', 'revoking'))::int AS unfinished, count(*) FILTER (WHERE state = 'active')::int AS active FROM credbroker_leases`,
     );
     if (live!.unfinished === 0 && live!.active === 0) return;
-    if (Date.now() > deadline) throw new Error(`the store did not drain within ${timeoutMs} ms: ${JSON.stringify(live)}`);
+    if (Date.now() > deadline)
+      throw new Error(`the store did not drain within ${timeoutMs} ms: ${JSON.stringify(live)}`);
     await sleep(100);
   }
 }
 
 /** Copies every lease row of the store at `url` into a fresh (migrated) database of the test server; returns its name. */
 export async function snapshotLeases(url: string, label: string): Promise<string> {
-  const rows = await queryAt<{ rows: unknown }>(url, `SELECT coalesce(jsonb_agg(l), '[]') AS rows FROM credbroker_leases l`);
+  const rows = await queryAt<{ rows: unknown }>(
+    url,
+    `SELECT coalesce(jsonb_agg(l), '[]') AS rows FROM credbroker_leases l`,
+  );
   const db = await freshStoreDatabase(label);
-  await adminQuery(db, `INSERT INTO credbroker_leases SELECT * FROM jsonb_populate_recordset(NULL::credbroker_leases, $1::jsonb)`, [JSON.stringify(rows[0]!.rows)]);
+  await adminQuery(
+    db,
+    `INSERT INTO credbroker_leases SELECT * FROM jsonb_populate_recordset(NULL::credbroker_leases, $1::jsonb)`,
+    [JSON.stringify(rows[0]!.rows)],
+  );
   return db;
 }

@@ -15,7 +15,10 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
  * gives up silently and lets the test go on as if it had held. The condition runs at least once,
  * and once more at the deadline.
  */
-export async function waitUntil<T>(condition: () => T | Promise<T>, { timeoutMs, what, intervalMs = 50 }: WaitOptions): Promise<NonNullable<T>> {
+export async function waitUntil<T>(
+  condition: () => T | Promise<T>,
+  { timeoutMs, what, intervalMs = 50 }: WaitOptions,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await condition();

@@ -4,7 +4,14 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AuditUnavailable, Auditor, auditConfigSchema, createAuditor } from '../../src/audit/auditor.js';
 import { hmacField } from '../../src/audit/hmac.js';
-import { MAX_DEPTH, MAX_RECORD_BYTES, TOO_DEEP, capRecord, scrubRecord, type AuditRecord } from '../../src/audit/record.js';
+import {
+  MAX_DEPTH,
+  MAX_RECORD_BYTES,
+  TOO_DEEP,
+  capRecord,
+  scrubRecord,
+  type AuditRecord,
+} from '../../src/audit/record.js';
 import type { AuditSink } from '../../src/audit/sinks.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
@@ -73,7 +80,14 @@ describe('hmacField', () => {
 describe('scrubRecord', () => {
   it('replaces each string of data by its HMAC, except non-secret fields, and leaves numbers as they were', () => {
     const out = scrubRecord(
-      record({ username: 'v-reader-abc', password: 'pw-1', access_key: 'AKIAEXAMPLE', secret_key: 'sk-1', session_token: 'st-1', ttl: 3600 }),
+      record({
+        username: 'v-reader-abc',
+        password: 'pw-1',
+        access_key: 'AKIAEXAMPLE',
+        secret_key: 'sk-1',
+        session_token: 'st-1',
+        ttl: 3600,
+      }),
       KEY,
     );
     expect(out.data).toEqual({
@@ -90,13 +104,19 @@ describe('scrubRecord', () => {
     const out = scrubRecord(
       record({
         auth: { client_token: 'ct-1', Token: 't-1', policies: ['root'], accessor: 'acc-1' },
-        keys: [{ name: 'a', PRIVATE_KEY: 'pk-1' }, { name: 'b', nested: { secret_id: 'sid-1', api_key: 'ak-1', LeaseId: 'db/creds/r/x' } }],
+        keys: [
+          { name: 'a', PRIVATE_KEY: 'pk-1' },
+          { name: 'b', nested: { secret_id: 'sid-1', api_key: 'ak-1', LeaseId: 'db/creds/r/x' } },
+        ],
       }),
       KEY,
     );
     expect(out.data).toEqual({
       auth: { client_token: hmac('ct-1'), Token: hmac('t-1'), policies: ['root'], accessor: 'acc-1' },
-      keys: [{ name: hmac('a'), PRIVATE_KEY: hmac('pk-1') }, { name: hmac('b'), nested: { secret_id: hmac('sid-1'), api_key: hmac('ak-1'), LeaseId: 'db/creds/r/x' } }],
+      keys: [
+        { name: hmac('a'), PRIVATE_KEY: hmac('pk-1') },
+        { name: hmac('b'), nested: { secret_id: hmac('sid-1'), api_key: hmac('ak-1'), LeaseId: 'db/creds/r/x' } },
+      ],
     });
   });
 
@@ -106,21 +126,66 @@ describe('scrubRecord', () => {
   });
 
   it('hashes each string of an array; numbers, booleans and null stay', () => {
-    const out = scrubRecord(record({ token: ['t-a', 't-b', 7], password: 12345, secret: { inner: 'x' }, jwt: null, renewable: true }), KEY);
-    expect(out.data).toEqual({ token: [hmac('t-a'), hmac('t-b'), 7], password: 12345, secret: { inner: hmac('x') }, jwt: null, renewable: true });
+    const out = scrubRecord(
+      record({ token: ['t-a', 't-b', 7], password: 12345, secret: { inner: 'x' }, jwt: null, renewable: true }),
+      KEY,
+    );
+    expect(out.data).toEqual({
+      token: [hmac('t-a'), hmac('t-b'), 7],
+      password: 12345,
+      secret: { inner: hmac('x') },
+      jwt: null,
+      renewable: true,
+    });
   });
 
-  it.each(['secret_id', 'api_key', 'passphrase', 'credentials', 'client_secret', 'role_id', 'private_token', 'x'])('hashes a %s, which no list of secret names foresaw', (k) => {
-    const out = scrubRecord(record({ [k]: 'plaintext-value-1', nested: { [k]: ['plaintext-value-2'] } }), KEY);
-    expect(JSON.stringify(out)).not.toContain('plaintext-value');
-  });
+  it.each(['secret_id', 'api_key', 'passphrase', 'credentials', 'client_secret', 'role_id', 'private_token', 'x'])(
+    'hashes a %s, which no list of secret names foresaw',
+    (k) => {
+      const out = scrubRecord(record({ [k]: 'plaintext-value-1', nested: { [k]: ['plaintext-value-2'] } }), KEY);
+      expect(JSON.stringify(out)).not.toContain('plaintext-value');
+    },
+  );
 
   it('no string of a key outside the non-secret list reaches the record, whatever the keys and nesting (fuzzed)', () => {
-    const nonSecret = new Set(['id', 'leaseid', 'requestid', 'leaseduration', 'renewable', 'ttl', 'increment', 'role', 'path', 'prefix', 'mount', 'username', 'accesskey', 'accesskeyid', 'accessor', 'policies', 'tokenpolicies', 'warnings', 'errors', 'reason', 'state', 'issuetime', 'expiretime', 'lastrenewal', 'issuedbefore']);
-    const key = fc.string({ minLength: 1, maxLength: 12 }).filter((k) => !nonSecret.has(k.toLowerCase().replace(/[_-]/g, '')));
+    const nonSecret = new Set([
+      'id',
+      'leaseid',
+      'requestid',
+      'leaseduration',
+      'renewable',
+      'ttl',
+      'increment',
+      'role',
+      'path',
+      'prefix',
+      'mount',
+      'username',
+      'accesskey',
+      'accesskeyid',
+      'accessor',
+      'policies',
+      'tokenpolicies',
+      'warnings',
+      'errors',
+      'reason',
+      'state',
+      'issuetime',
+      'expiretime',
+      'lastrenewal',
+      'issuedbefore',
+    ]);
+    const key = fc
+      .string({ minLength: 1, maxLength: 12 })
+      .filter((k) => !nonSecret.has(k.toLowerCase().replace(/[_-]/g, '')));
     const value = fc.string({ minLength: 16, maxLength: 40 });
     const tree = fc.letrec((tie) => ({
-      node: fc.oneof({ depthSize: 'small' }, value, fc.array(tie('node'), { maxLength: 4 }), fc.dictionary(key, tie('node'), { maxKeys: 5 })),
+      node: fc.oneof(
+        { depthSize: 'small' },
+        value,
+        fc.array(tie('node'), { maxLength: 4 }),
+        fc.dictionary(key, tie('node'), { maxKeys: 5 }),
+      ),
     })).node;
     fc.assert(
       fc.property(fc.dictionary(key, tree, { maxKeys: 6 }), (data) => {
@@ -171,7 +236,10 @@ describe('scrubRecord', () => {
   });
 
   it('redacts a secret of data that the error text quotes', () => {
-    const out = scrubRecord(record({ password: 'pw-in-error' }, { error: 'CREATE ROLE failed near \'pw-in-error\'' }), KEY);
+    const out = scrubRecord(
+      record({ password: 'pw-in-error' }, { error: "CREATE ROLE failed near 'pw-in-error'" }),
+      KEY,
+    );
     expect(out.error).not.toContain('pw-in-error');
     expect(out.error).toContain('CREATE ROLE failed');
   });
@@ -210,7 +278,15 @@ describe('capRecord', () => {
   });
 
   it('cuts long strings outside data too (a 60 KB path, a huge claim in the metadata), naming them', () => {
-    const out = capRecord(record({}, { path: 'p'.repeat(60_000), identity: { name: 'n'.repeat(30_000), auth_mount: 'k8s', metadata: { ns: 'm'.repeat(30_000) } } }));
+    const out = capRecord(
+      record(
+        {},
+        {
+          path: 'p'.repeat(60_000),
+          identity: { name: 'n'.repeat(30_000), auth_mount: 'k8s', metadata: { ns: 'm'.repeat(30_000) } },
+        },
+      ),
+    );
     expect(size(out)).toBeLessThanOrEqual(MAX_RECORD_BYTES);
     expect(out.truncated!.fields).toEqual(expect.arrayContaining(['path', 'identity.name', 'identity.metadata']));
     expect(out.path).toMatch(/^p+…\[truncated\]$/);
@@ -221,7 +297,12 @@ describe('capRecord', () => {
     const auditor = new Auditor([sink], KEY, capturingLogger().log);
     await fc.assert(
       fc.asyncProperty(fc.nat(70_000), fc.nat(70_000), fc.nat(20_000), async (dataLen, pathLen, nameLen) => {
-        await auditor.record(record({ body: 'b'.repeat(dataLen) }, { path: 'p'.repeat(pathLen), identity: { name: 'n'.repeat(nameLen), auth_mount: 'token' } }));
+        await auditor.record(
+          record(
+            { body: 'b'.repeat(dataLen) },
+            { path: 'p'.repeat(pathLen), identity: { name: 'n'.repeat(nameLen), auth_mount: 'token' } },
+          ),
+        );
         expect(size(sink.lines.at(-1)!)).toBeLessThanOrEqual(MAX_RECORD_BYTES);
       }),
       { numRuns: 50 },
@@ -233,9 +314,20 @@ describe('auditConfigSchema', () => {
   const key = 'k'.repeat(32);
 
   it('accepts each sink alone and all together', () => {
-    expect(auditConfigSchema.parse({ hmac_key: key, stdout: true })).toEqual({ hmac_key: key, stdout: true, retention: 90 * 86400 });
+    expect(auditConfigSchema.parse({ hmac_key: key, stdout: true })).toEqual({
+      hmac_key: key,
+      stdout: true,
+      retention: 90 * 86400,
+    });
     expect(auditConfigSchema.safeParse({ hmac_key: key, postgres: true }).success).toBe(true);
-    expect(auditConfigSchema.safeParse({ hmac_key: key, file: { path: '/var/log/credbroker/audit.log' }, stdout: true, postgres: true }).success).toBe(true);
+    expect(
+      auditConfigSchema.safeParse({
+        hmac_key: key,
+        file: { path: '/var/log/credbroker/audit.log' },
+        stdout: true,
+        postgres: true,
+      }).success,
+    ).toBe(true);
   });
 
   it('refuses a config with no sink switched on', () => {
@@ -255,7 +347,9 @@ describe('Auditor', () => {
   it('counts a sink that hangs as failed after its deadline: a hung sink must not hang requests', async () => {
     const hung: AuditSink = { name: 'hung', write: () => new Promise(() => undefined), close: async () => undefined };
     const started = Date.now();
-    await expect(new Auditor([hung], KEY, capturingLogger().log, 50).record(record({}))).rejects.toBeInstanceOf(AuditUnavailable);
+    await expect(new Auditor([hung], KEY, capturingLogger().log, 50).record(record({}))).rejects.toBeInstanceOf(
+      AuditUnavailable,
+    );
     expect(Date.now() - started).toBeLessThan(1000);
   });
 
@@ -270,7 +364,9 @@ describe('Auditor', () => {
   it('refuses with AuditUnavailable when every sink fails, and logs each by name and code without the record', async () => {
     const { log, lines } = capturingLogger();
     const auditor = new Auditor([new FailingSink('one'), new FailingSink('two')], KEY, log);
-    const err = await auditor.record(record({ password: 'pw-never-logged' }, { path: 'db/creds/secret-path' })).catch((e) => e);
+    const err = await auditor
+      .record(record({ password: 'pw-never-logged' }, { path: 'db/creds/secret-path' }))
+      .catch((e) => e);
     expect(err).toBeInstanceOf(AuditUnavailable);
     expect(err.code).toBe('ERR_AUDIT_UNAVAILABLE');
     expect(err.message).toBe('audit log unavailable: request refused');
@@ -289,22 +385,37 @@ describe('Auditor', () => {
   });
 
   it('records nothing and refuses nothing with no sinks', async () => {
-    await expect(createAuditor(undefined, { storePool: {} as never, log: capturingLogger().log }).record(record({}))).resolves.toBeUndefined();
+    await expect(
+      createAuditor(undefined, { storePool: {} as never, log: capturingLogger().log }).record(record({})),
+    ).resolves.toBeUndefined();
   });
 
   it('event() stamps type and time and never throws', async () => {
     const sink = new MemorySink();
-    await new Auditor([sink], KEY, capturingLogger().log).event({ request_id: 'reaper', operation: 'revoked', lease_id: 'db/creds/r/x' });
-    expect(sink.lines[0]).toMatchObject({ type: 'event', request_id: 'reaper', operation: 'revoked', lease_id: 'db/creds/r/x' });
+    await new Auditor([sink], KEY, capturingLogger().log).event({
+      request_id: 'reaper',
+      operation: 'revoked',
+      lease_id: 'db/creds/r/x',
+    });
+    expect(sink.lines[0]).toMatchObject({
+      type: 'event',
+      request_id: 'reaper',
+      operation: 'revoked',
+      lease_id: 'db/creds/r/x',
+    });
     expect(new Date(sink.lines[0]!.time).toISOString()).toBe(sink.lines[0]!.time);
 
     const { log, lines } = capturingLogger();
-    await expect(new Auditor([new FailingSink()], KEY, log).event({ request_id: 'reaper', operation: 'revoke-failed' })).resolves.toBeUndefined();
+    await expect(
+      new Auditor([new FailingSink()], KEY, log).event({ request_id: 'reaper', operation: 'revoke-failed' }),
+    ).resolves.toBeUndefined();
     expect(lines.some((l) => JSON.parse(l).msg === 'audit event not recorded')).toBe(true);
   });
 
   it('hash() is hmacField with the configured key, and refuses when audit is not configured', () => {
     expect(new Auditor([], KEY, capturingLogger().log).hash('pw')).toBe(hmac('pw'));
-    expect(() => createAuditor(undefined, { storePool: {} as never, log: capturingLogger().log }).hash('pw')).toThrow(ConfigError);
+    expect(() => createAuditor(undefined, { storePool: {} as never, log: capturingLogger().log }).hash('pw')).toThrow(
+      ConfigError,
+    );
   });
 });

@@ -72,7 +72,13 @@ describe('parseConfig', () => {
     const pwFile = writeSecret('wh-password', 'pa55word-from-file\n');
     const config = parseConfig(validYaml(pwFile), ENV);
     expect(config.listen).toEqual({ address: '0.0.0.0', port: 8300 });
-    expect(config.store).toEqual({ url: 'postgres://broker:s3cret/with:odd@chars@store.internal:5432/credbroker', max_connections: 20, query_timeout: 5, retention: 30 * 86400, tidy: { schedule: '0 17 3 * * *', batch_size: 1000 } });
+    expect(config.store).toEqual({
+      url: 'postgres://broker:s3cret/with:odd@chars@store.internal:5432/credbroker',
+      max_connections: 20,
+      query_timeout: 5,
+      retention: 30 * 86400,
+      tidy: { schedule: '0 17 3 * * *', batch_size: 1000 },
+    });
     expect(config.root_token).toBe(ROOT);
     expect(config.engine_timeout).toBe(5);
     expect(config.reaper.pending_grace).toBe(120);
@@ -96,32 +102,49 @@ describe('parseConfig', () => {
   it('keeps reaper.claim_timeout as the old name of claim_ttl, with no margin over engine_timeout required', () => {
     expect(parseConfig(`${MINIMAL}engine_timeout: 30\nreaper:\n  claim_timeout: 10s\n`, ENV).reaper.claim_ttl).toBe(10);
     expect(parseConfig(`${MINIMAL}engine_timeout: 30\nreaper:\n  claim_ttl: 2s\n`, ENV).reaper.claim_ttl).toBe(2);
-    expect(configError(`${MINIMAL}reaper:\n  claim_ttl: 5\n  claim_timeout: 600\n`)).toBe('reaper.claim_timeout: is the old name of claim_ttl: give only claim_ttl');
+    expect(configError(`${MINIMAL}reaper:\n  claim_ttl: 5\n  claim_timeout: 600\n`)).toBe(
+      'reaper.claim_timeout: is the old name of claim_ttl: give only claim_ttl',
+    );
   });
 
   it('refuses a reaper.claim_ttl or store.query_timeout out of bounds, naming the key', () => {
-    expect(configError(`${MINIMAL}reaper:\n  claim_ttl: 0\n`)).toMatch(/^reaper\.claim_ttl: must be between 1 s and 3600 s: the claim is renewed every third of it/);
-    expect(configError(`${MINIMAL}reaper:\n  claim_timeout: 2h\n`)).toMatch(/^reaper\.claim_timeout: must be between 1 s and 3600 s/);
+    expect(configError(`${MINIMAL}reaper:\n  claim_ttl: 0\n`)).toMatch(
+      /^reaper\.claim_ttl: must be between 1 s and 3600 s: the claim is renewed every third of it/,
+    );
+    expect(configError(`${MINIMAL}reaper:\n  claim_timeout: 2h\n`)).toMatch(
+      /^reaper\.claim_timeout: must be between 1 s and 3600 s/,
+    );
     expect(parseConfig(MINIMAL, ENV).store.query_timeout).toBe(5);
-    const store = MINIMAL.match(/^store:\n(?:  .*\n)+/m)![0];
-    expect(configError(MINIMAL.replace(store, `${store}  query_timeout: 0\n`))).toBe('store.query_timeout: must be between 1 s and 300 s');
+    const store = MINIMAL.match(/^store:\n(?: {2}.*\n)+/m)![0];
+    expect(configError(MINIMAL.replace(store, `${store}  query_timeout: 0\n`))).toBe(
+      'store.query_timeout: must be between 1 s and 300 s',
+    );
   });
 
   it('reads store.retention, store.tidy and audit.retention, and refuses a retention under a day, naming the key', () => {
-    const store = MINIMAL.match(/^store:\n(?:  .*\n)+/m)![0];
+    const store = MINIMAL.match(/^store:\n(?: {2}.*\n)+/m)![0];
     const withStore = (lines: string) => MINIMAL.replace(store, `${store}${lines}`);
-    const config = parseConfig(withStore('  retention: 7d\n  tidy: { schedule: "0 0 * * * *", batch_size: 500 }\n'), ENV);
+    const config = parseConfig(
+      withStore('  retention: 7d\n  tidy: { schedule: "0 0 * * * *", batch_size: 500 }\n'),
+      ENV,
+    );
     expect(config.store).toMatchObject({ retention: 7 * 86400, tidy: { schedule: '0 0 * * * *', batch_size: 500 } });
     expect(configError(withStore('  retention: 12h\n'))).toBe('store.retention: must be at least 1 day ("24h")');
-    expect(configError(withStore('  tidy: { schedule: "every night" }\n'))).toMatch(/^store\.tidy\.schedule: must be a node-cron expression/);
+    expect(configError(withStore('  tidy: { schedule: "every night" }\n'))).toMatch(
+      /^store\.tidy\.schedule: must be a node-cron expression/,
+    );
     const audit = 'audit:\n  hmac_key: ${env:HMAC_KEY}\n  stdout: true\n';
     expect(parseConfig(`${MINIMAL}${audit}`, { ...ENV, HMAC_KEY: 'k'.repeat(32) }).audit?.retention).toBe(90 * 86400);
-    expect(parseConfig(`${MINIMAL}${audit}  retention: 400d\n`, { ...ENV, HMAC_KEY: 'k'.repeat(32) }).audit?.retention).toBe(400 * 86400);
+    expect(
+      parseConfig(`${MINIMAL}${audit}  retention: 400d\n`, { ...ENV, HMAC_KEY: 'k'.repeat(32) }).audit?.retention,
+    ).toBe(400 * 86400);
   });
 
   it('refuses a reaper.pending_grace not longer than engine_timeout, naming the key', () => {
     const message = configError(`${MINIMAL}engine_timeout: 30\nreaper:\n  pending_grace: 20s\n`);
-    expect(message).toBe('reaper.pending_grace: must be longer than engine_timeout, or the reaper could revoke an issue still in progress');
+    expect(message).toBe(
+      'reaper.pending_grace: must be longer than engine_timeout, or the reaper could revoke an issue still in progress',
+    );
   });
 
   it('refuses an unknown top-level key, naming it', () => {
@@ -133,7 +156,9 @@ describe('parseConfig', () => {
   });
 
   it('refuses a bad duration, naming the key', () => {
-    expect(configError(`${MINIMAL}engine_timeout: soon\n`)).toMatch(/^engine_timeout: duration must be a non-negative whole number/);
+    expect(configError(`${MINIMAL}engine_timeout: soon\n`)).toMatch(
+      /^engine_timeout: duration must be a non-negative whole number/,
+    );
   });
 
   it('refuses text that is not a YAML mapping', () => {
@@ -149,7 +174,9 @@ describe('parseConfig', () => {
 
   it('refuses a ${file:…} ref to a missing file, naming the key and the path', () => {
     const missing = join(dir, 'no-such-file');
-    expect(configError(`store:\n  url: postgres://broker@store/db\nroot_token: \${file:${missing}}\n`)).toBe(`root_token: cannot read ${missing}: ENOENT`);
+    expect(configError(`store:\n  url: postgres://broker@store/db\nroot_token: \${file:${missing}}\n`)).toBe(
+      `root_token: cannot read ${missing}: ENOENT`,
+    );
   });
 
   it('refuses an inline root_token without echoing it', () => {
@@ -160,27 +187,38 @@ describe('parseConfig', () => {
   });
 
   it('refuses an inline password in a mount connection_url or in store.url without echoing it', () => {
-    const mountMessage = configError(`${MINIMAL}mounts:\n  wh:\n    type: postgres\n    connection_url: postgres://admin:hunter2@wh:5432/wh\n`);
-    expect(mountMessage).toBe('mounts.wh.connection_url: the password must be a ${env:NAME} or ${file:/path} ref, not inline');
-    const storeMessage = configError('store:\n  url: postgres://broker:hunter2@store/db\nroot_token: ${env:ROOT_TOKEN}\n');
+    const mountMessage = configError(
+      `${MINIMAL}mounts:\n  wh:\n    type: postgres\n    connection_url: postgres://admin:hunter2@wh:5432/wh\n`,
+    );
+    expect(mountMessage).toBe(
+      'mounts.wh.connection_url: the password must be a ${env:NAME} or ${file:/path} ref, not inline',
+    );
+    const storeMessage = configError(
+      'store:\n  url: postgres://broker:hunter2@store/db\nroot_token: ${env:ROOT_TOKEN}\n',
+    );
     expect(storeMessage).toBe('store.url: the password must be a ${env:NAME} or ${file:/path} ref, not inline');
     expect(mountMessage + storeMessage).not.toContain('hunter2');
   });
 
   it('refuses the reserved mount name "sys" and names that do not fit URLs and lease ids', () => {
     expect(configError(`${MINIMAL}mounts:\n  sys:\n    type: postgres\n`)).toMatch(/^mounts\.sys: "sys" is reserved/);
-    expect(configError(`${MINIMAL}mounts:\n  Bad.Name:\n    type: postgres\n`)).toMatch(/^mounts\.Bad\.Name: a mount name must be 1-32 characters/);
+    expect(configError(`${MINIMAL}mounts:\n  Bad.Name:\n    type: postgres\n`)).toMatch(
+      /^mounts\.Bad\.Name: a mount name must be 1-32 characters/,
+    );
   });
 });
 
-describe('parseConfig: mounts and roles, by their engines\' schemas', () => {
-  it('accepts valid postgres mounts and roles, with TTLs in seconds and the engine\'s defaults filled in', () => {
+describe("parseConfig: mounts and roles, by their engines' schemas", () => {
+  it("accepts valid postgres mounts and roles, with TTLs in seconds and the engine's defaults filled in", () => {
     const pwFile = writeSecret('wh-password-2', 'pw');
     const mount = parseConfig(validYaml(pwFile), ENV).mounts.warehouse!;
     expect(mount.type).toBe('postgres');
     expect(mount.max_open_connections).toBe(4); // the engine's default: its mountSchema ran
     expect(Object.keys(mount.roles)).toEqual(['reader', 'etl']);
-    expect(splitRole(mount.roles.reader!)).toEqual({ common: { default_ttl: 3600, max_ttl: 86400 }, config: { member_of: ['wh_readers'] } });
+    expect(splitRole(mount.roles.reader!)).toEqual({
+      common: { default_ttl: 3600, max_ttl: 86400 },
+      config: { member_of: ['wh_readers'] },
+    });
     expect(splitRole(mount.roles.etl!).common).toEqual({ default_ttl: 900, max_ttl: 86400 });
   });
 
@@ -192,13 +230,17 @@ describe('parseConfig: mounts and roles, by their engines\' schemas', () => {
 
   it('refuses an inline AWS secret_access_key or session_token without echoing it: the engine declares them secret', () => {
     const aws = (fields: string) => `${MINIMAL}mounts:\n  cloud:\n    type: aws\n${fields}`;
-    const key = configError(aws('    access_key_id: AKIAIOSFODNN7EXAMPLE\n    secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n'));
+    const key = configError(
+      aws('    access_key_id: AKIAIOSFODNN7EXAMPLE\n    secret_access_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n'),
+    );
     expect(key).toBe('mounts.cloud.secret_access_key: write it as ${env:NAME} or ${file:/path}, not inline');
     const token = configError(aws('    session_token: FwoGZXIvYXdzEXAMPLETOKEN\n'));
     expect(token).toBe('mounts.cloud.session_token: write it as ${env:NAME} or ${file:/path}, not inline');
     expect(key + token).not.toMatch(/wJalr|FwoGZ/);
     const refs = aws('    access_key_id: AKIAIOSFODNN7EXAMPLE\n    secret_access_key: ${env:AWS_SK}\n');
-    expect(parseConfig(refs, { ...ENV, AWS_SK: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' }).mounts.cloud!.secret_access_key).toBe('wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY');
+    expect(
+      parseConfig(refs, { ...ENV, AWS_SK: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' }).mounts.cloud!.secret_access_key,
+    ).toBe('wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY');
   });
 
   it('refuses an unknown engine type, naming mounts.<m>.type', () => {
@@ -211,7 +253,9 @@ describe('parseConfig: mounts and roles, by their engines\' schemas', () => {
   });
 
   it('refuses a postgres role with neither member_of nor creation_statements', () => {
-    expect(configError(withRole('{ connection_limit: 2 }'))).toBe('mounts.wh.roles.reader: give exactly one of member_of or creation_statements');
+    expect(configError(withRole('{ connection_limit: 2 }'))).toBe(
+      'mounts.wh.roles.reader: give exactly one of member_of or creation_statements',
+    );
   });
 
   it('refuses default_ttl greater than max_ttl, naming mounts.<m>.roles.<r>.default_ttl', () => {
@@ -220,7 +264,9 @@ describe('parseConfig: mounts and roles, by their engines\' schemas', () => {
   });
 
   it('refuses an unknown role key and a bad mount option, naming the key', () => {
-    expect(configError(withRole('{ member_of: [g], memberof: [h] }'))).toMatch(/^mounts\.wh\.roles\.reader: Unrecognized key: "memberof"/);
+    expect(configError(withRole('{ member_of: [g], memberof: [h] }'))).toMatch(
+      /^mounts\.wh\.roles\.reader: Unrecognized key: "memberof"/,
+    );
     const badPrefix = `${MINIMAL}mounts:\n  wh:\n    type: postgres\n    connection_url: postgres://admin@wh/wh\n    username_prefix: Has-Caps\n`;
     expect(configError(badPrefix)).toMatch(/^mounts\.wh\.username_prefix: must be 1-16 lower-case letters or digits/);
   });

@@ -7,13 +7,22 @@ const envelope = {
   lease_id: 'demo/creds/readonly/AbCdEfGhIjKlMnOpQrStUvWx',
   lease_duration: 3600,
   renewable: true,
-  data: { username: 'cb_readonly_abc123', password: 'pw-Base64url_value', host: '127.0.0.1', port: 5432, database: 'demo' },
+  data: {
+    username: 'cb_readonly_abc123',
+    password: 'pw-Base64url_value',
+    host: '127.0.0.1',
+    port: 5432,
+    database: 'demo',
+  },
 };
 
 /** Sources an env-format text in a real POSIX shell and reads back the named variables. */
 function sourceInShell(text: string, names: string[]): string[] {
   const script = `set -a; eval "$CREDENTIAL"; set +a; ${names.map((n) => `printf '%s\\0' "$${n}"`).join('; ')}`;
-  const out = execFileSync('sh', ['-c', script], { env: { PATH: process.env.PATH, CREDENTIAL: text }, encoding: 'utf8' });
+  const out = execFileSync('sh', ['-c', script], {
+    env: { PATH: process.env.PATH, CREDENTIAL: text },
+    encoding: 'utf8',
+  });
   return out.split('\0').slice(0, names.length);
 }
 
@@ -81,7 +90,10 @@ describe('formatCredential: pgpass', () => {
 
 describe('formatCredential: formats come from the engines', () => {
   it("names an AWS credential's fields as the AWS SDKs read them", () => {
-    const text = formatCredential({ ...envelope, data: { access_key: 'AKIA1', secret_key: 'sk', session_token: 'st' } }, 'env');
+    const text = formatCredential(
+      { ...envelope, data: { access_key: 'AKIA1', secret_key: 'sk', session_token: 'st' } },
+      'env',
+    );
     expect(text).toContain("AWS_ACCESS_KEY_ID='AKIA1'\nAWS_SECRET_ACCESS_KEY='sk'\nAWS_SESSION_TOKEN='st'\n");
   });
 
@@ -89,13 +101,23 @@ describe('formatCredential: formats come from the engines', () => {
     const kv = {
       ...engines.postgres,
       type: 'kv',
-      formats: { env: { api_key: 'KV_API_KEY' }, files: { netrc: ({ data }: { data: Record<string, unknown> }) => `password ${String(data.api_key)}\n` } },
+      formats: {
+        env: { api_key: 'KV_API_KEY' },
+        files: { netrc: ({ data }: { data: Record<string, unknown> }) => `password ${String(data.api_key)}\n` },
+      },
     };
     const registry = { ...engines, kv };
     const issued = { ...envelope, data: { api_key: 'k-1' } };
     expect(formatCredential(issued, 'env', {}, registry)).toContain("KV_API_KEY='k-1'\n");
     expect(formatCredential(issued, 'netrc', {}, registry)).toBe('password k-1\n');
-    expect(credentialFormats(registry)).toEqual(['json', 'env', 'pgpass', 'aws-credentials', 'credential-process', 'netrc']);
+    expect(credentialFormats(registry)).toEqual([
+      'json',
+      'env',
+      'pgpass',
+      'aws-credentials',
+      'credential-process',
+      'netrc',
+    ]);
     expect(() => formatCredential(issued, 'netrc')).toThrow('unknown format "netrc"');
   });
 });

@@ -26,7 +26,12 @@ const MANIFESTS = FILES.filter((f) => f.startsWith(`${KUBERNETES}/`) && !f.endsW
 const rel = (f: string) => relative(ROOT, f);
 
 function strictDocuments(text: string): Document.Parsed[] {
-  return parseAllDocuments(text, { version: '1.2', strict: true, uniqueKeys: true, prettyErrors: true }) as Document.Parsed[];
+  return parseAllDocuments(text, {
+    version: '1.2',
+    strict: true,
+    uniqueKeys: true,
+    prettyErrors: true,
+  }) as Document.Parsed[];
 }
 
 const problemsOf = (docs: Document.Parsed[]) => docs.flatMap((d) => [...d.errors, ...d.warnings].map((e) => e.message));
@@ -42,7 +47,8 @@ function unquotedFlowScalars(doc: Document.Parsed): string[] {
   visit(doc, {
     Scalar(_key, node, path) {
       const inFlow = path.some((p) => (isMap(p) || isSeq(p)) && p.flow);
-      if (inFlow && node.type === 'PLAIN' && typeof node.source === 'string' && FLOW_UNSAFE.test(node.source)) found.push(node.source);
+      if (inFlow && node.type === 'PLAIN' && typeof node.source === 'string' && FLOW_UNSAFE.test(node.source))
+        found.push(node.source);
     },
   });
   return found;
@@ -50,7 +56,9 @@ function unquotedFlowScalars(doc: Document.Parsed): string[] {
 
 describe('deploy/ YAML, strict YAML 1.2', () => {
   it('finds the manifests (a moved directory must not pass by testing nothing)', () => {
-    expect(MANIFESTS.map(rel)).toEqual(expect.arrayContaining(['deploy/kubernetes/broker.yaml', 'deploy/kubernetes/etl-job.yaml']));
+    expect(MANIFESTS.map(rel)).toEqual(
+      expect.arrayContaining(['deploy/kubernetes/broker.yaml', 'deploy/kubernetes/etl-job.yaml']),
+    );
     expect(FILES.map(rel)).toContain('deploy/credbroker.example.yaml');
   });
 
@@ -60,10 +68,13 @@ describe('deploy/ YAML, strict YAML 1.2', () => {
     expect(problemsOf(docs)).toEqual([]);
   });
 
-  it.each(FILES.map(rel))('%s quotes every flow-collection value with a character YAML 1.1 parsers read differently', (file) => {
-    const docs = strictDocuments(readFileSync(join(ROOT, file), 'utf8'));
-    expect(docs.flatMap(unquotedFlowScalars)).toEqual([]);
-  });
+  it.each(FILES.map(rel))(
+    '%s quotes every flow-collection value with a character YAML 1.1 parsers read differently',
+    (file) => {
+      const docs = strictDocuments(readFileSync(join(ROOT, file), 'utf8'));
+      expect(docs.flatMap(unquotedFlowScalars)).toEqual([]);
+    },
+  );
 
   it('the broker config embedded in the ConfigMap parses strictly too', () => {
     const docs = strictDocuments(readFileSync(join(KUBERNETES, 'broker.yaml'), 'utf8')).map((d) => d.toJS());
@@ -92,41 +103,68 @@ function kubectl(args: string[]) {
 }
 
 // The only condition under which these are skipped, and it is said in the suite's name.
-describe.skipIf(!kubectlFound)(`deploy/kubernetes with kubectl${kubectlFound ? '' : ' (SKIPPED: kubectl is not installed on this machine)'}`, () => {
-  it('the kustomization lists every manifest in the directory', () => {
-    const kustomization = parse(readFileSync(join(KUBERNETES, 'kustomization.yaml'), 'utf8'));
-    expect([...kustomization.resources].sort()).toEqual(MANIFESTS.map((f) => relative(KUBERNETES, f)).sort());
-  });
+describe.skipIf(!kubectlFound)(
+  `deploy/kubernetes with kubectl${kubectlFound ? '' : ' (SKIPPED: kubectl is not installed on this machine)'}`,
+  () => {
+    it('the kustomization lists every manifest in the directory', () => {
+      const kustomization = parse(readFileSync(join(KUBERNETES, 'kustomization.yaml'), 'utf8'));
+      expect([...kustomization.resources].sort()).toEqual(MANIFESTS.map((f) => relative(KUBERNETES, f)).sort());
+    });
 
-  it('`kubectl kustomize deploy/kubernetes` builds, with every object of every manifest', () => {
-    const run = kubectl(['kustomize', 'deploy/kubernetes']);
-    expect(run.stderr).toBe('');
-    expect(run.status).toBe(0);
-    const built = parseAllDocuments(run.stdout).map((d) => d.toJS());
-    const expected = MANIFESTS.flatMap((f) => parseAllDocuments(readFileSync(f, 'utf8')).map((d) => d.toJS())).filter(Boolean);
-    expect(built.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(expected.map((o) => `${o.kind}/${o.metadata.name}`).sort());
-  });
+    it('`kubectl kustomize deploy/kubernetes` builds, with every object of every manifest', () => {
+      const run = kubectl(['kustomize', 'deploy/kubernetes']);
+      expect(run.stderr).toBe('');
+      expect(run.status).toBe(0);
+      const built = parseAllDocuments(run.stdout).map((d) => d.toJS());
+      const expected = MANIFESTS.flatMap((f) => parseAllDocuments(readFileSync(f, 'utf8')).map((d) => d.toJS())).filter(
+        Boolean,
+      );
+      expect(built.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(
+        expected.map((o) => `${o.kind}/${o.metadata.name}`).sort(),
+      );
+    });
 
-  // `kubectl create --dry-run=client -f` needs an API server even with --validate=false (it asks
-  // one which resource each kind is). `annotate --local` decodes the file with the same file
-  // reader and no server, so it is what can run here.
-  it.each(MANIFESTS.map(rel))('`kubectl annotate --local --dry-run=client -o yaml -f %s` decodes every object', (file) => {
-    const run = kubectl(['annotate', '--local', '--dry-run=client', '-o', 'yaml', '-f', file, 'credbroker.test/parsed=true']);
-    expect(run.stderr).toBe('');
-    expect(run.status).toBe(0);
-    const objects = parseAllDocuments(readFileSync(join(ROOT, file), 'utf8')).map((d) => d.toJS()).filter(Boolean);
-    for (const object of objects) expect(run.stdout).toContain(`name: ${object.metadata.name}`);
-    expect(run.stdout.match(/credbroker\.test\/parsed: "true"/g)).toHaveLength(objects.length);
-  });
-});
+    // `kubectl create --dry-run=client -f` needs an API server even with --validate=false (it asks
+    // one which resource each kind is). `annotate --local` decodes the file with the same file
+    // reader and no server, so it is what can run here.
+    it.each(MANIFESTS.map(rel))(
+      '`kubectl annotate --local --dry-run=client -o yaml -f %s` decodes every object',
+      (file) => {
+        const run = kubectl([
+          'annotate',
+          '--local',
+          '--dry-run=client',
+          '-o',
+          'yaml',
+          '-f',
+          file,
+          'credbroker.test/parsed=true',
+        ]);
+        expect(run.stderr).toBe('');
+        expect(run.status).toBe(0);
+        const objects = parseAllDocuments(readFileSync(join(ROOT, file), 'utf8'))
+          .map((d) => d.toJS())
+          .filter(Boolean);
+        for (const object of objects) expect(run.stdout).toContain(`name: ${object.metadata.name}`);
+        expect(run.stdout.match(/credbroker\.test\/parsed: "true"/g)).toHaveLength(objects.length);
+      },
+    );
+  },
+);
 
 // Keep the helpers honest: the rule above must catch the defect it was written for.
 describe('the flow-scalar rule', () => {
   it('catches an unquoted query string in a flow mapping, and accepts it quoted', () => {
-    const bad = strictDocuments('probe: { httpGet: { path: /v1/sys/health?sealedcode=200&uninitcode=200, port: http } }\n');
+    const bad = strictDocuments(
+      'probe: { httpGet: { path: /v1/sys/health?sealedcode=200&uninitcode=200, port: http } }\n',
+    );
     expect(problemsOf(bad)).toEqual([]); // valid YAML 1.2 …
     expect(bad.flatMap(unquotedFlowScalars)).toEqual(['/v1/sys/health?sealedcode=200&uninitcode=200']); // … that kubectl cannot read
-    expect(strictDocuments('probe: { httpGet: { path: "/v1/sys/health?a=1&b=2", port: http } }\n').flatMap(unquotedFlowScalars)).toEqual([]);
+    expect(
+      strictDocuments('probe: { httpGet: { path: "/v1/sys/health?a=1&b=2", port: http } }\n').flatMap(
+        unquotedFlowScalars,
+      ),
+    ).toEqual([]);
     expect(isScalar(bad[0]!.getIn(['probe', 'httpGet', 'path'], true))).toBe(true);
   });
 });

@@ -46,6 +46,8 @@ describe('parseDurationSeconds', () => {
   });
 
   it('names the field in its error message', () => {
-    expect(() => parseDurationSeconds('soon', 'increment')).toThrow(/^increment must be a non-negative whole number of seconds or a duration like "90s", "1h"$/);
+    expect(() => parseDurationSeconds('soon', 'increment')).toThrow(
+      /^increment must be a non-negative whole number of seconds or a duration like "90s", "1h"$/,
+    );
   });
 });

@@ -40,11 +40,19 @@ describe('ListRewriter', () => {
   });
 
   it('keeps bare LF line endings as they are', () => {
-    expect(rewrite('LIST /v1/a/ HTTP/1.1\nHost: x\n\nLIST /v1/b/ HTTP/1.1\n\n')).toBe('GET /v1/a/?list=true HTTP/1.1\nHost: x\n\nGET /v1/b/?list=true HTTP/1.1\n\n');
+    expect(rewrite('LIST /v1/a/ HTTP/1.1\nHost: x\n\nLIST /v1/b/ HTTP/1.1\n\n')).toBe(
+      'GET /v1/a/?list=true HTTP/1.1\nHost: x\n\nGET /v1/b/?list=true HTTP/1.1\n\n',
+    );
   });
 
   it('stops rewriting after framing it cannot be sure of, leaving the parser to refuse it', () => {
-    for (const headers of ['Content-Length: 5\r\nContent-Length: 6', 'Content-Length: -1', 'Transfer-Encoding: chunked\r\nContent-Length: 3', 'Transfer-Encoding: gzip', 'X-A: 1\r\n folded']) {
+    for (const headers of [
+      'Content-Length: 5\r\nContent-Length: 6',
+      'Content-Length: -1',
+      'Transfer-Encoding: chunked\r\nContent-Length: 3',
+      'Transfer-Encoding: gzip',
+      'X-A: 1\r\n folded',
+    ]) {
       const input = `PUT /v1/x HTTP/1.1\r\n${headers}\r\n\r\nLIST /v1/a/ HTTP/1.1\r\n\r\n`;
       expect(rewrite(input), headers).toBe(input);
     }

@@ -13,7 +13,9 @@ function policySet(config: unknown): PolicySet {
 
 /** The capabilities one policy of one rule per path grants on `path`. */
 function granted(rules: Record<string, Capability[]>, path: string): Capability[] {
-  const set = policySet({ p: Object.entries(rules).map(([rulePath, capabilities]) => ({ path: rulePath, capabilities })) });
+  const set = policySet({
+    p: Object.entries(rules).map(([rulePath, capabilities]) => ({ path: rulePath, capabilities })),
+  });
   return set.evaluate(['p'], path, anyone).capabilities;
 }
 
@@ -58,7 +60,10 @@ describe('policy path matching', () => {
 describe('precedence among matching rules', () => {
   it('a more specific rule replaces a general one instead of adding to it', () => {
     expect(granted({ 'warehouse/*': ['read', 'update'], [ETL]: ['read'] }, ETL)).toEqual(['read']);
-    expect(granted({ 'warehouse/*': ['read', 'update'], [ETL]: ['read'] }, 'warehouse/creds/bi-reader')).toEqual(['read', 'update']);
+    expect(granted({ 'warehouse/*': ['read', 'update'], [ETL]: ['read'] }, 'warehouse/creds/bi-reader')).toEqual([
+      'read',
+      'update',
+    ]);
   });
 
   it('the rule whose first wildcard comes later wins', () => {
@@ -87,14 +92,23 @@ describe('precedence among matching rules', () => {
       listers: [{ path: 'warehouse/creds/+', capabilities: ['list'] }],
       general: [{ path: 'warehouse/*', capabilities: ['sudo'] }],
     });
-    expect(set.evaluate(['readers', 'listers', 'general'], ETL, anyone)).toEqual({ allowed: true, capabilities: ['read', 'list'], matchedPath: 'warehouse/creds/+' });
+    expect(set.evaluate(['readers', 'listers', 'general'], ETL, anyone)).toEqual({
+      allowed: true,
+      capabilities: ['read', 'list'],
+      matchedPath: 'warehouse/creds/+',
+    });
     expect(set.evaluate(['readers'], ETL, anyone).capabilities).toEqual(['read']);
   });
 });
 
 describe('deny', () => {
   it('a specific deny beats a general grant', () => {
-    const set = policySet({ p: [{ path: 'warehouse/creds/*', capabilities: ['read'] }, { path: ETL, capabilities: ['deny'] }] });
+    const set = policySet({
+      p: [
+        { path: 'warehouse/creds/*', capabilities: ['read'] },
+        { path: ETL, capabilities: ['deny'] },
+      ],
+    });
     expect(set.evaluate(['p'], ETL, anyone)).toEqual({ allowed: false, capabilities: [], matchedPath: ETL });
     expect(set.allows(['p'], 'warehouse/creds/bi-reader', 'read', anyone)).toBe(true);
   });
@@ -105,12 +119,21 @@ describe('deny', () => {
       etl: [{ path: ETL, capabilities: ['read', 'update'] }],
     });
     expect(set.evaluate(['etl'], ETL, anyone).allowed).toBe(true);
-    expect(set.evaluate(['fence', 'etl'], ETL, anyone)).toEqual({ allowed: false, capabilities: [], matchedPath: 'warehouse/*' });
+    expect(set.evaluate(['fence', 'etl'], ETL, anyone)).toEqual({
+      allowed: false,
+      capabilities: [],
+      matchedPath: 'warehouse/*',
+    });
     expect(set.allows(['etl', 'fence'], ETL, 'read', anyone)).toBe(false);
   });
 
   it('a deny on a path that does not match takes nothing away', () => {
-    const set = policySet({ p: [{ path: 'warehouse/creds/bi-*', capabilities: ['deny'] }, { path: 'warehouse/creds/+', capabilities: ['read'] }] });
+    const set = policySet({
+      p: [
+        { path: 'warehouse/creds/bi-*', capabilities: ['deny'] },
+        { path: 'warehouse/creds/+', capabilities: ['read'] },
+      ],
+    });
     expect(set.allows(['p'], ETL, 'read', anyone)).toBe(true);
   });
 });
@@ -127,7 +150,9 @@ describe('policy names', () => {
     const fenced = policySet({ fence: [{ path: '*', capabilities: ['deny'] }] });
     const decision = fenced.evaluate(['fence', 'root'], 'sys/leases/revoke-force/warehouse', anyone);
     expect(decision.allowed).toBe(true);
-    expect(decision.capabilities).toEqual(expect.arrayContaining(['read', 'create', 'update', 'list', 'delete', 'revoke', 'sudo']));
+    expect(decision.capabilities).toEqual(
+      expect.arrayContaining(['read', 'create', 'update', 'list', 'delete', 'revoke', 'sudo']),
+    );
     expect(decision.capabilities).not.toContain('deny');
     expect(fenced.allows(['root'], 'anything/at/all', 'sudo', anyone)).toBe(true);
   });
@@ -144,7 +169,7 @@ describe('templated rule paths', () => {
   });
   const team = (namespace: string) => ({ name: 'ci', metadata: { namespace } });
 
-  it('identity.metadata.namespace matches only that team\'s path', () => {
+  it("identity.metadata.namespace matches only that team's path", () => {
     expect(set.allows(['team'], 'warehouse/creds/etl_reader', 'read', team('etl'))).toBe(true);
     expect(set.allows(['team'], 'warehouse/creds/bi_reader', 'read', team('etl'))).toBe(false);
     expect(set.allows(['team'], 'warehouse/creds/bi_reader', 'read', team('bi'))).toBe(true);
@@ -163,22 +188,40 @@ describe('templated rule paths', () => {
     ['a "+"', '+'],
     ['nothing', ''],
   ])('a value containing %s never matches', (_, namespace) => {
-    for (const path of ['warehouse/creds/etl_reader', ETL, 'warehouse/creds/bi_reader', `warehouse/creds/${namespace}_reader`, 'warehouse/creds/x/creds/bi_reader']) {
+    for (const path of [
+      'warehouse/creds/etl_reader',
+      ETL,
+      'warehouse/creds/bi_reader',
+      `warehouse/creds/${namespace}_reader`,
+      'warehouse/creds/x/creds/bi_reader',
+    ]) {
       expect(set.evaluate(['team'], path, team(namespace)).allowed).toBe(false);
     }
   });
 
   it('a rule whose template names a missing key never matches, even one on the prototype', () => {
-    const keyed = policySet({ p: [{ path: 'warehouse/creds/{{identity.metadata.constructor}}_*', capabilities: ['read'] }] });
+    const keyed = policySet({
+      p: [{ path: 'warehouse/creds/{{identity.metadata.constructor}}_*', capabilities: ['read'] }],
+    });
     expect(keyed.allows(['p'], ETL, 'read', { name: 'ci', metadata: {} })).toBe(false);
-    expect(keyed.allows(['p'], 'warehouse/creds/function Object() { [native code] }_x', 'read', { name: 'ci', metadata: {} })).toBe(false);
+    expect(
+      keyed.allows(['p'], 'warehouse/creds/function Object() { [native code] }_x', 'read', {
+        name: 'ci',
+        metadata: {},
+      }),
+    ).toBe(false);
     expect(set.allows(['team'], 'warehouse/creds/etl_reader', 'read', { name: 'ci', metadata: {} })).toBe(false);
-    expect(set.allows(['team'], 'warehouse/creds/etl_reader', 'read', { name: 'ci', metadata: Object.create({ namespace: 'etl' }) as Record<string, string> })).toBe(false);
+    expect(
+      set.allows(['team'], 'warehouse/creds/etl_reader', 'read', {
+        name: 'ci',
+        metadata: Object.create({ namespace: 'etl' }) as Record<string, string>,
+      }),
+    ).toBe(false);
   });
 });
 
 describe('allowed_ttl', () => {
-  it('the smallest allowed_ttl among the winning rules applies; a less specific rule\'s does not', () => {
+  it("the smallest allowed_ttl among the winning rules applies; a less specific rule's does not", () => {
     const set = policySet({
       a: [{ path: 'warehouse/creds/+', capabilities: ['read'], allowed_ttl: '1h' }],
       b: [{ path: 'warehouse/creds/+', capabilities: ['read'], allowed_ttl: '90s' }],
@@ -201,7 +244,15 @@ describe('policy config validation', () => {
   const rule = (extra: Record<string, unknown>) => ({ etl: [{ path: ETL, capabilities: ['read'], ...extra }] });
 
   it('accepts a realistic config, durations in both forms', () => {
-    expect(problems({ etl: [{ path: ETL, capabilities: ['read', 'update'], allowed_ttl: '1h' }, { path: 'warehouse/+/x*', capabilities: ['deny'], allowed_ttl: 90 }], empty: [] })).toBe('');
+    expect(
+      problems({
+        etl: [
+          { path: ETL, capabilities: ['read', 'update'], allowed_ttl: '1h' },
+          { path: 'warehouse/+/x*', capabilities: ['deny'], allowed_ttl: 90 },
+        ],
+        empty: [],
+      }),
+    ).toBe('');
   });
 
   it.each([
@@ -213,12 +264,36 @@ describe('policy config validation', () => {
     ['an empty path', rule({ path: '' }), /^policies\.etl\.0\.path: /],
     ['a path over 512 characters', rule({ path: 'a'.repeat(513) }), /^policies\.etl\.0\.path: /],
     ['a leading "/"', rule({ path: `/${ETL}` }), /^policies\.etl\.0\.path: must not start with "\/"/],
-    ['a control character', rule({ path: 'warehouse/creds/\u0000x' }), /^policies\.etl\.0\.path: must not contain control characters/],
-    ['a "*" before the end', rule({ path: 'warehouse/*/etl' }), /^policies\.etl\.0\.path: "\*" is only allowed at the very end/],
-    ['a "+" inside a segment', rule({ path: 'warehouse/cred+/etl' }), /^policies\.etl\.0\.path: "\+" must be a whole path segment/],
-    ['an unknown template', rule({ path: 'warehouse/creds/{{identity.entity.id}}' }), /^policies\.etl\.0\.path: unknown template "\{\{identity\.entity\.id\}\}"/],
-    ['an unclosed template', rule({ path: 'warehouse/creds/{{identity.name' }), /^policies\.etl\.0\.path: has an unclosed/],
-    ['a malformed allowed_ttl', rule({ allowed_ttl: 'an hour' }), /^policies\.etl\.0\.allowed_ttl: allowed_ttl must be/],
+    [
+      'a control character',
+      rule({ path: 'warehouse/creds/\u0000x' }),
+      /^policies\.etl\.0\.path: must not contain control characters/,
+    ],
+    [
+      'a "*" before the end',
+      rule({ path: 'warehouse/*/etl' }),
+      /^policies\.etl\.0\.path: "\*" is only allowed at the very end/,
+    ],
+    [
+      'a "+" inside a segment',
+      rule({ path: 'warehouse/cred+/etl' }),
+      /^policies\.etl\.0\.path: "\+" must be a whole path segment/,
+    ],
+    [
+      'an unknown template',
+      rule({ path: 'warehouse/creds/{{identity.entity.id}}' }),
+      /^policies\.etl\.0\.path: unknown template "\{\{identity\.entity\.id\}\}"/,
+    ],
+    [
+      'an unclosed template',
+      rule({ path: 'warehouse/creds/{{identity.name' }),
+      /^policies\.etl\.0\.path: has an unclosed/,
+    ],
+    [
+      'a malformed allowed_ttl',
+      rule({ allowed_ttl: 'an hour' }),
+      /^policies\.etl\.0\.allowed_ttl: allowed_ttl must be/,
+    ],
     ['a zero allowed_ttl', rule({ allowed_ttl: 0 }), /^policies\.etl\.0\.allowed_ttl: must be at least 1 second/],
   ])('refuses %s, naming the key', (_, config, expected) => {
     expect(problems(config)).toMatch(expected);
@@ -232,9 +307,15 @@ describe('templates that are safe by construction', () => {
   };
 
   it.each([
-    ['a template followed by "-" and a glob (the old README example)', 'warehouse/creds/{{identity.metadata.namespace}}-*'],
+    [
+      'a template followed by "-" and a glob (the old README example)',
+      'warehouse/creds/{{identity.metadata.namespace}}-*',
+    ],
     ['a template followed directly by a glob', 'warehouse/creds/{{identity.metadata.namespace}}*'],
-    ['two templates in one segment with nothing between them', 'warehouse/creds/{{identity.metadata.a}}{{identity.metadata.b}}'],
+    [
+      'two templates in one segment with nothing between them',
+      'warehouse/creds/{{identity.metadata.a}}{{identity.metadata.b}}',
+    ],
     ['two templates in one segment split by "-"', 'warehouse/creds/{{identity.metadata.a}}-{{identity.name}}'],
   ])('refuses %s at load, naming the fix', (_, path) => {
     expect(problems(path)).toMatch(/^policies\.p\.0\.path: .*must end its path segment or be followed by one of/);
@@ -251,7 +332,9 @@ describe('templates that are safe by construction', () => {
     expect(problems(path)).toBe('');
   });
 
-  const team = policySet({ team: [{ path: 'warehouse/creds/{{identity.metadata.namespace}}_*', capabilities: ['read'] }] });
+  const team = policySet({
+    team: [{ path: 'warehouse/creds/{{identity.metadata.namespace}}_*', capabilities: ['read'] }],
+  });
   const ns = (namespace: string) => ({ name: 'ci', metadata: { namespace } });
 
   it("namespace team-a cannot read team-a-b's roles, and each reads its own", () => {
@@ -269,19 +352,29 @@ describe('templates that are safe by construction', () => {
 
   it('distinct identities never share a path granted by one templated rule (any values, any paths)', () => {
     fc.assert(
-      fc.property(fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.', '/') }), fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.') }), fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.') }), (suffix, v1, v2) => {
-        fc.pre(v1 !== v2);
-        for (const rulePath of ['w/c/{{identity.metadata.namespace}}_*', 'w/{{identity.metadata.namespace}}/*', 'w/c/x.{{identity.metadata.namespace}}', 'w/c/{{identity.metadata.namespace}}.{{identity.name}}-r']) {
-          const set = policySet({ p: [{ path: rulePath, capabilities: ['read'] }] });
-          const path = `w/c/${v1}_${suffix}`;
-          const paths = [path, `w/${v1}/${suffix}`, `w/c/x.${v1}`, `w/c/${v1}.${suffix}-r`];
-          for (const p of paths) {
-            const a = set.allows(['p'], p, 'read', { name: suffix, metadata: { namespace: v1 } });
-            const b = set.allows(['p'], p, 'read', { name: suffix, metadata: { namespace: v2 } });
-            expect(a && b).toBe(false);
+      fc.property(
+        fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.', '/') }),
+        fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.') }),
+        fc.string({ unit: fc.constantFrom('a', 'b', '-', '_', '.') }),
+        (suffix, v1, v2) => {
+          fc.pre(v1 !== v2);
+          for (const rulePath of [
+            'w/c/{{identity.metadata.namespace}}_*',
+            'w/{{identity.metadata.namespace}}/*',
+            'w/c/x.{{identity.metadata.namespace}}',
+            'w/c/{{identity.metadata.namespace}}.{{identity.name}}-r',
+          ]) {
+            const set = policySet({ p: [{ path: rulePath, capabilities: ['read'] }] });
+            const path = `w/c/${v1}_${suffix}`;
+            const paths = [path, `w/${v1}/${suffix}`, `w/c/x.${v1}`, `w/c/${v1}.${suffix}-r`];
+            for (const p of paths) {
+              const a = set.allows(['p'], p, 'read', { name: suffix, metadata: { namespace: v1 } });
+              const b = set.allows(['p'], p, 'read', { name: suffix, metadata: { namespace: v2 } });
+              expect(a && b).toBe(false);
+            }
           }
-        }
-      }),
+        },
+      ),
     );
   });
 });
@@ -317,9 +410,16 @@ describe('a templated deny fails closed', () => {
   it('an unresolvable allow grants nothing, while its deny twin still denies', () => {
     const nobody = { name: 'ci', metadata: {} };
     expect(fenced.allows(['own'], 'warehouse/etl/reader', 'read', nobody)).toBe(false);
-    expect(fenced.allows(['own'], 'warehouse/etl/reader', 'read', { name: 'ci', metadata: { team: 'etl' } })).toBe(true);
-    expect(fenced.allows(['own', 'own_fence'], 'warehouse/etl/secret', 'read', { name: 'ci', metadata: { team: 'etl' } })).toBe(false);
-    const wide = policySet({ any: [{ path: 'warehouse/*', capabilities: ['read'] }], own_fence: [{ path: 'warehouse/{{identity.metadata.team}}/secret', capabilities: ['deny'] }] });
+    expect(fenced.allows(['own'], 'warehouse/etl/reader', 'read', { name: 'ci', metadata: { team: 'etl' } })).toBe(
+      true,
+    );
+    expect(
+      fenced.allows(['own', 'own_fence'], 'warehouse/etl/secret', 'read', { name: 'ci', metadata: { team: 'etl' } }),
+    ).toBe(false);
+    const wide = policySet({
+      any: [{ path: 'warehouse/*', capabilities: ['read'] }],
+      own_fence: [{ path: 'warehouse/{{identity.metadata.team}}/secret', capabilities: ['deny'] }],
+    });
     expect(wide.allows(['any', 'own_fence'], 'warehouse/bi/secret', 'read', nobody)).toBe(false);
     expect(wide.allows(['any', 'own_fence'], 'warehouse/bi/other', 'read', nobody)).toBe(true);
   });

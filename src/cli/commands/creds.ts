@@ -18,9 +18,10 @@ interface CredsOptions {
 async function creds(target: string, opts: CredsOptions): Promise<void> {
   const [mount, role] = target.split('/');
   // Fail before a credential exists if it could not be written anyway.
-  if (opts.out) await access(dirname(resolve(opts.out)), constants.W_OK).catch(() => {
-    throw new Error(`cannot write ${opts.out}: its directory does not exist or is not writable`);
-  });
+  if (opts.out)
+    await access(dirname(resolve(opts.out)), constants.W_OK).catch(() => {
+      throw new Error(`cannot write ${opts.out}: its directory does not exist or is not writable`);
+    });
   const client = clientFromEnv();
   const body = { ...(opts.ttl ? { ttl: opts.ttl } : {}), ...(opts.roleArn ? { role_arn: opts.roleArn } : {}) };
   const envelope = await client.request('PUT', `${mount}/${opts.sts ? 'sts' : 'creds'}/${role}`, body);
@@ -49,8 +50,8 @@ export function addCredsCommand(program: Command): void {
     .addOption(new Option('--format <format>', 'output format').choices(CREDENTIAL_FORMATS).default('json'))
     .option('--out <file>', 'write to this file (atomically, mode 0600) instead of stdout')
     .option('--profile <name>', 'profile name for --format aws-credentials', 'default')
-    .option('--role-arn <arn>', 'AWS assumed_role: which of the role\'s role_arns to assume')
-    .option('--sts', 'AWS: ask on the sts path (Vault\'s /v1/<mount>/sts/<role>) instead of creds')
+    .option('--role-arn <arn>', "AWS assumed_role: which of the role's role_arns to assume")
+    .option('--sts', "AWS: ask on the sts path (Vault's /v1/<mount>/sts/<role>) instead of creds")
     .addHelpText(
       'after',
       `${ENV_HELP}\n\nExamples:\n  credbroker creds warehouse/etl-reader --ttl 2h --format pgpass --out /secrets/pgpass\n` +

@@ -8,7 +8,11 @@ export function addDevCommand(program: Command): void {
     .option('-p, --port <port>', 'HTTP port', port, 8200)
     .option('--address <address>', 'listen address', '127.0.0.1')
     .option('--data <dir>', 'keep the embedded database in this directory across restarts')
-    .addOption(new Option('--root-token <token>', 'root token to accept (default: a new random one, printed)').env('CREDBROKER_ROOT_TOKEN'))
+    .addOption(
+      new Option('--root-token <token>', 'root token to accept (default: a new random one, printed)').env(
+        'CREDBROKER_ROOT_TOKEN',
+      ),
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug', 'warn')
     .action(async (opts: { port: number; address: string; data?: string; rootToken?: string; logLevel: string }) => {
       const { runDev } = await import('../dev.js');

@@ -3,7 +3,10 @@ import { clientFromEnv } from '../client.js';
 import { ENV_HELP, leaseId, print, warn } from '../options.js';
 
 export function addLeaseCommand(program: Command): void {
-  const lease = program.command('lease').description('look up, renew or revoke one lease').addHelpText('after', ENV_HELP);
+  const lease = program
+    .command('lease')
+    .description('look up, renew or revoke one lease')
+    .addHelpText('after', ENV_HELP);
   lease
     .command('lookup')
     .argument('<lease-id>', 'e.g. demo/creds/readonly/<id>', leaseId)
@@ -19,7 +22,10 @@ export function addLeaseCommand(program: Command): void {
     .option('--increment <ttl>', 'requested new TTL from now (default: the role default_ttl)')
     .description('extend a lease (never past its max_ttl)')
     .action(async (id: string, opts: { increment?: string }) => {
-      const res = await clientFromEnv().request('PUT', 'sys/leases/renew', { lease_id: id, ...(opts.increment ? { increment: opts.increment } : {}) });
+      const res = await clientFromEnv().request('PUT', 'sys/leases/renew', {
+        lease_id: id,
+        ...(opts.increment ? { increment: opts.increment } : {}),
+      });
       warn(res.warnings);
       print({ lease_id: res.lease_id, lease_duration: res.lease_duration });
     });

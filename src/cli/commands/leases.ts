@@ -5,7 +5,8 @@ import { ENV_HELP, leasePrefix } from '../options.js';
 async function listLeases(prefix: string, opts: { irrevocable?: boolean }): Promise<void> {
   if (opts.irrevocable) {
     const res = await clientFromEnv().request('GET', `sys/broker/irrevocable/${prefix}`);
-    for (const l of res.data.leases) process.stdout.write(`${l.lease_id}\tattempts=${l.attempts}\t${l.last_error ?? ''}\n`);
+    for (const l of res.data.leases)
+      process.stdout.write(`${l.lease_id}\tattempts=${l.attempts}\t${l.last_error ?? ''}\n`);
     if (res.data.leases.length === 0) process.stderr.write('no irrevocable leases\n');
     return;
   }
@@ -23,7 +24,13 @@ export function addLeasesCommand(program: Command): void {
     .command('leases')
     .description('list live leases under a prefix, one path level at a time')
     .argument('[prefix]', 'e.g. demo/creds/readonly/', leasePrefix, '')
-    .option('--irrevocable', 'instead: the leases whose revocation failed for good, with their last error (retry with `lease revoke`, or `revoke --force`)')
-    .addHelpText('after', `${ENV_HELP}\n\nNothing under a configured mount prints nothing; a mount that is not configured is an error naming the configured ones.`)
+    .option(
+      '--irrevocable',
+      'instead: the leases whose revocation failed for good, with their last error (retry with `lease revoke`, or `revoke --force`)',
+    )
+    .addHelpText(
+      'after',
+      `${ENV_HELP}\n\nNothing under a configured mount prints nothing; a mount that is not configured is an error naming the configured ones.`,
+    )
     .action(listLeases);
 }

@@ -16,7 +16,15 @@
  */
 import { AwsError, accessDenied, incompleteSignature, invalidClientTokenId, signatureDoesNotMatch } from './errors.js';
 import { findDeny, type ConditionContext } from './policy.js';
-import { expectedSignature, formatAmzDate, parseAmzDate, signaturesEqual, sha256Hex, type AuthorizationHeader, type SignableRequest } from './sigv4.js';
+import {
+  expectedSignature,
+  formatAmzDate,
+  parseAmzDate,
+  signaturesEqual,
+  sha256Hex,
+  type AuthorizationHeader,
+  type SignableRequest,
+} from './sigv4.js';
 import type { AccessKey, AwsState, IamUser, Session } from './state.js';
 import type { Service } from './xml.js';
 
@@ -38,29 +46,47 @@ export function principalUser(p: Principal, state: AwsState): IamUser | undefine
   return p.session.kind !== 'assumed-role' && p.session.userName ? state.users.get(p.session.userName) : undefined;
 }
 
-export function authenticate(req: SignableRequest & { body: Buffer }, auth: AuthorizationHeader, state: AwsState, region: string): Principal {
+export function authenticate(
+  req: SignableRequest & { body: Buffer },
+  auth: AuthorizationHeader,
+  state: AwsState,
+  region: string,
+): Principal {
   const header = (name: string) => req.headers.get(name)?.join(',');
   const amzDateText = header('x-amz-date');
-  if (!amzDateText) throw incompleteSignature("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.");
+  if (!amzDateText)
+    throw incompleteSignature("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.");
   const amzDate = parseAmzDate(amzDateText);
   if (!amzDate) throw incompleteSignature(`Date must be in ISO-8601 'basic format'. Got '${amzDateText}'.`);
-  if (!auth.signedHeaders.includes('host')) throw incompleteSignature("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
+  if (!auth.signedHeaders.includes('host'))
+    throw incompleteSignature("'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.");
 
-  if (auth.terminator !== 'aws4_request') throw signatureDoesNotMatch(`Credential should be scoped with a valid terminator: 'aws4_request', not '${auth.terminator}'.`);
-  if (auth.service !== 'sts' && auth.service !== 'iam') throw signatureDoesNotMatch(`Credential should be scoped to correct service: 'sts'. `);
-  if (auth.region !== region) throw signatureDoesNotMatch(`Credential should be scoped to a valid region, not '${auth.region}'. `);
+  if (auth.terminator !== 'aws4_request')
+    throw signatureDoesNotMatch(
+      `Credential should be scoped with a valid terminator: 'aws4_request', not '${auth.terminator}'.`,
+    );
+  if (auth.service !== 'sts' && auth.service !== 'iam')
+    throw signatureDoesNotMatch(`Credential should be scoped to correct service: 'sts'. `);
+  if (auth.region !== region)
+    throw signatureDoesNotMatch(`Credential should be scoped to a valid region, not '${auth.region}'. `);
   if (auth.date !== amzDateText.slice(0, 8)) {
-    throw signatureDoesNotMatch(`Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '${auth.date}' != '${amzDateText.slice(0, 8)}', from '${amzDateText}'.`);
+    throw signatureDoesNotMatch(
+      `Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '${auth.date}' != '${amzDateText.slice(0, 8)}', from '${amzDateText}'.`,
+    );
   }
 
   const now = state.now();
   if (amzDate.getTime() < now.getTime() - FIFTEEN_MINUTES) {
     const limit = formatAmzDate(new Date(now.getTime() - FIFTEEN_MINUTES));
-    throw signatureDoesNotMatch(`Signature expired: ${amzDateText} is now earlier than ${limit} (${formatAmzDate(now)} - 15 min.)`);
+    throw signatureDoesNotMatch(
+      `Signature expired: ${amzDateText} is now earlier than ${limit} (${formatAmzDate(now)} - 15 min.)`,
+    );
   }
   if (amzDate.getTime() > now.getTime() + FIFTEEN_MINUTES) {
     const limit = formatAmzDate(new Date(now.getTime() + FIFTEEN_MINUTES));
-    throw signatureDoesNotMatch(`Signature not yet current: ${amzDateText} is still later than ${limit} (${formatAmzDate(now)} + 15 min.)`);
+    throw signatureDoesNotMatch(
+      `Signature not yet current: ${amzDateText} is still later than ${limit} (${formatAmzDate(now)} + 15 min.)`,
+    );
   }
 
   const token = header('x-amz-security-token');
@@ -75,8 +101,10 @@ export function authenticate(req: SignableRequest & { body: Buffer }, auth: Auth
     secret = key.secretAccessKey;
   } else if (session) {
     if (token !== session.sessionToken) throw invalidClientTokenId();
-    if (session.kind !== 'assumed-role' && !(session.userName && state.users.has(session.userName))) throw invalidClientTokenId();
-    if (session.expiration.getTime() <= now.getTime()) throw new AwsError(403, 'ExpiredToken', 'The security token included in the request is expired');
+    if (session.kind !== 'assumed-role' && !(session.userName && state.users.has(session.userName)))
+      throw invalidClientTokenId();
+    if (session.expiration.getTime() <= now.getTime())
+      throw new AwsError(403, 'ExpiredToken', 'The security token included in the request is expired');
     principal = { kind: 'session', session };
     secret = session.secretAccessKey;
   } else {
@@ -117,8 +145,10 @@ function sessionContext(session: Session): ConditionContext {
 export function authorize(p: Principal, service: Service, action: string, state: AwsState): void {
   if (p.kind === 'user') return;
   const s = p.session;
-  const deny = (why: string) => accessDenied(`User: ${s.arn} is not authorized to perform: ${service}:${action} ${why}`);
-  if (s.kind === 'federated-user' && (service === 'iam' || action !== 'GetCallerIdentity')) throw deny('with federated-user credentials');
+  const deny = (why: string) =>
+    accessDenied(`User: ${s.arn} is not authorized to perform: ${service}:${action} ${why}`);
+  if (s.kind === 'federated-user' && (service === 'iam' || action !== 'GetCallerIdentity'))
+    throw deny('with federated-user credentials');
   if (s.kind === 'session-token' && (service === 'iam' || !['AssumeRole', 'GetCallerIdentity'].includes(action))) {
     throw deny(service === 'iam' ? 'because no MFA-authenticated session exists' : 'with session-token credentials');
   }

@@ -19,6 +19,7 @@ export class AwsError extends Error {
 export const accessDenied = (message: string) => new AwsError(403, 'AccessDenied', message);
 export const noSuchEntity = (message: string) => new AwsError(404, 'NoSuchEntity', message);
 export const limitExceeded = (message: string) => new AwsError(409, 'LimitExceeded', message);
-export const invalidClientTokenId = () => new AwsError(403, 'InvalidClientTokenId', 'The security token included in the request is invalid.');
+export const invalidClientTokenId = () =>
+  new AwsError(403, 'InvalidClientTokenId', 'The security token included in the request is invalid.');
 export const signatureDoesNotMatch = (message: string) => new AwsError(403, 'SignatureDoesNotMatch', message);
 export const incompleteSignature = (message: string) => new AwsError(400, 'IncompleteSignature', message);

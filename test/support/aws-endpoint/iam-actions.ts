@@ -25,7 +25,9 @@ const userXml = (u: IamUser): XmlValue => ({
   UserId: u.userId,
   Arn: u.arn,
   CreateDate: u.createDate,
-  PermissionsBoundary: u.permissionsBoundary ? { PermissionsBoundaryType: 'Policy', PermissionsBoundaryArn: u.permissionsBoundary } : undefined,
+  PermissionsBoundary: u.permissionsBoundary
+    ? { PermissionsBoundaryType: 'Policy', PermissionsBoundaryArn: u.permissionsBoundary }
+    : undefined,
   Tags: u.tags.length ? u.tags.map((t) => ({ Key: t.Key, Value: t.Value })) : undefined,
 });
 
@@ -53,16 +55,26 @@ function targetUser(caller: Principal, params: Params, state: AwsState): IamUser
 }
 
 /** Validates the required string fields in one go, the way AWS reports them. */
-function required(params: Params, fields: Record<string, { min?: number; max?: number; pattern?: RegExp }>): Record<string, string> {
+function required(
+  params: Params,
+  fields: Record<string, { min?: number; max?: number; pattern?: RegExp }>,
+): Record<string, string> {
   const v = new Validator();
   const out: Record<string, string> = {};
-  for (const [field, rules] of Object.entries(fields)) out[field] = v.string(params, field, { ...rules, required: true }) ?? '';
+  for (const [field, rules] of Object.entries(fields))
+    out[field] = v.string(params, field, { ...rules, required: true }) ?? '';
   v.done();
   return out;
 }
 
 /** Size check over all inline policies of the entity, the new document replacing any of the same name. */
-function checkAggregate(existing: Map<string, string>, policyName: string, document: string, budget: number, entity: string) {
+function checkAggregate(
+  existing: Map<string, string>,
+  policyName: string,
+  document: string,
+  budget: number,
+  entity: string,
+) {
   let total = packedLength(document);
   for (const [name, doc] of existing) if (name !== policyName) total += packedLength(doc);
   if (total > budget) throw limitExceeded(`Maximum policy size of ${budget} bytes exceeded for ${entity}`);
@@ -78,7 +90,8 @@ export const IAM_ACTIONS: Record<string, Handler> = {
     const permissionsBoundary = v.string(params, 'PermissionsBoundary', { min: 20, max: 2048 });
     const tags = readTags(params, v);
     v.done();
-    if (state.userNameTaken(userName)) throw new AwsError(409, 'EntityAlreadyExists', `User with name ${userName} already exists.`);
+    if (state.userNameTaken(userName))
+      throw new AwsError(409, 'EntityAlreadyExists', `User with name ${userName} already exists.`);
     if (permissionsBoundary !== undefined && !POLICY_ARN.test(permissionsBoundary)) {
       throw new AwsError(400, 'InvalidInput', `ARN ${permissionsBoundary} is not valid.`);
     }
@@ -102,12 +115,22 @@ export const IAM_ACTIONS: Record<string, Handler> = {
     const user = targetUser(caller, params, state);
     if (state.keysOf(user.userName).length >= 2) throw limitExceeded('Cannot exceed quota for AccessKeysPerUser: 2');
     const k = state.createAccessKey(user.userName);
-    return { AccessKey: { UserName: k.userName, AccessKeyId: k.accessKeyId, Status: k.status, SecretAccessKey: k.secretAccessKey, CreateDate: k.createDate } };
+    return {
+      AccessKey: {
+        UserName: k.userName,
+        AccessKeyId: k.accessKeyId,
+        Status: k.status,
+        SecretAccessKey: k.secretAccessKey,
+        CreateDate: k.createDate,
+      },
+    };
   },
 
   ListAccessKeys: (caller, params, state) => {
     const user = targetUser(caller, params, state);
-    const keys = state.keysOf(user.userName).map((k) => ({ UserName: k.userName, AccessKeyId: k.accessKeyId, Status: k.status, CreateDate: k.createDate }));
+    const keys = state
+      .keysOf(user.userName)
+      .map((k) => ({ UserName: k.userName, AccessKeyId: k.accessKeyId, Status: k.status, CreateDate: k.createDate }));
     return listResult('AccessKeyMetadata', keys);
   },
 
@@ -141,7 +164,10 @@ export const IAM_ACTIONS: Record<string, Handler> = {
 
   ListAttachedUserPolicies: (_caller, params, state) => {
     const user = findUser(state, required(params, { UserName: USER_NAME }).UserName!);
-    return listResult('AttachedPolicies', user.attachedPolicies.map((arn) => ({ PolicyName: POLICY_ARN.exec(arn)![2], PolicyArn: arn })));
+    return listResult(
+      'AttachedPolicies',
+      user.attachedPolicies.map((arn) => ({ PolicyName: POLICY_ARN.exec(arn)![2], PolicyArn: arn })),
+    );
   },
 
   AddUserToGroup: (_caller, params, state) => {
@@ -158,7 +184,8 @@ export const IAM_ACTIONS: Record<string, Handler> = {
   RemoveUserFromGroup: (_caller, params, state) => {
     const p = required(params, { GroupName: { min: 1, max: 128, pattern: NAME_PATTERN }, UserName: USER_NAME });
     const user = findUser(state, p.UserName!);
-    if (!user.groups.includes(p.GroupName!)) throw noSuchEntity(`The user with name ${p.UserName} cannot be found in group ${p.GroupName}.`);
+    if (!user.groups.includes(p.GroupName!))
+      throw noSuchEntity(`The user with name ${p.UserName} cannot be found in group ${p.GroupName}.`);
     user.groups = user.groups.filter((g) => g !== p.GroupName);
     return undefined;
   },
@@ -166,11 +193,24 @@ export const IAM_ACTIONS: Record<string, Handler> = {
   ListGroupsForUser: (_caller, params, state) => {
     const user = findUser(state, required(params, { UserName: USER_NAME }).UserName!);
     const groups = user.groups.map((name) => state.group(name));
-    return listResult('Groups', groups.map((g) => ({ Path: g.path, GroupName: g.groupName, GroupId: g.groupId, Arn: g.arn, CreateDate: g.createDate })));
+    return listResult(
+      'Groups',
+      groups.map((g) => ({
+        Path: g.path,
+        GroupName: g.groupName,
+        GroupId: g.groupId,
+        Arn: g.arn,
+        CreateDate: g.createDate,
+      })),
+    );
   },
 
   PutUserPolicy: (_caller, params, state) => {
-    const p = required(params, { UserName: USER_NAME, PolicyName: POLICY_NAME, PolicyDocument: { min: 1, max: 131072 } });
+    const p = required(params, {
+      UserName: USER_NAME,
+      PolicyName: POLICY_NAME,
+      PolicyDocument: { min: 1, max: 131072 },
+    });
     const user = findUser(state, p.UserName!);
     validateIdentityPolicy(p.PolicyDocument!);
     checkAggregate(user.inlinePolicies, p.PolicyName!, p.PolicyDocument!, USER_POLICY_BUDGET, `user ${user.userName}`);
@@ -188,7 +228,8 @@ export const IAM_ACTIONS: Record<string, Handler> = {
 
   DeleteUserPolicy: (_caller, params, state) => {
     const p = required(params, { UserName: USER_NAME, PolicyName: POLICY_NAME });
-    if (!findUser(state, p.UserName!).inlinePolicies.delete(p.PolicyName!)) throw noSuchEntity(`The user policy with name ${p.PolicyName} cannot be found.`);
+    if (!findUser(state, p.UserName!).inlinePolicies.delete(p.PolicyName!))
+      throw noSuchEntity(`The user policy with name ${p.PolicyName} cannot be found.`);
     return undefined;
   },
 
@@ -198,7 +239,11 @@ export const IAM_ACTIONS: Record<string, Handler> = {
   },
 
   PutRolePolicy: (_caller, params, state) => {
-    const p = required(params, { RoleName: USER_NAME, PolicyName: POLICY_NAME, PolicyDocument: { min: 1, max: 131072 } });
+    const p = required(params, {
+      RoleName: USER_NAME,
+      PolicyName: POLICY_NAME,
+      PolicyDocument: { min: 1, max: 131072 },
+    });
     const role = findRole(state, p.RoleName!);
     validateIdentityPolicy(p.PolicyDocument!);
     checkAggregate(role.inlinePolicies, p.PolicyName!, p.PolicyDocument!, ROLE_POLICY_BUDGET, `role ${role.roleName}`);
@@ -215,7 +260,8 @@ export const IAM_ACTIONS: Record<string, Handler> = {
 
   DeleteRolePolicy: (_caller, params, state) => {
     const p = required(params, { RoleName: USER_NAME, PolicyName: POLICY_NAME });
-    if (!findRole(state, p.RoleName!).inlinePolicies.delete(p.PolicyName!)) throw noSuchEntity(`The role policy with name ${p.PolicyName} cannot be found.`);
+    if (!findRole(state, p.RoleName!).inlinePolicies.delete(p.PolicyName!))
+      throw noSuchEntity(`The role policy with name ${p.PolicyName} cannot be found.`);
     return undefined;
   },
 

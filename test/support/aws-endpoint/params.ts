@@ -92,13 +92,20 @@ export class Validator {
   }
 
   listSize(items: unknown[], member: string, max: number) {
-    if (items.length > max) this.errors.push(`Value at '${member}' failed to satisfy constraint: Member must have length less than or equal to ${max}`);
+    if (items.length > max)
+      this.errors.push(
+        `Value at '${member}' failed to satisfy constraint: Member must have length less than or equal to ${max}`,
+      );
   }
 
   done(): void {
     const n = this.errors.length;
     if (n === 0) return;
-    throw new AwsError(400, 'ValidationError', `${n} validation error${n === 1 ? '' : 's'} detected: ${this.errors.join('; ')}`);
+    throw new AwsError(
+      400,
+      'ValidationError',
+      `${n} validation error${n === 1 ? '' : 's'} detected: ${this.errors.join('; ')}`,
+    );
   }
 }
 
@@ -117,7 +124,11 @@ export function readTags(params: Params, v: Validator): Tag[] {
   });
   const lower = tags.map((t) => t.Key.toLowerCase());
   if (new Set(lower).size !== lower.length) {
-    throw new AwsError(400, 'InvalidParameterValue', 'Duplicate tag keys found. Please note that Tag keys are case insensitive.');
+    throw new AwsError(
+      400,
+      'InvalidParameterValue',
+      'Duplicate tag keys found. Please note that Tag keys are case insensitive.',
+    );
   }
   return tags;
 }

@@ -50,7 +50,12 @@ export function validateIdentityPolicy(text: string): Statement[] {
     throw new AwsError(400, 'MalformedPolicyDocument', 'This policy contains invalid Json');
   }
   const statements = statementsOf(doc);
-  const bad = !statements || statements.length === 0 || statements.some((s) => (s.Effect !== 'Allow' && s.Effect !== 'Deny') || (s.Action === undefined && s.NotAction === undefined));
+  const bad =
+    !statements ||
+    statements.length === 0 ||
+    statements.some(
+      (s) => (s.Effect !== 'Allow' && s.Effect !== 'Deny') || (s.Action === undefined && s.NotAction === undefined),
+    );
   if (bad) throw new AwsError(400, 'MalformedPolicyDocument', 'Syntax errors in policy.');
   return statements!;
 }
@@ -59,13 +64,18 @@ function statementsOf(doc: unknown): Statement[] | undefined {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return undefined;
   const s = (doc as { Statement?: unknown }).Statement;
   const list = Array.isArray(s) ? s : s === undefined ? [] : [s];
-  return list.every((x) => typeof x === 'object' && x !== null && !Array.isArray(x)) ? (list as Statement[]) : undefined;
+  return list.every((x) => typeof x === 'object' && x !== null && !Array.isArray(x))
+    ? (list as Statement[])
+    : undefined;
 }
 
 const asList = (v: unknown): unknown[] => (Array.isArray(v) ? v : v === undefined ? [] : [v]);
 
 function globToRegExp(glob: string, flags: string): RegExp {
-  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const body = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${body}$`, flags);
 }
 

@@ -79,7 +79,8 @@ export function createAwsServer(opts: ServerOptions): Server {
       bodyError = e instanceof AwsError ? e : new AwsError(400, 'MalformedHttpRequestException', String(e));
     }
     const authorization = headers.get('authorization')?.[0];
-    if (authorization === undefined) authError = new AwsError(403, 'MissingAuthenticationToken', 'Request is missing Authentication Token');
+    if (authorization === undefined)
+      authError = new AwsError(403, 'MissingAuthenticationToken', 'Request is missing Authentication Token');
     else {
       try {
         auth = parseAuthorization(authorization);
@@ -88,7 +89,11 @@ export function createAwsServer(opts: ServerOptions): Server {
       }
     }
     const service: Service =
-      auth?.service === 'iam' || auth?.service === 'sts' ? auth.service : params.Version === VERSIONS.iam ? 'iam' : 'sts';
+      auth?.service === 'iam' || auth?.service === 'sts'
+        ? auth.service
+        : params.Version === VERSIONS.iam
+          ? 'iam'
+          : 'sts';
     const action = params.Action ?? '';
     const call: AwsCall = { service, action, accessKeyId: auth?.accessKeyId ?? '', params, status: 0 };
     calls.push(call);
@@ -103,14 +108,27 @@ export function createAwsServer(opts: ServerOptions): Server {
       }
       if (authError || !auth) throw authError ?? incompleteSignature('Missing Authorization');
       const payloadHash = headers.get('x-amz-content-sha256')?.[0] ?? sha256Hex(body);
-      const principal = authenticate({ method: req.method ?? 'GET', rawPath, rawQuery, headers, payloadHash, body }, auth, state, region);
+      const principal = authenticate(
+        { method: req.method ?? 'GET', rawPath, rawQuery, headers, payloadHash, body },
+        auth,
+        state,
+        region,
+      );
       if (!action) throw new AwsError(400, 'MissingAction', 'Missing Action');
       const handler = params.Version === VERSIONS[service] ? ACTIONS[service][action] : undefined;
-      if (!handler) throw new AwsError(400, 'InvalidAction', `Could not find operation ${action} for version ${params.Version ?? 'NO_VERSION_SPECIFIED'}`);
+      if (!handler)
+        throw new AwsError(
+          400,
+          'InvalidAction',
+          `Could not find operation ${action} for version ${params.Version ?? 'NO_VERSION_SPECIFIED'}`,
+        );
       authorize(principal, service, action, state);
       xml = successXml(service, action, requestId, handler(principal, params, state));
     } catch (e) {
-      const err = e instanceof AwsError ? e : new AwsError(500, 'InternalFailure', `aws-endpoint bug: ${e instanceof Error ? e.stack : String(e)}`);
+      const err =
+        e instanceof AwsError
+          ? e
+          : new AwsError(500, 'InternalFailure', `aws-endpoint bug: ${e instanceof Error ? e.stack : String(e)}`);
       status = err.status;
       call.code = err.code;
       xml = errorXml(service, err, requestId);

@@ -36,11 +36,15 @@ export function parseAuthorization(value: string): AuthorizationHeader {
   const signature = fields.get('Signature');
   if (!credential || !signedHeaders || !signature) {
     const missing = ['Credential', 'SignedHeaders', 'Signature'].filter((k) => !fields.get(k));
-    throw incompleteSignature(`Authorization header requires ${missing.map((m) => `'${m}'`).join(', ')} parameter(s). Authorization=${value}`);
+    throw incompleteSignature(
+      `Authorization header requires ${missing.map((m) => `'${m}'`).join(', ')} parameter(s). Authorization=${value}`,
+    );
   }
   const parts = credential.split('/');
   if (parts.length !== 5 || parts.some((p) => p === '')) {
-    throw incompleteSignature(`Authorization header requires a 'Credential' of the form AccessKeyId/date/region/service/aws4_request. Credential=${credential}`);
+    throw incompleteSignature(
+      `Authorization header requires a 'Credential' of the form AccessKeyId/date/region/service/aws4_request. Credential=${credential}`,
+    );
   }
   const [accessKeyId, date, region, service, terminator] = parts as [string, string, string, string, string];
   return {
@@ -65,7 +69,10 @@ export function parseAmzDate(value: string): Date | undefined {
 }
 
 export function formatAmzDate(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  return date
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
 }
 
 /** RFC 3986 percent-encoding: everything but A-Z a-z 0-9 - _ . ~ */
@@ -164,9 +171,16 @@ export function signingKey(secret: string, date: string, region: string, service
 }
 
 /** The signature the client should have sent, given the secret of the key it named. */
-export function expectedSignature(req: SignableRequest, auth: AuthorizationHeader, amzDate: string, secret: string): string {
+export function expectedSignature(
+  req: SignableRequest,
+  auth: AuthorizationHeader,
+  amzDate: string,
+  secret: string,
+): string {
   const toSign = stringToSign(amzDate, auth.scope, canonicalRequest(req, auth.signedHeaders));
-  return createHmac('sha256', signingKey(secret, auth.date, auth.region, auth.service)).update(toSign, 'utf8').digest('hex');
+  return createHmac('sha256', signingKey(secret, auth.date, auth.region, auth.service))
+    .update(toSign, 'utf8')
+    .digest('hex');
 }
 
 /** Constant-time comparison of two hex signatures (a length mismatch is simply "different"). */

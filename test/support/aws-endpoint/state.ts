@@ -142,8 +142,16 @@ export class AwsState {
   addRole(arn: string, maxSessionDuration = 3600): Role {
     const m = /^arn:aws:iam::(\d{12}):role\/(?:[\x21-\x7e]*\/)?([\w+=,.@-]{1,64})$/.exec(arn);
     if (!m) throw new Error(`aws-endpoint: not a role ARN: ${arn}`);
-    if (maxSessionDuration < 3600 || maxSessionDuration > 43200) throw new Error('aws-endpoint: maxSessionDuration must be 3600..43200');
-    const role: Role = { arn, roleName: m[2]!, roleId: randomId('AROA', 17), accountId: m[1]!, maxSessionDuration, inlinePolicies: new Map() };
+    if (maxSessionDuration < 3600 || maxSessionDuration > 43200)
+      throw new Error('aws-endpoint: maxSessionDuration must be 3600..43200');
+    const role: Role = {
+      arn,
+      roleName: m[2]!,
+      roleId: randomId('AROA', 17),
+      accountId: m[1]!,
+      maxSessionDuration,
+      inlinePolicies: new Map(),
+    };
     this.roles.set(role.roleName, role);
     return role;
   }
@@ -156,14 +164,23 @@ export class AwsState {
   group(groupName: string): Group {
     let group = this.groups.get(groupName);
     if (!group) {
-      group = { groupName, groupId: randomId('AGPA', 17), path: '/', arn: `arn:aws:iam::${this.accountId}:group/${groupName}`, createDate: this.now() };
+      group = {
+        groupName,
+        groupId: randomId('AGPA', 17),
+        path: '/',
+        arn: `arn:aws:iam::${this.accountId}:group/${groupName}`,
+        createDate: this.now(),
+      };
       this.groups.set(groupName, group);
     }
     return group;
   }
 
   /** Mints temporary credentials (ASIA…) valid for durationSeconds from now. */
-  issueSession(fields: Omit<Session, 'accessKeyId' | 'secretAccessKey' | 'sessionToken' | 'issuedAt' | 'expiration'>, durationSeconds: number): Session {
+  issueSession(
+    fields: Omit<Session, 'accessKeyId' | 'secretAccessKey' | 'sessionToken' | 'issuedAt' | 'expiration'>,
+    durationSeconds: number,
+  ): Session {
     const issuedAt = this.now();
     // AWS reports Expiration to the second; keep the stored value identical to what the client sees.
     const expiration = new Date(Math.floor((issuedAt.getTime() + durationSeconds * 1000) / 1000) * 1000);

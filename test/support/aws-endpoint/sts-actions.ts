@@ -46,10 +46,18 @@ function checkSessionPolicy(input: SessionPolicyInput): number | undefined {
     input.tags.reduce((n, t) => n + t.Key.length + t.Value.length, 0);
   const percent = Math.ceil((100 * packed) / PACKED_BUDGET);
   if (packed > PACKED_BUDGET) {
-    throw new AwsError(400, 'PackedPolicyTooLarge', `Packed policy consumes ${percent}% of allotted space, please use smaller policy.`);
+    throw new AwsError(
+      400,
+      'PackedPolicyTooLarge',
+      `Packed policy consumes ${percent}% of allotted space, please use smaller policy.`,
+    );
   }
   if (input.policy !== undefined && input.policy.length > 2048) {
-    throw new AwsError(400, 'ValidationError', `1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must have length less than or equal to 2048`);
+    throw new AwsError(
+      400,
+      'ValidationError',
+      `1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must have length less than or equal to 2048`,
+    );
   }
   return percent;
 }
@@ -72,14 +80,24 @@ const assumeRole: Handler = (caller, params, state) => {
 
   const role = state.roleByArn(roleArn!);
   if (!role || (caller.kind === 'session' && caller.session.kind === 'federated-user')) {
-    throw accessDenied(`User: ${principalArn(caller)} is not authorized to perform: sts:AssumeRole on resource: ${roleArn}`);
+    throw accessDenied(
+      `User: ${principalArn(caller)} is not authorized to perform: sts:AssumeRole on resource: ${roleArn}`,
+    );
   }
   const chained = caller.kind === 'session' && caller.session.kind === 'assumed-role';
   if (chained && duration > 3600) {
-    throw new AwsError(400, 'ValidationError', 'The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.');
+    throw new AwsError(
+      400,
+      'ValidationError',
+      'The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.',
+    );
   }
   if (duration > role.maxSessionDuration) {
-    throw new AwsError(400, 'ValidationError', 'The requested DurationSeconds exceeds the MaxSessionDuration set for this role.');
+    throw new AwsError(
+      400,
+      'ValidationError',
+      'The requested DurationSeconds exceeds the MaxSessionDuration set for this role.',
+    );
   }
   const packedPolicySize = checkSessionPolicy(input);
 
@@ -151,7 +169,15 @@ const getSessionToken: Handler = (caller, params, state) => {
   v.done();
   const user = requireUserKeys(caller, 'GetSessionToken');
   const session = state.issueSession(
-    { kind: 'session-token', arn: user.arn, userId: user.userId, userName: user.userName, tags: [], policyArns: [], chained: false },
+    {
+      kind: 'session-token',
+      arn: user.arn,
+      userId: user.userId,
+      userName: user.userName,
+      tags: [],
+      policyArns: [],
+      chained: false,
+    },
     duration,
   );
   return { Credentials: credentials(session) };
@@ -159,7 +185,10 @@ const getSessionToken: Handler = (caller, params, state) => {
 
 const getCallerIdentity: Handler = (caller, _params, state) => ({
   UserId: principalUserId(caller),
-  Account: caller.kind === 'session' && caller.session.roleArn ? state.roleByArn(caller.session.roleArn)?.accountId ?? state.accountId : state.accountId,
+  Account:
+    caller.kind === 'session' && caller.session.roleArn
+      ? (state.roleByArn(caller.session.roleArn)?.accountId ?? state.accountId)
+      : state.accountId,
   Arn: principalArn(caller),
 });
 

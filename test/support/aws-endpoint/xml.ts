@@ -16,7 +16,10 @@ export const NAMESPACES: Record<Service, string> = {
 export type XmlValue = string | number | boolean | Date | undefined | XmlValue[] | { [name: string]: XmlValue };
 
 export function escapeXml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
+  return text.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!,
+  );
 }
 
 /** AWS timestamps in Query responses: second precision, `Z` suffix (e.g. 2024-05-01T12:00:00Z). */

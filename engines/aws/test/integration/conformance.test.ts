@@ -6,9 +6,18 @@ import { freshStoreDatabase } from '../../../../test/support/pg.js';
 
 const roles = {
   deploy: { credential_type: 'assumed_role', role_arns: [ROLE_ARN], default_ttl: '15m', max_ttl: '1h' },
-  fed: { credential_type: 'federation_token', policy_document: '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}', default_ttl: '15m' },
+  fed: {
+    credential_type: 'federation_token',
+    policy_document: '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}',
+    default_ttl: '15m',
+  },
   session: { credential_type: 'session_token', default_ttl: '15m' },
-  ci: { credential_type: 'iam_user', policy_arns: ['arn:aws:iam::aws:policy/ReadOnlyAccess'], iam_groups: ['ci'], default_ttl: '15m' },
+  ci: {
+    credential_type: 'iam_user',
+    policy_arns: ['arn:aws:iam::aws:policy/ReadOnlyAccess'],
+    iam_groups: ['ci'],
+    default_ttl: '15m',
+  },
 };
 
 const cases = [
@@ -18,7 +27,11 @@ const cases = [
   { role: 'ci', renewable: true, revocableBeforeExpiry: true },
 ];
 
-type Handle = { kind: 'assumed_role'; session_name: string } | { kind: 'federation_token'; name: string } | { kind: 'session_token' } | { kind: 'iam_user'; user_name: string };
+type Handle =
+  | { kind: 'assumed_role'; session_name: string }
+  | { kind: 'federation_token'; name: string }
+  | { kind: 'session_token' }
+  | { kind: 'iam_user'; user_name: string };
 
 /** What the local endpoint records: its IAM users, the STS sessions it issued, the roles' deny policies. */
 function endpointProbe(endpoint: AwsEndpoint): TargetProbe {
@@ -47,7 +60,8 @@ function endpointProbe(endpoint: AwsEndpoint): TargetProbe {
   return {
     async exists(raw, credential) {
       const handle = raw as Handle;
-      if (handle.kind === 'iam_user') return state.users.has(handle.user_name) && state.keysOf(handle.user_name).length > 0;
+      if (handle.kind === 'iam_user')
+        return state.users.has(handle.user_name) && state.keysOf(handle.user_name).length > 0;
       const session = sessionOf(handle, credential);
       return session !== undefined && !denied(session);
     },

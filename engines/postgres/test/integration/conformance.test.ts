@@ -1,7 +1,17 @@
 import type pg from 'pg';
-import { describeEngineConformance, type HeldSession, type TargetProbe } from '../../../../test/conformance/engine-conformance.js';
+import {
+  describeEngineConformance,
+  type HeldSession,
+  type TargetProbe,
+} from '../../../../test/conformance/engine-conformance.js';
 import { startTestBroker } from '../../../../test/support/broker.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs } from '../../../../test/support/pg.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  loginAs,
+} from '../../../../test/support/pg.js';
 
 const PREFIX = 'confpg';
 
@@ -13,7 +23,11 @@ const probe: TargetProbe = {
     return (await adminQuery('postgres', 'SELECT 1 FROM pg_roles WHERE rolname = $1', [usernameOf(handle)])).length > 0;
   },
   async validUntil(handle) {
-    const rows = await adminQuery<{ rolvaliduntil: Date | null }>('postgres', 'SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1', [usernameOf(handle)]);
+    const rows = await adminQuery<{ rolvaliduntil: Date | null }>(
+      'postgres',
+      'SELECT rolvaliduntil FROM pg_roles WHERE rolname = $1',
+      [usernameOf(handle)],
+    );
     return rows[0]?.rolvaliduntil ?? null;
   },
   async openSession(credential): Promise<HeldSession> {
@@ -22,7 +36,8 @@ const probe: TargetProbe = {
     const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
     const pid = rows[0]!.pid;
     return {
-      listed: async () => (await adminQuery('postgres', 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).length > 0,
+      listed: async () =>
+        (await adminQuery('postgres', 'SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid])).length > 0,
       query: async () => void (await client.query('SELECT 1')),
       close: () => client.end().catch(() => undefined),
     };

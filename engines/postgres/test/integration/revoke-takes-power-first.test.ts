@@ -1,7 +1,16 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startTestBroker } from '../../../../test/support/broker.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, randomName, roleExists } from '../../../../test/support/pg.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  loginAs,
+  pgUrl,
+  randomName,
+  roleExists,
+} from '../../../../test/support/pg.js';
 import { waitUntil } from '../../../../test/support/wait.js';
 
 /**
@@ -64,12 +73,18 @@ function adminUrl(user: string, database: string): string {
   return url.toString();
 }
 
-async function startBroker(admin: 'superuser' | 'createrole', extra: { mount?: Record<string, unknown> } = {}): Promise<TestBroker> {
+async function startBroker(
+  admin: 'superuser' | 'createrole',
+  extra: { mount?: Record<string, unknown> } = {},
+): Promise<TestBroker> {
   const broker = await startTestBroker({
     storeDatabase: await freshStoreDatabase('rvkpow'),
     targetDatabase: target.database,
     prefix: PREFIX,
-    mount: { ...(admin === 'createrole' ? { connection_url: adminUrl(`${PREFIX}_admin`, target.database) } : {}), ...extra.mount },
+    mount: {
+      ...(admin === 'createrole' ? { connection_url: adminUrl(`${PREFIX}_admin`, target.database) } : {}),
+      ...extra.mount,
+    },
     roles: {
       reader: { member_of: [target.group] },
       stmts: {
@@ -112,7 +127,11 @@ async function parkedSession(data: Credential, database: string, setup: string[]
 }
 
 async function backendsOf(pids: number[]): Promise<number> {
-  const rows = await adminQuery<{ n: number }>('postgres', 'SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1)', [pids]);
+  const rows = await adminQuery<{ n: number }>(
+    'postgres',
+    'SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1)',
+    [pids],
+  );
   return rows[0]!.n;
 }
 
@@ -127,7 +146,11 @@ async function cannotLogIn(data: Credential): Promise<boolean> {
 }
 
 async function leaseRow(broker: TestBroker, id: string) {
-  const [row] = await adminQuery(new URL(broker.config.store.url).pathname.slice(1), 'SELECT * FROM credbroker_leases WHERE id = $1', [id]);
+  const [row] = await adminQuery(
+    new URL(broker.config.store.url).pathname.slice(1),
+    'SELECT * FROM credbroker_leases WHERE id = $1',
+    [id],
+  );
   return row;
 }
 
@@ -146,7 +169,9 @@ for (const admin of ['superuser', 'createrole'] as const) {
       const started = Date.now();
       const res = await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: leaseId });
       expect(res.status, JSON.stringify(res.body)).toBe(204);
-      expect(await Promise.race([Promise.all([here.ended, there.ended]), sleep(2000).then(() => 'still running')])).toEqual(['57P01', '57P01']);
+      expect(
+        await Promise.race([Promise.all([here.ended, there.ended]), sleep(2000).then(() => 'still running')]),
+      ).toEqual(['57P01', '57P01']);
       expect(Date.now() - started).toBeLessThan(2000);
       expect(await backendsOf([here.pid, there.pid])).toBe(0);
       expect(await cannotLogIn(data)).toBe(true);
@@ -204,9 +229,13 @@ for (const admin of ['superuser', 'createrole'] as const) {
       const res = await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: leaseId });
       expect(res.status, JSON.stringify(res.body)).toBe(204);
       expect(await Promise.race([session.ended, sleep(2000).then(() => 'still running')])).toBe('57P01');
-      expect(await adminQuery(target.database, 'SELECT could_login, sessions FROM public.revocation_log WHERE username = $1', [data.username])).toEqual([
-        { could_login: false, sessions: 0 },
-      ]);
+      expect(
+        await adminQuery(
+          target.database,
+          'SELECT could_login, sessions FROM public.revocation_log WHERE username = $1',
+          [data.username],
+        ),
+      ).toEqual([{ could_login: false, sessions: 0 }]);
       expect(await roleExists(data.username)).toBe(false);
     });
   });
@@ -231,7 +260,9 @@ describe('when cleanup cannot finish', () => {
     expect(JSON.stringify(res.body)).toContain(lockedDb);
     expect(await Promise.race([session.ended, sleep(2000).then(() => 'still running')])).toBe('57P01');
     expect(await cannotLogIn(data)).toBe(true);
-    const [role] = await adminQuery('postgres', 'SELECT rolcanlogin, rolvaliduntil FROM pg_roles WHERE rolname = $1', [data.username]);
+    const [role] = await adminQuery('postgres', 'SELECT rolcanlogin, rolvaliduntil FROM pg_roles WHERE rolname = $1', [
+      data.username,
+    ]);
     expect(role).toMatchObject({ rolcanlogin: false });
     expect(role.rolvaliduntil.getTime()).toBeLessThan(Date.now());
     const row = await leaseRow(broker, leaseId);
@@ -242,18 +273,31 @@ describe('when cleanup cannot finish', () => {
 
     // Once the database is reachable again, the retry finishes the cleanup.
     await adminQuery('postgres', `ALTER DATABASE ${lockedDb} ALLOW_CONNECTIONS true`);
-    await adminQuery(new URL(broker.config.store.url).pathname.slice(1), 'UPDATE credbroker_leases SET next_attempt_at = now() WHERE id = $1', [leaseId]);
+    await adminQuery(
+      new URL(broker.config.store.url).pathname.slice(1),
+      'UPDATE credbroker_leases SET next_attempt_at = now() WHERE id = $1',
+      [leaseId],
+    );
     expect((await broker.reaper.reapOnce()).revoked).toContain(leaseId);
     expect(await roleExists(data.username)).toBe(false);
-    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: leaseId })).body.data).toMatchObject({ state: 'revoked', credential_disabled: false });
+    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: leaseId })).body.data).toMatchObject({
+      state: 'revoked',
+      credential_disabled: false,
+    });
   });
 });
 
 describe('privileges the admin login needs', () => {
   it('a mount whose admin cannot end sessions refuses to issue, naming the missing privilege and its GRANT', async () => {
-    const broker = await startBroker('createrole', { mount: { connection_url: adminUrl(`${PREFIX}_weak`, target.database) } });
+    const broker = await startBroker('createrole', {
+      mount: { connection_url: adminUrl(`${PREFIX}_weak`, target.database) },
+    });
     const readerRoles = async () =>
-      (await adminQuery('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname LIKE $1', [`${PREFIX}\\_reader\\_%`]))[0].n as number;
+      (
+        await adminQuery('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname LIKE $1', [
+          `${PREFIX}\\_reader\\_%`,
+        ])
+      )[0].n as number;
     const before = await readerRoles();
     const res = await api(broker, 'PUT', 'db/creds/reader', {});
     expect(res.status).toBe(502);
@@ -265,8 +309,12 @@ describe('privileges the admin login needs', () => {
     const verify = await api(broker, 'GET', 'db/config/verify');
     expect(verify.status).toBe(200);
     expect(verify.body.data.ok).toBe(false);
-    expect(verify.body.data.checks).toContainEqual(expect.objectContaining({ check: 'end sessions', ok: false, fix: `GRANT pg_signal_backend TO "${PREFIX}_weak"` }));
-    expect(verify.body.data.checks).toContainEqual(expect.objectContaining({ check: `group ${target.group}`, ok: true }));
+    expect(verify.body.data.checks).toContainEqual(
+      expect.objectContaining({ check: 'end sessions', ok: false, fix: `GRANT pg_signal_backend TO "${PREFIX}_weak"` }),
+    );
+    expect(verify.body.data.checks).toContainEqual(
+      expect.objectContaining({ check: `group ${target.group}`, ok: true }),
+    );
 
     // The fix takes effect without a restart.
     await adminQuery('postgres', `GRANT pg_signal_backend TO ${PREFIX}_weak`);
@@ -290,9 +338,19 @@ describe('privileges the admin login needs', () => {
     brokers.push(broker);
     const verify = await api(broker, 'GET', 'db/config/verify');
     expect(verify.body.data.checks).toContainEqual(
-      expect.objectContaining({ check: `group ${PREFIX}_other_group`, ok: false, fix: `GRANT "${PREFIX}_other_group" TO "${PREFIX}_admin" WITH ADMIN OPTION` }),
+      expect.objectContaining({
+        check: `group ${PREFIX}_other_group`,
+        ok: false,
+        fix: `GRANT "${PREFIX}_other_group" TO "${PREFIX}_admin" WITH ADMIN OPTION`,
+      }),
     );
-    expect(verify.body.data.checks).toContainEqual(expect.objectContaining({ check: `group ${PREFIX}_nosuch`, ok: false, fix: `CREATE ROLE "${PREFIX}_nosuch" NOLOGIN` }));
+    expect(verify.body.data.checks).toContainEqual(
+      expect.objectContaining({
+        check: `group ${PREFIX}_nosuch`,
+        ok: false,
+        fix: `CREATE ROLE "${PREFIX}_nosuch" NOLOGIN`,
+      }),
+    );
     expect((await api(broker, 'GET', 'nosuchmount/config/verify')).status).toBe(404);
   });
 });

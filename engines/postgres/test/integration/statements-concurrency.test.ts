@@ -1,7 +1,15 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api, startTestBroker } from '../../../../test/support/broker.js';
-import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, loginAs, pgUrl, roleExists } from '../../../../test/support/pg.js';
+import {
+  adminQuery,
+  dropRolesWithPrefix,
+  freshStoreDatabase,
+  freshTargetDatabase,
+  loginAs,
+  pgUrl,
+  roleExists,
+} from '../../../../test/support/pg.js';
 import { waitUntil } from '../../../../test/support/wait.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
@@ -55,8 +63,12 @@ interface Issued {
 /** Issues `count` credentials at once over HTTP; every one must answer 200. */
 async function issueConcurrently(count: number): Promise<Issued[]> {
   const started = performance.now();
-  const results = await Promise.all(Array.from({ length: count }, () => api(broker, 'PUT', 'db/creds/stmt', { ttl: '10m' })));
-  console.info(`[statements-concurrency] ${count} concurrent issues took ${Math.round(performance.now() - started)} ms`);
+  const results = await Promise.all(
+    Array.from({ length: count }, () => api(broker, 'PUT', 'db/creds/stmt', { ttl: '10m' })),
+  );
+  console.info(
+    `[statements-concurrency] ${count} concurrent issues took ${Math.round(performance.now() - started)} ms`,
+  );
   const errors = results.filter((r) => r.status !== 200).map((r) => `${r.status} ${JSON.stringify(r.body)}`);
   expect(errors).toEqual([]);
   const leases = results.map((r) => ({ leaseId: r.body.lease_id as string, data: r.body.data }));
@@ -86,7 +98,11 @@ describe('roles created by creation_statements', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     const { username, password } = res.body.data;
     try {
-      const [row] = await adminQuery<{ rolpassword: string }>('postgres', 'SELECT rolpassword FROM pg_authid WHERE rolname = $1', [username]);
+      const [row] = await adminQuery<{ rolpassword: string }>(
+        'postgres',
+        'SELECT rolpassword FROM pg_authid WHERE rolname = $1',
+        [username],
+      );
       expect(row).toBeDefined();
       expect(row!.rolpassword.startsWith('SCRAM-SHA-256$')).toBe(true);
       expect(row!.rolpassword.startsWith(`SCRAM-SHA-256$${BROKER_SCRAM_ITERATIONS}:`), row!.rolpassword).toBe(true);
@@ -107,15 +123,20 @@ describe('roles created by creation_statements', () => {
     for (const { data } of leases) {
       const client = await loginAs(data);
       try {
-        expect((await client.query('SELECT name FROM public.items ORDER BY id')).rows.map((r) => r.name)).toEqual(['one', 'two']);
+        expect((await client.query('SELECT name FROM public.items ORDER BY id')).rows.map((r) => r.name)).toEqual([
+          'one',
+          'two',
+        ]);
       } finally {
         await client.end();
       }
     }
     // Each role holds its own privilege on the table (what makes its DROP ROLE need DROP OWNED).
-    const grantees = await adminQuery(leases[0]!.data.database, `SELECT grantee FROM information_schema.role_table_grants WHERE table_name = 'items' AND grantee = ANY($1)`, [
-      leases.map((l) => l.data.username),
-    ]);
+    const grantees = await adminQuery(
+      leases[0]!.data.database,
+      `SELECT grantee FROM information_schema.role_table_grants WHERE table_name = 'items' AND grantee = ANY($1)`,
+      [leases.map((l) => l.data.username)],
+    );
     expect(grantees).toHaveLength(CONCURRENT_ISSUES);
   });
 
@@ -125,12 +146,16 @@ describe('roles created by creation_statements', () => {
     expect(res.status, JSON.stringify(res.body)).toBe(204);
     for (const { leaseId, data } of burst) {
       expect(await roleExists(data.username), data.username).toBe(false);
-      const [row] = await adminQuery(storeDb, 'SELECT state, revoke_reason FROM credbroker_leases WHERE id = $1', [leaseId]);
+      const [row] = await adminQuery(storeDb, 'SELECT state, revoke_reason FROM credbroker_leases WHERE id = $1', [
+        leaseId,
+      ]);
       expect(row).toEqual({ state: 'revoked', revoke_reason: 'prefix' });
     }
-    const grantees = await adminQuery(targetDb, `SELECT grantee FROM information_schema.role_table_grants WHERE table_name = 'items' AND grantee LIKE $1`, [
-      `${PREFIX}\\_stmt\\_%`,
-    ]);
+    const grantees = await adminQuery(
+      targetDb,
+      `SELECT grantee FROM information_schema.role_table_grants WHERE table_name = 'items' AND grantee LIKE $1`,
+      [`${PREFIX}\\_stmt\\_%`],
+    );
     expect(grantees).toEqual([]);
   });
 
@@ -158,7 +183,9 @@ describe('roles created by creation_statements', () => {
       expect(res.status, JSON.stringify(res.body)).toBe(204);
       for (const { leaseId, data } of leases) {
         expect(await roleExists(data.username), data.username).toBe(false);
-        const [row] = await adminQuery(storeDb, 'SELECT state, attempts FROM credbroker_leases WHERE id = $1', [leaseId]);
+        const [row] = await adminQuery(storeDb, 'SELECT state, attempts FROM credbroker_leases WHERE id = $1', [
+          leaseId,
+        ]);
         expect(row).toEqual({ state: 'revoked', attempts: 0 });
       }
     } finally {

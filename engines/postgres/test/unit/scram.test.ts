@@ -49,7 +49,9 @@ describe('scramVerifier', () => {
 
   it("has a ServerKey that produces RFC 7677's server signature", () => {
     const { serverKey } = parts(verifier);
-    expect(createHmac('sha256', Buffer.from(serverKey, 'base64')).update(AUTH_MESSAGE).digest('base64')).toBe(RFC.serverSignature);
+    expect(createHmac('sha256', Buffer.from(serverKey, 'base64')).update(AUTH_MESSAGE).digest('base64')).toBe(
+      RFC.serverSignature,
+    );
   });
 
   it('uses a fresh random 16-byte salt for every verifier by default', () => {
