@@ -9,4 +9,4 @@ export type EngineType = 'postgres' | 'aws';
 export const engines = {
   postgres: postgresEngine,
   aws: awsEngine,
-} satisfies Record<EngineType, Engine<any, any>>;
+} satisfies Record<EngineType, Engine<unknown, unknown>>;

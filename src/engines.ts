@@ -219,4 +219,4 @@ export interface Engine<Mount = unknown, Role = unknown> {
 }
 
 /** The engines a broker runs, by type name (the mounts' `type`). The full one is engines/index.ts. */
-export type EngineRegistry = Readonly<Record<string, Engine<any, any>>>;
+export type EngineRegistry = Readonly<Record<string, Engine<unknown, unknown>>>;

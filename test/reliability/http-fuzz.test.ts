@@ -15,7 +15,7 @@ import {
   type JwksServer,
 } from '../support/jwks-server.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl } from '../support/pg.js';
-import { RawConnection, rawRequest, type RawResponse } from '../support/raw-http.js';
+import { RawConnection, type RawResponse } from '../support/raw-http.js';
 import { recordFigures } from '../support/reliability.js';
 
 /**

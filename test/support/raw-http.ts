@@ -152,7 +152,7 @@ export class RawConnection {
     }
     this.buffer = this.buffer.subarray(offset);
     const text = body.toString('utf8');
-    let json: any = null;
+    let json: any;
     try {
       json = text ? JSON.parse(text) : null;
     } catch {
