@@ -33,7 +33,10 @@ export default async function setup(project: TestProject) {
     password: randomSecret(),
     persistent: false,
     ...(statementLog
-      ? { flags: ['-c', 'log_statement=all'], onLog: (message: string) => void statementLog.write(`${message}\n`) }
+      ? {
+          flags: ['-c', 'log_statement=all', '-c', 'log_line_prefix=%m [%p] %a: '],
+          onLog: (message: string) => void statementLog.write(`${message}\n`),
+        }
       : {}),
   });
   const admin = new pg.Client({ connectionString: server.url('postgres') });

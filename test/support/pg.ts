@@ -1,6 +1,7 @@
 import { inject } from 'vitest';
 import pg from 'pg';
 import { randomName } from '../../src/random.js';
+import { TEST_ADMIN_APPLICATION } from './suite-sweep.js';
 
 const TEMPLATE_DB = 'credbroker_template';
 
@@ -15,7 +16,7 @@ export async function adminQuery<R extends pg.QueryResultRow = any>(
   sql: string,
   params: unknown[] = [],
 ): Promise<R[]> {
-  const client = new pg.Client({ connectionString: pgUrl(database) });
+  const client = new pg.Client({ connectionString: pgUrl(database), application_name: TEST_ADMIN_APPLICATION });
   await client.connect();
   try {
     return (await client.query<R>(sql, params)).rows;
