@@ -1,5 +1,5 @@
 import { fetch, type Dispatcher } from 'undici';
-import { clientTlsFromEnv, tlsDispatcher, tlsHint, type ClientTls } from './client-tls.js';
+import { clientTlsFromEnv, tlsDispatcher, tlsHint, type ClientTls } from '../client/tls.js';
 
 /** A small Vault-API client for the CLI: address, token and TLS from the environment, errors as text. */
 /** A Vault answer's body: its shape depends on the path, and each command reads the fields it needs. */
