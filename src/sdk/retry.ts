@@ -42,6 +42,7 @@ export async function withRetry<T>(fn: () => Promise<T>, opts: Required<RetryOpt
       const delay = backoffDelay(attempt, opts);
       const outOfTries = until === undefined ? attempt + 1 >= opts.attempts : Date.now() + delay >= until;
       if (outOfTries) throw err;
+      onRetry?.(err, attempt, delay);
       await sleep(delay);
     }
   }
