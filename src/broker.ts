@@ -26,6 +26,7 @@ import { createStorePool } from './store/pool.js';
 import { ProcessLock } from './store/process-lock.js';
 import { scheduleTidy } from './store/tidy.js';
 import { VERSION } from './version.js';
+import { WrappingService } from './wrapping/wrapping-service.js';
 
 export interface Broker {
   url: string;
@@ -110,6 +111,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     auth,
     policies: new PolicySet(config.policies),
     auditor,
+    wrapping: new WrappingService(pool, leases),
     log,
     health: {
       version: VERSION,
