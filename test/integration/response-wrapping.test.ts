@@ -522,3 +522,86 @@ describe('a Vault client library (node-vault)', () => {
     await expect(root.unwrap({ token: read.wrap_info.token })).rejects.toThrow(INVALID);
   });
 });
+
+describe('when the audit log refuses the answer', () => {
+  const FAIL_PREFIX = 'rspwrapx';
+  let failing: Broker;
+  let failingDb: string;
+
+  beforeAll(async () => {
+    failingDb = await freshStoreDatabase('rspwrapx');
+    const config = configSchema.parse({
+      ...baseTestConfig(failingDb),
+      mounts: {
+        db: {
+          type: 'postgres',
+          connection_url: pgUrl(target.database),
+          username_prefix: FAIL_PREFIX,
+          roles: { reader: { member_of: [target.group], default_ttl: '10m', max_ttl: '1h' } },
+        },
+      },
+      audit: { hmac_key: HMAC_KEY, postgres: true },
+    });
+    failing = await startBroker(config, { log: createLogger('silent'), reaper: false });
+  });
+
+  afterAll(async () => {
+    await failing?.close();
+    await dropRolesWithPrefix(FAIL_PREFIX);
+  });
+
+  /** The only audit sink refuses the response records `when` (SQL on NEW) picks. */
+  const refuseResponses = (when: string) =>
+    adminQuery(
+      failingDb,
+      `CREATE OR REPLACE FUNCTION refuse_responses() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit volume full'; END $$;
+       DROP TRIGGER IF EXISTS refuse_responses ON credbroker_audit;
+       CREATE TRIGGER refuse_responses BEFORE INSERT ON credbroker_audit FOR EACH ROW
+         WHEN (NEW.type = 'response' AND ${when}) EXECUTE FUNCTION refuse_responses();`,
+    );
+  const latestLease = async () =>
+    (
+      await adminQuery(
+        failingDb,
+        'SELECT id, state, revoke_handle FROM credbroker_leases ORDER BY issued_at DESC LIMIT 1',
+      )
+    )[0];
+
+  it('a wrapped answer that cannot be audited is not sent: its lease is revoked and its sealed row deleted', async () => {
+    await refuseResponses(`NEW.data -> 'wrap_info' <> 'null'::jsonb`);
+    const res = await fetch(`${failing.url}/v1/db/creds/reader`, {
+      method: 'PUT',
+      headers: { 'x-vault-token': ROOT_TOKEN, 'x-vault-wrap-ttl': '60' },
+      body: '{}',
+    });
+    const text = await res.text();
+    expect(res.status, text).toBe(503);
+    expect(text).not.toMatch(/cbw\.|password/);
+    const lease = await latestLease();
+    expect(lease.state).toBe('revoked');
+    expect(await roleExists(lease.revoke_handle.username)).toBe(false);
+    expect(await adminQuery(failingDb, 'SELECT 1 FROM credbroker_wrapped_responses')).toEqual([]);
+  });
+
+  it('an unwrap that cannot be audited is not sent: the spent token’s lease is revoked', async () => {
+    await adminQuery(failingDb, 'DROP TRIGGER IF EXISTS refuse_responses ON credbroker_audit');
+    const wrapped = await fetch(`${failing.url}/v1/db/creds/reader`, {
+      method: 'PUT',
+      headers: { 'x-vault-token': ROOT_TOKEN, 'x-vault-wrap-ttl': '60' },
+      body: '{}',
+    });
+    expect(wrapped.status).toBe(200);
+    const { token } = ((await wrapped.json()) as { wrap_info: { token: string } }).wrap_info;
+    await refuseResponses(`NEW.path = 'sys/wrapping/unwrap'`);
+    const res = await fetch(`${failing.url}/v1/sys/wrapping/unwrap`, {
+      method: 'PUT',
+      headers: { 'x-vault-token': token },
+    });
+    const text = await res.text();
+    expect(res.status, text).toBe(503);
+    expect(text).not.toMatch(/password/);
+    const lease = await latestLease();
+    expect(lease.state).toBe('revoked');
+    expect(await roleExists(lease.revoke_handle.username)).toBe(false);
+  });
+});
