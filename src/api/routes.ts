@@ -14,8 +14,9 @@ export { REVOKE_OUTCOME_HEADER, REVOKED_COUNT_HEADER } from './routes/leases.js'
 
 /**
  * Every route, one module per group, in the order they are matched: logins and token
- * self-service, health, sys/wrapping, sys/leases, the sys/broker extensions, then the engines' paths (whose
- * `<mount>/…` patterns would otherwise shadow nothing, but come last as the catch-all shape).
+ * self-service, health, sys/wrapping, sys/leases, the sys/broker extensions, then the engines'
+ * paths (whose `<mount>/…` patterns would otherwise shadow nothing, but come last as the
+ * catch-all shape).
  */
 export function buildRoutes(deps: {
   leases: LeaseService;

@@ -79,8 +79,8 @@ async function deleteInBatches(
 
 /**
  * Deletes what the store no longer needs: revoked leases, ended broker tokens and audit rows
- * older than their retention, expired wrapped answers, in bounded batches until none is left. A plain function: the
- * schedule only calls it, tests call it directly. Live, pending and irrevocable leases are never
+ * older than their retention, and expired wrapped answers, in bounded batches until none is
+ * left. A plain function: the schedule only calls it, tests call it directly. Live, pending and irrevocable leases are never
  * touched (an irrevocable lease waits for an operator).
  */
 export async function tidyOnce(pool: pg.Pool, policy: TidyPolicy): Promise<TidyResult> {

@@ -328,6 +328,26 @@ describe('a wrapped creds request', () => {
   });
 });
 
+describe('a wrapped login whose answer cannot be stored', () => {
+  it('answers 503 and revokes the broker token it minted', async () => {
+    const jwt = await cluster.sign(kubernetesClaims());
+    await adminQuery(storeDb, 'ALTER TABLE credbroker_wrapped_responses RENAME TO credbroker_wrapped_away');
+    let answer: Answer;
+    try {
+      answer = await call('PUT', 'auth/kubernetes/login', { body: { role: 'etl', jwt }, token: null, wrapTtl: '60' });
+    } finally {
+      await adminQuery(storeDb, 'ALTER TABLE credbroker_wrapped_away RENAME TO credbroker_wrapped_responses');
+    }
+    expect(answer.status, answer.text).toBe(503);
+    expect(answer.text).not.toMatch(/cbt\./);
+    const [token] = await adminQuery(
+      storeDb,
+      'SELECT revoked_at FROM credbroker_tokens ORDER BY issued_at DESC LIMIT 1',
+    );
+    expect(token.revoked_at).not.toBeNull();
+  });
+});
+
 describe('lookup, rewrap, expiry', () => {
   it('lookup tells the path, creation time and TTL of a live token, shows no secret and leaves it unwrappable', async () => {
     const { token, answer } = await wrappedIssue('2m');
