@@ -216,10 +216,15 @@ class ApiCall {
       this.wrapToken = info.token;
       return { ...reply, body: wrappedAnswer(this.requestId, info) };
     } catch (err) {
+      this.opts.log.warn(
+        { request_id: this.requestId, code: (err as { code?: unknown }).code ?? (err as Error).name },
+        'response wrapping failed; what the answer carried is taken back',
+      );
       if (this.audit.issued && this.audit.leaseId)
         await this.opts.leases.revoke(this.audit.leaseId).catch(() => undefined);
-      const accessor = (body.auth as { accessor?: unknown } | null | undefined)?.accessor;
-      if (typeof accessor === 'string') await this.opts.auth.tokens.revoke(accessor).catch(() => undefined);
+      // A login names the token it minted as the request's identity; renew-self's own token is not taken.
+      const minted = this.audit.identity?.accessor;
+      if (minted) await this.opts.auth.tokens.revoke(minted).catch(() => undefined);
       throw new StoreUnavailable('the wrapped answer could not be stored; nothing was handed out', { cause: err });
     }
   }
