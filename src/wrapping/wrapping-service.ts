@@ -103,8 +103,11 @@ export class WrappingService {
     };
   }
 
-  /** The same answer under a new token with the old one's path and TTL; the old token is dead. */
-  async rewrap(token: unknown): Promise<WrapInfo> {
+  /**
+   * The same answer under a new token with the old one's path and TTL; the old token is dead.
+   * `leaseId`: the lease the answer carries, if any.
+   */
+  async rewrap(token: unknown): Promise<{ wrapInfo: WrapInfo; leaseId?: string }> {
     const newToken = `${TOKEN_PREFIX}${randomSecret()}`;
     let answer: Answer = {};
     const meta = await replaceWrapping(this.pool, hashOfValid(token), (old) => {
@@ -112,7 +115,8 @@ export class WrappingService {
       return this.sealed(newToken, answer, old.creation_path, old.creation_ttl);
     });
     if (!meta) throw new InvalidWrappingToken();
-    return wrapInfo(newToken, meta, answer);
+    const leaseId = typeof answer.lease_id === 'string' && answer.lease_id ? answer.lease_id : undefined;
+    return { wrapInfo: wrapInfo(newToken, meta, answer), ...(leaseId ? { leaseId } : {}) };
   }
 
   /** Deletes a wrapped answer that was never handed out (its audit record failed). */

@@ -603,25 +603,28 @@ describe('when the audit log refuses the answer', () => {
     expect(await adminQuery(failingDb, 'SELECT 1 FROM credbroker_wrapped_responses')).toEqual([]);
   });
 
-  it('an unwrap that cannot be audited is not sent: the spent token’s lease is revoked', async () => {
-    await adminQuery(failingDb, 'DROP TRIGGER IF EXISTS refuse_responses ON credbroker_audit');
-    const wrapped = await fetch(`${failing.url}/v1/db/creds/reader`, {
-      method: 'PUT',
-      headers: { 'x-vault-token': ROOT_TOKEN, 'x-vault-wrap-ttl': '60' },
-      body: '{}',
-    });
-    expect(wrapped.status).toBe(200);
-    const { token } = ((await wrapped.json()) as { wrap_info: { token: string } }).wrap_info;
-    await refuseResponses(`NEW.path = 'sys/wrapping/unwrap'`);
-    const res = await fetch(`${failing.url}/v1/sys/wrapping/unwrap`, {
-      method: 'PUT',
-      headers: { 'x-vault-token': token },
-    });
-    const text = await res.text();
-    expect(res.status, text).toBe(503);
-    expect(text).not.toMatch(/password/);
-    const lease = await latestLease();
-    expect(lease.state).toBe('revoked');
-    expect(await roleExists(lease.revoke_handle.username)).toBe(false);
-  });
+  it.each(['unwrap', 'rewrap'])(
+    'a %s that cannot be audited is not sent: the spent token’s lease is revoked',
+    async (op) => {
+      await adminQuery(failingDb, 'DROP TRIGGER IF EXISTS refuse_responses ON credbroker_audit');
+      const wrapped = await fetch(`${failing.url}/v1/db/creds/reader`, {
+        method: 'PUT',
+        headers: { 'x-vault-token': ROOT_TOKEN, 'x-vault-wrap-ttl': '60' },
+        body: '{}',
+      });
+      expect(wrapped.status).toBe(200);
+      const { token } = ((await wrapped.json()) as { wrap_info: { token: string } }).wrap_info;
+      await refuseResponses(`NEW.path = 'sys/wrapping/${op}'`);
+      const res = await fetch(`${failing.url}/v1/sys/wrapping/${op}`, {
+        method: 'PUT',
+        headers: { 'x-vault-token': token },
+      });
+      const text = await res.text();
+      expect(res.status, text).toBe(503);
+      expect(text).not.toMatch(/password/);
+      const lease = await latestLease();
+      expect(lease.state).toBe('revoked');
+      expect(await roleExists(lease.revoke_handle.username)).toBe(false);
+    },
+  );
 });

@@ -61,10 +61,12 @@ export function wrappingRoutes(wrapping: WrappingService): Route[] {
       pattern: /^sys\/wrapping\/rewrap$/,
       ...byToken,
       methods: {
-        PUT: async (ctx) => ({
-          status: 200,
-          body: wrappedAnswer(ctx.requestId, await wrapping.rewrap(wrappingToken(ctx))),
-        }),
+        PUT: async (ctx) => {
+          const { wrapInfo, leaseId } = await wrapping.rewrap(wrappingToken(ctx));
+          // As for unwrap: the old token is spent, so an answer that cannot be sent takes its lease back.
+          if (leaseId) Object.assign(ctx.audit, { leaseId, issued: true });
+          return { status: 200, body: wrappedAnswer(ctx.requestId, wrapInfo) };
+        },
       },
     },
     {
