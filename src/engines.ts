@@ -196,6 +196,11 @@ export interface CredentialFormats {
    */
   env: Readonly<Record<string, string>>;
   /**
+   * Variables made from the credential as a whole, written after the fields in `env` output
+   * (PostgreSQL's DATABASE_URL, which most frameworks read).
+   */
+  envDerived?: (data: Record<string, unknown>) => Readonly<Record<string, string>>;
+  /**
    * Formats only this engine's credential can be written in (`pgpass`, `aws-credentials`), by
    * name. Each throws an Error saying what it needs when the credential lacks it.
    */
