@@ -20,6 +20,8 @@ const PREFIX = 'tgtls';
 const GROUP = `${PREFIX}_readers`;
 const TARGET_DB = 'tls_target';
 const STORE_DB = 'tls_store';
+/** Where a leased user may create objects, so revoking it has a second database to clean up. */
+const OTHER_DB = 'tls_other';
 
 let dir: string;
 let server: EmbeddedServer;
@@ -166,6 +168,7 @@ beforeAll(async () => {
   });
   await tlsAdmin('postgres', `CREATE DATABASE ${TARGET_DB}`);
   await tlsAdmin('postgres', `CREATE DATABASE ${STORE_DB}`);
+  await tlsAdmin('postgres', `CREATE DATABASE ${OTHER_DB}`);
   await tlsAdmin(
     TARGET_DB,
     `CREATE ROLE ${GROUP} NOLOGIN;
@@ -174,6 +177,7 @@ beforeAll(async () => {
      GRANT USAGE ON SCHEMA public TO ${GROUP};
      GRANT SELECT ON public.items TO ${GROUP};`,
   );
+  await tlsAdmin(OTHER_DB, `GRANT CREATE, USAGE ON SCHEMA public TO ${GROUP}`);
   storeDb = await freshStoreDatabase('tgtls');
 });
 
@@ -246,6 +250,29 @@ describe('a postgres mount over TLS with its own CA', () => {
     );
     expect(rows.length).toBeGreaterThan(0);
     expect(rows.every((r) => r.ssl === true)).toBe(true);
+  });
+
+  it('revoking a user that owns objects in another database reaches that database over TLS too', async () => {
+    const broker = await brokerWith({ ssl: { ca_file: caFile } });
+    const res = await issue(broker);
+    expect(res.status).toBe(200);
+    const { username, password } = res.body.data;
+    const other = new pg.Client({
+      host: '127.0.0.1',
+      port: server.port,
+      database: OTHER_DB,
+      user: username,
+      password,
+      ssl: { ca: caPem },
+    });
+    await other.connect();
+    await other.query('CREATE TABLE kept_by_lease (id int)');
+    expect((await other.query('SELECT current_user AS u')).rows[0].u).toBe(username);
+    await other.end();
+    const revoked = await api(broker, 'PUT', 'sys/leases/revoke', { lease_id: res.body.lease_id });
+    expect(revoked.status).toBe(204);
+    expect(await tlsAdmin('postgres', 'SELECT 1 FROM pg_roles WHERE rolname = $1', [username])).toEqual([]);
+    expect(await tlsAdmin(OTHER_DB, "SELECT 1 FROM pg_tables WHERE tablename = 'kept_by_lease'")).toEqual([]);
   });
 
   it('the same mount with a wrong CA: the broker starts, warns naming the mount, and issuing fails with a 502 that says why, creating no role', async () => {
