@@ -19,11 +19,11 @@ import { LeaseService } from './leases/lease-service.js';
 import { LeaseStore } from './leases/lease-store.js';
 import { Reaper } from './leases/reaper.js';
 import { Revoker } from './leases/revoker.js';
-import { ListenFailed, StoreUnavailable } from './errors.js';
+import { ListenFailed } from './errors.js';
 import { redactingFor } from './log.js';
 import { MountRegistry } from './mounts.js';
 import { migrate } from './store/migrate.js';
-import { describeConnectError, pgTlsOptions, unverifiedTlsWarning } from './store/pg-ssl.js';
+import { explainStoreError, pgTlsOptions, unverifiedTlsWarning } from './store/pg-ssl.js';
 import { createStorePool } from './store/pool.js';
 import { ProcessLock } from './store/process-lock.js';
 import { scheduleTidy } from './store/tidy.js';
@@ -98,8 +98,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     const migrations = createStorePool(storeTls, 1, log);
     const applied = await migrate(migrations)
       .catch((err: unknown) => {
-        const reason = describeConnectError(err, 'store');
-        throw reason ? new StoreUnavailable(`the lease store: cannot connect: ${reason}`) : err;
+        throw explainStoreError(err);
       })
       .finally(() => migrations.end());
     if (applied.length) log.info({ applied }, 'migrations applied');

@@ -3,7 +3,7 @@ import { loadConfigFile } from '../config/load.js';
 import { ListenFailed } from '../errors.js';
 import { createLogger } from '../log.js';
 import { migrate } from '../store/migrate.js';
-import { pgTlsOptions } from '../store/pg-ssl.js';
+import { explainStoreError, pgTlsOptions } from '../store/pg-ssl.js';
 import { createStorePool } from '../store/pool.js';
 
 /** `credbroker server`: runs until SIGINT/SIGTERM, then drains and exits. */
@@ -37,7 +37,9 @@ export async function runMigrate(configPath: string): Promise<void> {
   const log = createLogger(config.log_level);
   const pool = createStorePool(pgTlsOptions(config.store.url, config.store.ssl, 'store'), 1, log);
   try {
-    const applied = await migrate(pool, undefined, { newerSchema: 'refuse' });
+    const applied = await migrate(pool, undefined, { newerSchema: 'refuse' }).catch((err: unknown) => {
+      throw explainStoreError(err);
+    });
     process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'the lease store is up to date\n');
   } finally {
     await pool.end();

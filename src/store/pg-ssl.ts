@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type ConnectionOptions } from 'node:tls';
 import { z } from 'zod';
-import { ConfigError } from '../errors.js';
+import { ConfigError, StoreUnavailable } from '../errors.js';
 
 /**
  * TLS to a PostgreSQL server (the lease store, a postgres mount's target): one translation from
@@ -137,6 +137,8 @@ function fromUrl(params: URLSearchParams, urlKey: string): { ssl: ConnectionOpti
  */
 export function pgTlsOptions(url: string, ssl: PgSslConfig | undefined, key: string, urlField = 'url'): PgTls {
   let parsed: URL | null = null;
+  // As pg-connection-string does first, so a URL it accepts (a space, a stray "%") is read here too.
+  if (/ |%[^a-f0-9]|%[a-f0-9][^a-f0-9]/i.test(url)) url = encodeURI(url).replace(/%25(\d\d)/g, '%$1');
   try {
     parsed = new URL(url);
   } catch {
@@ -186,8 +188,9 @@ const NO_TLS_ON_SERVER = 'The server does not support SSL connections';
  * `mounts.db`); null for any other error (a query's own). Node's texts carry no URL or password.
  */
 export function describeConnectError(err: unknown, key: string): string | null {
-  const { code, message } = err as { code?: string; message?: string };
-  const reason = message ?? String(err);
+  const { code, message, errors } = err as { code?: string; message?: string; errors?: { message?: string }[] };
+  // Node's AggregateError (each address of a name refused) has an empty message of its own.
+  const reason = message || errors?.map((e) => e.message).join('; ') || code || String(err);
   if (code && CHAIN_ERRORS.has(code)) return `${reason} (check ${key}.ssl.ca_file)`;
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID')
     return `${reason} (connect by a name the certificate has, or set ${key}.ssl.verify: ca)`;
@@ -195,4 +198,10 @@ export function describeConnectError(err: unknown, key: string): string | null {
   if (reason === NO_TLS_ON_SERVER) return `${reason} (turn ssl on in the server, or remove ${key}.ssl)`;
   if (code && SOCKET_ERRORS.has(code)) return reason;
   return null;
+}
+
+/** A failure to reach the lease store as a StoreUnavailable that says why; any other error as it is. */
+export function explainStoreError(err: unknown): unknown {
+  const reason = describeConnectError(err, 'store');
+  return reason ? new StoreUnavailable(`the lease store: cannot connect: ${reason}`) : err;
 }

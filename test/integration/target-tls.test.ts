@@ -361,12 +361,15 @@ describe('the lease store over TLS', () => {
     expect(revoked.status).toBe(204);
   });
 
-  it('with a wrong CA, the broker refuses to start with a message naming the lease store and what to check', async () => {
+  it('with a wrong CA, the broker refuses to start with a message naming the lease store and what to check; a missing file names its key', async () => {
     await expect(
       brokerWith({}, { store: { url: server.url(STORE_DB), ssl: { ca_file: wrongCaFile } } }),
     ).rejects.toThrow(/^the lease store: cannot connect: .+ \(check store\.ssl\.ca_file\)$/);
     await expect(
       brokerWith({}, { store: { url: server.url(STORE_DB), ssl: { ca_file: join(dir, 'missing.pem') } } }),
     ).rejects.toThrow(`store.ssl.ca_file: cannot read ${join(dir, 'missing.pem')} (ENOENT)`);
+    await expect(brokerWith({ ssl: { ca_file: join(dir, 'missing.pem') } })).rejects.toThrow(
+      `mounts.db.ssl.ca_file: cannot read ${join(dir, 'missing.pem')} (ENOENT)`,
+    );
   });
 });

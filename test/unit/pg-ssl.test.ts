@@ -103,6 +103,14 @@ describe('pgTlsOptions: sslmode in the URL, as libpq reads it', () => {
   });
 });
 
+describe('pgTlsOptions: a URL pg would fix up first', () => {
+  it('reads sslmode from a URL with a space or a stray "%" in its password, as pg-connection-string would', () => {
+    const tls = pgTlsOptions('postgres://admin:p w%zz@db:5432/app?sslmode=require', undefined, 'store');
+    expect(tls.verify).toBe('none');
+    expect(tls.connectionString).toBe('postgres://admin:p%20w%25zz@db:5432/app');
+  });
+});
+
 describe('pgTlsOptions: the ssl block', () => {
   const block = (s: unknown) => pgSslSchema.parse(s);
 
@@ -168,5 +176,15 @@ describe('describeConnectError', () => {
       /turn ssl on/,
     );
     expect(describeConnectError(Object.assign(new Error('duplicate key'), { code: '23505' }), 'store')).toBeNull();
+    const refused = Object.assign(
+      new AggregateError([
+        new Error('connect ECONNREFUSED ::1:5432'),
+        new Error('connect ECONNREFUSED 127.0.0.1:5432'),
+      ]),
+      { code: 'ECONNREFUSED' },
+    );
+    expect(describeConnectError(refused, 'store')).toBe(
+      'connect ECONNREFUSED ::1:5432; connect ECONNREFUSED 127.0.0.1:5432',
+    );
   });
 });
