@@ -1,4 +1,5 @@
 import type { Engine } from '../../src/engines.js';
+import { postgresDiscovery } from './discovery.js';
 import { postgresFormats } from './formats.js';
 import {
   postgresSecrets,
@@ -15,6 +16,7 @@ export const postgresEngine: Engine<PostgresMount, PostgresRole> = {
   mountSchema: postgresMountSchema,
   roleSchema: postgresRoleSchema,
   secrets: postgresSecrets,
+  discovery: postgresDiscovery,
   formats: postgresFormats,
   async connect(mount, ctx) {
     const target = new PostgresTarget(mount, ctx);
