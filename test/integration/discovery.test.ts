@@ -376,7 +376,9 @@ describe('sys/leases/count and sys/leases?type=irrevocable', () => {
     ).toBe(3);
     expect((await api(broker, 'GET', 'sys/leases?type=irrevocable&limit=0', undefined, ops)).status).toBe(400);
 
-    expect((await api(broker, 'GET', 'sys/leases/count', undefined, ops)).status).toBe(404);
+    const untyped = await api(broker, 'GET', 'sys/leases/count', undefined, ops);
+    expect(untyped.status).toBe(404);
+    expect(untyped.body.errors[0]).toContain('type=irrevocable is required');
     expect((await api(broker, 'GET', 'sys/leases?type=active', undefined, ops)).status).toBe(404);
     const nobody = await loginAs('nobody');
     expect((await api(broker, 'GET', 'sys/leases/count?type=irrevocable', undefined, nobody)).status).toBe(403);

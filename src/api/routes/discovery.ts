@@ -42,13 +42,12 @@ const irrevocableQuery = z
   })
   .passthrough();
 
-/** Vault reads sys/leases/count and sys/leases only with type=irrevocable; anything else is "no value" (404). */
-function requireIrrevocableType(type: string | undefined): void {
-  if (type?.toLowerCase() !== 'irrevocable')
-    throw new UnknownPath('sys/leases', [
-      'type=irrevocable is required: only irrevocable leases are counted and listed',
-    ]);
-}
+/** Vault answers sys/leases/count and sys/leases only for type=irrevocable; anything else finds no value (404). */
+const isIrrevocable = (type: string | undefined) => type?.toLowerCase() === 'irrevocable';
+const NOT_IRREVOCABLE: Reply = {
+  status: 404,
+  body: { errors: ['type=irrevocable is required: only irrevocable leases are counted and listed'] },
+};
 
 /** Vault's sys/mounts entry; `options.credbroker_engine` says which engine really serves it. */
 function mountEntry(mount: Mount, version: string): Record<string, JsonValue> {
@@ -102,7 +101,7 @@ export function discoveryRoutes(deps: DiscoveryDeps): Route[] {
   const listIrrevocable: Handler = async (ctx) => {
     authzOf(ctx).require('sys/leases', ['read', 'sudo']);
     const q = parseBody(irrevocableQuery, ctx.req.query);
-    requireIrrevocableType(q.type);
+    if (!isIrrevocable(q.type)) return NOT_IRREVOCABLE;
     const limit = q.limit === undefined ? IRREVOCABLE_LIST_LIMIT : q.limit.toLowerCase() === 'none' ? null : +q.limit;
     // One more than the limit: whether the list was cut short, without counting everything.
     const found = await deps.leases.irrevocable('', limit === null ? null : limit + 1);
@@ -154,7 +153,7 @@ export function discoveryRoutes(deps: DiscoveryDeps): Route[] {
       methods: {
         GET: async (ctx) => {
           authzOf(ctx).require('sys/leases/count', ['read', 'sudo']);
-          requireIrrevocableType(parseBody(irrevocableQuery, ctx.req.query).type);
+          if (!isIrrevocable(parseBody(irrevocableQuery, ctx.req.query).type)) return NOT_IRREVOCABLE;
           const byMount = await deps.leases.irrevocableCounts();
           const counts: Record<string, number> = {};
           let total = 0;
