@@ -126,6 +126,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     policies: new PolicySet(config.policies),
     auditor,
     log,
+    discovery: { mounts, authMounts: config.auth },
     health: {
       version: VERSION,
       clusterName: 'credbroker',

@@ -1,5 +1,6 @@
 import { pgTlsOptions, unverifiedTlsWarning } from '../../src/engine-kit.js';
 import type { Engine } from '../../src/engines.js';
+import { postgresDiscovery } from './discovery.js';
 import { postgresFormats } from './formats.js';
 import {
   postgresSecrets,
@@ -16,6 +17,7 @@ export const postgresEngine: Engine<PostgresMount, PostgresRole> = {
   mountSchema: postgresMountSchema,
   roleSchema: postgresRoleSchema,
   secrets: postgresSecrets,
+  discovery: postgresDiscovery,
   formats: postgresFormats,
   async connect(mount, ctx) {
     // Files are read now: a missing CA file fails the start, naming its key.
