@@ -22,7 +22,15 @@ import { errorReply, sendError } from './error-response.js';
 import { refuseUnstorableJson } from './body-shape.js';
 import { oneRequestAtATimePerConnection } from './in-order.js';
 import { Authz } from './authz.js';
-import { buildRoutes, type HealthState, type Method, type Reply, type Route, type RouteContext } from './routes.js';
+import {
+  buildRoutes,
+  type DiscoveryDeps,
+  type HealthState,
+  type Method,
+  type Reply,
+  type Route,
+  type RouteContext,
+} from './routes.js';
 import { wrappedAnswer } from './routes/wrapping.js';
 
 export interface AppOptions {
@@ -33,6 +41,8 @@ export interface AppOptions {
   health: HealthState;
   /** Seals the answers of requests sent with X-Vault-Wrap-TTL; serves sys/wrapping/*. */
   wrapping: WrappingService;
+  /** The mounts and auth mounts that sys/mounts, sys/auth and `<mount>/roles` describe. */
+  discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
   log: Logger;
   /** Largest accepted request body. */
   bodyLimit?: string;
@@ -73,7 +83,13 @@ function decodePath(path: string): string {
 
 /** The HTTP API: Vault's dynamic-secrets subset. Routing, authentication, authorization, audit and error mapping. */
 export function createApp(opts: AppOptions): express.Express {
-  const routes = buildRoutes({ leases: opts.leases, auth: opts.auth, health: opts.health, wrapping: opts.wrapping });
+  const routes = buildRoutes({
+    leases: opts.leases,
+    auth: opts.auth,
+    health: opts.health,
+    discovery: opts.discovery,
+    wrapping: opts.wrapping,
+  });
   const app = express();
   app.disable('x-powered-by');
   // Vault sends no ETag; without one, a small JSON answer leaves in a single write with its headers.
