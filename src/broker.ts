@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import cron from 'node-cron';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -25,6 +26,7 @@ import { migrate } from './store/migrate.js';
 import { createStorePool } from './store/pool.js';
 import { ProcessLock } from './store/process-lock.js';
 import { scheduleTidy } from './store/tidy.js';
+import { isLoopback, loadListenerCredentials, serverTlsOptions, type ListenTlsConfig } from './tls/listener-tls.js';
 import { VERSION } from './version.js';
 
 export interface Broker {
@@ -36,6 +38,11 @@ export interface Broker {
   auditor: Auditor;
   auth: AuthService;
   mounts: MountRegistry;
+  /**
+   * Re-reads the listener's certificate and key (SIGHUP): new handshakes present them, open
+   * connections keep theirs. A file that is missing or does not match is logged and changes nothing.
+   */
+  reloadTls(): void;
   close(): Promise<void>;
 }
 
@@ -51,12 +58,17 @@ export interface StartOptions {
   engines?: EngineRegistry;
 }
 
-/** Opens the HTTP listener; a port in use (or any other refusal) is a ListenFailed, not a crash later. */
-function listen(app: RequestListener, address: string, port: number): Promise<Server> {
-  const server = createServer(app);
+/** Opens the HTTP(S) listener; a port in use (or any other refusal) is a ListenFailed, not a crash later. */
+function listen(
+  app: RequestListener,
+  address: string,
+  port: number,
+  tls: ListenTlsConfig | undefined,
+): Promise<Server> {
+  const server: Server = tls ? createHttpsServer(serverTlsOptions(tls), app) : createServer(app);
   server.keepAliveTimeout = 65_000;
   // Before listening: it takes over each connection from its first byte (one parser per socket).
-  acceptListMethod(server);
+  acceptListMethod(server, tls ? 'secureConnection' : 'connection');
   return new Promise((resolve, reject) => {
     const refused = (err: NodeJS.ErrnoException) => reject(new ListenFailed(address, port, err.code ?? err.message));
     server.once('error', refused);
@@ -123,7 +135,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   });
   let server: Server;
   try {
-    server = await listen(app, config.listen.address, config.listen.port);
+    server = await listen(app, config.listen.address, config.listen.port, config.listen.tls);
   } catch (err) {
     // Nothing may stay open behind a failed start: a caller that exits must be able to.
     await mounts.close().catch(() => undefined);
@@ -174,7 +186,25 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       await pool.end();
     })());
 
+  const tls = config.listen.tls;
+  const reloadTls = () => {
+    if (!tls) return;
+    try {
+      const { serialNumber, ...credentials } = loadListenerCredentials(tls);
+      (server as HttpsServer).setSecureContext(credentials);
+      log.info({ serial_number: serialNumber, cert_file: tls.cert_file }, 'listener certificate reloaded');
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'listener certificate not reloaded: the previous one stays in use');
+    }
+  };
   const host = config.listen.address.includes(':') ? `[${config.listen.address}]` : config.listen.address;
-  log.info({ url: `http://${host}:${port}`, mounts: mounts.names() }, 'credbroker listening');
-  return { url: `http://${host}:${port}`, port, leases, reaper, store, mounts, auditor, auth, close };
+  const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
+  if (!tls && !isLoopback(config.listen.address)) {
+    log.warn(
+      { address: config.listen.address },
+      'listening on plain HTTP beyond loopback: tokens and credentials cross the network in clear; set listen.tls',
+    );
+  }
+  log.info({ url, mounts: mounts.names() }, 'credbroker listening');
+  return { url, port, leases, reaper, store, mounts, auditor, auth, reloadTls, close };
 }

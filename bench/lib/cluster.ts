@@ -1,3 +1,4 @@
+import { Agent, fetch as undiciFetch } from 'undici';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -75,11 +76,17 @@ export async function startBrokerProcess(
     reaper?: Record<string, unknown>;
     extra?: Record<string, unknown>;
     env?: Record<string, string>;
+    /** Serve https with this certificate; `ca` is what clients trust. */
+    tls?: { cert_file: string; key_file: string; ca: string };
   },
 ): Promise<BrokerProcess> {
   const port = await freePort();
   const config = {
-    listen: { address: '127.0.0.1', port },
+    listen: {
+      address: '127.0.0.1',
+      port,
+      ...(opts.tls ? { tls: { cert_file: opts.tls.cert_file, key_file: opts.tls.key_file } } : {}),
+    },
     store: {
       url: `postgres://postgres:\${env:BENCH_PG_PASSWORD}@127.0.0.1:${server.port}/${opts.store}`,
       max_connections: 20,
@@ -99,10 +106,11 @@ export async function startBrokerProcess(
   });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const dispatcher = opts.tls ? new Agent({ connect: { ca: opts.tls.ca } }) : undefined;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`broker exited: ${stderr}`);
-    const ok = await fetch(`${url}/v1/sys/health`).then(
+    const ok = await undiciFetch(`${url}/v1/sys/health`, dispatcher ? { dispatcher } : {}).then(
       (r) => r.ok,
       () => false,
     );
@@ -110,6 +118,7 @@ export async function startBrokerProcess(
     await new Promise((r) => setTimeout(r, 5));
   }
   const startupMs = performance.now() - started;
+  await dispatcher?.close();
   return {
     url,
     child,

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import { ROOT_TOKEN } from './cluster.js';
 
 export interface HttpReply {
@@ -8,14 +9,23 @@ export interface HttpReply {
   brokerMs: number;
 }
 
-/** A keep-alive client with at most `sockets` connections, as a fleet of pods would present. */
-export function httpClient(baseUrl: string, sockets: number, token: string = ROOT_TOKEN) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: sockets });
+/**
+ * A keep-alive client with at most `sockets` connections, as a fleet of pods would present; over
+ * https when the URL says so, trusting `ca`. `connections()` counts the connections (so TLS
+ * handshakes) it opened.
+ */
+export function httpClient(baseUrl: string, sockets: number, token: string = ROOT_TOKEN, ca?: string) {
   const url = new URL(baseUrl);
+  const secure = url.protocol === 'https:';
+  const agent = secure
+    ? new https.Agent({ keepAlive: true, maxSockets: sockets, ca })
+    : new http.Agent({ keepAlive: true, maxSockets: sockets });
+  const opened = new WeakSet<object>();
+  let connections = 0;
   const request = (method: string, path: string, body?: unknown): Promise<HttpReply> =>
     new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : JSON.stringify(body);
-      const req = http.request(
+      const req = (secure ? https : http).request(
         {
           agent,
           host: url.hostname,
@@ -43,6 +53,11 @@ export function httpClient(baseUrl: string, sockets: number, token: string = ROO
         },
       );
       req.on('error', reject);
+      req.on('socket', (socket) => {
+        if (opened.has(socket)) return;
+        opened.add(socket);
+        connections++;
+      });
       req.end(payload);
     });
   return {
@@ -54,6 +69,7 @@ export function httpClient(baseUrl: string, sockets: number, token: string = ROO
       if (reply.status !== 200) throw new Error(`HTTP ${reply.status}: ${JSON.stringify(reply.body)}`);
       return reply;
     },
+    connections: () => connections,
     close: () => agent.destroy(),
   };
 }

@@ -1,4 +1,8 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
+import { createCertificateAuthority } from '../../src/tls/certificates.js';
 import { migrate } from '../../src/store/migrate.js';
 import { createDatabase, dropRoles, postgresMount, sql, startBrokerProcess } from '../lib/cluster.js';
 import type { BenchContext } from '../lib/context.js';
@@ -75,7 +79,17 @@ export async function issueScenarios(ctx: BenchContext): Promise<void> {
       raw: { prefix: 'rd', iterations: 16, grantTable: 'items' },
     },
   ];
+  const tls = await benchCertificates();
+  const tlsBroker = await startBrokerProcess(ctx.server, {
+    store: 'bench_store',
+    extra: workload.config,
+    env: workload.env,
+    tls,
+    mounts: { low: { ...mount('bb', {}), roles: { r: { member_of: [GROUP] } } } },
+  });
   try {
+    await tlsComparison(ctx, broker.url, tlsBroker.url, tls.ca, token, n(4000, 800));
+    await resetTables(ctx);
     for (const c of cases) {
       ctx.progress(`${c.name}: ${c.count} leases at concurrency ${c.concurrency}`);
       const raw = new RawIssuer(ctx.server, 'bench_raw_store', 'bench_target', c.concurrency, {
@@ -113,5 +127,80 @@ export async function issueScenarios(ctx: BenchContext): Promise<void> {
     }
   } finally {
     await broker.stop();
+    await tlsBroker.stop();
   }
+}
+
+/** A throwaway CA and a server certificate for 127.0.0.1, in files. */
+async function benchCertificates(): Promise<{ cert_file: string; key_file: string; ca: string }> {
+  const ca = await createCertificateAuthority({ commonName: 'credbroker bench CA' });
+  const server = await ca.issue({ commonName: 'localhost', dnsNames: ['localhost', '127.0.0.1'] });
+  const dir = mkdtempSync(join(tmpdir(), 'credbroker-bench-tls-'));
+  writeFileSync(join(dir, 'server.pem'), server.certPem);
+  writeFileSync(join(dir, 'server-key.pem'), server.keyPem, { mode: 0o600 });
+  return { cert_file: join(dir, 'server.pem'), key_file: join(dir, 'server-key.pem'), ca: ca.certPem };
+}
+
+/**
+ * issue_c16_tls: the same issue load at concurrency 16 over https and over plain http, on two
+ * brokers of the same build and store, with the raw baseline, in one run. Kept-alive connections
+ * pay the handshake once each: `tls_connections` is how many the client opened.
+ */
+async function tlsComparison(
+  ctx: BenchContext,
+  httpUrl: string,
+  httpsUrl: string,
+  ca: string,
+  token: string,
+  count: number,
+): Promise<void> {
+  const concurrency = 16;
+  ctx.progress(`issue_c16_tls: ${count} leases at concurrency ${concurrency}, https and http`);
+  const raw = new RawIssuer(ctx.server, 'bench_raw_store', 'bench_target', concurrency, {
+    group: GROUP,
+    prefix: 'rb',
+    iterations: 16,
+  });
+  await closedLoop(50, concurrency, () => raw.issue());
+  const rawRun = await closedLoop(count, concurrency, () => raw.issue());
+  await raw.close();
+  // Alternated in two halves each, so drift over the run (a growing table, a warming cache) falls on both alike.
+  const clients = {
+    http: httpClient(httpUrl, concurrency, token, ca),
+    https: httpClient(httpsUrl, concurrency, token, ca),
+  };
+  const totals = {
+    http: { seconds: 0, errors: 0, p50: [] as number[] },
+    https: { seconds: 0, errors: 0, p50: [] as number[] },
+  };
+  for (const client of Object.values(clients)) await closedLoop(50, concurrency, () => client.issue('low/r'));
+  for (let half = 0; half < 2; half++) {
+    for (const kind of ['http', 'https'] as const) {
+      const run = await closedLoop(count / 2, concurrency, () => clients[kind].issue('low/r'));
+      totals[kind].seconds += count / 2 / run.rate;
+      totals[kind].errors += run.errors;
+      totals[kind].p50.push(run.p50);
+    }
+  }
+  const tlsConnections = clients.https.connections();
+  for (const client of Object.values(clients)) client.close();
+  const rate = (kind: 'http' | 'https') => count / totals[kind].seconds;
+  const p50 = (kind: 'http' | 'https') => totals[kind].p50.reduce((a, b) => a + b, 0) / totals[kind].p50.length;
+  ctx.record({
+    name: 'issue_c16_tls',
+    unit: 'leases/s',
+    broker: round(rate('https'), 1),
+    raw: round(rawRun.rate, 1),
+    ratio: round(rate('https') / rawRun.rate),
+    count,
+    concurrency,
+    errors: totals.https.errors,
+    http_rate: round(rate('http'), 1),
+    http_errors: totals.http.errors,
+    https_over_http: round(rate('https') / rate('http')),
+    tls_connections: tlsConnections,
+    requests_per_connection: round((count + 50) / tlsConnections, 1),
+    https_p50_ms: round(p50('https')),
+    http_p50_ms: round(p50('http')),
+  });
 }

@@ -1,6 +1,8 @@
 import type { Server } from 'node:http';
 import { Duplex } from 'node:stream';
+import type { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
+import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 
 /** Longer lines are left to the HTTP parser, which refuses them (its header limit is 16 KiB). */
 const MAX_LINE = 64 * 1024;
@@ -250,6 +252,22 @@ class ListAwareSocket extends Duplex {
   /** True on a TLS socket: express's `req.secure` reads it. */
   get encrypted(): boolean {
     return (this.socket as Socket & { encrypted?: boolean }).encrypted === true;
+  }
+  // A TLS socket's peer, for the `cert` auth method: `req.socket` is this stream, not the TLSSocket.
+  get authorized(): boolean {
+    return (this.socket as Partial<TLSSocket>).authorized === true;
+  }
+  get authorizationError(): Error | undefined {
+    return (this.socket as Partial<TLSSocket>).authorizationError;
+  }
+  getPeerCertificate(detailed?: boolean): PeerCertificate | DetailedPeerCertificate | undefined {
+    return (this.socket as Partial<TLSSocket>).getPeerCertificate?.(detailed === true);
+  }
+  getPeerX509Certificate(): X509Certificate | undefined {
+    return (this.socket as Partial<TLSSocket>).getPeerX509Certificate?.();
+  }
+  getProtocol(): string | null | undefined {
+    return (this.socket as Partial<TLSSocket>).getProtocol?.();
   }
   address() {
     return this.socket.address();

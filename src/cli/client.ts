@@ -1,4 +1,7 @@
-/** A small Vault-API client for the CLI: address and token from the environment, errors as text. */
+import { fetch, type Dispatcher } from 'undici';
+import { clientTlsFromEnv, tlsDispatcher, tlsHint, type ClientTls } from './client-tls.js';
+
+/** A small Vault-API client for the CLI: address, token and TLS from the environment, errors as text. */
 /** A Vault answer's body: its shape depends on the path, and each command reads the fields it needs. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
 export type AnswerBody = any;
@@ -29,16 +32,25 @@ function deniedMessage(errors: string[], tokenSet: boolean, method: string, path
 export interface ClientOptions {
   address?: string;
   token?: string;
+  tls?: ClientTls;
 }
 
 export function clientFromEnv(env: NodeJS.ProcessEnv = process.env): ApiClient {
   const address = env.CREDBROKER_ADDR || env.VAULT_ADDR || 'http://127.0.0.1:8200';
   const token = env.CREDBROKER_TOKEN || env.VAULT_TOKEN;
-  return new ApiClient({ address, token });
+  const tls = clientTlsFromEnv(env);
+  if (tls.skipVerify)
+    process.stderr.write(
+      "WARNING: CREDBROKER_SKIP_VERIFY is set: the broker's certificate is NOT verified, so anyone on the network path can impersonate it and read your token and credentials. Use CREDBROKER_CACERT instead.\n",
+    );
+  return new ApiClient({ address, token, tls });
 }
 
 export class ApiClient {
+  private readonly dispatcher: Dispatcher | undefined;
+
   constructor(private readonly opts: ClientOptions) {
+    this.dispatcher = opts.tls ? tlsDispatcher(opts.tls) : undefined;
     let url: URL;
     try {
       url = new URL(opts.address ?? '');
@@ -59,23 +71,24 @@ export class ApiClient {
     method: 'GET' | 'PUT' | 'LIST',
     path: string,
     body?: unknown,
-  ): Promise<{ body: AnswerBody; headers: Headers }> {
+  ): Promise<{ body: AnswerBody; headers: Awaited<ReturnType<typeof fetch>>['headers'] }> {
     const url = new URL(`/v1/${path.replace(/^\/+/, '')}`, this.opts.address);
     const httpMethod = method === 'LIST' ? 'GET' : method;
     if (method === 'LIST') url.searchParams.set('list', 'true');
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (this.opts.token) headers['x-vault-token'] = this.opts.token;
-    let res: Response;
+    let res: Awaited<ReturnType<typeof fetch>>;
     try {
       res = await fetch(url, {
         method: httpMethod,
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
+        ...(this.dispatcher ? { dispatcher: this.dispatcher } : {}),
       });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new Error(
-        `cannot reach credbroker at ${this.opts.address}: ${cause?.code ?? cause?.message ?? (err as Error).message}`,
+        `cannot reach credbroker at ${this.opts.address}: ${cause?.code ?? cause?.message ?? (err as Error).message}${tlsHint(cause?.code)}`,
       );
     }
     if (res.status === 204) return { body: null, headers: res.headers };

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { startBroker } from '../broker.js';
@@ -8,6 +9,7 @@ import { ListenFailed } from '../errors.js';
 import { createLogger } from '../log.js';
 import { randomSecret } from '../random.js';
 import { startEmbeddedPostgres } from '../store/embedded-postgres.js';
+import { devCertificates, type DevTls } from './dev-tls.js';
 
 export interface DevOptions {
   port: number;
@@ -15,6 +17,8 @@ export interface DevOptions {
   data?: string;
   rootToken?: string;
   logLevel: string;
+  /** https with a throwaway CA made in the data dir (or a temporary one). */
+  tls?: boolean;
 }
 
 /** The demo target: a table, and a group role holding the only grant on it. */
@@ -58,9 +62,9 @@ const OPTION_OF: Record<string, string> = {
 };
 
 /** The broker config of a dev run, from its options and the embedded server's URLs. */
-function devConfig(opts: DevOptions, rootToken: string, url: (database: string) => string): BrokerConfig {
+function devConfig(opts: DevOptions, rootToken: string, url: (database: string) => string, tls?: DevTls): BrokerConfig {
   const result = configSchema.safeParse({
-    listen: { address: opts.address, port: opts.port },
+    listen: { address: opts.address, port: opts.port, ...(tls ? { tls: tls.listen } : {}) },
     store: { url: url('credbroker') },
     root_token: rootToken,
     log_level: opts.logLevel,
@@ -96,6 +100,14 @@ export async function runDev(opts: DevOptions): Promise<void> {
     await chmod(dataDir, 0o755); // the postgres OS user must traverse it
   }
   const password = await devPassword(dataDir);
+  const tlsDir = opts.tls
+    ? dataDir
+      ? join(dataDir, 'tls')
+      : await mkdtemp(join(tmpdir(), 'credbroker-dev-tls-'))
+    : undefined;
+  const tls = tlsDir ? await devCertificates(tlsDir, opts.address) : undefined;
+  const removeTemporaryTls = () =>
+    tlsDir && !dataDir ? rm(tlsDir, { recursive: true, force: true }) : Promise.resolve();
   process.stderr.write('starting embedded PostgreSQL…\n');
   const server = await startEmbeddedPostgres({
     dataDir: dataDir && join(dataDir, 'pg'),
@@ -111,7 +123,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     await demo.connect();
     await demo.query(DEMO_SETUP).finally(() => demo.end());
 
-    const config = devConfig(opts, rootToken, server.url);
+    const config = devConfig(opts, rootToken, server.url, tls);
     broker = await startBroker(config, { log });
     process.stdout.write(
       [
@@ -124,11 +136,12 @@ export async function runDev(opts: DevOptions): Promise<void> {
         'In another shell:',
         `  export CREDBROKER_ADDR=${broker.url}`,
         `  export CREDBROKER_TOKEN=${rootToken}`,
+        ...(tls ? [`  export CREDBROKER_CACERT=${tls.caFile}`] : []),
         '  npx credbroker creds demo/readonly --format env --out demo.env',
         "  set -a; . ./demo.env; set +a; psql -c 'SELECT * FROM orders'",
         '',
         'Or with curl:',
-        `  curl -s -H "X-Vault-Token: $CREDBROKER_TOKEN" ${broker.url}/v1/demo/creds/readonly`,
+        `  curl -s${tls ? ' --cacert "$CREDBROKER_CACERT"' : ''} -H "X-Vault-Token: $CREDBROKER_TOKEN" ${broker.url}/v1/demo/creds/readonly`,
         '',
         'Ctrl-C stops the broker and the embedded PostgreSQL.',
         '',
@@ -138,6 +151,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     // Stopping the embedded server also deletes its temporary data directory.
     await broker?.close().catch(() => undefined);
     await server.stop().catch(() => undefined);
+    await removeTemporaryTls();
     if (err instanceof ListenFailed) {
       throw new Error(
         `${err.message}; ${err.reason === 'EADDRINUSE' ? 'pass --port or stop the other process' : 'pass another --address or --port'}`,
@@ -146,6 +160,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     throw err;
   }
 
+  process.on('SIGHUP', () => broker.reloadTls());
   await new Promise<void>((resolveStop) => {
     const stop = () => resolveStop();
     process.once('SIGINT', stop);
@@ -154,5 +169,6 @@ export async function runDev(opts: DevOptions): Promise<void> {
   process.stderr.write('stopping…\n');
   await broker.close();
   await server.stop();
+  await removeTemporaryTls();
   process.stderr.write('stopped\n');
 }

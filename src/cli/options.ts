@@ -5,7 +5,12 @@ import { isLeaseIdShape, validatePrefix } from '../leases/lease-id.js';
 export const ENV_HELP = `
 Environment:
   CREDBROKER_ADDR   broker address (falls back to VAULT_ADDR; default http://127.0.0.1:8200)
-  CREDBROKER_TOKEN  token sent as X-Vault-Token (falls back to VAULT_TOKEN)`;
+  CREDBROKER_TOKEN  token sent as X-Vault-Token (falls back to VAULT_TOKEN)
+  CREDBROKER_CACERT PEM CA file that signed the broker's https certificate (falls back to VAULT_CACERT)
+  CREDBROKER_CLIENT_CERT, CREDBROKER_CLIENT_KEY
+                    PEM client certificate and key, for mTLS and cert login (fall back to VAULT_CLIENT_*)
+  CREDBROKER_SKIP_VERIFY=true
+                    do not verify the broker's certificate (a throwaway test only; warns on every run)`;
 
 export function port(value: string): number {
   const n = Number(value);

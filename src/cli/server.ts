@@ -17,12 +17,11 @@ export async function runServer(configPath: string): Promise<void> {
     }
     throw err;
   });
-  // Log rotation: reopen audit files in place.
-  process.on(
-    'SIGHUP',
-    () =>
-      void broker.auditor.reopen().catch((err) => log.error({ err: (err as Error).message }, 'audit reopen failed')),
-  );
+  // Log rotation and certificate renewal: reopen audit files in place, re-read the listener's certificate.
+  process.on('SIGHUP', () => {
+    broker.reloadTls();
+    void broker.auditor.reopen().catch((err) => log.error({ err: (err as Error).message }, 'audit reopen failed'));
+  });
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);

@@ -8,6 +8,7 @@ import type { EngineRegistry } from '../engines.js';
 import { durationSeconds } from './duration-schema.js';
 import { mountsSchemaFor } from './mount-schema.js';
 import { storeRetentionSchema, tidySchema } from '../store/retention.js';
+import { listenTlsSchema } from '../tls/listener-tls.js';
 
 export { durationSeconds };
 export {
@@ -79,7 +80,12 @@ export function configSchemaFor(engines: EngineRegistry) {
   return z
     .object({
       listen: z
-        .object({ address: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(8200) })
+        .object({
+          address: z.string().default('127.0.0.1'),
+          port: z.number().int().min(0).max(65535).default(8200),
+          /** https; without it the listener speaks plain HTTP (and warns beyond loopback). */
+          tls: listenTlsSchema.optional(),
+        })
         .strict()
         .default({ address: '127.0.0.1', port: 8200 }),
       store: z

@@ -22,6 +22,11 @@ export interface TestBrokerOptions {
   engines?: EngineRegistry;
   /** An audit section (e.g. a file sink, for the reliability checker's invariant (f)). */
   audit?: Record<string, unknown>;
+  /** listen.tls (cert_file, key_file, client_ca_file…): the broker serves https; see test/support/tls.ts. */
+  tls?: Record<string, unknown>;
+  /** Auth mounts and policies, as in the config. */
+  auth?: Record<string, unknown>;
+  policies?: Record<string, unknown>;
 }
 
 /** What every test broker shares: loopback on a free port, a store, the root token, quiet logs. */
@@ -42,6 +47,9 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
     engine_timeout: opts.engineTimeout ?? 5,
     reaper: { pending_grace: 30, ...opts.reaper },
     ...(opts.audit ? { audit: opts.audit } : {}),
+    ...(opts.tls ? { listen: { address: '127.0.0.1', port: 0, tls: opts.tls } } : {}),
+    ...(opts.auth ? { auth: opts.auth } : {}),
+    ...(opts.policies ? { policies: opts.policies } : {}),
     mounts: {
       db: {
         type: 'postgres',

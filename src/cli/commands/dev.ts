@@ -14,8 +14,21 @@ export function addDevCommand(program: Command): void {
       ),
     )
     .option('--log-level <level>', 'fatal|error|warn|info|debug', 'warn')
-    .action(async (opts: { port: number; address: string; data?: string; rootToken?: string; logLevel: string }) => {
-      const { runDev } = await import('../dev.js');
-      await runDev(opts);
-    });
+    .option(
+      '--tls',
+      'serve https with a throwaway CA and certificate made in the data dir; prints the CREDBROKER_CACERT to export',
+    )
+    .action(
+      async (opts: {
+        port: number;
+        address: string;
+        data?: string;
+        rootToken?: string;
+        logLevel: string;
+        tls?: boolean;
+      }) => {
+        const { runDev } = await import('../dev.js');
+        await runDev(opts);
+      },
+    );
 }
