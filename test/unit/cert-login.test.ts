@@ -422,10 +422,13 @@ describe('no client certificate', () => {
 
 describe('the config of a cert mount', () => {
   const load =
-    (role: Record<string, unknown>, policies: Record<string, unknown> = {}) =>
+    (role: Record<string, unknown>, policies: Record<string, unknown> = {}, tls = true) =>
     () =>
       parseConfig(
         JSON.stringify({
+          ...(tls
+            ? { listen: { tls: { cert_file: '/etc/credbroker/tls.crt', key_file: '/etc/credbroker/tls.key' } } }
+            : {}),
           store: { url: 'postgres://broker@localhost/credbroker' },
           root_token: '${env:ROOT}',
           auth: { ci: { type: 'cert', roles: { runner: role } } },
@@ -451,6 +454,10 @@ describe('the config of a cert mount', () => {
     expect(load({ certificate: ca.certPem, token_policies: ['nope'] })).toThrow(
       /auth\.ci\.roles\.runner\.token_policies: unknown policy "nope"/,
     );
+  });
+
+  it('refuses a cert mount on a broker without listen.tls: no certificate could reach it', () => {
+    expect(load({ certificate: ca.certPem }, {}, false)).toThrow(/^auth\.ci\.type: a cert mount needs listen\.tls/m);
   });
 
   it('refuses an unknown field (a jwt role’s, say) by name', () => {
