@@ -62,6 +62,11 @@ export class ApiClient {
     }
   }
 
+  /** Whether requests carry a client certificate (for the cert auth method). */
+  presentsCertificate(): boolean {
+    return Boolean(this.opts.tls?.cert);
+  }
+
   async request(method: 'GET' | 'PUT' | 'LIST', path: string, body?: unknown): Promise<AnswerBody> {
     return (await this.send(method, path, body)).body;
   }

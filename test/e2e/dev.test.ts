@@ -64,7 +64,7 @@ async function startDev(extraArgs: string[] = []): Promise<DevProcess> {
       READY_TIMEOUT_MS,
     );
     const check = () => {
-      const m = /^ {2}export CREDBROKER_ADDR=(http:\/\/127\.0\.0\.1:(\d+))$/m.exec(out);
+      const m = /^ {2}export CREDBROKER_ADDR=(https?:\/\/127\.0\.0\.1:(\d+))$/m.exec(out);
       if (m && Number(m[2]) > 0) {
         clearTimeout(timer);
         child.stdout!.off('data', check);
@@ -89,12 +89,20 @@ async function stopDev(dev: DevProcess, timeoutMs = STOP_TIMEOUT_MS) {
   return result && { ...result, ms: Date.now() - started };
 }
 
-function cli(args: string[], addr: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(
+  args: string[],
+  addr: string,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [CLI, ...args],
-      { env: { ...cleanEnv(), CREDBROKER_ADDR: addr, CREDBROKER_TOKEN: TOKEN }, timeout: 30_000, encoding: 'utf8' },
+      {
+        env: { ...cleanEnv(), CREDBROKER_ADDR: addr, CREDBROKER_TOKEN: TOKEN, ...env },
+        timeout: 30_000,
+        encoding: 'utf8',
+      },
       (err, stdout, stderr) => {
         resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
       },
@@ -229,6 +237,42 @@ describe('credbroker dev --data DIR', () => {
       const orders = await selectOrders({ ...credential.data, port: fresh.data.port });
       expect(orders).toHaveLength(3);
       expect(await stopDev(second)).not.toBeNull();
+    },
+  );
+});
+
+describe('credbroker dev --tls', () => {
+  it(
+    'serves https with a throwaway CA, prints the CREDBROKER_CACERT to export, and removes it on exit',
+    { timeout: READY_TIMEOUT_MS + STOP_TIMEOUT_MS + 30_000 },
+    async () => {
+      const dev = await startDev(['--tls']);
+      expect(dev.addr).toMatch(/^https:\/\//);
+      const caFile = /^ {2}export CREDBROKER_CACERT=(\S+)$/m.exec(dev.stdout())?.[1];
+      expect(caFile, dev.stdout()).toBeDefined();
+      expect(dev.stdout()).toContain('curl -s --cacert "$CREDBROKER_CACERT"');
+
+      const creds = await cli(['creds', 'demo/readonly', '--format', 'json'], dev.addr, { CREDBROKER_CACERT: caFile });
+      expect(creds.stderr).toBe('');
+      const credential = JSON.parse(creds.stdout);
+      expect(await selectOrders(credential.data ?? credential)).toHaveLength(3);
+
+      // curl, as the printed line says, trusting only the printed CA.
+      const curl = await new Promise<string>((resolve, reject) =>
+        execFile(
+          'curl',
+          ['-sS', '--cacert', caFile!, '-H', `X-Vault-Token: ${TOKEN}`, `${dev.addr}/v1/sys/health`],
+          { encoding: 'utf8' },
+          (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout)),
+        ),
+      );
+      expect(JSON.parse(curl)).toMatchObject({ sealed: false });
+      const untrusted = await cli(['creds', 'demo/readonly'], dev.addr);
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toMatch(/set CREDBROKER_CACERT/);
+
+      expect(await stopDev(dev)).toMatchObject({ code: 0 });
+      expect(existsSync(caFile!)).toBe(false);
     },
   );
 });

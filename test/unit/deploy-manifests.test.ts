@@ -93,6 +93,26 @@ describe('deploy/ YAML, strict YAML 1.2', () => {
     expect(container.livenessProbe.httpGet.path).toBe('/v1/sys/broker/live');
     expect(container.readinessProbe.httpGet.path).toBe('/v1/sys/health');
   });
+
+  it('everything speaks https: the listener has a certificate, probes and clients use https', () => {
+    const docs = strictDocuments(readFileSync(join(KUBERNETES, 'broker.yaml'), 'utf8')).map((d) => d.toJS());
+    const config = parse(docs.find((d) => d?.kind === 'ConfigMap').data['config.yaml']);
+    expect(config.listen.tls).toMatchObject({ cert_file: expect.any(String), key_file: expect.any(String) });
+    const deployment = docs.find((d) => d?.kind === 'Deployment');
+    const container = deployment.spec.template.spec.containers[0];
+    expect(container.livenessProbe.httpGet.scheme).toBe('HTTPS');
+    expect(container.readinessProbe.httpGet.scheme).toBe('HTTPS');
+    const tlsMount = container.volumeMounts.find((m: { mountPath: string }) =>
+      config.listen.tls.cert_file.startsWith(`${m.mountPath}/`),
+    );
+    const volume = deployment.spec.template.spec.volumes.find((v: { name: string }) => v.name === tlsMount?.name);
+    expect(volume?.secret?.secretName).toBe('credbroker-tls');
+    const addresses = MANIFESTS.flatMap((f) => [
+      ...readFileSync(f, 'utf8').matchAll(/(?:CREDBROKER|VAULT)_ADDR.*?((?:https?):\/\/\S+)/g),
+    ]);
+    expect(addresses.length).toBeGreaterThan(0);
+    for (const [, url] of addresses) expect(url).toMatch(/^https:\/\//);
+  });
 });
 
 const kubectlFound = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
