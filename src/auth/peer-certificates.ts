@@ -1,6 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import type { Socket } from 'node:net';
-import { TLSSocket, type DetailedPeerCertificate } from 'node:tls';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 
 /** What a connection says of its client, for a cert login. */
 export interface PeerCertificates {
@@ -16,16 +15,23 @@ export interface PeerCertificates {
 /** More certificates than any real chain has: the rest are ignored. */
 const MAX_CHAIN = 10;
 
+/**
+ * What a request's socket offers: a TLSSocket, or the stream the listener wraps it in (see
+ * src/api/list-method.ts), which forwards `encrypted` and the peer certificate methods.
+ */
+export type PeerSocket = { encrypted?: boolean } & Partial<Pick<TLSSocket, 'getPeerCertificate'>>;
+
 /** The certificates the client of `socket` presented. */
-export function peerCertificatesOf(socket: Socket): PeerCertificates {
-  if (!(socket instanceof TLSSocket)) return { tls: false, chain: [] };
-  const leaf = socket.getPeerX509Certificate();
-  if (!leaf) return { tls: true, chain: [] };
-  const chain = [leaf];
-  const seen = new Set([leaf.fingerprint256]);
+export function peerCertificatesOf(socket: PeerSocket): PeerCertificates {
+  if (socket.encrypted !== true || !socket.getPeerCertificate) return { tls: false, chain: [] };
+  // Only getPeerCertificate(true): on node 20, calling getPeerX509Certificate() first leaves it
+  // without the issuer chain (found by the intermediate test in test/integration/cert-auth.test.ts).
+  const peer = socket.getPeerCertificate(true) as DetailedPeerCertificate | undefined;
+  if (!peer?.raw) return { tls: true, chain: [] };
+  const chain: X509Certificate[] = [];
+  const seen = new Set<string>();
   // Node links each certificate to its issuer among those sent; a self-signed one links to itself.
-  let link: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true).issuerCertificate;
-  while (link?.raw && chain.length < MAX_CHAIN) {
+  for (let link: DetailedPeerCertificate | undefined = peer; link?.raw && chain.length < MAX_CHAIN;) {
     const cert = new X509Certificate(link.raw);
     if (seen.has(cert.fingerprint256)) break;
     seen.add(cert.fingerprint256);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AuthService } from '../../auth/auth-service.js';
-import { peerCertificatesOf } from '../../auth/peer-certificates.js';
+import { peerCertificatesOf, type PeerSocket } from '../../auth/peer-certificates.js';
 import type { TokenRow } from '../../auth/token-store.js';
 import { InvalidRequest, PermissionDenied } from '../../errors.js';
 import type { LeaseService } from '../../leases/lease-service.js';
@@ -112,7 +112,7 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
           const { token, row, identity } = await auth.login(
             ctx.params[0]!,
             parseBody(loginRequest, ctx.req.body),
-            peerCertificatesOf(ctx.req.socket),
+            peerCertificatesOf(ctx.req.socket as PeerSocket),
           );
           ctx.audit.identity = identity;
           return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock(token, row) } };
