@@ -1,4 +1,4 @@
-import { createPrivateKey, webcrypto, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -9,63 +9,10 @@ import { uriGlobMatches } from '../../src/auth/uri-glob.js';
 import { parseConfig } from '../../src/config/load.js';
 import { CertificateRefused, ConfigError, InvalidRequest } from '../../src/errors.js';
 import { createCertificateAuthority, type CertificateAuthority } from '../../src/tls/certificates.js';
+import { asIssuer, importKey, sign, type Signed } from '../support/signed-certificates.js';
 
 const DAY = 86_400_000;
 const SPIFFE_LOADER = 'spiffe://corp/ns/etl/sa/loader';
-const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-
-/** A certificate signed by `issuer` with what the toolkit does not offer: CA flag, EKU choice. */
-interface Signed {
-  certPem: string;
-  keys: webcrypto.CryptoKeyPair;
-}
-
-function importKey(keyPem: string): Promise<webcrypto.CryptoKey> {
-  const der = createPrivateKey(keyPem).export({ type: 'pkcs8', format: 'der' });
-  return webcrypto.subtle.importKey('pkcs8', der, ALGORITHM, false, ['sign']);
-}
-
-async function sign(
-  issuer: { certPem: string; signingKey: webcrypto.CryptoKey },
-  opts: {
-    commonName: string;
-    ca?: boolean;
-    /** The keyCertSign key usage; by default only a CA has it. */
-    certSign?: boolean;
-    uris?: string[];
-    notBefore?: Date;
-    notAfter?: Date;
-  },
-): Promise<Signed> {
-  const keys = (await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const issuerCert = new x509.X509Certificate(issuer.certPem);
-  const names = (opts.uris ?? []).map((value) => ({ type: 'url' as const, value }));
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: '1a' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
-    subject: `CN=${opts.commonName}`,
-    issuer: issuerCert.subject,
-    notBefore: opts.notBefore ?? new Date(Date.now() - 60_000),
-    notAfter: opts.notAfter ?? new Date(Date.now() + 30 * DAY),
-    signingAlgorithm: ALGORITHM,
-    publicKey: keys.publicKey,
-    signingKey: issuer.signingKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(opts.ca ?? false, undefined, true),
-      new x509.KeyUsagesExtension(
-        (opts.certSign ?? opts.ca) ? x509.KeyUsageFlags.keyCertSign : x509.KeyUsageFlags.digitalSignature,
-        true,
-      ),
-      ...(opts.ca ? [] : [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth])]),
-      ...(names.length ? [new x509.SubjectAlternativeNameExtension(names)] : []),
-      await x509.AuthorityKeyIdentifierExtension.create(issuerCert),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
-  });
-  return { certPem: cert.toString('pem') + '\n', keys };
-}
-
-const asIssuer = (s: Signed) => ({ certPem: s.certPem, signingKey: s.keys.privateKey });
-
 const peer = (...pems: string[]): PeerCertificates => ({ tls: true, chain: pems.map((p) => new X509Certificate(p)) });
 
 function mount(roles: Record<string, Record<string, unknown>>, now?: () => Date) {
