@@ -4,7 +4,8 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { certAuthMountSchema } from '../../src/auth/auth-config.js';
 import { CertAuthMount } from '../../src/auth/cert-login.js';
-import type { PeerCertificates } from '../../src/auth/peer-certificates.js';
+import { peerCertificatesOf, type PeerCertificates } from '../../src/auth/peer-certificates.js';
+import { statusFor } from '../../src/api/error-response.js';
 import { uriGlobMatches } from '../../src/auth/uri-glob.js';
 import { parseConfig } from '../../src/config/load.js';
 import { CertificateRefused, ConfigError, InvalidRequest } from '../../src/errors.js';
@@ -409,5 +410,31 @@ describe('the config of a cert mount', () => {
 
   it('refuses an unknown field (a jwt role’s, say) by name', () => {
     expect(load({ certificate: ca.certPem, bound_audiences: ['x'] })).toThrow(/bound_audiences/);
+  });
+});
+
+describe('what a refusal answers', () => {
+  it('a certificate refused is a 403, a missing one a 400, never a 500', () => {
+    const m = mount({ etl: { certificate: ca.certPem, allowed_common_names: ['nobody'] } });
+    expect(statusFor(refusal(() => m.verify('etl', peer(loader.certPem))))).toBe(403);
+    let missing: unknown;
+    try {
+      m.verify('etl', { tls: true, chain: [] });
+    } catch (err) {
+      missing = err;
+    }
+    expect(statusFor(missing)).toBe(400);
+  });
+
+  it('a socket that is not TLS, or a TLS one whose client sent nothing, yields no certificate', () => {
+    expect(peerCertificatesOf({})).toEqual({ tls: false, chain: [] });
+    expect(peerCertificatesOf({ encrypted: false, getPeerCertificate: () => ({}) as never })).toEqual({
+      tls: false,
+      chain: [],
+    });
+    expect(peerCertificatesOf({ encrypted: true, getPeerCertificate: () => ({}) as never })).toEqual({
+      tls: true,
+      chain: [],
+    });
   });
 });
