@@ -13,7 +13,15 @@ import { errorReply, sendError } from './error-response.js';
 import { refuseUnstorableJson } from './body-shape.js';
 import { oneRequestAtATimePerConnection } from './in-order.js';
 import { Authz } from './authz.js';
-import { buildRoutes, type HealthState, type Method, type Reply, type Route, type RouteContext } from './routes.js';
+import {
+  buildRoutes,
+  type DiscoveryDeps,
+  type HealthState,
+  type Method,
+  type Reply,
+  type Route,
+  type RouteContext,
+} from './routes.js';
 
 export interface AppOptions {
   leases: LeaseService;
@@ -21,6 +29,8 @@ export interface AppOptions {
   policies: PolicySet;
   auditor: Auditor;
   health: HealthState;
+  /** The mounts and auth mounts that sys/mounts, sys/auth and `<mount>/roles` describe. */
+  discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
   log: Logger;
   /** Largest accepted request body. */
   bodyLimit?: string;
@@ -61,7 +71,7 @@ function decodePath(path: string): string {
 
 /** The HTTP API: Vault's dynamic-secrets subset. Routing, authentication, authorization, audit and error mapping. */
 export function createApp(opts: AppOptions): express.Express {
-  const routes = buildRoutes({ leases: opts.leases, auth: opts.auth, health: opts.health });
+  const routes = buildRoutes({ leases: opts.leases, auth: opts.auth, health: opts.health, discovery: opts.discovery });
   const app = express();
   app.disable('x-powered-by');
   // Vault sends no ETag; without one, a small JSON answer leaves in a single write with its headers.
