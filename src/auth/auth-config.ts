@@ -147,6 +147,8 @@ export const certRoleSchema = z
     token_max_ttl: durationSeconds.default(86400),
     /** Same meaning as on a jwt role: the token's leases are revoked with it. */
     revoke_leases_with_token: z.boolean().default(true),
+    /** The tokens' display_name is `<mount>-<this>` (lookup-self), by default `<mount>-<role>`, as in Vault. */
+    display_name: z.string().min(1).max(64).optional(),
   })
   .strict();
 

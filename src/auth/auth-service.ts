@@ -62,6 +62,7 @@ export class AuthService {
     const { token, row } = await this.tokens.create({
       identity: { ...verified.identity },
       role: verified.role,
+      ...('displayName' in verified ? { displayName: verified.displayName } : {}),
       ttlSeconds: verified.roleConfig.token_ttl,
       maxTtlSeconds: verified.roleConfig.token_max_ttl,
       revokeLeases: verified.roleConfig.revoke_leases_with_token,

@@ -17,6 +17,8 @@ const MAX_METADATA_CHARS = 1024;
 export interface VerifiedCertLogin {
   identity: Omit<Identity, 'accessor'>;
   role: string;
+  /** Vault's token display_name is `cert-<this>`: the role's display_name, else its name. */
+  displayName: string;
   roleConfig: CertRoleConfig;
 }
 
@@ -93,7 +95,12 @@ export class CertAuthMount {
     for (const role of candidates) {
       const refusal = this.refusalBy(role, leaf, sent, names, now);
       if (!refusal)
-        return { identity: identityOf(this.name, role, leaf, names), role: role.name, roleConfig: role.config };
+        return {
+          identity: identityOf(this.name, role, leaf, names),
+          role: role.name,
+          displayName: role.config.display_name ?? role.name,
+          roleConfig: role.config,
+        };
       refusals.push([role.name, refusal]);
     }
     throw new CertificateRefused(explain(refusals), described);

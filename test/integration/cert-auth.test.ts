@@ -58,6 +58,7 @@ beforeAll(async () => {
             allowed_uri_sans: ['spiffe://corp/ns/etl/sa/*'],
             token_policies: ['etl'],
             token_ttl: '10m',
+            display_name: 'etl-runners',
           },
         },
       },
@@ -139,6 +140,13 @@ describe('cert login over mTLS', () => {
       serial_number: BigInt(`0x${loader.serialNumber}`).toString(10),
     });
     expect(await tokenCount()).toBe(before + 1);
+    const looked = await request('GET', 'auth/token/lookup-self', { token: auth.client_token });
+    expect(looked.status, JSON.stringify(looked.body)).toBe(200);
+    expect(looked.body.data).toMatchObject({
+      display_name: 'cert-etl-runners',
+      path: 'auth/cert/login',
+      meta: { cert_name: 'etl', spiffe_id: SPIFFE_LOADER },
+    });
 
     const issued = await request('PUT', 'db/creds/reader', { token: auth.client_token, body: {} });
     expect(issued.status, JSON.stringify(issued.body)).toBe(200);

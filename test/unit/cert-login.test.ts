@@ -52,6 +52,7 @@ describe('a certificate from the role’s CA', () => {
     });
     const verified = m.verify('etl', peer(loader.certPem));
     expect(verified.role).toBe('etl');
+    expect(verified.displayName).toBe('etl');
     expect(verified.identity).toMatchObject({ name: SPIFFE_LOADER, authMount: 'cert', policies: ['etl'], root: false });
     const caKeyId = new x509.X509Certificate(ca.certPem)
       .getExtension(x509.SubjectKeyIdentifierExtension)!

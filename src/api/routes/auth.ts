@@ -21,7 +21,7 @@ function tokenData(row: TokenRow) {
   return {
     accessor: row.accessor,
     creation_time: Math.floor(row.issued_at.getTime() / 1000),
-    display_name: `${row.identity.auth_mount}-${row.identity.name}`,
+    display_name: `${row.identity.auth_mount}-${row.identity.display_name ?? row.identity.name}`,
     entity_id: '',
     expire_time: row.expires_at.toISOString(),
     explicit_max_ttl: Math.round((row.max_expires_at.getTime() - row.issued_at.getTime()) / 1000),
