@@ -104,6 +104,9 @@ const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE
 export function parseCertificateBundle(pem: string): X509Certificate[] {
   const blocks = pem.match(PEM_CERTIFICATE) ?? [];
   if (blocks.length === 0) throw new Error('no "-----BEGIN CERTIFICATE-----" block');
+  // A block cut short would otherwise be skipped, and the CA it held silently not trusted.
+  if (pem.split('-----BEGIN CERTIFICATE-----').length - 1 !== blocks.length)
+    throw new Error('a "-----BEGIN CERTIFICATE-----" block has no END line');
   return blocks.map((block) => new X509Certificate(block));
 }
 

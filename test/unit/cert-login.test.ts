@@ -393,7 +393,9 @@ describe('the config of a cert mount', () => {
   it.each([
     ['garbage', 'not a certificate'],
     ['a corrupt body', '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'],
-  ])('refuses %s at load, naming the key', (_, bad) => {
+    ['a bundle whose second certificate is cut short', () => ca.certPem + otherCa.certPem.slice(0, 200)],
+  ])('refuses %s at load, naming the key', (_, given) => {
+    const bad = typeof given === 'function' ? given() : given;
     expect(load({ certificate: bad })).toThrow(ConfigError);
     expect(load({ certificate: bad })).toThrow(/^auth\.ci\.roles\.runner\.certificate: not a PEM certificate/m);
   });
