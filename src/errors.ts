@@ -13,6 +13,7 @@ export type ErrorCode =
   | 'ERR_UNKNOWN_PATH'
   | 'ERR_PERMISSION_DENIED'
   | 'ERR_INVALID_TOKEN'
+  | 'ERR_CERTIFICATE_REFUSED'
   | 'ERR_UNSUPPORTED_OPERATION'
   | 'ERR_TARGET'
   | 'ERR_CREDENTIAL_DISABLED'
@@ -124,6 +125,21 @@ export class PermissionDenied extends BrokerError {
 export class InvalidToken extends PermissionDenied {
   static override readonly code: ErrorCode = 'ERR_INVALID_TOKEN';
   override readonly details = ['invalid token'];
+}
+
+/**
+ * A cert login's client certificate is not trusted by the role, is out of its validity, or does
+ * not meet the role's constraints. The message (Vault's text, then why) names no secret: a
+ * certificate is public. `certificate` says which one, for the broker log.
+ */
+export class CertificateRefused extends BrokerError {
+  static override readonly code: ErrorCode = 'ERR_CERTIFICATE_REFUSED';
+  constructor(
+    message: string,
+    readonly certificate: { serial_number: string; subject: string; issuer: string },
+  ) {
+    super(message);
+  }
 }
 
 export class UnsupportedOperation extends BrokerError {

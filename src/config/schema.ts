@@ -126,6 +126,12 @@ export function configSchemaFor(engines: EngineRegistry) {
       }
       const known = new Set(Object.keys(config.policies));
       for (const [mount, authMount] of Object.entries(config.auth)) {
+        if (authMount.type === 'cert' && !config.listen.tls)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['auth', mount, 'type'],
+            message: 'a cert mount needs listen.tls: client certificates arrive only on the broker’s own TLS listener',
+          });
         for (const [role, roleConfig] of Object.entries(authMount.roles)) {
           for (const policy of roleConfig.token_policies) {
             if (!known.has(policy))

@@ -1,6 +1,7 @@
 import type { Request } from 'express';
 import { z } from 'zod';
 import type { AuthService } from '../../auth/auth-service.js';
+import { peerCertificatesOf, type PeerSocket } from '../../auth/peer-certificates.js';
 import type { TokenRow } from '../../auth/token-store.js';
 import { InvalidRequest, PermissionDenied } from '../../errors.js';
 import type { LeaseService } from '../../leases/lease-service.js';
@@ -10,7 +11,9 @@ import { parseBody } from '../request-schemas.js';
 import { authzOf, type Route } from './route.js';
 import { parseDurationSeconds } from '../../duration.js';
 
-const loginRequest = z.object({ role: z.unknown().optional(), jwt: z.unknown().optional() }).passthrough();
+const loginRequest = z
+  .object({ role: z.unknown().optional(), jwt: z.unknown().optional(), name: z.unknown().optional() })
+  .passthrough();
 const renewSelfRequest = z.object({ increment: z.union([z.number(), z.string()]).nullish() }).passthrough();
 
 /** Vault's token data, as `lookup-self` answers it (without the token itself). */
@@ -18,7 +21,7 @@ function tokenData(row: TokenRow) {
   return {
     accessor: row.accessor,
     creation_time: Math.floor(row.issued_at.getTime() / 1000),
-    display_name: `${row.identity.auth_mount}-${row.identity.name}`,
+    display_name: `${row.identity.auth_mount}-${row.identity.display_name ?? row.identity.name}`,
     entity_id: '',
     expire_time: row.expires_at.toISOString(),
     explicit_max_ttl: Math.round((row.max_expires_at.getTime() - row.issued_at.getTime()) / 1000),
@@ -55,7 +58,7 @@ function authBlock(token: string, row: TokenRow) {
   };
 }
 
-/** Logins (jwt, kubernetes) and Vault's token self-service routes. */
+/** Logins (jwt, kubernetes, cert) and Vault's token self-service routes. */
 export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
   return [
     {
@@ -111,11 +114,15 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
     },
     {
       pattern: /^auth\/([^/]+)\/login$/,
-      auditFields: ['role', 'jwt'],
+      auditFields: ['role', 'jwt', 'name'],
       public: true,
       methods: {
         PUT: async (ctx) => {
-          const { token, row, identity } = await auth.login(ctx.params[0]!, parseBody(loginRequest, ctx.req.body));
+          const { token, row, identity } = await auth.login(
+            ctx.params[0]!,
+            parseBody(loginRequest, ctx.req.body),
+            peerCertificatesOf(ctx.req.socket as PeerSocket),
+          );
           ctx.audit.identity = identity;
           return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock(token, row) } };
         },
