@@ -38,17 +38,18 @@ export async function insertKeyed(
   quota: Quota | null,
 ): Promise<{ expires_at: Date }> {
   const deadline = Date.now() + deps.engineTimeoutSeconds * 1000;
-  for (;;) {
+  for (let attempt = 0; ; attempt++) {
     const found = await insertOnce(deps, lease, scope, quota);
     if (found?.inserted) return { expires_at: found.expires_at };
-    if (found && found.expired) {
+    if (found?.expired) {
       await releaseExpiredKey(deps.store.pool, found.id);
       continue;
     }
     if (found && (found.state === 'active' || Date.now() >= deadline))
       throw new IdempotentLeaseExists(found.id, found.state);
-    // Pending elsewhere, or gone between the conflict and the read: look again.
-    if (found) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    // A holder that left between the conflict and the read is seen by the next statement at once.
+    if (!found && Date.now() >= deadline) throw new Error('idempotent insert: a key conflict without a live holder');
+    if (found || attempt > 0) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
 }
 

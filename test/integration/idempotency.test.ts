@@ -62,6 +62,9 @@ afterAll(async () => {
   await dropRolesWithPrefix(PREFIX);
 });
 
+/** A body for an assertion's message, without the password it may carry. */
+const safe = (body: unknown) => JSON.stringify(body, (k, v: unknown) => (k === 'password' ? '(password)' : v));
+
 interface Answer {
   status: number;
   body: any;
@@ -88,14 +91,14 @@ async function creds(
 
 async function issued(answer: Promise<Answer>): Promise<{ leaseId: string; data: any }> {
   const res = await answer;
-  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  expect(res.status, safe(res.body)).toBe(200);
   return { leaseId: res.body.lease_id, data: res.body.data };
 }
 
 async function loginToken(serviceAccount: string): Promise<string> {
   const jwt = await cluster.sign(kubernetesClaims({ namespace: 'etl', serviceAccount }));
   const res = await api(replicaA, 'PUT', 'auth/kubernetes/login', { role: 'etl', jwt }, null);
-  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  expect(res.status, safe(res.body)).toBe(200);
   return res.body.auth.client_token;
 }
 
@@ -127,7 +130,7 @@ async function liveRows(role: string) {
 // Each test starts from no live lease and no role on the target.
 afterEach(async () => {
   const res = await api(replicaA, 'PUT', 'sys/leases/revoke-prefix/db', {});
-  expect(res.status, JSON.stringify(res.body)).toBe(204);
+  expect(res.status, safe(res.body)).toBe(204);
   expect(await targetRoles()).toEqual([]);
 });
 
@@ -142,15 +145,17 @@ describe('idempotent lease requests', () => {
     );
     const granted = answers.filter((a) => a.status === 200);
     const refused = answers.filter((a) => a.status !== 200);
-    expect(granted, JSON.stringify(answers.map((a) => [a.status, a.body]))).toHaveLength(1);
+    // Statuses and lease ids only: a failure message must not carry the passwords.
+    const summary = JSON.stringify(answers.map((a) => [a.status, a.body?.lease_id ?? a.body?.errors]));
+    expect(granted, summary).toHaveLength(1);
     const leaseId: string = granted[0]!.body.lease_id;
     // Every other answer is the documented refusal, naming that very lease.
     for (const a of refused) {
-      expect(a.status, JSON.stringify(a.body)).toBe(409);
+      expect(a.status, safe(a.body)).toBe(409);
       expect(a.body.data.lease_id).toBe(leaseId);
       expect(a.leaseHeader).toBe(leaseId);
       expect(a.body.errors[0]).toContain(leaseId);
-      expect(JSON.stringify(a.body)).not.toContain(granted[0]!.body.data.password);
+      expect(safe(a.body)).not.toContain(granted[0]!.body.data.password);
     }
     const rows = (await leaseRows('reader')).filter((r) => !before.has(r.id));
     expect(rows.map((r) => r.id)).toEqual([leaseId]);
@@ -172,13 +177,13 @@ describe('idempotent lease requests', () => {
       creds(replicaB, 'db/creds/reader', { key, token, body: { ttl: '5m' } }),
     ]) {
       const res = await retry;
-      expect(res.status, JSON.stringify(res.body)).toBe(409);
+      expect(res.status, safe(res.body)).toBe(409);
       expect(res.body.data).toEqual({ lease_id: first.leaseId, state: 'active' });
     }
     const lookup = await api(replicaB, 'PUT', 'sys/leases/lookup', { lease_id: first.leaseId }, token);
-    expect(lookup.status, JSON.stringify(lookup.body)).toBe(200);
+    expect(lookup.status, safe(lookup.body)).toBe(200);
     const renew = await api(replicaB, 'PUT', 'sys/leases/renew', { lease_id: first.leaseId, increment: 900 }, token);
-    expect(renew.status, JSON.stringify(renew.body)).toBe(200);
+    expect(renew.status, safe(renew.body)).toBe(200);
     expect(await liveRows('reader')).toHaveLength(1);
   });
 
@@ -201,7 +206,7 @@ describe('idempotent lease requests', () => {
     const key = newKey();
     const first = await issued(creds(replicaA, 'db/creds/reader', { key }));
     const revoke = await api(replicaB, 'PUT', 'sys/leases/revoke', { lease_id: first.leaseId });
-    expect(revoke.status, JSON.stringify(revoke.body)).toBe(204);
+    expect(revoke.status, safe(revoke.body)).toBe(204);
     expect(await roleExists(first.data.username)).toBe(false);
     const second = await issued(creds(replicaB, 'db/creds/reader', { key }));
     expect(second.leaseId).not.toBe(first.leaseId);
@@ -248,7 +253,7 @@ describe('idempotent lease requests', () => {
     const fake = await fakePendingLease('reader', key);
     const started = Date.now();
     const res = await creds(replicaA, 'db/creds/reader', { key });
-    expect(res.status, JSON.stringify(res.body)).toBe(409);
+    expect(res.status, safe(res.body)).toBe(409);
     expect(res.body.data).toEqual({ lease_id: fake, state: 'pending' });
     expect(res.body.errors[0]).toContain('still being issued');
     expect(Date.now() - started).toBeGreaterThanOrEqual(replicaA.config.engine_timeout * 1000 - 200);
@@ -259,9 +264,9 @@ describe('idempotent lease requests', () => {
   it('a failed issue does not hold its key: the retry tries the target again instead of answering 409', async () => {
     const key = newKey();
     const first = await creds(replicaA, 'db/creds/broken', { key });
-    expect(first.status, JSON.stringify(first.body)).toBe(502);
+    expect(first.status, safe(first.body)).toBe(502);
     const retry = await creds(replicaB, 'db/creds/broken', { key });
-    expect(retry.status, JSON.stringify(retry.body)).toBe(502);
+    expect(retry.status, safe(retry.body)).toBe(502);
     const rows = await leaseRows('broken');
     expect(rows).toHaveLength(2);
     expect(rows.every((r) => r.state === 'revoking' || r.state === 'revoked')).toBe(true);
@@ -272,13 +277,13 @@ describe('idempotent lease requests', () => {
     const key = newKey();
     const first = await issued(creds(replicaA, 'db/creds/capped', { key, token }));
     const retry = await creds(replicaB, 'db/creds/capped', { key, token });
-    expect(retry.status, JSON.stringify(retry.body)).toBe(409);
+    expect(retry.status, safe(retry.body)).toBe(409);
     expect(retry.body.data.lease_id).toBe(first.leaseId);
     const other = await creds(replicaB, 'db/creds/capped', { key: newKey(), token });
-    expect(other.status, JSON.stringify(other.body)).toBe(429);
+    expect(other.status, safe(other.body)).toBe(429);
     expect(await targetRolesOf('capped')).toEqual([first.data.username]);
     const revoke = await api(replicaA, 'PUT', 'sys/leases/revoke', { lease_id: first.leaseId }, token);
-    expect(revoke.status, JSON.stringify(revoke.body)).toBe(204);
+    expect(revoke.status, safe(revoke.body)).toBe(204);
     // The quota's place is free again: the key mints a new lease within it.
     const second = await issued(creds(replicaB, 'db/creds/capped', { key, token }));
     expect(await targetRolesOf('capped')).toEqual([second.data.username]);
@@ -289,7 +294,7 @@ describe('idempotent lease requests', () => {
     const bad = ['', 'a'.repeat(129), 'has space', 'comma,separated', 'quote"d', 'semi;colon', 'tab\tkey', 'ä-latin1'];
     for (const key of bad) {
       const res = await creds(replicaA, 'db/creds/reader', { key });
-      expect(res.status, `${JSON.stringify(key)}: ${JSON.stringify(res.body)}`).toBe(400);
+      expect(res.status, `${JSON.stringify(key)}: ${safe(res.body)}`).toBe(400);
       expect(res.body.errors[0]).toMatch(/x-credbroker-idempotency-key must be 1 to 128 characters/i);
     }
     // A header sent twice arrives joined ("a, b"): refused, not silently one of them.
