@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'ERR_UNKNOWN_MOUNT'
   | 'ERR_LEASE_NOT_FOUND'
   | 'ERR_LEASE_EXPIRED'
+  | 'ERR_INVALID_WRAPPING_TOKEN'
   | 'ERR_UNKNOWN_PATH'
   | 'ERR_PERMISSION_DENIED'
   | 'ERR_INVALID_TOKEN'
@@ -87,6 +88,14 @@ export class LeaseExpired extends InvalidRequest {
   static override readonly code: ErrorCode = 'ERR_LEASE_EXPIRED';
   constructor(readonly leaseId: string) {
     super('lease expired');
+  }
+}
+
+/** A wrapping token unknown, already unwrapped or expired: Vault's text, which clients match on. */
+export class InvalidWrappingToken extends InvalidRequest {
+  static override readonly code: ErrorCode = 'ERR_INVALID_WRAPPING_TOKEN';
+  constructor() {
+    super('wrapping token is not valid or does not exist');
   }
 }
 

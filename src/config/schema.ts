@@ -7,6 +7,7 @@ import { engines as allEngines } from '../../engines/index.js';
 import type { EngineRegistry } from '../engines.js';
 import { durationSeconds } from './duration-schema.js';
 import { mountsSchemaFor } from './mount-schema.js';
+import { pgSslSchema } from '../store/pg-ssl.js';
 import { storeRetentionSchema, tidySchema } from '../store/retention.js';
 import { listenTlsSchema } from '../tls/listener-tls.js';
 
@@ -91,6 +92,8 @@ export function configSchemaFor(engines: EngineRegistry) {
       store: z
         .object({
           url: z.string().min(1),
+          /** TLS to the store; wins over sslmode & co. in url when both are given. */
+          ssl: pgSslSchema.optional(),
           max_connections: z.number().int().min(1).max(500).default(10),
           /**
            * Client-side bound on one store query (and on opening a connection): a frozen or

@@ -1,3 +1,4 @@
+import type { Request } from 'express';
 import { z } from 'zod';
 import type { AuthService } from '../../auth/auth-service.js';
 import type { TokenRow } from '../../auth/token-store.js';
@@ -33,6 +34,12 @@ function tokenData(row: TokenRow) {
   };
 }
 
+/** The token the request presented (X-Vault-Token, or a bearer): the caller's own, which it may be shown. */
+function presentedToken(req: Request): string {
+  const bearer = req.get('authorization');
+  return req.get('x-vault-token') || (bearer?.startsWith('Bearer ') ? bearer.slice(7) : '');
+}
+
 function authBlock(token: string, row: TokenRow) {
   return {
     client_token: token,
@@ -63,9 +70,7 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
                 data: { display_name: 'root', policies: ['root'], ttl: 0, expire_time: null, meta: {} },
               }),
             };
-          const row = await auth.tokens.find(
-            ctx.req.get('x-vault-token') ?? ctx.req.get('authorization')?.slice(7) ?? '',
-          );
+          const row = await auth.tokens.find(presentedToken(ctx.req));
           if (!row) throw new PermissionDenied();
           return { status: 200, body: envelope(ctx.requestId, { data: tokenData(row) }) };
         },
@@ -80,7 +85,11 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
             authzOf(ctx).identity,
             increment === undefined || increment === null ? undefined : parseDurationSeconds(increment, 'increment'),
           );
-          return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock('', row) } };
+          // As Vault: the renewed token is the one presented, given back as client_token.
+          return {
+            status: 200,
+            body: { ...envelope(ctx.requestId, {}), auth: authBlock(presentedToken(ctx.req), row) },
+          };
         },
       },
     },
