@@ -6,8 +6,9 @@ import type { PendingLease, Quota } from './lease-row.js';
 import { takeQuotaPlace } from './pending-insert.js';
 import { insertKeyedPending, liveLeaseOfScope, releaseExpiredKey, type KeyedInsert } from './sql/pending.js';
 
-/** How often a request waits on a first request's pending lease with its key. */
+/** How often a request reads a first request's pending lease with its key: from 50 ms, doubling to 500 ms. */
 const POLL_MS = 100;
+const MAX_POLL_MS = 500;
 
 /**
  * The scope of an idempotency key: the same key from another identity (name and auth mount) or
@@ -43,15 +44,28 @@ export async function insertKeyed(
     if (found?.inserted) return { expires_at: found.expires_at };
     if (found?.expired) {
       await releaseExpiredKey(deps.store.pool, found.id);
-      continue;
-    }
-    if (found && (found.state === 'active' || Date.now() >= deadline))
+    } else if (found?.state === 'pending' && Date.now() < deadline) {
+      await whilePending(deps, scope, deadline);
+    } else if (found) {
       throw new IdempotentLeaseExists(found.id, found.state);
-    // A holder that left between the conflict and the read is seen by the next statement at once.
-    if (!found && Date.now() >= deadline) throw new Error('idempotent insert: a key conflict without a live holder');
-    if (found || attempt > 0) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    } else if (Date.now() >= deadline) {
+      throw new Error('idempotent insert: a key conflict without a live holder');
+    } else if (attempt > 0) {
+      // A holder that left between the conflict and the read is seen by the next statement at once.
+      await sleep(POLL_MS);
+    }
   }
 }
+
+/** Waits, reading (not inserting), until the scope's lease is no longer pending or the deadline passes. */
+async function whilePending(deps: LeaseDeps, scope: string, deadline: number): Promise<void> {
+  for (let delay = POLL_MS / 2; Date.now() < deadline; delay = Math.min(delay * 2, MAX_POLL_MS)) {
+    await sleep(Math.min(delay, Math.max(0, deadline - Date.now())));
+    if ((await liveLeaseOfScope(deps.store.pool, scope))?.state !== 'pending') return;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function insertOnce(deps: LeaseDeps, lease: PendingLease, scope: string, quota: Quota | null) {
   if (!quota) return insertKeyedPending(deps.store.pool, lease, scope);

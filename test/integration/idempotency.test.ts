@@ -44,6 +44,13 @@ beforeAll(async () => {
       reader: role,
       reader2: role,
       capped: { ...role, max_active_leases_per_identity: 1 },
+      // Takes 1.5 s on the target: requests with its key arrive while its row is pending.
+      slow: {
+        creation_statements: [
+          `CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ${target.group}`,
+          'SELECT pg_sleep(1.5)',
+        ],
+      },
       // Fails on the target every time: the issue's pending row goes to cleanup.
       broken: { creation_statements: ['CREATE ROLE "{{name}}" LOGIN IN ROLE no_such_group_idemkey'] },
     },
@@ -164,6 +171,24 @@ describe('idempotent lease requests', () => {
     expect(roles).toEqual([granted[0]!.body.data.username]);
     const client = await loginAs(granted[0]!.body.data);
     await client.end();
+  });
+
+  it('while the first issue runs on the target, the others wait on both replicas and answer 409 with the active lease', async () => {
+    const key = newKey();
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => creds(i % 2 ? replicaA : replicaB, 'db/creds/slow', { key })),
+    );
+    const granted = answers.filter((a) => a.status === 200);
+    const summary = JSON.stringify(answers.map((a) => [a.status, a.body?.lease_id ?? a.body?.errors]));
+    expect(granted, summary).toHaveLength(1);
+    const leaseId: string = granted[0]!.body.lease_id;
+    for (const a of answers.filter((x) => x.status !== 200)) {
+      expect(a.status, safe(a.body)).toBe(409);
+      // They waited for the pending issue instead of refusing it at once.
+      expect(a.body.data).toEqual({ lease_id: leaseId, state: 'active' });
+    }
+    expect((await leaseRows('slow')).map((r) => r.id)).toEqual([leaseId]);
+    expect(await targetRolesOf('slow')).toEqual([granted[0]!.body.data.username]);
   });
 
   it('a retry with the key gets 409 naming the live lease, which its holder may look up and renew', async () => {
