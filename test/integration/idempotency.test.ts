@@ -1,5 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { idempotencyScope } from '../../src/leases/idempotent-insert.js';
+import type { Broker } from '../../src/broker.js';
+import { ROLE_ARN, startAwsBroker } from '../support/aws-broker.js';
+import { startAwsEndpoint, type AwsEndpoint } from '../support/aws-endpoint/index.js';
 import { ROOT_TOKEN, api, startTestBroker } from '../support/broker.js';
 import {
   K8S_ISSUER,
@@ -347,6 +350,47 @@ describe('idempotent lease requests', () => {
     expect(rows).toHaveLength(6);
     expect(rows.every((r) => r.idempotency_scope === null)).toBe(true);
     expect(await targetRolesOf('reader2')).toHaveLength(6);
+  });
+});
+
+describe("idempotent lease requests on the aws engine's paths", () => {
+  let endpoint: AwsEndpoint;
+  let awsA: Broker;
+  let awsB: Broker;
+  let awsStore: string;
+  const assumeRoleCalls = () => endpoint.calls.filter((c) => c.action === 'AssumeRole' && c.status === 200).length;
+
+  beforeAll(async () => {
+    endpoint = await startAwsEndpoint({ roles: [{ arn: ROLE_ARN }] });
+    awsStore = await freshStoreDatabase('idemaws');
+    const roles = { deploy: { credential_type: 'assumed_role', role_arns: [ROLE_ARN], default_ttl: '15m' } };
+    awsA = await startAwsBroker(endpoint, awsStore, roles);
+    awsB = await startAwsBroker(endpoint, awsStore, roles);
+  });
+  afterAll(async () => {
+    await awsA?.close();
+    await awsB?.close();
+    await endpoint?.close();
+  });
+
+  it('12 concurrent requests with one key on two replicas assume the role once; the sts path is another request', async () => {
+    const key = newKey();
+    const before = assumeRoleCalls();
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => creds(i % 2 ? awsA : awsB, 'aws/creds/deploy', { key })),
+    );
+    const granted = answers.filter((a) => a.status === 200);
+    expect(granted, JSON.stringify(answers.map((a) => [a.status, a.body?.lease_id ?? a.body?.errors]))).toHaveLength(1);
+    for (const a of answers.filter((x) => x.status !== 200)) {
+      expect(a.status, JSON.stringify(a.body?.errors)).toBe(409);
+      expect(a.body.data.lease_id).toBe(granted[0]!.body.lease_id);
+    }
+    expect(assumeRoleCalls() - before).toBe(1);
+    const sts = await issued(creds(awsB, 'aws/sts/deploy', { key }));
+    expect(sts.leaseId).toMatch(/^aws\/sts\/deploy\//);
+    expect(assumeRoleCalls() - before).toBe(2);
+    const rows = await adminQuery(awsStore, `SELECT id FROM credbroker_leases WHERE mount = 'aws'`);
+    expect(rows.map((r) => r.id).sort()).toEqual([granted[0]!.body.lease_id, sts.leaseId].sort());
   });
 });
 
