@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'ERR_AUDIT_UNAVAILABLE'
   | 'ERR_REVOKE_INCOMPLETE'
   | 'ERR_ISSUE_REVOKED'
+  | 'ERR_IDEMPOTENT_LEASE_EXISTS'
   | 'ERR_QUOTA'
   | 'ERR_CONFIG'
   | 'ERR_LISTEN';
@@ -209,6 +210,27 @@ export class IssueRevoked extends BrokerError {
   static override readonly code: ErrorCode = 'ERR_ISSUE_REVOKED';
   constructor(readonly leaseId: string) {
     super(`lease ${leaseId} was revoked while it was being issued; the credential was taken back`);
+  }
+}
+
+/**
+ * A creds request's idempotency key already names a live lease of the same identity and path:
+ * that lease is the answer, not a new credential. Its secret was returned once, to the request
+ * that created it, and is not stored; the caller adopts the lease (lookup, renew) or revokes it
+ * and asks again. `state` is `pending` when the first request was still issuing after the wait.
+ * 409, as IssueRevoked: a concurrent request overtook this one.
+ */
+export class IdempotentLeaseExists extends BrokerError {
+  static override readonly code: ErrorCode = 'ERR_IDEMPOTENT_LEASE_EXISTS';
+  constructor(
+    readonly leaseId: string,
+    readonly state: 'pending' | 'active',
+  ) {
+    super(
+      state === 'active'
+        ? `lease ${leaseId} was already issued for this idempotency key; its credential was returned only to the request that created it: look the lease up or renew it, or revoke it and ask again`
+        : `lease ${leaseId} is still being issued for this idempotency key; ask again shortly`,
+    );
   }
 }
 
