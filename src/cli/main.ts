@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { VERSION } from '../version.js';
+import { addAgentCommand } from './commands/agent.js';
 import { addAuditCommand } from './commands/audit.js';
 import { addCredsCommand } from './commands/creds.js';
 import { addDevCommand } from './commands/dev.js';
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   addLeaseCommand(program);
   addLoginCommand(program);
   addExecCommand(program);
+  addAgentCommand(program);
   addAuditCommand(program);
   addLeasesCommand(program);
   addRevokeCommand(program);

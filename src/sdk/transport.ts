@@ -60,7 +60,8 @@ export class Transport {
     }
     if (!res.ok) {
       const errors = Array.isArray(parsed?.errors) ? parsed.errors.map(String) : [];
-      throw new BrokerApiError(res.status, errors, method, path);
+      const leaseId = res.headers.get('x-credbroker-lease-id') ?? parsed?.data?.lease_id;
+      throw new BrokerApiError(res.status, errors, method, path, typeof leaseId === 'string' ? leaseId : undefined);
     }
     return parsed;
   }
