@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { constants, hostname } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -38,7 +38,7 @@ const fileSchema = z
       .regex(/^[^\]\n]+$/, 'a profile name has no "]" and no newline')
       .optional(),
     mode: z
-      .string()
+      .string({ error: 'mode is a quoted string of octal digits, e.g. "0440" (unquoted, YAML reads 0440 as a number)' })
       .regex(/^0?[0-7]{3}$/, 'mode is a string of octal digits, e.g. "0440"')
       .default('0600')
       .transform((m) => parseInt(m, 8)),
@@ -60,7 +60,12 @@ const fileSchema = z
 
 const onRotateSchema = z.union([
   z
-    .object({ signal: z.string().regex(/^SIG[A-Z0-9]+$/, 'a signal name like SIGHUP'), pid_file: absolutePath })
+    .object({
+      signal: z.string().refine((s) => s.startsWith('SIG') && Object.hasOwn(constants.signals, s), {
+        message: 'a signal name like SIGHUP',
+      }),
+      pid_file: absolutePath,
+    })
     .strict(),
   z.object({ command: z.array(z.string()).min(1) }).strict(),
 ]);
