@@ -63,8 +63,6 @@ export class BrokerApiError extends SdkError {
     readonly errors: string[],
     readonly method: string,
     readonly path: string,
-    /** On a 409 for an idempotency key in use: the live lease that holds the key (`X-Credbroker-Lease-Id`). */
-    readonly leaseId?: string,
   ) {
     super(`${method} /v1/${path}: HTTP ${status}${errors.length ? `: ${errors.join('; ')}` : ''}`);
   }

@@ -60,8 +60,7 @@ export class Transport {
     }
     if (!res.ok) {
       const errors = Array.isArray(parsed?.errors) ? parsed.errors.map(String) : [];
-      const leaseId = res.headers.get('x-credbroker-lease-id') ?? parsed?.data?.lease_id;
-      throw new BrokerApiError(res.status, errors, method, path, typeof leaseId === 'string' ? leaseId : undefined);
+      throw new BrokerApiError(res.status, errors, method, path);
     }
     return parsed;
   }
