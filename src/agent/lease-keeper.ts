@@ -1,6 +1,6 @@
 import { access } from 'node:fs/promises';
 import type { Broker } from '../sdk/broker.js';
-import { BrokerApiError } from '../sdk/errors.js';
+import { BrokerApiError, LeaseInUseError } from '../sdk/errors.js';
 import { Lease, renewDelay } from '../sdk/lease.js';
 import type { AgentLog } from './agent-log.js';
 import type { AgentLeaseSpec } from './config.js';
@@ -154,7 +154,7 @@ export class LeaseKeeper {
       try {
         return await ask();
       } catch (err) {
-        if (!(err instanceof BrokerApiError && err.status === 409 && err.leaseId)) throw err;
+        if (!(err instanceof LeaseInUseError && err.state === 'active')) throw err;
         log(
           `${spec.name}: ${err.leaseId} holds this pod's key but its credential was never written down: revoking it and leasing again`,
         );

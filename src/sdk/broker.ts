@@ -1,13 +1,20 @@
 import { inspect } from 'node:util';
 import { clientTlsFromEnv, type ClientTls } from '../client/tls.js';
-import { BrokerApiError, SdkConfigError } from './errors.js';
+import { BrokerApiError, LeaseInUseError, SdkConfigError } from './errors.js';
 import { Lease, type LeaseClient, type LeaseOptions } from './lease.js';
 import { RotatingPgPool, type PgPoolOptions } from './pg.js';
 import { DEFAULT_RETRY, withRetry, type RetryOptions } from './retry.js';
-import { TokenSource, type JwtAuthOptions } from './token-source.js';
+import { TokenSource, type AuthCalls, type JwtAuthOptions } from './token-source.js';
 import { Transport, type AnswerBody, type Method } from './transport.js';
 
-/** The header that makes a lease request idempotent (the broker returns the lease the key already has). */
+/**
+ * The header that makes a lease request idempotent (the broker returns the lease the key already has).
+ *
+ * @example
+ * ```ts
+ * await broker.request('PUT', 'db/creds/reader', {}, { headers: { [IDEMPOTENCY_HEADER]: 'pod-uid/reader' } });
+ * ```
+ */
 export const IDEMPOTENCY_HEADER = 'X-Credbroker-Idempotency-Key';
 
 /**
@@ -50,11 +57,20 @@ export interface RetryInfo {
   error: Error;
 }
 
-/** Per-request options of {@link Broker.request}. */
+/**
+ * Per-request options of {@link Broker.request}.
+ *
+ * @example
+ * ```ts
+ * await broker.request('PUT', 'sys/leases/renew', { lease_id }, { until: Date.now() + 60_000 });
+ * ```
+ */
 export interface RequestOptions {
   headers?: Record<string, string>;
   /** Retry connection errors and 5xx until this time (ms since the epoch) instead of `retry.attempts` times. */
   until?: number;
+  /** Counts the tries made (the first one included), for a caller that must know whether it retried. */
+  tries?: { count: number };
 }
 
 /**
@@ -100,18 +116,27 @@ export class Broker implements LeaseClient {
    * ```
    */
   async request(method: Method, path: string, body?: unknown, opts: RequestOptions = {}): Promise<AnswerBody> {
-    const login = (loginPath: string, loginBody: unknown) =>
-      withRetry(() => this.#transport.send('PUT', loginPath, loginBody, {}), this.#retry);
+    const calls: AuthCalls = {
+      login: (loginPath, loginBody) =>
+        withRetry(() => this.#transport.send('PUT', loginPath, loginBody, {}), this.#retry),
+      renewSelf: (token) =>
+        withRetry(
+          () => this.#transport.send('PUT', 'auth/token/renew-self', {}, { 'x-vault-token': token }),
+          this.#retry,
+        ),
+    };
     const once = async (token: string | undefined) =>
       this.#transport.send(method, path, body, { ...(token ? { 'x-vault-token': token } : {}), ...opts.headers });
     return withRetry(
       async () => {
+        if (opts.tries) opts.tries.count++;
         try {
-          return await once(await this.#tokens.token(login));
+          return await once(await this.#tokens.token(calls));
         } catch (err) {
           // A token the broker forgot (revoked, or a restored store): log in again, once.
-          if (!(err instanceof BrokerApiError && err.status === 403 && this.#tokens.canLogIn)) throw err;
-          return once(await this.#tokens.logIn(login));
+          const forgotten = err instanceof BrokerApiError && err.status === 403 && err.errors.includes('invalid token');
+          if (!forgotten || !this.#tokens.canLogIn) throw err;
+          return once(await this.#tokens.logIn(calls));
         }
       },
       this.#retry,
@@ -134,7 +159,18 @@ export class Broker implements LeaseClient {
     const clean = path.replace(/^\/+|\/+$/g, '');
     const body = { ...opts.params, ...(opts.ttl !== undefined ? { ttl: opts.ttl } : {}) };
     const headers: Record<string, string> = opts.idempotencyKey ? { [IDEMPOTENCY_HEADER]: opts.idempotencyKey } : {};
-    const answer = await this.request('PUT', clean, body, { headers });
+    const tries = { count: 0 };
+    let answer: AnswerBody;
+    try {
+      answer = await this.request('PUT', clean, body, { headers, tries });
+    } catch (err) {
+      if (!(err instanceof LeaseInUseError) || err.state !== 'active') throw err;
+      // A lease our own lost try minted, or one the caller said to replace: its credential is
+      // gone with that answer, so take it back and ask again rather than leave it live unheld.
+      if (tries.count < 2 && opts.onConflict !== 'replace') throw err;
+      await this.revokeLease(err.leaseId);
+      answer = await this.request('PUT', clean, body, { headers });
+    }
     if (typeof answer?.lease_id !== 'string' || !answer.lease_id)
       throw new BrokerApiError(200, ['the answer carries no lease_id: is this a credentials path?'], 'PUT', clean);
     return new Lease(
@@ -183,8 +219,13 @@ export class Broker implements LeaseClient {
    * ```
    */
   async pgPool(path: string, opts: PgPoolOptions = {}): Promise<RotatingPgPool> {
-    const { ttl, idempotencyKey, params, ...poolOptions } = opts;
-    const take = () => this.lease(path, { ttl, idempotencyKey, params });
+    const { ttl, idempotencyKey, onConflict = 'replace', params, ...poolOptions } = opts;
+    // One key per login the pool takes: the next one is asked for while the last is still live.
+    let generation = 0;
+    const take = () => {
+      const key = idempotencyKey === undefined ? undefined : `${idempotencyKey}.${generation++}`;
+      return this.lease(path, { ttl, idempotencyKey: key, onConflict, params });
+    };
     return new RotatingPgPool(await take(), take, poolOptions);
   }
 

@@ -1,5 +1,13 @@
-/** Every code an SDK error carries: compare `err.code === BrokerApiError.code`. */
-export type SdkErrorCode = 'ERR_SDK' | 'ERR_SDK_CONFIG' | 'ERR_BROKER_API' | 'ERR_BROKER_UNREACHABLE';
+/**
+ * Every code an SDK error carries: compare `err.code === BrokerApiError.code`.
+ *
+ * @example
+ * ```ts
+ * if (err instanceof SdkError && err.code === BrokerUnreachableError.code) retryLater();
+ * ```
+ */
+export type SdkErrorCode =
+  'ERR_SDK' | 'ERR_SDK_CONFIG' | 'ERR_BROKER_API' | 'ERR_LEASE_IN_USE' | 'ERR_BROKER_UNREACHABLE';
 
 /**
  * The base of every error the SDK throws, with a stable `code` (as the broker's own errors).
@@ -78,6 +86,39 @@ export class BrokerApiError extends SdkError {
 }
 
 /**
+ * A 409 for an idempotency key that already names a live lease of the same identity and path
+ * (`leaseId`, `state` `active` or still `pending`): the broker keeps no secret, so it cannot hand
+ * that lease's credential out again. `broker.lease()` throws this unless told `onConflict:
+ * 'replace'`, or unless its own earlier try minted the lease and the answer was lost (then it
+ * revokes that lease and asks again).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await broker.lease('db/creds/reader', { idempotencyKey: `${podUid}/reader` });
+ * } catch (err) {
+ *   if (err instanceof LeaseInUseError) console.error('already leased as', err.leaseId);
+ * }
+ * ```
+ */
+export class LeaseInUseError extends BrokerApiError {
+  static override readonly code: SdkErrorCode = 'ERR_LEASE_IN_USE';
+  constructor(
+    errors: string[],
+    method: string,
+    path: string,
+    readonly leaseId: string,
+    readonly state: string,
+  ) {
+    super(409, errors, method, path);
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), leaseId: this.leaseId, state: this.state };
+  }
+}
+
+/**
  * No answer from the broker (connection refused or reset, DNS, TLS): retried with backoff, and
  * thrown when the retries ran out. `reason` is the system error code, e.g. `ECONNREFUSED`.
  *
@@ -101,7 +142,14 @@ export class BrokerUnreachableError extends SdkError {
   }
 }
 
-/** Whether `err` is worth another attempt: no answer, or a 5xx. */
+/**
+ * Whether `err` is worth another attempt: no answer, or a 5xx.
+ *
+ * @example
+ * ```ts
+ * if (!isRetryable(err)) throw err;
+ * ```
+ */
 export function isRetryable(err: unknown): boolean {
   return err instanceof BrokerUnreachableError || (err instanceof BrokerApiError && err.retryable);
 }

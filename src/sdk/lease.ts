@@ -4,7 +4,14 @@ import type pg from 'pg';
 import { awsCredentialProvider, type AwsCredentialIdentityProvider } from './aws.js';
 import { pgConfigOf } from './pg-config.js';
 
-/** A credential's fields as the engine answered them (PostgreSQL: username, password, host, port, database). */
+/**
+ * A credential's fields as the engine answered them (PostgreSQL: username, password, host, port, database).
+ *
+ * @example
+ * ```ts
+ * const { username } = lease.data as CredentialData & { username: string };
+ * ```
+ */
 export type CredentialData = Record<string, unknown>;
 
 /**
@@ -20,6 +27,11 @@ export type CredentialData = Record<string, unknown>;
 export interface LeaseOptions {
   ttl?: number | string;
   idempotencyKey?: string;
+  /**
+   * What to do when the key already names a live lease whose credential this caller does not
+   * hold (a crashed run's): `throw` a LeaseInUseError (default), or `replace` it (revoke, ask again).
+   */
+  onConflict?: 'throw' | 'replace';
   autoRenew?: boolean;
   params?: Record<string, unknown>;
 }
@@ -27,6 +39,11 @@ export interface LeaseOptions {
 /**
  * Why a lease will not be renewed any more: `max_ttl` (the role's cap is reached), `not_renewable`,
  * or `renew_failed` (the broker refused, or stayed unreachable until the lease ran out).
+ *
+ * @example
+ * ```ts
+ * lease.on('expiring', ({ reason }: ExpiringEvent) => reason === 'renew_failed' && alert());
+ * ```
  */
 export type ExpiringReason = 'max_ttl' | 'not_renewable' | 'renew_failed';
 
@@ -45,7 +62,14 @@ export interface ExpiringEvent {
   error?: Error;
 }
 
-/** What a lease needs from its broker; the Broker implements it. */
+/**
+ * What a lease needs from its broker; the Broker implements it.
+ *
+ * @example
+ * ```ts
+ * const lease = new Lease(broker, issued); // broker: a LeaseClient
+ * ```
+ */
 export interface LeaseClient {
   renewLease(
     id: string,
@@ -56,7 +80,14 @@ export interface LeaseClient {
   lease(path: string, opts?: LeaseOptions): Promise<Lease>;
 }
 
-/** The envelope a lease starts from: Vault's answer to `PUT /v1/<path>`. */
+/**
+ * The envelope a lease starts from: Vault's answer to `PUT /v1/<path>`.
+ *
+ * @example
+ * ```ts
+ * const issued: IssuedLease = { path: 'db/creds/r', leaseId: 'db/creds/r/abc', leaseDuration: 600, renewable: true, data };
+ * ```
+ */
 export interface IssuedLease {
   path: string;
   leaseId: string;
@@ -65,7 +96,14 @@ export interface IssuedLease {
   data: CredentialData;
 }
 
-/** When the next renewal runs: two thirds of the time left, give or take 10 %, so leases taken together spread out. */
+/**
+ * When the next renewal runs: two thirds of the time left, give or take 10 %, so leases taken together spread out.
+ *
+ * @example
+ * ```ts
+ * setTimeout(renew, renewDelay(lease.expiresAt.getTime() - Date.now()));
+ * ```
+ */
 export function renewDelay(msLeft: number, random: () => number = Math.random): number {
   return Math.max(0, Math.round(msLeft * (2 / 3) * (0.9 + 0.2 * random())));
 }
@@ -110,10 +148,7 @@ export class Lease<D extends CredentialData = CredentialData> extends EventEmitt
     this.#expiresAt = new Date(Date.now() + issued.leaseDuration * 1000);
     // Renew by what was asked for, or by what the first answer gave.
     this.#increment = issued.leaseDuration > 0 ? issued.leaseDuration : undefined;
-    if (opts.autoRenew !== false) {
-      if (this.renewable) this.#schedule();
-      else this.#spend({ reason: 'not_renewable' });
-    }
+    if (opts.autoRenew !== false) this.#schedule();
   }
 
   /** The credential (PostgreSQL: username, password, host, port, database). */
@@ -251,6 +286,9 @@ export class Lease<D extends CredentialData = CredentialData> extends EventEmitt
   async #autoRenew(): Promise<void> {
     this.#timer = undefined;
     if (this.#state !== 'active') return;
+    // Told when a renewal would have run, not at once: a caller that takes a new lease on
+    // `expiring` would otherwise take one after another.
+    if (!this.renewable) return this.#spend({ reason: 'not_renewable' });
     try {
       await this.renew();
     } catch (err) {
@@ -264,7 +302,7 @@ export class Lease<D extends CredentialData = CredentialData> extends EventEmitt
     this.#stopTimer();
     if (this.#state !== 'active') return;
     this.#state = 'spent';
-    // On a later turn, so a listener added right after `await broker.lease()` hears it.
+    // On a later turn: the caller of `renew()` sees its promise settle before the listeners run.
     setImmediate(() => this.emit('expiring', { expiresAt: this.#expiresAt, ...event } satisfies ExpiringEvent));
   }
 
