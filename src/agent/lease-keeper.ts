@@ -88,6 +88,11 @@ export class LeaseKeeper {
         await broker.revokeLease(held.lease_id);
       } else log(`${spec.name}: ${held.lease_id} from the state file is no longer live: taking a new lease`);
     }
+    if (held && held.path !== spec.path) {
+      // The config names another path now: the old lease serves nobody.
+      log(`${spec.name}: the state file's ${held.lease_id} is for ${held.path}, not ${spec.path}: revoking it`);
+      await broker.revokeLease(held.lease_id).catch((err: Error) => log(`${spec.name}: ${err.message}`));
+    }
     const lease = await this.#take(this.#generation);
     await this.#install(lease);
     log(`${spec.name}: leased ${lease.id} until ${lease.expiresAt.toISOString()}, wrote ${spec.files.length} file(s)`);

@@ -13,6 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseEnvLines } from '../../src/cli/credential-env.js';
+import { startHealthServer } from '../../src/agent/health-server.js';
+import { runOnRotate } from '../../src/agent/on-rotate.js';
 import { writeFileAtomic } from '../../src/cli/write-file-atomic.js';
 import { freePort } from '../../src/store/embedded-postgres.js';
 import { api, startTestBroker } from '../support/broker.js';
@@ -317,6 +319,43 @@ describe('credbroker agent --once, then the sidecar', () => {
       expect(await canLogIn(envFile(setup.dir))).toBe(false);
     } finally {
       if (sidecar.child.exitCode === null) sidecar.child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('sidecar pieces', () => {
+  it('GET /ready answers 503 until the files are written, then 200; /health 200 throughout', async () => {
+    const address = `127.0.0.1:${await freePort()}`;
+    const health = await startHealthServer(address);
+    try {
+      const status = async (path: string) => (await fetch(`http://${address}${path}`)).status;
+      expect([await status('/ready'), await status('/health')]).toEqual([503, 200]);
+      health.setReady(true);
+      expect([await status('/ready'), await status('/health'), await status('/other')]).toEqual([200, 200, 404]);
+    } finally {
+      await health.close();
+    }
+  });
+
+  it('on_rotate signal reaches the process named in pid_file', async () => {
+    const dir = join(work, 'signal');
+    mkdirSync(dir);
+    const marker = join(dir, 'hup');
+    const app = spawn(
+      'bash',
+      ['-c', `trap 'echo reloaded >> ${marker}' HUP; echo $$ > ${dir}/app.pid; while :; do sleep 0.1; done`],
+      {
+        stdio: 'ignore',
+      },
+    );
+    try {
+      await waitUntil(() => existsSync(join(dir, 'app.pid')), { timeoutMs: 5000, what: 'the app’s pid file' });
+      const lines: string[] = [];
+      await runOnRotate({ signal: 'SIGHUP', pid_file: join(dir, 'app.pid') }, (line) => lines.push(line));
+      await waitUntil(() => existsSync(marker), { timeoutMs: 5000, what: 'the app to catch SIGHUP' });
+      expect(lines).toEqual([`on_rotate: sent SIGHUP to ${app.pid}`]);
+    } finally {
+      app.kill('SIGKILL');
     }
   });
 });
