@@ -219,7 +219,7 @@ describe('credbroker agent --once, then the sidecar', () => {
       expect((await liveRows()).length).toBe(before + 1);
       expect(sidecar.stderr()).toContain(`adopted ${leaseId}`);
       const [adopted] = await rowsOf([leaseId]);
-      expect(adopted!.expires_at.getTime()).toBeGreaterThanOrEqual(issued!.expires_at.getTime());
+      expect(adopted!.expires_at.getTime()).toBeGreaterThan(issued!.expires_at.getTime());
       expect(envFile(setup.dir).PGPASSWORD).toBe(env.PGPASSWORD);
       sidecar.child.kill('SIGTERM');
       expect(await sidecar.exited).toBe(0);
