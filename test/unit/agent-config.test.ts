@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { AgentConfigError, parseAgentConfig } from '../../src/agent/config.js';
 import { goFieldsToHandlebars, renderFile } from '../../src/agent/file-content.js';
@@ -79,4 +80,16 @@ describe('templates', () => {
 it('the idempotency key is <pod_uid>/<name>, with the rotation number after it', () => {
   expect(idempotencyKey('pod-1', 'warehouse', 0)).toBe('pod-1/warehouse');
   expect(idempotencyKey('pod-1', 'warehouse', 3)).toBe('pod-1/warehouse/3');
+});
+
+it('accepts the ETL Jobs’ agent config in deploy/ as it is mounted (both variants share it)', () => {
+  const text = readFileSync(new URL('../../deploy/kubernetes/etl/common/agent.yaml', import.meta.url), 'utf8');
+  const config = parseAgentConfig(text, { POD_UID: '0b7e1a52-5d1f-4c2e-9a57-3f0d2c1b4e6a' });
+  expect(config.leases.map((l) => l.files.map((f) => [f.path, f.mode.toString(8), f.uid, f.gid]))).toEqual([
+    [
+      ['/secrets/pg.env', '440', 1000, 1000],
+      ['/secrets/pgpass', '400', 1000, 1000],
+    ],
+  ]);
+  expect(config.health?.address).toBe('127.0.0.1:8201');
 });
