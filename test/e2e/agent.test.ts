@@ -234,6 +234,37 @@ describe('credbroker agent --once, then the sidecar', () => {
     expect(state(setup).leases.warehouse).toBeUndefined();
   });
 
+  it('a sidecar killed and restarted (a crash loop) adopts its own lease again: still one lease row for the pod', async () => {
+    const health = `127.0.0.1:${await freePort()}`;
+    const setup = agentSetup({ health });
+    const start = new Date(Date.now() - 1000);
+    const ready = (sidecar: Sidecar) =>
+      waitUntil(async () => (await fetch(`http://${health}/ready`).catch(() => null))?.status === 200, {
+        timeoutMs: 15_000,
+        what: `the sidecar to be ready (${sidecar.stderr()})`,
+      });
+    const sidecars: Sidecar[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const sidecar = startSidecar(setup);
+        sidecars.push(sidecar);
+        await ready(sidecar);
+        if (i < 2) {
+          sidecar.child.kill('SIGKILL');
+          await sidecar.exited;
+        }
+      }
+      const leaseId = state(setup).leases.warehouse!.lease_id;
+      expect(sidecars[2]!.stderr()).toContain(`adopted ${leaseId}`);
+      expect((await rowsIssuedSince(start)).map((r) => [r.id, r.state])).toEqual([[leaseId, 'active']]);
+      sidecars[2]!.child.kill('SIGTERM');
+      expect(await sidecars[2]!.exited).toBe(0);
+      expect((await rowsIssuedSince(start)).map((r) => r.state)).toEqual(['revoked']);
+    } finally {
+      for (const sidecar of sidecars) if (sidecar.child.exitCode === null) sidecar.child.kill('SIGKILL');
+    }
+  });
+
   it('a lease whose credential was never written down (a crash after leasing) is revoked, and one new lease serves the pod', async () => {
     const setup = agentSetup();
     // What an init container that died between the answer and its files leaves: a live lease on the pod's key.
