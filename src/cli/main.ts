@@ -4,6 +4,7 @@ import { VERSION } from '../version.js';
 import { addAuditCommand } from './commands/audit.js';
 import { addCredsCommand } from './commands/creds.js';
 import { addDevCommand } from './commands/dev.js';
+import { addExecCommand } from './commands/exec.js';
 import { addLeaseCommand } from './commands/lease.js';
 import { addLeasesCommand } from './commands/leases.js';
 import { addLoginCommand } from './commands/login.js';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   addCredsCommand(program);
   addLeaseCommand(program);
   addLoginCommand(program);
+  addExecCommand(program);
   addAuditCommand(program);
   addLeasesCommand(program);
   addRevokeCommand(program);

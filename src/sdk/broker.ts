@@ -30,6 +30,24 @@ export interface BrokerOptions {
   retry?: RetryOptions;
   /** Where the defaults are read from (default `process.env`). */
   env?: NodeJS.ProcessEnv;
+  /** Called before each retry (for a log line or a metric); the error names no secret. */
+  onRetry?: (info: RetryInfo) => void;
+}
+
+/**
+ * What {@link BrokerOptions.onRetry} hears: the request, which try failed (from 0), why, and the pause before the next.
+ *
+ * @example
+ * ```ts
+ * new Broker({ onRetry: ({ path, attempt, error }) => console.warn(`retry ${attempt} of ${path}: ${error.message}`) });
+ * ```
+ */
+export interface RetryInfo {
+  method: Method;
+  path: string;
+  attempt: number;
+  delayMs: number;
+  error: Error;
 }
 
 /** Per-request options of {@link Broker.request}. */
@@ -58,6 +76,7 @@ export class Broker implements LeaseClient {
   readonly #transport: Transport;
   readonly #tokens: TokenSource;
   readonly #retry: Required<RetryOptions>;
+  readonly #onRetry: BrokerOptions['onRetry'];
 
   constructor(opts: BrokerOptions = {}) {
     const env = opts.env ?? process.env;
@@ -68,6 +87,7 @@ export class Broker implements LeaseClient {
     this.#transport = new Transport(this.address, opts.tls ?? clientTlsFromEnv(env));
     this.#tokens = new TokenSource(token, opts.auth);
     this.#retry = { ...DEFAULT_RETRY, ...opts.retry };
+    this.#onRetry = opts.onRetry;
   }
 
   /**
@@ -96,6 +116,7 @@ export class Broker implements LeaseClient {
       },
       this.#retry,
       opts.until,
+      (error, attempt, delayMs) => this.#onRetry?.({ method, path, attempt, delayMs, error: error as Error }),
     );
   }
 

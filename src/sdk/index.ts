@@ -12,7 +12,7 @@
  * ```
  * @packageDocumentation
  */
-export { Broker, IDEMPOTENCY_HEADER, type BrokerOptions, type RequestOptions } from './broker.js';
+export { Broker, IDEMPOTENCY_HEADER, type BrokerOptions, type RequestOptions, type RetryInfo } from './broker.js';
 export {
   Lease,
   renewDelay,

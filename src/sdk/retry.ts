@@ -33,7 +33,12 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
  * Runs `fn` until it succeeds, fails with an error that is not retryable, or the tries run out
  * (`attempts`, or the `until` deadline when given); then throws the last error.
  */
-export async function withRetry<T>(fn: () => Promise<T>, opts: Required<RetryOptions>, until?: number): Promise<T> {
+export async function withRetry<T>(
+  fn: () => Promise<T>,
+  opts: Required<RetryOptions>,
+  until?: number,
+  onRetry?: (error: unknown, attempt: number, delayMs: number) => void,
+): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
       return await fn();
@@ -42,6 +47,7 @@ export async function withRetry<T>(fn: () => Promise<T>, opts: Required<RetryOpt
       const delay = backoffDelay(attempt, opts);
       const outOfTries = until === undefined ? attempt + 1 >= opts.attempts : Date.now() + delay >= until;
       if (outOfTries) throw err;
+      onRetry?.(err, attempt, delay);
       await sleep(delay);
     }
   }

@@ -1,0 +1,117 @@
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import type { Command } from 'commander';
+import { Broker } from '../../sdk/broker.js';
+import type { Lease } from '../../sdk/lease.js';
+import { credentialEnv } from '../credential-env.js';
+import { ENV_HELP } from '../options.js';
+
+interface ExecOptions {
+  lease: string[];
+  envPrefix: string;
+  ttl?: string;
+}
+
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+/** The broker's token is for this process, not for the command it starts. */
+const WITHHELD = ['CREDBROKER_TOKEN', 'VAULT_TOKEN'];
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+async function revokeAll(leases: Lease[]): Promise<boolean> {
+  const outcomes = await Promise.allSettled(leases.map((lease) => lease.revoke()));
+  let ok = true;
+  outcomes.forEach((outcome, i) => {
+    if (outcome.status === 'fulfilled') return;
+    ok = false;
+    const lease = leases[i]!;
+    process.stderr.write(
+      `credbroker exec: could not revoke ${lease.id} (it ends at ${lease.expiresAt.toISOString()}): ${(outcome.reason as Error).message}\n`,
+    );
+  });
+  return ok;
+}
+
+/** The child's environment: ours without the broker token, plus every lease's variables; two leases may not set one name. */
+function childEnv(leases: Lease[], prefix: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const name of WITHHELD) delete env[name];
+  const setBy = new Map<string, string>();
+  for (const lease of leases) {
+    const vars = credentialEnv(
+      { lease_id: lease.id, lease_duration: 0, renewable: lease.renewable, data: lease.data },
+      prefix,
+    );
+    for (const [name, value] of Object.entries(vars)) {
+      const other = setBy.get(name);
+      if (other) throw new Error(`${other} and ${lease.path} both set ${name}: run one exec per lease of a kind`);
+      setBy.set(name, lease.path);
+      env[name] = value;
+    }
+  }
+  return env;
+}
+
+async function exec(command: string, args: string[], opts: ExecOptions): Promise<void> {
+  if (opts.lease.length === 0) throw new Error('give at least one --lease <mount>/creds/<role>');
+  const broker = new Broker();
+  const leases: Lease[] = [];
+  let env: NodeJS.ProcessEnv;
+  try {
+    for (const path of opts.lease) leases.push(await broker.lease(path, { ttl: opts.ttl }));
+    env = childEnv(leases, opts.envPrefix);
+  } catch (err) {
+    await revokeAll(leases);
+    throw err;
+  }
+  for (const lease of leases)
+    lease.on('expiring', ({ expiresAt, reason }: { expiresAt: Date; reason: string }) =>
+      process.stderr.write(
+        `credbroker exec: ${lease.id} will not be renewed again (${reason}); it ends at ${expiresAt.toISOString()}\n`,
+      ),
+    );
+
+  const child = spawn(command, args, { stdio: 'inherit', env });
+  const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
+  const handlers = FORWARDED.map((signal) => [signal, forward(signal)] as const);
+  for (const [signal, handler] of handlers) process.on(signal, handler);
+  const status = await new Promise<number>((resolve) => {
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      process.stderr.write(`credbroker exec: cannot run ${command}: ${err.code ?? err.message}\n`);
+      resolve(err.code === 'ENOENT' ? 127 : 126);
+    });
+    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+  });
+  for (const [signal, handler] of handlers) process.off(signal, handler);
+  await revokeAll(leases);
+  await broker.close();
+  process.exit(status);
+}
+
+export function addExecCommand(program: Command): void {
+  program
+    .command('exec')
+    .description(
+      'run a command with leased credentials in its environment; renew them while it runs, revoke them when it exits',
+    )
+    .argument('<command>', 'the command to run (after --)')
+    .argument('[args...]', 'its arguments')
+    .option('--lease <path>', 'a credentials path to lease, e.g. demo/creds/readonly (repeatable)', collect, [])
+    .option('--env-prefix <prefix>', 'put this in front of every variable name, e.g. WAREHOUSE_', '')
+    .option('--ttl <ttl>', 'lease TTL: seconds or a duration like 15m (capped by the role max_ttl)')
+    .addHelpText(
+      'after',
+      `
+The command gets PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSSLMODE and DATABASE_URL for a
+PostgreSQL lease, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN for an AWS one, in
+its environment only (never in its arguments, so never in ps), and not CREDBROKER_TOKEN. SIGINT,
+SIGTERM and SIGHUP are passed on to it. When it exits, every lease is revoked and credbroker exits
+with its status (128+N when a signal N ended it).
+${ENV_HELP}
+
+Examples:
+  credbroker exec --lease demo/creds/readonly -- psql -c 'select 1'
+  credbroker exec --lease warehouse/creds/etl --lease aws/creds/deploy -- ./load.sh --day 2026-12-01`,
+    )
+    .action(exec);
+}
