@@ -4,7 +4,7 @@ import { BrokerApiError, SdkConfigError } from './errors.js';
 import { Lease, type LeaseClient, type LeaseOptions } from './lease.js';
 import { RotatingPgPool, type PgPoolOptions } from './pg.js';
 import { DEFAULT_RETRY, withRetry, type RetryOptions } from './retry.js';
-import { TokenSource, type JwtAuthOptions } from './token-source.js';
+import { TokenSource, type AuthCalls, type JwtAuthOptions } from './token-source.js';
 import { Transport, type AnswerBody, type Method } from './transport.js';
 
 /** The header that makes a lease request idempotent (the broker returns the lease the key already has). */
@@ -100,18 +100,26 @@ export class Broker implements LeaseClient {
    * ```
    */
   async request(method: Method, path: string, body?: unknown, opts: RequestOptions = {}): Promise<AnswerBody> {
-    const login = (loginPath: string, loginBody: unknown) =>
-      withRetry(() => this.#transport.send('PUT', loginPath, loginBody, {}), this.#retry);
+    const calls: AuthCalls = {
+      login: (loginPath, loginBody) =>
+        withRetry(() => this.#transport.send('PUT', loginPath, loginBody, {}), this.#retry),
+      renewSelf: (token) =>
+        withRetry(
+          () => this.#transport.send('PUT', 'auth/token/renew-self', {}, { 'x-vault-token': token }),
+          this.#retry,
+        ),
+    };
     const once = async (token: string | undefined) =>
       this.#transport.send(method, path, body, { ...(token ? { 'x-vault-token': token } : {}), ...opts.headers });
     return withRetry(
       async () => {
         try {
-          return await once(await this.#tokens.token(login));
+          return await once(await this.#tokens.token(calls));
         } catch (err) {
           // A token the broker forgot (revoked, or a restored store): log in again, once.
-          if (!(err instanceof BrokerApiError && err.status === 403 && this.#tokens.canLogIn)) throw err;
-          return once(await this.#tokens.logIn(login));
+          const forgotten = err instanceof BrokerApiError && err.status === 403 && err.errors.includes('invalid token');
+          if (!forgotten || !this.#tokens.canLogIn) throw err;
+          return once(await this.#tokens.logIn(calls));
         }
       },
       this.#retry,

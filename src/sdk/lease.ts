@@ -110,10 +110,7 @@ export class Lease<D extends CredentialData = CredentialData> extends EventEmitt
     this.#expiresAt = new Date(Date.now() + issued.leaseDuration * 1000);
     // Renew by what was asked for, or by what the first answer gave.
     this.#increment = issued.leaseDuration > 0 ? issued.leaseDuration : undefined;
-    if (opts.autoRenew !== false) {
-      if (this.renewable) this.#schedule();
-      else this.#spend({ reason: 'not_renewable' });
-    }
+    if (opts.autoRenew !== false) this.#schedule();
   }
 
   /** The credential (PostgreSQL: username, password, host, port, database). */
@@ -251,6 +248,9 @@ export class Lease<D extends CredentialData = CredentialData> extends EventEmitt
   async #autoRenew(): Promise<void> {
     this.#timer = undefined;
     if (this.#state !== 'active') return;
+    // Told when a renewal would have run, not at once: a caller that takes a new lease on
+    // `expiring` would otherwise take one after another.
+    if (!this.renewable) return this.#spend({ reason: 'not_renewable' });
     try {
       await this.renew();
     } catch (err) {
@@ -264,7 +264,7 @@ export class Lease<D extends CredentialData = CredentialData> extends EventEmitt
     this.#stopTimer();
     if (this.#state !== 'active') return;
     this.#state = 'spent';
-    // On a later turn, so a listener added right after `await broker.lease()` hears it.
+    // On a later turn: the caller of `renew()` sees its promise settle before the listeners run.
     setImmediate(() => this.emit('expiring', { expiresAt: this.#expiresAt, ...event } satisfies ExpiringEvent));
   }
 

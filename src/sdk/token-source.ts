@@ -20,21 +20,34 @@ export interface JwtAuthOptions {
   jwtFile: string;
 }
 
-/** Logs in through `login`, the broker's request function without a token. */
-type Login = (path: string, body: unknown) => Promise<AnswerBody>;
+/** The two calls a token source makes: a login without a token, and a renew-self with one. */
+export interface AuthCalls {
+  login(path: string, body: unknown): Promise<AnswerBody>;
+  renewSelf(token: string): Promise<AnswerBody>;
+}
 
-/** The share of a token's lifetime after which the next request logs in again first. */
-const RELOGIN_AT = 2 / 3;
+/** The share of a token's lifetime after which the next request renews it first. */
+const REFRESH_AT = 2 / 3;
 
 /**
- * The token to send: a fixed one, or one from a JWT login that is renewed by logging in again
- * once two thirds of its lifetime have passed (checked before each request, so no timer keeps a
- * process alive), and at once when the broker no longer knows it.
+ * The token to send: a fixed one, or one from a JWT login. A login's token is renewed
+ * (`auth/token/renew-self`) once two thirds of its lifetime have passed, checked before each
+ * request (so no timer keeps a process alive); renewing, not logging in again, because a token
+ * that expires takes the leases taken with it along (Vault's rule, unless the auth role says
+ * `revoke_leases_with_token: false`). A new login happens when the renewal is refused, or when the
+ * token's max TTL leaves less than a third of its first lifetime, and at once when the broker no
+ * longer knows the token.
+ *
+ * @example
+ * ```ts
+ * const tokens = new TokenSource(undefined, { mount: 'kubernetes', role: 'etl', jwtFile: '/var/run/secrets/token' });
+ * ```
  */
 export class TokenSource {
   #token: string | undefined;
+  #firstSeconds = 0;
   #refreshAt = Infinity;
-  #login: Promise<string> | undefined;
+  #pending: Promise<string> | undefined;
 
   constructor(
     token: string | undefined,
@@ -47,19 +60,33 @@ export class TokenSource {
     return this.auth !== undefined;
   }
 
-  async token(login: Login): Promise<string | undefined> {
+  async token(calls: AuthCalls): Promise<string | undefined> {
     if (!this.auth) return this.#token;
     if (this.#token && Date.now() < this.#refreshAt) return this.#token;
-    return this.logIn(login);
+    return this.#once(() => (this.#token ? this.#renewOrLogIn(calls, this.#token) : this.#logIn(calls)));
   }
 
-  /** Logs in now (one login at a time, shared by concurrent callers). */
-  logIn(login: Login): Promise<string> {
-    this.#login ??= this.#doLogIn(login).finally(() => (this.#login = undefined));
-    return this.#login;
+  /** Logs in now (the broker no longer knows the token). */
+  logIn(calls: AuthCalls): Promise<string> {
+    return this.#once(() => this.#logIn(calls));
   }
 
-  async #doLogIn(login: Login): Promise<string> {
+  /** One login or renewal at a time, shared by concurrent callers. */
+  #once(fn: () => Promise<string>): Promise<string> {
+    this.#pending ??= fn().finally(() => (this.#pending = undefined));
+    return this.#pending;
+  }
+
+  async #renewOrLogIn(calls: AuthCalls, token: string): Promise<string> {
+    const started = Date.now();
+    const answer = await calls.renewSelf(token).catch(() => null);
+    const seconds = Number(answer?.auth?.lease_duration);
+    if (!(seconds > 0) || seconds < this.#firstSeconds / 3) return this.#logIn(calls);
+    this.#refreshAt = started + seconds * 1000 * REFRESH_AT;
+    return token;
+  }
+
+  async #logIn(calls: AuthCalls): Promise<string> {
     const auth = this.auth!;
     let jwt: string;
     try {
@@ -70,12 +97,13 @@ export class TokenSource {
       );
     }
     const started = Date.now();
-    const answer = await login(`auth/${auth.mount}/login`, { role: auth.role, jwt });
+    const answer = await calls.login(`auth/${auth.mount}/login`, { role: auth.role, jwt });
     const token = answer?.auth?.client_token;
     if (typeof token !== 'string') throw new SdkConfigError(`auth/${auth.mount}/login answered without a token`);
     const seconds = Number(answer.auth.lease_duration);
     this.#token = token;
-    this.#refreshAt = seconds > 0 ? started + seconds * 1000 * RELOGIN_AT : Infinity;
+    this.#firstSeconds = seconds > 0 ? seconds : 0;
+    this.#refreshAt = seconds > 0 ? started + seconds * 1000 * REFRESH_AT : Infinity;
     return token;
   }
 }
