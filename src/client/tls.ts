@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { Agent } from 'undici';
 
-/** How a client verifies the broker and proves itself over https, from the environment. */
+/**
+ * How a client verifies the broker and proves itself over https, from the environment.
+ *
+ * @example
+ * ```ts
+ * new Broker({ tls: { ca: readFileSync('/etc/credbroker/ca.pem', 'utf8') } });
+ * ```
+ */
 export interface ClientTls {
   /** PEM CA bundle trusted for the broker's certificate (besides Node's own roots). */
   ca?: string;
@@ -37,6 +44,11 @@ function readVar(env: NodeJS.ProcessEnv, names: string[]): string | undefined {
  * CREDBROKER_CACERT / VAULT_CACERT, CREDBROKER_CLIENT_CERT + CREDBROKER_CLIENT_KEY (or the VAULT_
  * names), CREDBROKER_SKIP_VERIFY / VAULT_SKIP_VERIFY. Files are read now: a bad path fails here,
  * naming the variable, not later as a handshake error.
+ *
+ * @example
+ * ```ts
+ * const tls = clientTlsFromEnv({ CREDBROKER_CACERT: '/etc/credbroker/ca.pem' });
+ * ```
  */
 export function clientTlsFromEnv(env: NodeJS.ProcessEnv = process.env): ClientTls {
   const cert = readVar(env, ['CREDBROKER_CLIENT_CERT', 'VAULT_CLIENT_CERT']);
@@ -54,7 +66,14 @@ export function clientTlsFromEnv(env: NodeJS.ProcessEnv = process.env): ClientTl
   };
 }
 
-/** An undici dispatcher for `tls`, or undefined when Node's defaults do (no CA, no client cert, verification on). */
+/**
+ * An undici dispatcher for `tls`, or undefined when Node's defaults do (no CA, no client cert, verification on).
+ *
+ * @example
+ * ```ts
+ * await fetch(url, { dispatcher: tlsDispatcher(clientTlsFromEnv()) });
+ * ```
+ */
 export function tlsDispatcher(tls: ClientTls): Agent | undefined {
   if (!tls.ca && !tls.cert && !tls.skipVerify) return undefined;
   return new Agent({
@@ -76,7 +95,14 @@ const UNTRUSTED = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
-/** What to do about a connection error `code`, when it is a TLS one. */
+/**
+ * What to do about a connection error `code`, when it is a TLS one.
+ *
+ * @example
+ * ```ts
+ * throw new Error(`cannot reach the broker: ${code}${tlsHint(code)}`);
+ * ```
+ */
 export function tlsHint(code: string | undefined): string {
   if (code && UNTRUSTED.has(code))
     return ' (the broker certificate is not trusted: set CREDBROKER_CACERT to the CA file that signed it)';

@@ -7,7 +7,14 @@ import { DEFAULT_RETRY, withRetry, type RetryOptions } from './retry.js';
 import { TokenSource, type AuthCalls, type JwtAuthOptions } from './token-source.js';
 import { Transport, type AnswerBody, type Method } from './transport.js';
 
-/** The header that makes a lease request idempotent (the broker returns the lease the key already has). */
+/**
+ * The header that makes a lease request idempotent (the broker returns the lease the key already has).
+ *
+ * @example
+ * ```ts
+ * await broker.request('PUT', 'db/creds/reader', {}, { headers: { [IDEMPOTENCY_HEADER]: 'pod-uid/reader' } });
+ * ```
+ */
 export const IDEMPOTENCY_HEADER = 'X-Credbroker-Idempotency-Key';
 
 /**
@@ -50,7 +57,14 @@ export interface RetryInfo {
   error: Error;
 }
 
-/** Per-request options of {@link Broker.request}. */
+/**
+ * Per-request options of {@link Broker.request}.
+ *
+ * @example
+ * ```ts
+ * await broker.request('PUT', 'sys/leases/renew', { lease_id }, { until: Date.now() + 60_000 });
+ * ```
+ */
 export interface RequestOptions {
   headers?: Record<string, string>;
   /** Retry connection errors and 5xx until this time (ms since the epoch) instead of `retry.attempts` times. */

@@ -1,4 +1,11 @@
-/** Every code an SDK error carries: compare `err.code === BrokerApiError.code`. */
+/**
+ * Every code an SDK error carries: compare `err.code === BrokerApiError.code`.
+ *
+ * @example
+ * ```ts
+ * if (err instanceof SdkError && err.code === BrokerUnreachableError.code) retryLater();
+ * ```
+ */
 export type SdkErrorCode = 'ERR_SDK' | 'ERR_SDK_CONFIG' | 'ERR_BROKER_API' | 'ERR_BROKER_UNREACHABLE';
 
 /**
@@ -101,7 +108,14 @@ export class BrokerUnreachableError extends SdkError {
   }
 }
 
-/** Whether `err` is worth another attempt: no answer, or a 5xx. */
+/**
+ * Whether `err` is worth another attempt: no answer, or a 5xx.
+ *
+ * @example
+ * ```ts
+ * if (!isRetryable(err)) throw err;
+ * ```
+ */
 export function isRetryable(err: unknown): boolean {
   return err instanceof BrokerUnreachableError || (err instanceof BrokerApiError && err.retryable);
 }

@@ -4,7 +4,14 @@ import type pg from 'pg';
 import { awsCredentialProvider, type AwsCredentialIdentityProvider } from './aws.js';
 import { pgConfigOf } from './pg-config.js';
 
-/** A credential's fields as the engine answered them (PostgreSQL: username, password, host, port, database). */
+/**
+ * A credential's fields as the engine answered them (PostgreSQL: username, password, host, port, database).
+ *
+ * @example
+ * ```ts
+ * const { username } = lease.data as CredentialData & { username: string };
+ * ```
+ */
 export type CredentialData = Record<string, unknown>;
 
 /**
@@ -27,6 +34,11 @@ export interface LeaseOptions {
 /**
  * Why a lease will not be renewed any more: `max_ttl` (the role's cap is reached), `not_renewable`,
  * or `renew_failed` (the broker refused, or stayed unreachable until the lease ran out).
+ *
+ * @example
+ * ```ts
+ * lease.on('expiring', ({ reason }: ExpiringEvent) => reason === 'renew_failed' && alert());
+ * ```
  */
 export type ExpiringReason = 'max_ttl' | 'not_renewable' | 'renew_failed';
 
@@ -45,7 +57,14 @@ export interface ExpiringEvent {
   error?: Error;
 }
 
-/** What a lease needs from its broker; the Broker implements it. */
+/**
+ * What a lease needs from its broker; the Broker implements it.
+ *
+ * @example
+ * ```ts
+ * const lease = new Lease(broker, issued); // broker: a LeaseClient
+ * ```
+ */
 export interface LeaseClient {
   renewLease(
     id: string,
@@ -56,7 +75,14 @@ export interface LeaseClient {
   lease(path: string, opts?: LeaseOptions): Promise<Lease>;
 }
 
-/** The envelope a lease starts from: Vault's answer to `PUT /v1/<path>`. */
+/**
+ * The envelope a lease starts from: Vault's answer to `PUT /v1/<path>`.
+ *
+ * @example
+ * ```ts
+ * const issued: IssuedLease = { path: 'db/creds/r', leaseId: 'db/creds/r/abc', leaseDuration: 600, renewable: true, data };
+ * ```
+ */
 export interface IssuedLease {
   path: string;
   leaseId: string;
@@ -65,7 +91,14 @@ export interface IssuedLease {
   data: CredentialData;
 }
 
-/** When the next renewal runs: two thirds of the time left, give or take 10 %, so leases taken together spread out. */
+/**
+ * When the next renewal runs: two thirds of the time left, give or take 10 %, so leases taken together spread out.
+ *
+ * @example
+ * ```ts
+ * setTimeout(renew, renewDelay(lease.expiresAt.getTime() - Date.now()));
+ * ```
+ */
 export function renewDelay(msLeft: number, random: () => number = Math.random): number {
   return Math.max(0, Math.round(msLeft * (2 / 3) * (0.9 + 0.2 * random())));
 }

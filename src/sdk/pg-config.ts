@@ -13,6 +13,11 @@ function pemOrFile(value: string): string {
  * node-postgres's `ssl` for a libpq `sslmode`: `disable`/`allow`/`prefer` → no TLS (node-postgres
  * cannot fall back), `require` → TLS without verification (as libpq's, unless a root certificate
  * is given), `verify-ca` → the chain only, `verify-full` → the chain and the host name.
+ *
+ * @example
+ * ```ts
+ * const ssl = sslFor('verify-full', '/etc/ssl/warehouse-ca.pem');
+ * ```
  */
 export function sslFor(sslmode: string | undefined, sslrootcert: string | undefined): false | ConnectionOptions {
   const ca = sslrootcert ? { ca: pemOrFile(sslrootcert) } : {};

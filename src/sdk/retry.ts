@@ -16,9 +16,24 @@ export interface RetryOptions {
   maxMs?: number;
 }
 
+/**
+ * The defaults: 5 tries, 100 ms doubling up to 5 s.
+ *
+ * @example
+ * ```ts
+ * new Broker({ retry: { ...DEFAULT_RETRY, attempts: 10 } });
+ * ```
+ */
 export const DEFAULT_RETRY: Required<RetryOptions> = { attempts: 5, baseMs: 100, maxMs: 5000 };
 
-/** The pause before try number `attempt + 1` (attempt counts from 0): a random point up to the exponential bound. */
+/**
+ * The pause before try number `attempt + 1` (attempt counts from 0): a random point up to the exponential bound.
+ *
+ * @example
+ * ```ts
+ * await sleep(backoffDelay(attempt, DEFAULT_RETRY));
+ * ```
+ */
 export function backoffDelay(
   attempt: number,
   opts: Required<RetryOptions>,
@@ -32,6 +47,11 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 /**
  * Runs `fn` until it succeeds, fails with an error that is not retryable, or the tries run out
  * (`attempts`, or the `until` deadline when given); then throws the last error.
+ *
+ * @example
+ * ```ts
+ * const answer = await withRetry(() => transport.send('GET', 'sys/health', undefined, {}), DEFAULT_RETRY);
+ * ```
  */
 export async function withRetry<T>(
   fn: () => Promise<T>,

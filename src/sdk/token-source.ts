@@ -20,7 +20,14 @@ export interface JwtAuthOptions {
   jwtFile: string;
 }
 
-/** The two calls a token source makes: a login without a token, and a renew-self with one. */
+/**
+ * The two calls a token source makes: a login without a token, and a renew-self with one.
+ *
+ * @example
+ * ```ts
+ * const calls: AuthCalls = { login: (path, body) => send('PUT', path, body), renewSelf: (token) => renew(token) };
+ * ```
+ */
 export interface AuthCalls {
   login(path: string, body: unknown): Promise<AnswerBody>;
   renewSelf(token: string): Promise<AnswerBody>;

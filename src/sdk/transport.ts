@@ -2,13 +2,35 @@ import { fetch, type Dispatcher } from 'undici';
 import { tlsDispatcher, tlsHint, type ClientTls } from '../client/tls.js';
 import { BrokerApiError, BrokerUnreachableError, SdkConfigError } from './errors.js';
 
+/**
+ * A Vault API verb; `LIST` is sent as `GET …?list=true`.
+ *
+ * @example
+ * ```ts
+ * await broker.request('LIST', 'sys/leases/lookup/db/creds/reader');
+ * ```
+ */
 export type Method = 'GET' | 'PUT' | 'LIST';
 
-/** A Vault answer's body: its shape depends on the path; each caller reads the fields it needs. */
+/**
+ * A Vault answer's body: its shape depends on the path; each caller reads the fields it needs.
+ *
+ * @example
+ * ```ts
+ * const { data }: AnswerBody = await broker.request('PUT', 'sys/leases/lookup', { lease_id });
+ * ```
+ */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
 export type AnswerBody = any;
 
-/** One HTTP exchange with the broker's Vault API: no retries, no token logic; errors as SDK errors. */
+/**
+ * One HTTP exchange with the broker's Vault API: no retries, no token logic; errors as SDK errors.
+ *
+ * @example
+ * ```ts
+ * const body = await new Transport('http://127.0.0.1:8200').send('GET', 'sys/health', undefined, {});
+ * ```
+ */
 export class Transport {
   readonly #dispatcher: Dispatcher | undefined;
 
