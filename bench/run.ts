@@ -8,8 +8,9 @@ import { burstScenario } from './scenarios/burst.js';
 import { issueScenarios } from './scenarios/issue.js';
 import { reaperScenario } from './scenarios/reaper.js';
 import { scaleScenarios } from './scenarios/scale.js';
+import { sdkScenario } from './scenarios/sdk.js';
 
-const HELP = `Usage: npm run bench [-- --quick] [-- --only issue,burst,reaper,scale]
+const HELP = `Usage: npm run bench [-- --quick] [-- --only issue,burst,reaper,scale,sdk]
 
 Runs the broker and a raw-PostgreSQL baseline against one embedded PostgreSQL server, prints a
 Markdown table and writes bench/results/<date>.json and bench/results/latest.json.
@@ -21,6 +22,7 @@ const GROUPS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   burst: burstScenario,
   reaper: reaperScenario,
   scale: scaleScenarios,
+  sdk: sdkScenario,
 };
 
 function table(scenarios: Scenario[]): string {
