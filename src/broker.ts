@@ -23,11 +23,13 @@ import { ListenFailed } from './errors.js';
 import { redactingFor } from './log.js';
 import { MountRegistry } from './mounts.js';
 import { migrate } from './store/migrate.js';
+import { explainStoreError, pgTlsOptions, unverifiedTlsWarning } from './store/pg-ssl.js';
 import { createStorePool } from './store/pool.js';
 import { ProcessLock } from './store/process-lock.js';
 import { scheduleTidy } from './store/tidy.js';
 import { isLoopback, loadListenerCredentials, serverTlsOptions, type ListenTlsConfig } from './tls/listener-tls.js';
 import { VERSION } from './version.js';
+import { WrappingService } from './wrapping/wrapping-service.js';
 
 export interface Broker {
   url: string;
@@ -86,18 +88,20 @@ function listen(
 export async function startBroker(config: BrokerConfig, opts: StartOptions): Promise<Broker> {
   const engines = opts.engines ?? allEngines;
   const log = redactingFor(opts.log, engines);
-  const pool: pg.Pool = createStorePool(
-    config.store.url,
-    config.store.max_connections,
-    log,
-    config.store.query_timeout * 1000,
-  );
+  const storeTls = pgTlsOptions(config.store.url, config.store.ssl, 'store');
+  const unverified = unverifiedTlsWarning('the lease store', storeTls);
+  if (unverified) log.warn(unverified);
+  const pool: pg.Pool = createStorePool(storeTls, config.store.max_connections, log, config.store.query_timeout * 1000);
   let mounts: MountRegistry | undefined;
-  const processLock = new ProcessLock(config.store.url, log);
+  const processLock = new ProcessLock(storeTls, log);
   try {
     // Migrations run unbounded, on a connection of their own: they may wait for another replica's.
-    const migrations = createStorePool(config.store.url, 1, log);
-    const applied = await migrate(migrations).finally(() => migrations.end());
+    const migrations = createStorePool(storeTls, 1, log);
+    const applied = await migrate(migrations)
+      .catch((err: unknown) => {
+        throw explainStoreError(err);
+      })
+      .finally(() => migrations.end());
     if (applied.length) log.info({ applied }, 'migrations applied');
     await processLock.acquire();
     mounts = await MountRegistry.connect(config, engines, log);
@@ -122,7 +126,9 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     auth,
     policies: new PolicySet(config.policies),
     auditor,
+    wrapping: new WrappingService(pool, leases),
     log,
+    discovery: { mounts, authMounts: config.auth },
     health: {
       version: VERSION,
       clusterName: 'credbroker',

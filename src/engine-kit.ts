@@ -7,3 +7,11 @@ export { CredentialDisabled, InvalidRequest } from './errors.js';
 export { randomName, randomSecret, secureBytes } from './random.js';
 export { Semaphore } from './semaphore.js';
 export { Batcher } from './store/batcher.js';
+export {
+  describeConnectError,
+  pgConnectionConfig,
+  pgSslSchema,
+  pgTlsOptions,
+  unverifiedTlsWarning,
+  type PgTls,
+} from './store/pg-ssl.js';

@@ -2,11 +2,17 @@ import { engines as allEngines } from '../engines/index.js';
 import type { EngineRegistry } from './engines.js';
 
 const WORD = /^[a-z][a-z0-9_-]{0,31}$/;
+/** Paths under a mount the broker itself answers (`<mount>/roles` discovery, `<mount>/config/verify`). */
+const RESERVED = new Set(['roles', 'config']);
 
 /** The paths leases are issued on: Vault's `creds`, then each engine's own (AWS's `sts`), in registry order. */
 export function issuePaths(engines: EngineRegistry = allEngines): string[] {
   const paths = ['creds', ...Object.values(engines).flatMap((e) => e.paths ?? [])];
-  for (const path of paths) if (!WORD.test(path)) throw new Error(`engine path "${path}" must be a lower-case word`);
+  for (const path of paths) {
+    if (!WORD.test(path)) throw new Error(`engine path "${path}" must be a lower-case word`);
+    if (RESERVED.has(path))
+      throw new Error(`engine path "${path}" is reserved: the broker answers <mount>/${path}/ itself`);
+  }
   return [...new Set(paths)];
 }
 

@@ -196,10 +196,35 @@ export interface CredentialFormats {
    */
   env: Readonly<Record<string, string>>;
   /**
+   * Variables made from the credential as a whole, written after the fields in `env` output
+   * (PostgreSQL's DATABASE_URL, which most frameworks read).
+   */
+  envDerived?: (data: Record<string, unknown>) => Readonly<Record<string, string>>;
+  /**
    * Formats only this engine's credential can be written in (`pgpass`, `aws-credentials`), by
    * name. Each throws an Error saying what it needs when the credential lacks it.
    */
   files?: Readonly<Record<string, (credential: CredentialEnvelope, opts: FormatOptions) => string>>;
+}
+
+/** The broker's own part of a role, in seconds, as `describeRole` receives it. */
+export interface RoleTtls {
+  defaultTtl: number;
+  maxTtl: number;
+}
+
+/**
+ * How a mount of this engine shows itself to Vault clients: `GET sys/mounts` and
+ * `GET <mount>/roles/<name>`. Whatever it answers is shown to any caller allowed to read it, so
+ * it must never contain a secret (no password, no connection URL, no key).
+ */
+export interface EngineDiscovery<Mount, Role> {
+  /** Vault's name for this kind of engine (`database`, `aws`), so scripts that look for it find the mount. */
+  vaultType: string;
+  /** The mount's `options` in sys/mounts (Vault's plugin_name, …). */
+  mountOptions?(mount: Mount): Record<string, JsonValue>;
+  /** The role's config in the shape Vault's engine of `vaultType` reads it, with the broker's TTLs. */
+  describeRole(role: Role, ttls: RoleTtls, mountName: string): Record<string, JsonValue>;
 }
 
 export interface Engine<Mount = unknown, Role = unknown> {
@@ -214,6 +239,8 @@ export interface Engine<Mount = unknown, Role = unknown> {
    */
   paths?: readonly string[];
   formats?: CredentialFormats;
+  /** How its mounts and roles are shown to Vault clients; without it, the engine's type and the TTLs only. */
+  discovery?: EngineDiscovery<Mount, Role>;
   /** Opens pools/clients. A target that is down must not fail the broker's start. */
   connect(mount: Mount, ctx: EngineContext): Promise<Target<Role>>;
 }

@@ -9,9 +9,11 @@ export type ErrorCode =
   | 'ERR_UNKNOWN_MOUNT'
   | 'ERR_LEASE_NOT_FOUND'
   | 'ERR_LEASE_EXPIRED'
+  | 'ERR_INVALID_WRAPPING_TOKEN'
   | 'ERR_UNKNOWN_PATH'
   | 'ERR_PERMISSION_DENIED'
   | 'ERR_INVALID_TOKEN'
+  | 'ERR_CERTIFICATE_REFUSED'
   | 'ERR_UNSUPPORTED_OPERATION'
   | 'ERR_TARGET'
   | 'ERR_CREDENTIAL_DISABLED'
@@ -19,6 +21,7 @@ export type ErrorCode =
   | 'ERR_AUDIT_UNAVAILABLE'
   | 'ERR_REVOKE_INCOMPLETE'
   | 'ERR_ISSUE_REVOKED'
+  | 'ERR_IDEMPOTENT_LEASE_EXISTS'
   | 'ERR_QUOTA'
   | 'ERR_CONFIG'
   | 'ERR_LISTEN';
@@ -89,6 +92,14 @@ export class LeaseExpired extends InvalidRequest {
   }
 }
 
+/** A wrapping token unknown, already unwrapped or expired: Vault's text, which clients match on. */
+export class InvalidWrappingToken extends InvalidRequest {
+  static override readonly code: ErrorCode = 'ERR_INVALID_WRAPPING_TOKEN';
+  constructor() {
+    super('wrapping token is not valid or does not exist');
+  }
+}
+
 export class UnknownPath extends BrokerError {
   static override readonly code: ErrorCode = 'ERR_UNKNOWN_PATH';
   override readonly details: string[];
@@ -115,6 +126,21 @@ export class PermissionDenied extends BrokerError {
 export class InvalidToken extends PermissionDenied {
   static override readonly code: ErrorCode = 'ERR_INVALID_TOKEN';
   override readonly details = ['invalid token'];
+}
+
+/**
+ * A cert login's client certificate is not trusted by the role, is out of its validity, or does
+ * not meet the role's constraints. The message (Vault's text, then why) names no secret: a
+ * certificate is public. `certificate` says which one, for the broker log.
+ */
+export class CertificateRefused extends BrokerError {
+  static override readonly code: ErrorCode = 'ERR_CERTIFICATE_REFUSED';
+  constructor(
+    message: string,
+    readonly certificate: { serial_number: string; subject: string; issuer: string },
+  ) {
+    super(message);
+  }
 }
 
 export class UnsupportedOperation extends BrokerError {
@@ -184,6 +210,27 @@ export class IssueRevoked extends BrokerError {
   static override readonly code: ErrorCode = 'ERR_ISSUE_REVOKED';
   constructor(readonly leaseId: string) {
     super(`lease ${leaseId} was revoked while it was being issued; the credential was taken back`);
+  }
+}
+
+/**
+ * A creds request's idempotency key already names a live lease of the same identity and path:
+ * that lease is the answer, not a new credential. Its secret was returned once, to the request
+ * that created it, and is not stored; the caller adopts the lease (lookup, renew) or revokes it
+ * and asks again. `state` is `pending` when the first request was still issuing after the wait.
+ * 409, as IssueRevoked: a concurrent request overtook this one.
+ */
+export class IdempotentLeaseExists extends BrokerError {
+  static override readonly code: ErrorCode = 'ERR_IDEMPOTENT_LEASE_EXISTS';
+  constructor(
+    readonly leaseId: string,
+    readonly state: 'pending' | 'active',
+  ) {
+    super(
+      state === 'active'
+        ? `lease ${leaseId} was already issued for this idempotency key; its credential was returned only to the request that created it: look the lease up or renew it, or revoke it and ask again`
+        : `lease ${leaseId} is still being issued for this idempotency key; ask again shortly`,
+    );
   }
 }
 

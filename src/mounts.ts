@@ -4,6 +4,7 @@ import type { BrokerConfig } from './config/schema.js';
 import type { EngineRegistry } from './engines.js';
 import { ConfigError } from './errors.js';
 import { GuardedTarget } from './leases/guarded-target.js';
+import { describeMount, type MountDescription } from './mount-description.js';
 import { Semaphore } from './semaphore.js';
 
 export interface MountRole {
@@ -22,6 +23,8 @@ export interface Mount {
   revokeSlots: Semaphore;
   /** Request paths that issue leases: `creds`, plus any the engine adds. */
   paths: readonly string[];
+  /** What sys/mounts and `<mount>/roles` show of it, never a secret. */
+  description: MountDescription;
 }
 
 /** Connected mounts by name. */
@@ -62,6 +65,7 @@ export class MountRegistry {
         roles,
         revokeSlots: new Semaphore(config.reaper.concurrency),
         paths: ['creds', ...(engine.paths ?? [])],
+        description: describeMount(name, engine, engineMountConfig(mountConfig), roles.values()),
       });
     }
     return new MountRegistry(mounts);
@@ -73,6 +77,11 @@ export class MountRegistry {
 
   names(): string[] {
     return [...this.mounts.keys()];
+  }
+
+  /** Every mount, in config order. */
+  all(): Mount[] {
+    return [...this.mounts.values()];
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Engine } from '../../src/engines.js';
+import { awsDiscovery } from './discovery.js';
 import { awsFormats } from './formats.js';
 import { awsSecrets, awsMountSchema, awsRoleSchema, type AwsMount, type AwsRole } from './schema.js';
 
@@ -9,6 +10,7 @@ export const awsEngine: Engine<AwsMount, AwsRole> = {
   roleSchema: awsRoleSchema,
   secrets: awsSecrets,
   paths: ['sts'],
+  discovery: awsDiscovery,
   formats: awsFormats,
   async connect(mount, ctx) {
     // The AWS SDK is loaded only by a broker that has an AWS mount: start-up and memory stay lean.

@@ -1,4 +1,6 @@
+import { pgTlsOptions, unverifiedTlsWarning } from '../../src/engine-kit.js';
 import type { Engine } from '../../src/engines.js';
+import { postgresDiscovery } from './discovery.js';
 import { postgresFormats } from './formats.js';
 import {
   postgresSecrets,
@@ -15,11 +17,19 @@ export const postgresEngine: Engine<PostgresMount, PostgresRole> = {
   mountSchema: postgresMountSchema,
   roleSchema: postgresRoleSchema,
   secrets: postgresSecrets,
+  discovery: postgresDiscovery,
   formats: postgresFormats,
   async connect(mount, ctx) {
-    const target = new PostgresTarget(mount, ctx);
+    // Files are read now: a missing CA file fails the start, naming its key.
+    const tls = pgTlsOptions(mount.connection_url, mount.ssl, `mounts.${ctx.mount}`, 'connection_url');
+    const unverified = unverifiedTlsWarning(`mount "${ctx.mount}"`, tls);
+    if (unverified) ctx.log.warn({ mount: ctx.mount }, unverified);
+    const target = new PostgresTarget(mount, ctx, tls);
     await target.ping().catch((err: Error) => {
-      ctx.log.warn({ mount: ctx.mount, err: err.message }, 'target not reachable at start; will retry on use');
+      ctx.log.warn(
+        { mount: ctx.mount, err: err.message },
+        `mount "${ctx.mount}": target not reachable at start; will retry on use: ${err.message}`,
+      );
     });
     return target;
   },

@@ -1,5 +1,9 @@
 import { z } from 'zod';
+import { pgSslSchema } from '../../src/engine-kit.js';
 import type { EngineSecrets } from '../../src/engines.js';
+
+/** libpq's sslmode values, for what a workload is told to use. */
+export const CLIENT_SSLMODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'] as const;
 
 export const postgresMountSchema = z
   .object({
@@ -20,6 +24,12 @@ export const postgresMountSchema = z
     connection_host: z.string().min(1).optional(),
     connection_port: z.number().int().min(1).max(65535).optional(),
     connection_database: z.string().min(1).optional(),
+    /** TLS from the broker to the target; wins over sslmode & co. in connection_url when both are given. */
+    ssl: pgSslSchema.optional(),
+    /** Told to workloads with each credential (data.sslmode, PGSSLMODE, DATABASE_URL's ?sslmode=). */
+    client_sslmode: z.enum(CLIENT_SSLMODES).optional(),
+    /** The CA file's path inside the workload (data.sslrootcert, PGSSLROOTCERT). */
+    client_sslrootcert: z.string().min(1).optional(),
   })
   .strict()
   .refine((m) => m.revoke_owned !== 'reassign' || m.reassign_owned_to, {

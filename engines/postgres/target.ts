@@ -12,7 +12,15 @@ import type {
   Target,
   VerifyCheck,
 } from '../../src/engines.js';
-import { Batcher, CredentialDisabled, randomName, randomSecret } from '../../src/engine-kit.js';
+import {
+  Batcher,
+  CredentialDisabled,
+  describeConnectError,
+  pgConnectionConfig,
+  randomName,
+  randomSecret,
+  type PgTls,
+} from '../../src/engine-kit.js';
 import { KeyedLock } from './keyed-lock.js';
 import { dropOwnedStatements, roleDependencies, urlForDatabase } from './owned-objects.js';
 import { REQUIRED_TO_ISSUE, checkPrivileges } from './privileges.js';
@@ -60,12 +68,15 @@ export function makeUsername(prefix: string, roleName: string): string {
   return `${prefix}_${role}_${randomName(SUFFIX_LENGTH)}`;
 }
 
-function connectionInfo(mount: PostgresMount) {
+/** Where and how a workload connects: the credential's non-secret fields. */
+function connectionInfo(mount: PostgresMount): Record<string, string | number> {
   const url = new URL(mount.connection_url);
   return {
     host: mount.connection_host ?? (url.hostname || 'localhost'),
     port: mount.connection_port ?? (Number(url.port) || 5432),
     database: mount.connection_database ?? (decodeURIComponent(url.pathname.slice(1)) || 'postgres'),
+    ...(mount.client_sslmode ? { sslmode: mount.client_sslmode } : {}),
+    ...(mount.client_sslrootcert ? { sslrootcert: mount.client_sslrootcert } : {}),
   };
 }
 
@@ -73,7 +84,7 @@ export class PostgresTarget implements Target<PostgresRole> {
   private readonly pool: pg.Pool;
   /** One connection of its own, so a stuck issue can be ended even when the pool is exhausted. */
   private readonly control: pg.Pool;
-  private readonly connection: { host: string; port: number; database: string };
+  private readonly connection: Record<string, string | number>;
   private readonly roleLocks = new KeyedLock();
   private readonly cleanups = new Batcher(
     (items: { kind: CleanupKind; handle: PostgresHandle }[]) => this.cleanUpAll(items),
@@ -81,13 +92,15 @@ export class PostgresTarget implements Target<PostgresRole> {
   );
   private privileges: { checkedAt: number; failure: string | null } | null = null;
 
+  /** `tls`: connection_url and ssl as pgTlsOptions read them. */
   constructor(
     private readonly mount: PostgresMount,
     private readonly ctx: EngineContext,
+    private readonly tls: PgTls,
   ) {
     this.connection = connectionInfo(mount);
     const common = {
-      connectionString: mount.connection_url,
+      ...pgConnectionConfig(tls),
       connectionTimeoutMillis: ctx.timeoutMs,
       idleTimeoutMillis: 30_000,
     };
@@ -109,7 +122,21 @@ export class PostgresTarget implements Target<PostgresRole> {
   }
 
   async ping(): Promise<void> {
-    await this.pool.query('SELECT 1');
+    await this.explained(this.pool.query('SELECT 1'));
+  }
+
+  /**
+   * A failure to reach the target, said in words with what to check (a wrong ssl.ca_file…); any
+   * other error as it is. Applied where an error leaves the engine, so retries inside still see
+   * the driver's own errors and codes.
+   */
+  private async explained<T>(work: Promise<T>): Promise<T> {
+    try {
+      return await work;
+    } catch (err) {
+      const reason = describeConnectError(err, `mounts.${this.ctx.mount}`);
+      throw reason ? new Error(`cannot connect to the target: ${reason}`) : err;
+    }
   }
 
   plan(req: PlanRequest<PostgresRole>): PostgresHandle {
@@ -120,13 +147,19 @@ export class PostgresTarget implements Target<PostgresRole> {
   }
 
   async verify(roles: PostgresRole[]): Promise<VerifyCheck[]> {
-    return checkPrivileges(
-      this.pool,
-      roles.flatMap((r) => r.member_of ?? []),
+    return this.explained(
+      checkPrivileges(
+        this.pool,
+        roles.flatMap((r) => r.member_of ?? []),
+      ),
     );
   }
 
-  async issue(req: IssueRequest<PostgresRole>): Promise<IssueResponse> {
+  issue(req: IssueRequest<PostgresRole>): Promise<IssueResponse> {
+    return this.explained(this.issueRole(req));
+  }
+
+  private async issueRole(req: IssueRequest<PostgresRole>): Promise<IssueResponse> {
     await this.ensureCanTakeBack();
     const handle = req.handle as PostgresHandle;
     const { username } = handle;
@@ -262,7 +295,11 @@ export class PostgresTarget implements Target<PostgresRole> {
     }
   }
 
-  async renew(req: RenewRequest<PostgresRole>): Promise<void> {
+  renew(req: RenewRequest<PostgresRole>): Promise<void> {
+    return this.explained(this.renewRole(req));
+  }
+
+  private async renewRole(req: RenewRequest<PostgresRole>): Promise<void> {
     const { username } = req.handle as PostgresHandle;
     const expiration = pgTimestamp(req.expiresAt);
     if (req.role.renew_statements) {
@@ -278,7 +315,11 @@ export class PostgresTarget implements Target<PostgresRole> {
    * the cleanup fails, the error is a CredentialDisabled: the role can no longer log in and has
    * no session left, and the retry only has the cleanup to do.
    */
-  async revoke(req: RevokeRequest): Promise<void> {
+  revoke(req: RevokeRequest): Promise<void> {
+    return this.explained(this.revokeRole(req));
+  }
+
+  private async revokeRole(req: RevokeRequest): Promise<void> {
     const handle = req.handle as PostgresHandle;
     const statements = handle.revocation_statements as string[] | undefined;
     const disable = (expectRole: boolean) =>
@@ -426,7 +467,8 @@ export class PostgresTarget implements Target<PostgresRole> {
         continue;
       }
       const other = new pg.Client({
-        connectionString: urlForDatabase(this.mount.connection_url, database),
+        ...pgConnectionConfig(this.tls),
+        connectionString: urlForDatabase(this.tls.connectionString, database),
         connectionTimeoutMillis: this.ctx.timeoutMs,
         statement_timeout: this.ctx.timeoutMs,
       });
@@ -435,7 +477,8 @@ export class PostgresTarget implements Target<PostgresRole> {
         await other.connect();
         await other.query(['BEGIN', ...statements, 'COMMIT'].join(';\n'));
       } catch (err) {
-        failures.push(`database ${database}: ${(err as Error).message}`);
+        const reason = describeConnectError(err, `mounts.${this.ctx.mount}`);
+        failures.push(`database ${database}: ${reason ? `cannot connect: ${reason}` : (err as Error).message}`);
       } finally {
         await other.end().catch(() => undefined);
       }

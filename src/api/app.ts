@@ -6,14 +6,32 @@ import type { AuditRecord } from '../audit/record.js';
 import type { AuthService } from '../auth/auth-service.js';
 import { identityRecord, type Identity } from '../auth/identity.js';
 import type { PolicySet } from '../auth/policy.js';
-import { InvalidRequest, InvalidToken, PermissionDenied, UnknownPath, UnsupportedOperation } from '../errors.js';
+import {
+  InvalidRequest,
+  InvalidToken,
+  PermissionDenied,
+  StoreUnavailable,
+  UnknownPath,
+  UnsupportedOperation,
+} from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { withTimings } from '../timing.js';
+import { parseWrapTtl } from '../wrapping/wrap-ttl.js';
+import type { WrappingService } from '../wrapping/wrapping-service.js';
 import { errorReply, sendError } from './error-response.js';
 import { refuseUnstorableJson } from './body-shape.js';
 import { oneRequestAtATimePerConnection } from './in-order.js';
 import { Authz } from './authz.js';
-import { buildRoutes, type HealthState, type Method, type Reply, type Route, type RouteContext } from './routes.js';
+import {
+  buildRoutes,
+  type DiscoveryDeps,
+  type HealthState,
+  type Method,
+  type Reply,
+  type Route,
+  type RouteContext,
+} from './routes.js';
+import { wrappedAnswer } from './routes/wrapping.js';
 
 export interface AppOptions {
   leases: LeaseService;
@@ -21,6 +39,10 @@ export interface AppOptions {
   policies: PolicySet;
   auditor: Auditor;
   health: HealthState;
+  /** Seals the answers of requests sent with X-Vault-Wrap-TTL; serves sys/wrapping/*. */
+  wrapping: WrappingService;
+  /** The mounts and auth mounts that sys/mounts, sys/auth and `<mount>/roles` describe. */
+  discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
   log: Logger;
   /** Largest accepted request body. */
   bodyLimit?: string;
@@ -61,7 +83,13 @@ function decodePath(path: string): string {
 
 /** The HTTP API: Vault's dynamic-secrets subset. Routing, authentication, authorization, audit and error mapping. */
 export function createApp(opts: AppOptions): express.Express {
-  const routes = buildRoutes({ leases: opts.leases, auth: opts.auth, health: opts.health });
+  const routes = buildRoutes({
+    leases: opts.leases,
+    auth: opts.auth,
+    health: opts.health,
+    discovery: opts.discovery,
+    wrapping: opts.wrapping,
+  });
   const app = express();
   app.disable('x-powered-by');
   // Vault sends no ETag; without one, a small JSON answer leaves in a single write with its headers.
@@ -133,6 +161,10 @@ class ApiCall {
   private readonly audit: RouteContext['audit'] = {};
   private path = '';
   private operation = '';
+  /** X-Vault-Wrap-TTL in seconds, once the route is known; undefined: the answer goes out as it is. */
+  private wrapTtl: number | undefined;
+  /** The token of this request's wrapped answer, once sealed. */
+  private wrapToken: string | undefined;
 
   constructor(
     private readonly req: Request,
@@ -142,7 +174,7 @@ class ApiCall {
 
   async run(routes: Route[]): Promise<Reply> {
     try {
-      const reply = await this.dispatch(routes);
+      const reply = await this.wrapped(await this.dispatch(routes));
       await this.recordResponse(reply.status, reply.body, undefined);
       return reply;
     } catch (err) {
@@ -178,10 +210,39 @@ class ApiCall {
       await this.recordRequest(route.public ? (route.auditFields ?? []) : undefined);
       const handler = method ? route.methods[method] : undefined;
       if (!handler) throw new UnsupportedOperation();
+      // Before the handler: a bad TTL must not cost a credential.
+      this.wrapTtl = parseWrapTtl(this.req.get('x-vault-wrap-ttl'));
       return handler(ctx);
     }
     this.identity = await this.authenticate();
     throw new UnknownPath(this.path);
+  }
+
+  /**
+   * The answer sealed under a wrapping token when the request asked for it (a 200 with a body
+   * that is not already a wrapped answer); the audit record sees only `wrap_info`. If it cannot
+   * be stored, what the answer carried (a lease, a login token) is taken back and the answer is 503.
+   */
+  private async wrapped(reply: Reply): Promise<Reply> {
+    const body = reply.body as Record<string, unknown> | undefined;
+    if (this.wrapTtl === undefined || reply.status !== 200 || !body || typeof body !== 'object' || body.wrap_info)
+      return reply;
+    try {
+      const info = await this.opts.wrapping.wrap(body, { ttlSeconds: this.wrapTtl, creationPath: this.path });
+      this.wrapToken = info.token;
+      return { ...reply, body: wrappedAnswer(this.requestId, info) };
+    } catch (err) {
+      this.opts.log.warn(
+        { request_id: this.requestId, code: (err as { code?: unknown }).code ?? (err as Error).name },
+        'response wrapping failed; what the answer carried is taken back',
+      );
+      if (this.audit.issued && this.audit.leaseId)
+        await this.opts.leases.revoke(this.audit.leaseId).catch(() => undefined);
+      // A login names the token it minted as the request's identity; renew-self's own token is not taken.
+      const minted = this.audit.identity?.accessor;
+      if (minted) await this.opts.auth.tokens.revoke(minted).catch(() => undefined);
+      throw new StoreUnavailable('the wrapped answer could not be stored; nothing was handed out', { cause: err });
+    }
   }
 
   /** The caller; a token presented but refused is an InvalidToken, told apart from a policy refusal as Vault does. */
@@ -239,6 +300,7 @@ class ApiCall {
       if (error === undefined && this.audit.issued && this.audit.leaseId) {
         await this.opts.leases.revoke(this.audit.leaseId).catch(() => undefined);
       }
+      if (this.wrapToken) await this.opts.wrapping.discard(this.wrapToken).catch(() => undefined);
       throw auditErr;
     }
   }

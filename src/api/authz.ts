@@ -31,6 +31,23 @@ export class Authz {
     return grants(this.evaluate(path), capability);
   }
 
+  /**
+   * Any of `capabilities` on either path, and no deny on any: for a LIST, asked as `<path>` (as
+   * this broker writes paths) and as Vault's `<path>/`, so policies written either way work.
+   */
+  requireOnAny(paths: string[], capabilities: Capability[]): void {
+    const decisions = paths.map((p) => this.evaluate(p));
+    const denied = decisions.some((d) => !d.allowed && d.matchedPath !== undefined);
+    if (denied || !decisions.some((d) => grants(d, capabilities))) throw new PermissionDenied();
+  }
+
+  /** Vault's capabilities-self answer on `path`: sorted; ["root"] for root; ["deny"] when nothing is granted. */
+  capabilitiesOn(path: string): string[] {
+    if (this.identity.root) return ['root'];
+    const { allowed, capabilities } = this.evaluate(path);
+    return allowed && capabilities.length ? [...capabilities].sort() : ['deny'];
+  }
+
   owns(lease: Pick<LeaseView, 'owner'>): boolean {
     return Boolean(
       lease.owner && lease.owner.name === this.identity.name && lease.owner.authMount === this.identity.authMount,

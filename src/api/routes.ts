@@ -2,25 +2,39 @@ import type { AuthService } from '../auth/auth-service.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import { authRoutes } from './routes/auth.js';
 import { credsRoutes } from './routes/creds.js';
+import { discoveryRoutes, type DiscoveryDeps } from './routes/discovery.js';
 import { incidentRoutes, leaseRoutes } from './routes/leases.js';
 import type { Route } from './routes/route.js';
 import { sysRoutes, type HealthState } from './routes/sys.js';
+import { wrappingRoutes } from './routes/wrapping.js';
+import type { WrappingService } from '../wrapping/wrapping-service.js';
 
 export type { Handler, Method, Reply, Route, RouteContext } from './routes/route.js';
 export type { HealthState } from './routes/sys.js';
+export type { DiscoveryDeps } from './routes/discovery.js';
 export { REVOKE_OUTCOME_HEADER, REVOKED_COUNT_HEADER } from './routes/leases.js';
 
 /**
  * Every route, one module per group, in the order they are matched: logins and token
- * self-service, health, sys/leases, the sys/broker extensions, then the engines' paths (whose
- * `<mount>/…` patterns would otherwise shadow nothing, but come last as the catch-all shape).
+ * self-service, health, sys/wrapping, sys/leases, the sys/broker extensions, discovery
+ * (sys/mounts…, and `<mount>/roles`, which no issue path can be: those are `creds` and the
+ * engines' own words), then the engines' paths (whose `<mount>/…` patterns come last as the
+ * catch-all shape).
  */
-export function buildRoutes(deps: { leases: LeaseService; auth: AuthService; health: HealthState }): Route[] {
+export function buildRoutes(deps: {
+  leases: LeaseService;
+  auth: AuthService;
+  health: HealthState;
+  discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
+  wrapping: WrappingService;
+}): Route[] {
   return [
     ...authRoutes(deps.auth, deps.leases),
     ...sysRoutes(deps.health),
+    ...wrappingRoutes(deps.wrapping),
     ...leaseRoutes(deps.leases),
     ...incidentRoutes(deps.leases),
+    ...discoveryRoutes({ ...deps.discovery, leases: deps.leases, version: deps.health.version }),
     ...credsRoutes(deps.leases),
   ];
 }

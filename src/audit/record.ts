@@ -53,7 +53,18 @@ const BROKER_NON_SECRET_KEYS = [
   'expire_time',
   'last_renewal',
   'issued_before',
+  // Response wrapping's metadata (wrap_info, sys/wrapping/lookup): where and when, never the token.
+  'creation_path',
+  'creation_time',
+  'creation_ttl',
+  'wrapped_accessor',
 ];
+
+/**
+ * Tokens are hashed whatever an engine declares plain: a broker token (`client_token`) and a
+ * wrapping token (`wrap_info.token`, the `token` of sys/wrapping/*) each open a secret.
+ */
+const ALWAYS_SECRET_KEYS = ['token', 'client_token'];
 
 // Separators are ignored as well as case, so AWS's own spellings (AccessKeyId) match too.
 const normalizeKey = (key: string) => key.toLowerCase().replace(/[_-]/g, '');
@@ -67,7 +78,10 @@ export interface AuditFields {
 export function auditFieldsFor(engines: EngineRegistry): AuditFields {
   const declared = Object.values(engines).map((engine) => engine.secrets);
   const secret = new Set(
-    declared.flatMap((s) => [...s.credential, ...Object.keys(s.mount), ...Object.keys(s.role ?? {})]).map(normalizeKey),
+    [
+      ...ALWAYS_SECRET_KEYS,
+      ...declared.flatMap((s) => [...s.credential, ...Object.keys(s.mount), ...Object.keys(s.role ?? {})]),
+    ].map(normalizeKey),
   );
   const plain = new Set(
     [...BROKER_NON_SECRET_KEYS, ...declared.flatMap((s) => s.plain ?? [])]

@@ -1,4 +1,4 @@
-import { createPublicKey } from 'node:crypto';
+import { createPublicKey, X509Certificate } from 'node:crypto';
 import { z } from 'zod';
 import { durationSeconds } from '../config/duration-schema.js';
 
@@ -39,7 +39,7 @@ export const authRoleSchema = z
   })
   .strict();
 
-export const authMountSchema = z
+export const jwtAuthMountSchema = z
   .object({
     type: z.enum(['jwt', 'kubernetes']),
     jwks_url: z.string().url().optional(),
@@ -98,5 +98,78 @@ export const authMountSchema = z
     }
   });
 
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** Every certificate in a PEM bundle, parsed; throws (with OpenSSL's reason) on a bad one. */
+export function parseCertificateBundle(pem: string): X509Certificate[] {
+  const blocks = pem.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw new Error('no "-----BEGIN CERTIFICATE-----" block');
+  // A block cut short would otherwise be skipped, and the CA it held silently not trusted.
+  if (pem.split('-----BEGIN CERTIFICATE-----').length - 1 !== blocks.length)
+    throw new Error('a "-----BEGIN CERTIFICATE-----" block has no END line');
+  return blocks.map((block) => new X509Certificate(block));
+}
+
+/** Parsed at load, so a bad PEM fails the start naming its key, not every login. */
+function checkCertificatePem(pem: string, ctx: z.RefinementCtx): void {
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
+    ctx.addIssue({ code: 'custom', message: 'holds a private key: give only the certificate (the CA, or a leaf)' });
+    return;
+  }
+  try {
+    parseCertificateBundle(pem);
+  } catch (err) {
+    const reason = (err as { code?: string }).code ?? (err as Error).message;
+    ctx.addIssue({ code: 'custom', message: `not a PEM certificate (${reason})` });
+  }
+}
+
+const certGlobs = z.array(z.string().min(1).max(1024)).min(1).optional();
+
+/**
+ * A role of a `cert` mount (Vault's `auth/cert/certs/<name>`). Each allowed_* list, when given,
+ * needs at least one of the certificate's values to match one of its globs; an absent list allows all.
+ */
+export const certRoleSchema = z
+  .object({
+    /** PEM: CA certificates the client's chain must end at, or leaf certificates pinned exactly (several may be given). */
+    certificate: z.string().min(1).superRefine(checkCertificatePem),
+    /** Globs on the subject's common name; `*` matches any run of characters. */
+    allowed_common_names: certGlobs,
+    /** Globs on the DNS SANs; `*` matches any run of characters (so `*.ci.corp` matches `a.b.ci.corp`), as in Vault. */
+    allowed_dns_sans: certGlobs,
+    /** Globs on the email SANs; `*` matches any run of characters. */
+    allowed_email_sans: certGlobs,
+    /**
+     * Globs on the URI SANs, e.g. SPIFFE IDs: here `*` stays within one path segment (it never
+     * matches `/`), so `spiffe://corp/ns/etl/sa/*` cannot match `spiffe://corp/ns/etl/sa/x/y`; `**` crosses segments.
+     */
+    allowed_uri_sans: certGlobs,
+    token_policies: z.array(z.string().min(1)).default([]),
+    token_ttl: durationSeconds.default(3600),
+    token_max_ttl: durationSeconds.default(86400),
+    /** Same meaning as on a jwt role: the token's leases are revoked with it. */
+    revoke_leases_with_token: z.boolean().default(true),
+    /** The tokens' display_name is `<mount>-<this>` (lookup-self), by default `<mount>-<role>`, as in Vault. */
+    display_name: z.string().min(1).max(64).optional(),
+  })
+  .strict();
+
+/**
+ * Vault's `cert` auth method: login over mTLS, the client certificate checked against a role.
+ * Without a `name` in the login, roles are tried in the order the config lists them.
+ */
+export const certAuthMountSchema = z
+  .object({
+    type: z.literal('cert'),
+    roles: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/), certRoleSchema).default({}),
+  })
+  .strict();
+
+export const authMountSchema = z.discriminatedUnion('type', [jwtAuthMountSchema, certAuthMountSchema]);
+
 export type AuthMountConfig = z.infer<typeof authMountSchema>;
+export type JwtAuthMountConfig = z.infer<typeof jwtAuthMountSchema>;
+export type CertAuthMountConfig = z.infer<typeof certAuthMountSchema>;
 export type AuthRoleConfig = z.infer<typeof authRoleSchema>;
+export type CertRoleConfig = z.infer<typeof certRoleSchema>;

@@ -1,12 +1,23 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
-import { InvalidRequest, PermissionDenied, UnknownPath } from '../errors.js';
+import { CertificateRefused, InvalidRequest, PermissionDenied, UnknownPath } from '../errors.js';
 import type { AuthMountConfig } from './auth-config.js';
+import { CertAuthMount } from './cert-login.js';
 import { ROOT_IDENTITY, type Identity } from './identity.js';
 import { JwtAuthMount } from './jwt-login.js';
+import type { PeerCertificates } from './peer-certificates.js';
 import type { TokenRow, TokenStore } from './token-store.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** A login's body: `role` and `jwt` for a jwt or kubernetes mount, `name` (optional) for a cert mount. */
+export interface LoginRequest {
+  role?: unknown;
+  jwt?: unknown;
+  name?: unknown;
+}
+
+const NO_PEER: PeerCertificates = { tls: false, chain: [] };
 
 export interface LoginResult {
   token: string;
@@ -17,7 +28,7 @@ export interface LoginResult {
 /** Who is asking (root token or broker token), and logins that mint broker tokens. */
 export class AuthService {
   private readonly rootDigest: Buffer;
-  private readonly mounts = new Map<string, JwtAuthMount>();
+  private readonly mounts = new Map<string, JwtAuthMount | CertAuthMount>();
 
   constructor(
     rootToken: string,
@@ -26,7 +37,8 @@ export class AuthService {
     private readonly log: Logger,
   ) {
     this.rootDigest = digest(rootToken);
-    for (const [name, config] of Object.entries(mounts)) this.mounts.set(name, new JwtAuthMount(name, config));
+    for (const [name, config] of Object.entries(mounts))
+      this.mounts.set(name, config.type === 'cert' ? new CertAuthMount(name, config) : new JwtAuthMount(name, config));
   }
 
   /** The identity behind a presented token; PermissionDenied for none, unknown, expired or revoked. */
@@ -41,13 +53,16 @@ export class AuthService {
     return identityOf(row);
   }
 
-  async login(mountName: string, body: { role?: unknown; jwt?: unknown }): Promise<LoginResult> {
+  /** `peer`: the certificates the connection's client presented, which a cert mount checks. */
+  async login(mountName: string, body: LoginRequest, peer: PeerCertificates = NO_PEER): Promise<LoginResult> {
     const mount = this.mounts.get(mountName);
     if (!mount) throw new UnknownPath(`auth/${mountName}/login`);
-    const verified = await mount.verify(body.role, body.jwt);
+    const verified =
+      mount instanceof CertAuthMount ? this.verifyCert(mount, body, peer) : await mount.verify(body.role, body.jwt);
     const { token, row } = await this.tokens.create({
       identity: { ...verified.identity },
       role: verified.role,
+      ...('displayName' in verified ? { displayName: verified.displayName } : {}),
       ttlSeconds: verified.roleConfig.token_ttl,
       maxTtlSeconds: verified.roleConfig.token_max_ttl,
       revokeLeases: verified.roleConfig.revoke_leases_with_token,
@@ -57,6 +72,19 @@ export class AuthService {
       'login',
     );
     return { token, row, identity: identityOf(row) };
+  }
+
+  private verifyCert(mount: CertAuthMount, body: LoginRequest, peer: PeerCertificates) {
+    try {
+      return mount.verify(body.name, peer);
+    } catch (err) {
+      if (err instanceof CertificateRefused)
+        this.log.warn(
+          { auth_mount: mount.name, certificate: err.certificate, reason: err.message },
+          'cert login refused',
+        );
+      throw err;
+    }
   }
 
   async renewSelf(identity: Identity, incrementSeconds: number | undefined): Promise<TokenRow> {

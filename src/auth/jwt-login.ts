@@ -8,7 +8,7 @@ import {
   type JWTVerifyGetKey,
 } from 'jose';
 import { InvalidRequest, TargetError, messageOf } from '../errors.js';
-import type { AuthMountConfig, AuthRoleConfig } from './auth-config.js';
+import type { AuthRoleConfig, JwtAuthMountConfig } from './auth-config.js';
 import { claimMatches, claimValue } from './claims.js';
 import { ClusterClient, clusterAccessFor } from './cluster-client.js';
 import { TokenReviewer } from './token-review.js';
@@ -40,7 +40,7 @@ export class JwtAuthMount {
 
   constructor(
     readonly name: string,
-    private readonly config: AuthMountConfig,
+    private readonly config: JwtAuthMountConfig,
     exists?: (path: string) => boolean,
   ) {
     this.cluster = new ClusterClient(name, clusterAccessFor(config, exists));

@@ -6,7 +6,15 @@ import type { Identity } from './identity.js';
 
 export interface TokenRow {
   accessor: string;
-  identity: { name: string; auth_mount: string; metadata: Record<string, string>; role?: string; ttl?: number };
+  identity: {
+    name: string;
+    auth_mount: string;
+    metadata: Record<string, string>;
+    role?: string;
+    ttl?: number;
+    /** The token's display name after `<mount>-`, when the auth role sets one (a cert role's display_name). */
+    display_name?: string;
+  };
   policies: string[];
   issued_at: Date;
   expires_at: Date;
@@ -34,6 +42,7 @@ export class TokenStore {
   async create(opts: {
     identity: Identity;
     role: string;
+    displayName?: string;
     ttlSeconds: number;
     maxTtlSeconds: number;
     revokeLeases: boolean;
@@ -53,6 +62,7 @@ export class TokenStore {
           metadata: opts.identity.metadata,
           role: opts.role,
           ttl: opts.ttlSeconds,
+          ...(opts.displayName ? { display_name: opts.displayName } : {}),
         },
         opts.identity.policies,
         opts.ttlSeconds,

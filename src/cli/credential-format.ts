@@ -19,16 +19,16 @@ export const CREDENTIAL_FORMATS: CredentialFormat[] = credentialFormats();
 const shellQuote = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
 
 /**
- * The env names of the engine whose credential this looks like: the one naming most of its
- * fields (the CLI sees only the envelope, not which engine issued it). Empty when none does.
+ * The formats of the engine whose credential this looks like: the one whose env names cover most
+ * of its fields (the CLI sees only the envelope, not which engine issued it). None when none does.
  */
-function envNamesFor(data: Record<string, unknown>, engines: EngineRegistry): Readonly<Record<string, string>> {
-  let best: { names: Readonly<Record<string, string>>; hits: number } = { names: {}, hits: 0 };
-  for (const { env } of formatsOf(engines)) {
-    const hits = Object.keys(data).filter((key) => Object.hasOwn(env, key)).length;
-    if (hits > best.hits) best = { names: env, hits };
+function formatsFor(data: Record<string, unknown>, engines: EngineRegistry): CredentialFormats | undefined {
+  let best: { formats?: CredentialFormats; hits: number } = { hits: 0 };
+  for (const formats of formatsOf(engines)) {
+    const hits = Object.keys(data).filter((key) => Object.hasOwn(formats.env, key)).length;
+    if (hits > best.hits) best = { formats, hits };
   }
-  return best.names;
+  return best.formats;
 }
 
 export function formatCredential(
@@ -40,7 +40,8 @@ export function formatCredential(
   const data = envelope.data ?? {};
   if (format === 'json') return `${JSON.stringify(envelope, null, 2)}\n`;
   if (format === 'env') {
-    const names = envNamesFor(data, engines);
+    const formats = formatsFor(data, engines);
+    const names = formats?.env ?? {};
     const lines = [
       `CREDBROKER_LEASE_ID=${shellQuote(envelope.lease_id)}`,
       `CREDBROKER_LEASE_DURATION=${envelope.lease_duration}`,
@@ -51,6 +52,8 @@ export function formatCredential(
         (Object.hasOwn(names, key) ? names[key] : undefined) ?? key.toUpperCase().replace(/[^A-Z0-9_]/g, '_');
       lines.push(`${name}=${shellQuote(String(value))}`);
     }
+    for (const [name, value] of Object.entries(formats?.envDerived?.(data) ?? {}))
+      lines.push(`${name}=${shellQuote(value)}`);
     return `${lines.join('\n')}\n`;
   }
   const render = formatsOf(engines).find((f) => f.files && Object.hasOwn(f.files, format))?.files?.[format];

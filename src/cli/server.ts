@@ -3,6 +3,7 @@ import { loadConfigFile } from '../config/load.js';
 import { ListenFailed } from '../errors.js';
 import { createLogger } from '../log.js';
 import { migrate } from '../store/migrate.js';
+import { explainStoreError, pgTlsOptions } from '../store/pg-ssl.js';
 import { createStorePool } from '../store/pool.js';
 
 /** `credbroker server`: runs until SIGINT/SIGTERM, then drains and exits. */
@@ -34,9 +35,11 @@ export async function runServer(configPath: string): Promise<void> {
 export async function runMigrate(configPath: string): Promise<void> {
   const config = loadConfigFile(configPath);
   const log = createLogger(config.log_level);
-  const pool = createStorePool(config.store.url, 1, log);
+  const pool = createStorePool(pgTlsOptions(config.store.url, config.store.ssl, 'store'), 1, log);
   try {
-    const applied = await migrate(pool, undefined, { newerSchema: 'refuse' });
+    const applied = await migrate(pool, undefined, { newerSchema: 'refuse' }).catch((err: unknown) => {
+      throw explainStoreError(err);
+    });
     process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'the lease store is up to date\n');
   } finally {
     await pool.end();

@@ -7,6 +7,7 @@ import { engines as allEngines } from '../../engines/index.js';
 import type { EngineRegistry } from '../engines.js';
 import { durationSeconds } from './duration-schema.js';
 import { mountsSchemaFor } from './mount-schema.js';
+import { pgSslSchema } from '../store/pg-ssl.js';
 import { storeRetentionSchema, tidySchema } from '../store/retention.js';
 import { listenTlsSchema } from '../tls/listener-tls.js';
 
@@ -91,6 +92,8 @@ export function configSchemaFor(engines: EngineRegistry) {
       store: z
         .object({
           url: z.string().min(1),
+          /** TLS to the store; wins over sslmode & co. in url when both are given. */
+          ssl: pgSslSchema.optional(),
           max_connections: z.number().int().min(1).max(500).default(10),
           /**
            * Client-side bound on one store query (and on opening a connection): a frozen or
@@ -123,6 +126,12 @@ export function configSchemaFor(engines: EngineRegistry) {
       }
       const known = new Set(Object.keys(config.policies));
       for (const [mount, authMount] of Object.entries(config.auth)) {
+        if (authMount.type === 'cert' && !config.listen.tls)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['auth', mount, 'type'],
+            message: 'a cert mount needs listen.tls: client certificates arrive only on the broker’s own TLS listener',
+          });
         for (const [role, roleConfig] of Object.entries(authMount.roles)) {
           for (const policy of roleConfig.token_policies) {
             if (!known.has(policy))

@@ -12,6 +12,7 @@ import {
 } from '../errors.js';
 import type { Mount, MountRole } from '../mounts.js';
 import { sanitizeError } from './guarded-target.js';
+import { idempotencyScope, insertKeyed } from './idempotent-insert.js';
 import type { LeaseDeps } from './lease-deps.js';
 import type { PendingLease } from './lease-row.js';
 import { newLeaseId } from './lease-id.js';
@@ -36,6 +37,11 @@ export interface IssueOptions {
   path?: string;
   /** A policy's allowed_ttl, which may cap below the role's max_ttl. */
   ttlCap?: number;
+  /**
+   * The client's idempotency key (validated at the edge): while a lease issued with it to the same
+   * identity on the same path is live, no other is minted (IdempotentLeaseExists names it).
+   */
+  idempotencyKey?: string;
 }
 
 /**
@@ -62,7 +68,10 @@ export async function issueLease(
     path,
   });
   const renewable = mount.target.renewable(role.config);
-  const pending = await insertPending(deps, role, {
+  const scope = opts.idempotencyKey
+    ? idempotencyScope(opts.identity, `${mount.name}/${path}/${role.name}`, opts.idempotencyKey)
+    : null;
+  const pending = await insertPending(deps, role, scope, {
     id: leaseId,
     mount: mount.name,
     role: role.name,
@@ -101,9 +110,16 @@ function resolveRole(
   return { mount, role };
 }
 
-function insertPending(deps: LeaseDeps, role: MountRole, lease: PendingLease): Promise<{ expires_at: Date }> {
+function insertPending(
+  deps: LeaseDeps,
+  role: MountRole,
+  scope: string | null,
+  lease: PendingLease,
+): Promise<{ expires_at: Date }> {
   const quota = { perRole: role.common.max_active_leases, perIdentity: role.common.max_active_leases_per_identity };
-  if (quota.perRole === undefined && quota.perIdentity === undefined) return deps.store.insertPending(lease);
+  const unlimited = quota.perRole === undefined && quota.perIdentity === undefined;
+  if (scope) return insertKeyed(deps, lease, scope, unlimited ? null : quota);
+  if (unlimited) return deps.store.insertPending(lease);
   return deps.store.insertPendingWithinQuota(lease, quota);
 }
 

@@ -14,6 +14,7 @@ import { renewLease, type RenewedLease } from './renew.js';
 import { revokeByAccessor, revokeForce, revokeLease } from './revoke.js';
 import { revokePrefix } from './revoke-prefix.js';
 import type { Revoker } from './revoker.js';
+import { irrevocableCountsByMount } from './sql/irrevocable-count.js';
 import { findLease, irrevocableUnder, liveIdsWithPrefix } from './sql/lookup.js';
 
 export type { IssuedLease, RenewedLease };
@@ -75,9 +76,14 @@ export class LeaseService {
     return row ? this.view(row) : null;
   }
 
-  /** Leases whose revocation failed for good under a prefix (at most 1,000): for the operator. */
-  async irrevocable(prefix: string): Promise<LeaseView[]> {
-    return (await irrevocableUnder(this.deps.store.pool, prefix, 1000)).map((row) => this.view(row));
+  /** Leases whose revocation failed for good under a prefix (at most `limit`, by id; null: all): for the operator. */
+  async irrevocable(prefix: string, limit: number | null = 1000): Promise<LeaseView[]> {
+    return (await irrevocableUnder(this.deps.store.pool, prefix, limit)).map((row) => this.view(row));
+  }
+
+  /** How many leases are irrevocable, by mount name. */
+  irrevocableCounts(): Promise<Map<string, number>> {
+    return irrevocableCountsByMount(this.deps.store.pool);
   }
 
   /** What the mount's engine needs on its target, checked now (privileges, groups), with fixes. */

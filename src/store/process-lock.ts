@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { pgConnectionConfig, type PgTls } from './pg-ssl.js';
 
 /** The first key of every broker's process lock (pg_advisory_lock(int4, int4)): "cbr1". */
 export const PROCESS_LOCK_CLASS = 0x63627231;
@@ -21,7 +22,7 @@ export class ProcessLock {
   private retry: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly url: string,
+    private readonly tls: PgTls,
     private readonly log: Logger,
   ) {}
 
@@ -31,7 +32,7 @@ export class ProcessLock {
   }
 
   async acquire(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url, application_name: 'credbroker:process-lock' });
+    const client = new pg.Client({ ...pgConnectionConfig(this.tls), application_name: 'credbroker:process-lock' });
     const lost = () => {
       if (this.client !== client) return;
       this.held = false;

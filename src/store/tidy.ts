@@ -21,6 +21,8 @@ export interface TidyResult {
   leases: number[];
   tokens: number[];
   audit: number[];
+  /** Expired wrapped answers (no retention: an expired wrapping token opens nothing). */
+  wrapped: number[];
 }
 
 /**
@@ -51,6 +53,13 @@ export const TIDY_STATEMENTS = {
               WHERE time < now() - make_interval(secs => $1)
               LIMIT $2 FOR UPDATE SKIP LOCKED)`,
   },
+  wrapped: {
+    name: 'tidy-expired-wrapped-responses',
+    text: `DELETE FROM credbroker_wrapped_responses WHERE token_hash IN (
+             SELECT token_hash FROM credbroker_wrapped_responses
+              WHERE expires_at < now() - make_interval(secs => $1)
+              LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+  },
 } as const;
 
 async function deleteInBatches(
@@ -70,8 +79,8 @@ async function deleteInBatches(
 
 /**
  * Deletes what the store no longer needs: revoked leases, ended broker tokens and audit rows
- * older than their retention, in bounded batches until none is left. A plain function: the
- * schedule only calls it, tests call it directly. Live, pending and irrevocable leases are never
+ * older than their retention, and expired wrapped answers, in bounded batches until none is
+ * left. A plain function: the schedule only calls it, tests call it directly. Live, pending and irrevocable leases are never
  * touched (an irrevocable lease waits for an operator).
  */
 export async function tidyOnce(pool: pg.Pool, policy: TidyPolicy): Promise<TidyResult> {
@@ -79,6 +88,7 @@ export async function tidyOnce(pool: pg.Pool, policy: TidyPolicy): Promise<TidyR
     leases: await deleteInBatches(pool, TIDY_STATEMENTS.leases, policy.storeRetentionSeconds, policy.batchSize),
     tokens: await deleteInBatches(pool, TIDY_STATEMENTS.tokens, policy.storeRetentionSeconds, policy.batchSize),
     audit: await deleteInBatches(pool, TIDY_STATEMENTS.audit, policy.auditRetentionSeconds, policy.batchSize),
+    wrapped: await deleteInBatches(pool, TIDY_STATEMENTS.wrapped, 0, policy.batchSize),
   };
 }
 
@@ -101,8 +111,14 @@ export function scheduleTidy(
   const run = () =>
     tidyOnce(pool, policy).then(
       (result) => {
-        const deleted = { leases: total(result.leases), tokens: total(result.tokens), audit: total(result.audit) };
-        if (deleted.leases + deleted.tokens + deleted.audit > 0) log.info({ deleted }, 'store tidied');
+        const deleted = {
+          leases: total(result.leases),
+          tokens: total(result.tokens),
+          audit: total(result.audit),
+          wrapped: total(result.wrapped),
+        };
+        if (deleted.leases + deleted.tokens + deleted.audit + deleted.wrapped > 0)
+          log.info({ deleted }, 'store tidied');
       },
       (err) => log.warn({ err: messageOf(err) }, 'store tidy failed; the next run retries'),
     );

@@ -17,7 +17,7 @@ export interface IssuedCertificate {
 
 export interface CertificateAuthority extends IssuedCertificate {
   readonly name: string;
-  /** Signs a leaf (or, with `ca: true`, an intermediate) certificate. */
+  /** Signs a leaf certificate (test/support/signed-certificates.ts makes intermediates). */
   issue(opts: LeafOptions): Promise<IssuedCertificate>;
 }
 

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { X509Certificate } from 'node:crypto';
+import { constants, X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContextOptions, type TlsOptions } from 'node:tls';
 import { z } from 'zod';
 import { ConfigError, messageOf } from '../errors.js';
@@ -53,7 +53,17 @@ export function loadListenerCredentials(config: ListenTlsConfig): SecureContextO
         : `listen.tls: cannot use ${config.cert_file} with ${config.key_file}${ca ? ` and ${config.client_ca_file}` : ''}: ${reason}`,
     );
   }
-  return { cert, key, ca, minVersion: config.min_version, serialNumber: leaf.serialNumber };
+  return {
+    cert,
+    key,
+    ca,
+    minVersion: config.min_version,
+    // No session resumption: a resumed session keeps the client's certificate but not the chain it
+    // sent, so a cert login through an intermediate would fail on every reconnection. (Node keeps
+    // no server-side session cache, so without tickets every connection makes a full handshake.)
+    secureOptions: constants.SSL_OP_NO_TICKET,
+    serialNumber: leaf.serialNumber,
+  };
 }
 
 /** The options of an https server for `config`: client certificates are asked for, and required only with client_ca_file. */

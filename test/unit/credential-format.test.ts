@@ -46,6 +46,7 @@ describe('formatCredential: env', () => {
         "PGHOST='127.0.0.1'",
         "PGPORT='5432'",
         "PGDATABASE='demo'",
+        "DATABASE_URL='postgres://cb_readonly_abc123:pw-Base64url_value@127.0.0.1:5432/demo'",
         '',
       ].join('\n'),
     );
@@ -64,6 +65,44 @@ describe('formatCredential: env', () => {
     expect(user).toBe('cb_readonly_abc123');
     expect(password).toBe(nasty);
     expect(leaseId).toBe(envelope.lease_id);
+  });
+});
+
+describe('formatCredential: how to connect safely (client_sslmode, client_sslrootcert)', () => {
+  const safe = {
+    ...envelope,
+    data: { ...envelope.data, sslmode: 'verify-full', sslrootcert: '/etc/ssl/certs/rds-global bundle.pem' },
+  };
+
+  it('env: PGSSLMODE and PGSSLROOTCERT, and both in DATABASE_URL, read back by a real shell', () => {
+    const text = formatCredential(safe, 'env');
+    const [mode, rootcert, url] = sourceInShell(text, ['PGSSLMODE', 'PGSSLROOTCERT', 'DATABASE_URL']);
+    expect(mode).toBe('verify-full');
+    expect(rootcert).toBe('/etc/ssl/certs/rds-global bundle.pem');
+    expect(url).toBe(
+      'postgres://cb_readonly_abc123:pw-Base64url_value@127.0.0.1:5432/demo?sslmode=verify-full&sslrootcert=/etc/ssl/certs/rds-global%20bundle.pem',
+    );
+    // As a URL parser (libpq's, pg's) reads it back.
+    const parsed = new URL(url!);
+    expect(parsed.searchParams.get('sslmode')).toBe('verify-full');
+    expect(parsed.searchParams.get('sslrootcert')).toBe('/etc/ssl/certs/rds-global bundle.pem');
+  });
+
+  it('DATABASE_URL escapes what a password or database name may hold, and brackets an IPv6 host', () => {
+    const data = { ...safe.data, password: 'p@ss:/w?#%', database: 'db/x', host: '::1', sslmode: 'require' };
+    const [url] = sourceInShell(formatCredential({ ...safe, data }, 'env'), ['DATABASE_URL']);
+    const parsed = new URL(url!);
+    expect(decodeURIComponent(parsed.password)).toBe('p@ss:/w?#%');
+    expect(decodeURIComponent(parsed.pathname.slice(1))).toBe('db/x');
+    expect(parsed.hostname).toBe('[::1]');
+    expect(parsed.searchParams.get('sslmode')).toBe('require');
+  });
+
+  it('json: the envelope carries data.sslmode and data.sslrootcert', () => {
+    expect(JSON.parse(formatCredential(safe, 'json')).data).toMatchObject({
+      sslmode: 'verify-full',
+      sslrootcert: '/etc/ssl/certs/rds-global bundle.pem',
+    });
   });
 });
 

@@ -21,4 +21,11 @@ describe('issue paths, from the engines', () => {
   it('refuses a path that is not a plain lower-case word (it goes into a regex and into lease ids)', () => {
     expect(() => issuePaths({ x: { ...engines.postgres, paths: ['a|b'] } })).toThrow('must be a lower-case word');
   });
+
+  it('refuses the paths the broker answers under every mount itself (roles discovery, config/verify)', () => {
+    for (const path of ['roles', 'config'])
+      expect(() => issuePaths({ x: { ...engines.postgres, paths: [path] } })).toThrow(
+        `engine path "${path}" is reserved`,
+      );
+  });
 });

@@ -1,5 +1,7 @@
+import type { Request } from 'express';
 import { z } from 'zod';
 import type { AuthService } from '../../auth/auth-service.js';
+import { peerCertificatesOf, type PeerSocket } from '../../auth/peer-certificates.js';
 import type { TokenRow } from '../../auth/token-store.js';
 import { InvalidRequest, PermissionDenied } from '../../errors.js';
 import type { LeaseService } from '../../leases/lease-service.js';
@@ -9,7 +11,9 @@ import { parseBody } from '../request-schemas.js';
 import { authzOf, type Route } from './route.js';
 import { parseDurationSeconds } from '../../duration.js';
 
-const loginRequest = z.object({ role: z.unknown().optional(), jwt: z.unknown().optional() }).passthrough();
+const loginRequest = z
+  .object({ role: z.unknown().optional(), jwt: z.unknown().optional(), name: z.unknown().optional() })
+  .passthrough();
 const renewSelfRequest = z.object({ increment: z.union([z.number(), z.string()]).nullish() }).passthrough();
 
 /** Vault's token data, as `lookup-self` answers it (without the token itself). */
@@ -17,7 +21,7 @@ function tokenData(row: TokenRow) {
   return {
     accessor: row.accessor,
     creation_time: Math.floor(row.issued_at.getTime() / 1000),
-    display_name: `${row.identity.auth_mount}-${row.identity.name}`,
+    display_name: `${row.identity.auth_mount}-${row.identity.display_name ?? row.identity.name}`,
     entity_id: '',
     expire_time: row.expires_at.toISOString(),
     explicit_max_ttl: Math.round((row.max_expires_at.getTime() - row.issued_at.getTime()) / 1000),
@@ -31,6 +35,12 @@ function tokenData(row: TokenRow) {
     ttl: secondsUntil(row.expires_at),
     type: 'service',
   };
+}
+
+/** The token the request presented (X-Vault-Token, or a bearer): the caller's own, which it may be shown. */
+function presentedToken(req: Request): string {
+  const bearer = req.get('authorization');
+  return req.get('x-vault-token') || (bearer?.startsWith('Bearer ') ? bearer.slice(7) : '');
 }
 
 function authBlock(token: string, row: TokenRow) {
@@ -48,7 +58,7 @@ function authBlock(token: string, row: TokenRow) {
   };
 }
 
-/** Logins (jwt, kubernetes) and Vault's token self-service routes. */
+/** Logins (jwt, kubernetes, cert) and Vault's token self-service routes. */
 export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
   return [
     {
@@ -63,9 +73,7 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
                 data: { display_name: 'root', policies: ['root'], ttl: 0, expire_time: null, meta: {} },
               }),
             };
-          const row = await auth.tokens.find(
-            ctx.req.get('x-vault-token') ?? ctx.req.get('authorization')?.slice(7) ?? '',
-          );
+          const row = await auth.tokens.find(presentedToken(ctx.req));
           if (!row) throw new PermissionDenied();
           return { status: 200, body: envelope(ctx.requestId, { data: tokenData(row) }) };
         },
@@ -80,7 +88,11 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
             authzOf(ctx).identity,
             increment === undefined || increment === null ? undefined : parseDurationSeconds(increment, 'increment'),
           );
-          return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock('', row) } };
+          // As Vault: the renewed token is the one presented, given back as client_token.
+          return {
+            status: 200,
+            body: { ...envelope(ctx.requestId, {}), auth: authBlock(presentedToken(ctx.req), row) },
+          };
         },
       },
     },
@@ -102,11 +114,15 @@ export function authRoutes(auth: AuthService, leases: LeaseService): Route[] {
     },
     {
       pattern: /^auth\/([^/]+)\/login$/,
-      auditFields: ['role', 'jwt'],
+      auditFields: ['role', 'jwt', 'name'],
       public: true,
       methods: {
         PUT: async (ctx) => {
-          const { token, row, identity } = await auth.login(ctx.params[0]!, parseBody(loginRequest, ctx.req.body));
+          const { token, row, identity } = await auth.login(
+            ctx.params[0]!,
+            parseBody(loginRequest, ctx.req.body),
+            peerCertificatesOf(ctx.req.socket as PeerSocket),
+          );
           ctx.audit.identity = identity;
           return { status: 200, body: { ...envelope(ctx.requestId, {}), auth: authBlock(token, row) } };
         },

@@ -38,8 +38,8 @@ export async function liveIdsWithPrefix(
   return rows.map((r) => r.id);
 }
 
-/** Leases the reaper gave up on, under a prefix: what an operator must retry or force. */
-export async function irrevocableUnder(db: StoreDb, prefix: string, limit: number): Promise<FoundLease[]> {
+/** Leases the reaper gave up on, under a prefix: what an operator must retry or force. A null limit is none. */
+export async function irrevocableUnder(db: StoreDb, prefix: string, limit: number | null): Promise<FoundLease[]> {
   const { rows } = await storeQuery<FoundLease>(db, {
     name: 'credbroker.irrevocable_under',
     text: `SELECT *, extract(epoch FROM expires_at - now())::float8 AS seconds_left FROM credbroker_leases

@@ -113,3 +113,83 @@ export async function markForCleanup(db: StoreDb, id: string, error: string): Pr
     values: [id, error],
   });
 }
+
+/** What a keyed pending insert found: its own row written, or the live lease that holds the key. */
+export type KeyedInsert =
+  { inserted: true; expires_at: Date } | { inserted: false; id: string; state: 'pending' | 'active'; expired: boolean };
+
+/**
+ * Step 2 for a request with an idempotency key: one row, written unless a live lease already holds
+ * the scope (the unique index credbroker_leases_idempotency, so across replicas). On a conflict,
+ * answers that lease; null when it left pending/active between the conflict and the read (the
+ * statement's snapshot predates its commit, or it was revoked meanwhile): try again. Never batched:
+ * one request's conflict must not fail the others' inserts.
+ */
+export async function insertKeyedPending(db: StoreDb, lease: PendingLease, scope: string): Promise<KeyedInsert | null> {
+  const { rows } = await storeQuery<{
+    id: string;
+    state: 'pending' | 'active';
+    expires_at: Date;
+    inserted: boolean;
+    expired: boolean;
+  }>(db, {
+    name: 'credbroker.insert_keyed_pending',
+    text: `WITH inserted AS (
+       INSERT INTO credbroker_leases (id, mount, role, engine, state, revoke_handle, requester, expires_at, max_expires_at,
+                                      next_attempt_at, renewable, identity, token_accessor, idempotency_scope)
+       VALUES ($1, $2, $3, $4, 'pending', $5::jsonb, $6, now() + make_interval(secs => $7::float8),
+               now() + make_interval(secs => $8::float8), now() + make_interval(secs => $9::float8), $10, $11::jsonb, $12, $13)
+       ON CONFLICT (idempotency_scope) WHERE idempotency_scope IS NOT NULL AND state IN ('pending', 'active') DO NOTHING
+       RETURNING id, state, expires_at)
+     SELECT id, state, expires_at, true AS inserted, false AS expired FROM inserted
+     UNION ALL
+     SELECT id, state, expires_at, false, state = 'active' AND expires_at <= now() FROM credbroker_leases
+      WHERE idempotency_scope = $13 AND state IN ('pending', 'active') AND NOT EXISTS (SELECT 1 FROM inserted)`,
+    values: [
+      lease.id,
+      lease.mount,
+      lease.role,
+      lease.engine,
+      JSON.stringify(lease.handle),
+      lease.requester,
+      lease.ttlSeconds,
+      lease.maxTtlSeconds,
+      lease.pendingGraceSeconds,
+      lease.renewable,
+      lease.identity ? JSON.stringify(lease.identity) : null,
+      lease.tokenAccessor ?? null,
+      scope,
+    ],
+  });
+  const row = rows[0];
+  if (!row) return null;
+  if (row.inserted) return { inserted: true, expires_at: row.expires_at };
+  return { inserted: false, id: row.id, state: row.state, expired: row.expired };
+}
+
+/** The live lease holding an idempotency scope, if any (for a quota-counted insert, before counting). */
+export async function liveLeaseOfScope(
+  db: StoreDb,
+  scope: string,
+): Promise<{ id: string; state: 'pending' | 'active'; expired: boolean } | null> {
+  const { rows } = await storeQuery<{ id: string; state: 'pending' | 'active'; expired: boolean }>(db, {
+    name: 'credbroker.live_lease_of_scope',
+    text: `SELECT id, state, state = 'active' AND expires_at <= now() AS expired FROM credbroker_leases
+            WHERE idempotency_scope = $1 AND state IN ('pending', 'active')`,
+    values: [scope],
+  });
+  return rows[0] ?? null;
+}
+
+/**
+ * An expired lease the reaper has not reached yet still holds its idempotency key: hand it to the
+ * reaper now (due at once, as claimDue would find it), so the key is free for a new lease.
+ */
+export async function releaseExpiredKey(db: StoreDb, id: string): Promise<void> {
+  await storeQuery(db, {
+    name: 'credbroker.release_expired_key',
+    text: `UPDATE credbroker_leases SET state = 'revoking', revoke_reason = 'expired', next_attempt_at = now()
+            WHERE id = $1 AND state = 'active' AND expires_at <= now()`,
+    values: [id],
+  });
+}
