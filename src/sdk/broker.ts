@@ -1,6 +1,6 @@
 import { inspect } from 'node:util';
 import { clientTlsFromEnv, type ClientTls } from '../client/tls.js';
-import { BrokerApiError, SdkConfigError } from './errors.js';
+import { BrokerApiError, LeaseInUseError, SdkConfigError } from './errors.js';
 import { Lease, type LeaseClient, type LeaseOptions } from './lease.js';
 import { RotatingPgPool, type PgPoolOptions } from './pg.js';
 import { DEFAULT_RETRY, withRetry, type RetryOptions } from './retry.js';
@@ -69,6 +69,8 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   /** Retry connection errors and 5xx until this time (ms since the epoch) instead of `retry.attempts` times. */
   until?: number;
+  /** Counts the tries made (the first one included), for a caller that must know whether it retried. */
+  tries?: { count: number };
 }
 
 /**
@@ -127,6 +129,7 @@ export class Broker implements LeaseClient {
       this.#transport.send(method, path, body, { ...(token ? { 'x-vault-token': token } : {}), ...opts.headers });
     return withRetry(
       async () => {
+        if (opts.tries) opts.tries.count++;
         try {
           return await once(await this.#tokens.token(calls));
         } catch (err) {
@@ -156,7 +159,18 @@ export class Broker implements LeaseClient {
     const clean = path.replace(/^\/+|\/+$/g, '');
     const body = { ...opts.params, ...(opts.ttl !== undefined ? { ttl: opts.ttl } : {}) };
     const headers: Record<string, string> = opts.idempotencyKey ? { [IDEMPOTENCY_HEADER]: opts.idempotencyKey } : {};
-    const answer = await this.request('PUT', clean, body, { headers });
+    const tries = { count: 0 };
+    let answer: AnswerBody;
+    try {
+      answer = await this.request('PUT', clean, body, { headers, tries });
+    } catch (err) {
+      if (!(err instanceof LeaseInUseError) || err.state !== 'active') throw err;
+      // A lease our own lost try minted, or one the caller said to replace: its credential is
+      // gone with that answer, so take it back and ask again rather than leave it live unheld.
+      if (tries.count < 2 && opts.onConflict !== 'replace') throw err;
+      await this.revokeLease(err.leaseId);
+      answer = await this.request('PUT', clean, body, { headers });
+    }
     if (typeof answer?.lease_id !== 'string' || !answer.lease_id)
       throw new BrokerApiError(200, ['the answer carries no lease_id: is this a credentials path?'], 'PUT', clean);
     return new Lease(
@@ -205,8 +219,13 @@ export class Broker implements LeaseClient {
    * ```
    */
   async pgPool(path: string, opts: PgPoolOptions = {}): Promise<RotatingPgPool> {
-    const { ttl, idempotencyKey, params, ...poolOptions } = opts;
-    const take = () => this.lease(path, { ttl, idempotencyKey, params });
+    const { ttl, idempotencyKey, onConflict = 'replace', params, ...poolOptions } = opts;
+    // One key per login the pool takes: the next one is asked for while the last is still live.
+    let generation = 0;
+    const take = () => {
+      const key = idempotencyKey === undefined ? undefined : `${idempotencyKey}.${generation++}`;
+      return this.lease(path, { ttl, idempotencyKey: key, onConflict, params });
+    };
     return new RotatingPgPool(await take(), take, poolOptions);
   }
 

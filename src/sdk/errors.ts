@@ -6,7 +6,8 @@
  * if (err instanceof SdkError && err.code === BrokerUnreachableError.code) retryLater();
  * ```
  */
-export type SdkErrorCode = 'ERR_SDK' | 'ERR_SDK_CONFIG' | 'ERR_BROKER_API' | 'ERR_BROKER_UNREACHABLE';
+export type SdkErrorCode =
+  'ERR_SDK' | 'ERR_SDK_CONFIG' | 'ERR_BROKER_API' | 'ERR_LEASE_IN_USE' | 'ERR_BROKER_UNREACHABLE';
 
 /**
  * The base of every error the SDK throws, with a stable `code` (as the broker's own errors).
@@ -81,6 +82,39 @@ export class BrokerApiError extends SdkError {
 
   override toJSON(): Record<string, unknown> {
     return { ...super.toJSON(), status: this.status, errors: this.errors, method: this.method, path: this.path };
+  }
+}
+
+/**
+ * A 409 for an idempotency key that already names a live lease of the same identity and path
+ * (`leaseId`, `state` `active` or still `pending`): the broker keeps no secret, so it cannot hand
+ * that lease's credential out again. `broker.lease()` throws this unless told `onConflict:
+ * 'replace'`, or unless its own earlier try minted the lease and the answer was lost (then it
+ * revokes that lease and asks again).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await broker.lease('db/creds/reader', { idempotencyKey: `${podUid}/reader` });
+ * } catch (err) {
+ *   if (err instanceof LeaseInUseError) console.error('already leased as', err.leaseId);
+ * }
+ * ```
+ */
+export class LeaseInUseError extends BrokerApiError {
+  static override readonly code: SdkErrorCode = 'ERR_LEASE_IN_USE';
+  constructor(
+    errors: string[],
+    method: string,
+    path: string,
+    readonly leaseId: string,
+    readonly state: string,
+  ) {
+    super(409, errors, method, path);
+  }
+
+  override toJSON(): Record<string, unknown> {
+    return { ...super.toJSON(), leaseId: this.leaseId, state: this.state };
   }
 }
 

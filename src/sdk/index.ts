@@ -26,6 +26,7 @@ export {
 export {
   BrokerApiError,
   BrokerUnreachableError,
+  LeaseInUseError,
   SdkConfigError,
   SdkError,
   isRetryable,

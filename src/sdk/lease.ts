@@ -27,6 +27,11 @@ export type CredentialData = Record<string, unknown>;
 export interface LeaseOptions {
   ttl?: number | string;
   idempotencyKey?: string;
+  /**
+   * What to do when the key already names a live lease whose credential this caller does not
+   * hold (a crashed run's): `throw` a LeaseInUseError (default), or `replace` it (revoke, ask again).
+   */
+  onConflict?: 'throw' | 'replace';
   autoRenew?: boolean;
   params?: Record<string, unknown>;
 }

@@ -1,6 +1,6 @@
 import { fetch, type Dispatcher } from 'undici';
 import { tlsDispatcher, tlsHint, type ClientTls } from '../client/tls.js';
-import { BrokerApiError, BrokerUnreachableError, SdkConfigError } from './errors.js';
+import { BrokerApiError, BrokerUnreachableError, LeaseInUseError, SdkConfigError } from './errors.js';
 
 /**
  * A Vault API verb; `LIST` is sent as `GET …?list=true`.
@@ -82,6 +82,9 @@ export class Transport {
     }
     if (!res.ok) {
       const errors = Array.isArray(parsed?.errors) ? parsed.errors.map(String) : [];
+      const inUse = parsed?.data?.lease_id;
+      if (res.status === 409 && typeof inUse === 'string')
+        throw new LeaseInUseError(errors, method, path, inUse, String(parsed.data.state ?? 'active'));
       throw new BrokerApiError(res.status, errors, method, path);
     }
     return parsed;
