@@ -1,4 +1,3 @@
-import type { Lease } from './lease.js';
 import { SdkError } from './errors.js';
 
 /**
@@ -27,7 +26,24 @@ export interface AwsCredentialIdentity {
  */
 export type AwsCredentialIdentityProvider = () => Promise<AwsCredentialIdentity>;
 
-function identityOf(lease: Lease): AwsCredentialIdentity {
+/**
+ * What the provider needs of a lease (a Lease is one): kept structural, so this module
+ * does not import the lease's.
+ *
+ * @example
+ * ```ts
+ * const source: AwsLease = await broker.lease('aws/creds/deploy');
+ * ```
+ */
+export interface AwsLease {
+  readonly id: string;
+  readonly data: Record<string, unknown>;
+  readonly expiresAt: Date;
+  readonly revoked: boolean;
+  once(event: 'expiring', listener: () => void): unknown;
+}
+
+function identityOf(lease: AwsLease): AwsCredentialIdentity {
   const { access_key, secret_key, session_token } = lease.data;
   if (typeof access_key !== 'string' || typeof secret_key !== 'string')
     throw new SdkError(`lease ${lease.id} is not an AWS credential (no access_key and secret_key)`);
@@ -49,11 +65,11 @@ function identityOf(lease: Lease): AwsCredentialIdentity {
  * const credentials = awsCredentialProvider(lease, () => broker.lease('aws/creds/deploy'));
  * ```
  */
-export function awsCredentialProvider(first: Lease, next: () => Promise<Lease>): AwsCredentialIdentityProvider {
+export function awsCredentialProvider(first: AwsLease, next: () => Promise<AwsLease>): AwsCredentialIdentityProvider {
   let current = first;
   let spent = false;
-  let taking: Promise<Lease> | undefined;
-  const watch = (lease: Lease) => lease.once('expiring', () => lease === current && (spent = true));
+  let taking: Promise<AwsLease> | undefined;
+  const watch = (lease: AwsLease) => lease.once('expiring', () => lease === current && (spent = true));
   watch(first);
   return async () => {
     if (spent || current.revoked) {

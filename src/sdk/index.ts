@@ -34,7 +34,12 @@ export {
 } from './errors.js';
 export { RotatingPgPool, type PgPoolOptions } from './pg.js';
 export { pgConfigOf, sslFor } from './pg-config.js';
-export { awsCredentialProvider, type AwsCredentialIdentity, type AwsCredentialIdentityProvider } from './aws.js';
+export {
+  awsCredentialProvider,
+  type AwsCredentialIdentity,
+  type AwsCredentialIdentityProvider,
+  type AwsLease,
+} from './aws.js';
 export { backoffDelay, withRetry, DEFAULT_RETRY, type RetryOptions } from './retry.js';
 export type { JwtAuthOptions } from './token-source.js';
 export type { ClientTls } from '../client/tls.js';

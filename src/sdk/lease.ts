@@ -2,17 +2,10 @@ import { EventEmitter } from 'node:events';
 import { inspect } from 'node:util';
 import type pg from 'pg';
 import { awsCredentialProvider, type AwsCredentialIdentityProvider } from './aws.js';
+import type { CredentialData } from './credential.js';
 import { pgConfigOf } from './pg-config.js';
 
-/**
- * A credential's fields as the engine answered them (PostgreSQL: username, password, host, port, database).
- *
- * @example
- * ```ts
- * const { username } = lease.data as CredentialData & { username: string };
- * ```
- */
-export type CredentialData = Record<string, unknown>;
+export type { CredentialData };
 
 /**
  * What a lease asks for: `ttl` (seconds or a duration like `"15m"`, capped by the role's max_ttl),

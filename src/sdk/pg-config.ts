@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import type { ConnectionOptions } from 'node:tls';
 import { SdkError } from './errors.js';
-import type { CredentialData } from './lease.js';
+import type { CredentialData } from './credential.js';
 
 /** A PEM value as it is, or the file a path names (as libpq's sslrootcert). */
 function pemOrFile(value: string): string {
