@@ -16,6 +16,22 @@ const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 /** The broker's token is for this process, not for the command it starts. */
 const WITHHELD = ['CREDBROKER_TOKEN', 'VAULT_TOKEN'];
 
+/**
+ * What a credential field named like them (a plugin engine's `path`, `user`…) must not replace:
+ * the variables that decide what the command is and runs as. A prefix avoids the clash.
+ */
+const PROTECTED = new Set([
+  'PATH',
+  'HOME',
+  'USER',
+  'LOGNAME',
+  'SHELL',
+  'PWD',
+  'LD_PRELOAD',
+  'LD_LIBRARY_PATH',
+  'NODE_OPTIONS',
+]);
+
 const collect = (value: string, previous: string[]) => [...previous, value];
 
 async function revokeAll(leases: Lease[]): Promise<boolean> {
@@ -43,6 +59,8 @@ function childEnv(leases: Lease[], prefix: string): NodeJS.ProcessEnv {
       prefix,
     );
     for (const [name, value] of Object.entries(vars)) {
+      if (PROTECTED.has(name))
+        throw new Error(`${lease.path} would set ${name}, which exec does not replace: give --env-prefix`);
       const other = setBy.get(name);
       if (other) throw new Error(`${other} and ${lease.path} both set ${name}: run one exec per lease of a kind`);
       setBy.set(name, lease.path);
