@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import type { Command } from 'commander';
+import { clientTlsFromEnv } from '../../client/tls.js';
 import { Broker } from '../../sdk/broker.js';
 import type { Lease } from '../../sdk/lease.js';
 import { credentialEnv } from '../credential-env.js';
@@ -72,7 +73,12 @@ function childEnv(leases: Lease[], prefix: string): NodeJS.ProcessEnv {
 
 async function exec(command: string, args: string[], opts: ExecOptions): Promise<void> {
   if (opts.lease.length === 0) throw new Error('give at least one --lease <mount>/creds/<role>');
-  const broker = new Broker();
+  const tls = clientTlsFromEnv();
+  if (tls.skipVerify)
+    process.stderr.write(
+      "WARNING: CREDBROKER_SKIP_VERIFY is set: the broker's certificate is NOT verified. Use CREDBROKER_CACERT instead.\n",
+    );
+  const broker = new Broker({ tls });
   const leases: Lease[] = [];
   let env: NodeJS.ProcessEnv;
   try {
