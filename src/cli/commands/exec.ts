@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import type { Command } from 'commander';
 import { clientTlsFromEnv } from '../../client/tls.js';
@@ -79,14 +79,25 @@ async function exec(command: string, args: string[], opts: ExecOptions): Promise
       "WARNING: CREDBROKER_SKIP_VERIFY is set: the broker's certificate is NOT verified. Use CREDBROKER_CACERT instead.\n",
     );
   const broker = new Broker({ tls });
+  // Installed before the first lease: a signal while leasing must not kill us with leases live.
+  const running: { child?: ChildProcess } = {};
+  let early: NodeJS.Signals | undefined;
+  const handlers = FORWARDED.map(
+    (signal) => [signal, () => (running.child ? running.child.kill(signal) : (early ??= signal))] as const,
+  );
+  for (const [signal, handler] of handlers) process.on(signal, handler);
   const leases: Lease[] = [];
   let env: NodeJS.ProcessEnv;
   try {
-    for (const path of opts.lease) leases.push(await broker.lease(path, { ttl: opts.ttl }));
+    for (const path of opts.lease) if (!early) leases.push(await broker.lease(path, { ttl: opts.ttl }));
     env = childEnv(leases, opts.envPrefix);
   } catch (err) {
     await revokeAll(leases);
     throw err;
+  }
+  if (early) {
+    await revokeAll(leases);
+    process.exit(128 + constants.signals[early]);
   }
   for (const lease of leases)
     lease.on('expiring', ({ expiresAt, reason }: { expiresAt: Date; reason: string }) =>
@@ -95,16 +106,14 @@ async function exec(command: string, args: string[], opts: ExecOptions): Promise
       ),
     );
 
-  const child = spawn(command, args, { stdio: 'inherit', env });
-  const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
-  const handlers = FORWARDED.map((signal) => [signal, forward(signal)] as const);
-  for (const [signal, handler] of handlers) process.on(signal, handler);
+  const started = spawn(command, args, { stdio: 'inherit', env });
+  running.child = started;
   const status = await new Promise<number>((resolve) => {
-    child.once('error', (err: NodeJS.ErrnoException) => {
+    started.once('error', (err: NodeJS.ErrnoException) => {
       process.stderr.write(`credbroker exec: cannot run ${command}: ${err.code ?? err.message}\n`);
       resolve(err.code === 'ENOENT' ? 127 : 126);
     });
-    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+    started.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
   });
   for (const [signal, handler] of handlers) process.off(signal, handler);
   await revokeAll(leases);
