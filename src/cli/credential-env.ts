@@ -40,20 +40,11 @@ const LEASE_VARIABLES = new Set(['CREDBROKER_LEASE_ID', 'CREDBROKER_LEASE_DURATI
 
 /**
  * A credential as environment variables, named as the env format names them (the engine's own
- * mapping: PGUSER…, AWS_ACCESS_KEY_ID…), each with `prefix` in front.
+ * mapping: PGUSER…, DATABASE_URL, AWS_ACCESS_KEY_ID…), each with `prefix` in front.
  */
 export function credentialEnv(envelope: CredentialEnvelope, prefix = ''): Record<string, string> {
   const vars = parseEnvLines(formatCredential(envelope, 'env'));
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(vars)) if (!LEASE_VARIABLES.has(name)) env[`${prefix}${name}`] = value;
-  // libpq's URI, for drivers that take only a URL, when the engine's env format does not give one.
-  const { PGUSER: user, PGPASSWORD: password, PGHOST: host, PGPORT: port, PGDATABASE: database } = vars;
-  if (user && password && host && !vars.DATABASE_URL) {
-    const hostPart = host.includes(':') ? `[${host}]` : host;
-    const sslmode = vars.PGSSLMODE ? `?sslmode=${encodeURIComponent(vars.PGSSLMODE)}` : '';
-    env[`${prefix}DATABASE_URL`] =
-      `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${hostPart}${port ? `:${port}` : ''}` +
-      `${database ? `/${encodeURIComponent(database)}` : ''}${sslmode}`;
-  }
   return env;
 }

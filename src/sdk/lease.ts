@@ -193,6 +193,8 @@ export class Lease<D extends CredentialData = CredentialData> extends EventEmitt
    */
   revoke(): Promise<void> {
     this.#stopTimer();
+    // No renewal in flight may schedule another once the revoke is under way.
+    if (this.#state === 'active') this.#state = 'spent';
     this.#revoking ??= this.#client.revokeLease(this.id).then(
       () => {
         this.#state = 'revoked';

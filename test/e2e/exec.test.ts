@@ -79,6 +79,7 @@ beforeAll(async () => {
       status: role,
       killed: role,
       forwarded: role,
+      prefixed: role,
       // Renewed every ~1.3 s while the child runs.
       watched: { member_of: [target.group], default_ttl: '2s', max_ttl: '1m' },
     },
@@ -165,6 +166,23 @@ describe('credbroker exec', () => {
     expect(run.code).toBe(0);
     await expectOneRevokedLease('watched', run.stdout.trim());
     rmSync(out);
+  });
+
+  it('--env-prefix puts the prefix in front of every name: WH_PGUSER…, no PGUSER', async () => {
+    const run = await runExec([
+      '--lease',
+      'db/creds/prefixed',
+      '--env-prefix',
+      'WH_',
+      '--',
+      'sh',
+      '-c',
+      'echo "${PGUSER:-unset} $WH_PGUSER"; PGPASSWORD="$WH_PGPASSWORD" psql -X -A -t -h "$WH_PGHOST" -p "$WH_PGPORT" -U "$WH_PGUSER" -d "$WH_PGDATABASE" -c "select 1"',
+    ]);
+    expect(run.code).toBe(0);
+    const [names, selected] = run.stdout.trim().split('\n');
+    expect(names).toMatch(new RegExp(`^unset ${PREFIX}_prefixed_`));
+    expect(selected).toBe('1');
   });
 
   it('--help has an example; a failing lease runs nothing and exits 1', async () => {

@@ -1,6 +1,7 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import type { Command } from 'commander';
+import { clientTlsFromEnv } from '../../client/tls.js';
 import { Broker } from '../../sdk/broker.js';
 import type { Lease } from '../../sdk/lease.js';
 import { credentialEnv } from '../credential-env.js';
@@ -15,6 +16,22 @@ interface ExecOptions {
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 /** The broker's token is for this process, not for the command it starts. */
 const WITHHELD = ['CREDBROKER_TOKEN', 'VAULT_TOKEN'];
+
+/**
+ * What a credential field named like them (a plugin engine's `path`, `user`…) must not replace:
+ * the variables that decide what the command is and runs as. A prefix avoids the clash.
+ */
+const PROTECTED = new Set([
+  'PATH',
+  'HOME',
+  'USER',
+  'LOGNAME',
+  'SHELL',
+  'PWD',
+  'LD_PRELOAD',
+  'LD_LIBRARY_PATH',
+  'NODE_OPTIONS',
+]);
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
@@ -43,6 +60,8 @@ function childEnv(leases: Lease[], prefix: string): NodeJS.ProcessEnv {
       prefix,
     );
     for (const [name, value] of Object.entries(vars)) {
+      if (PROTECTED.has(name))
+        throw new Error(`${lease.path} would set ${name}, which exec does not replace: give --env-prefix`);
       const other = setBy.get(name);
       if (other) throw new Error(`${other} and ${lease.path} both set ${name}: run one exec per lease of a kind`);
       setBy.set(name, lease.path);
@@ -54,15 +73,31 @@ function childEnv(leases: Lease[], prefix: string): NodeJS.ProcessEnv {
 
 async function exec(command: string, args: string[], opts: ExecOptions): Promise<void> {
   if (opts.lease.length === 0) throw new Error('give at least one --lease <mount>/creds/<role>');
-  const broker = new Broker();
+  const tls = clientTlsFromEnv();
+  if (tls.skipVerify)
+    process.stderr.write(
+      "WARNING: CREDBROKER_SKIP_VERIFY is set: the broker's certificate is NOT verified. Use CREDBROKER_CACERT instead.\n",
+    );
+  const broker = new Broker({ tls });
+  // Installed before the first lease: a signal while leasing must not kill us with leases live.
+  const running: { child?: ChildProcess } = {};
+  let early: NodeJS.Signals | undefined;
+  const handlers = FORWARDED.map(
+    (signal) => [signal, () => (running.child ? running.child.kill(signal) : (early ??= signal))] as const,
+  );
+  for (const [signal, handler] of handlers) process.on(signal, handler);
   const leases: Lease[] = [];
   let env: NodeJS.ProcessEnv;
   try {
-    for (const path of opts.lease) leases.push(await broker.lease(path, { ttl: opts.ttl }));
+    for (const path of opts.lease) if (!early) leases.push(await broker.lease(path, { ttl: opts.ttl }));
     env = childEnv(leases, opts.envPrefix);
   } catch (err) {
     await revokeAll(leases);
     throw err;
+  }
+  if (early) {
+    await revokeAll(leases);
+    process.exit(128 + constants.signals[early]);
   }
   for (const lease of leases)
     lease.on('expiring', ({ expiresAt, reason }: { expiresAt: Date; reason: string }) =>
@@ -71,16 +106,14 @@ async function exec(command: string, args: string[], opts: ExecOptions): Promise
       ),
     );
 
-  const child = spawn(command, args, { stdio: 'inherit', env });
-  const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
-  const handlers = FORWARDED.map((signal) => [signal, forward(signal)] as const);
-  for (const [signal, handler] of handlers) process.on(signal, handler);
+  const started = spawn(command, args, { stdio: 'inherit', env });
+  running.child = started;
   const status = await new Promise<number>((resolve) => {
-    child.once('error', (err: NodeJS.ErrnoException) => {
+    started.once('error', (err: NodeJS.ErrnoException) => {
       process.stderr.write(`credbroker exec: cannot run ${command}: ${err.code ?? err.message}\n`);
       resolve(err.code === 'ENOENT' ? 127 : 126);
     });
-    child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+    started.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 0)));
   });
   for (const [signal, handler] of handlers) process.off(signal, handler);
   await revokeAll(leases);
