@@ -2,7 +2,7 @@ import type { X509Certificate } from 'node:crypto';
 import { CertificateRefused, InvalidRequest } from '../errors.js';
 import { parseCertificateBundle, type CertAuthMountConfig, type CertRoleConfig } from './auth-config.js';
 import { chainProblem, distinguishedName, leafProblem } from './certificate-chain.js';
-import { certificateNames, type CertificateNames } from './certificate-names.js';
+import { certificateNames, certificateParser, type CertificateNames } from './certificate-names.js';
 import { globMatches } from './claims.js';
 import type { Identity } from './identity.js';
 import type { PeerCertificates } from './peer-certificates.js';
@@ -46,6 +46,7 @@ export class CertAuthMount {
     config: CertAuthMountConfig,
     private readonly now: () => Date = () => new Date(),
   ) {
+    certificateParser(); // at start, not on the first login
     this.roles = Object.entries(config.roles).map(([roleName, role]) => {
       const certs = parseCertificateBundle(role.certificate);
       return {

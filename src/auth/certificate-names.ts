@@ -1,5 +1,16 @@
 import type { X509Certificate } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { createRequire } from 'node:module';
+
+type X509Module = typeof import('@peculiar/x509');
+let x509Module: X509Module | undefined;
+
+/**
+ * @peculiar/x509, loaded on first use: it costs ~130 ms and ~15 MB, which a broker without a cert
+ * auth mount (most of them) should not pay at start. A cert mount loads it when it is made.
+ */
+export function certificateParser(): X509Module {
+  return (x509Module ??= createRequire(import.meta.url)('@peculiar/x509') as X509Module);
+}
 
 /** What a cert login binds and records: the subject's common names, the SANs and the key ids. */
 export interface CertificateNames {
@@ -19,9 +30,11 @@ const hexPairs = (hex: string | undefined) => (hex ? (hex.toLowerCase().match(/.
  * escaped string and has no key identifiers. Throws on a certificate it cannot read.
  */
 export function certificateNames(cert: X509Certificate): CertificateNames {
+  const x509 = certificateParser();
   const parsed = new x509.X509Certificate(cert.raw);
   const names = parsed.getExtension(x509.SubjectAlternativeNameExtension)?.names.items ?? [];
-  const ofType = (type: x509.GeneralNameType) => names.filter((n) => n.type === type).map((n) => n.value);
+  const ofType = (type: import('@peculiar/x509').GeneralNameType) =>
+    names.filter((n) => n.type === type).map((n) => n.value);
   return {
     commonNames: parsed.subjectName.getField('CN'),
     dnsSans: ofType('dns'),
