@@ -1,7 +1,4 @@
 import type { Command } from 'commander';
-import { stderrLog } from '../../agent/agent-log.js';
-import { loadAgentConfig } from '../../agent/config.js';
-import { runAgent } from '../../agent/runner.js';
 
 interface AgentOptions {
   config: string;
@@ -19,6 +16,12 @@ export function addAgentCommand(program: Command): void {
     .requiredOption('--config <file>', 'the agent config (YAML): broker, auth, leases and their files')
     .option('--once', 'write every file and exit 0, leaving the leases alive (for an init container)')
     .action(async (opts: AgentOptions) => {
+      // Loaded here: the agent (the SDK, Handlebars) is for this command, not for every CLI start.
+      const [{ stderrLog }, { loadAgentConfig }, { runAgent }] = await Promise.all([
+        import('../../agent/agent-log.js'),
+        import('../../agent/config.js'),
+        import('../../agent/runner.js'),
+      ]);
       const config = loadAgentConfig(opts.config);
       const code = await runAgent(config, { once: opts.once === true, log: stderrLog });
       process.exit(code);
