@@ -18,6 +18,7 @@ import type { EngineRegistry } from './engines.js';
 import { LeaseService } from './leases/lease-service.js';
 import { LeaseStore } from './leases/lease-store.js';
 import { Reaper } from './leases/reaper.js';
+import { reaperPauseControl } from './leases/reaper-pause.js';
 import { Revoker } from './leases/revoker.js';
 import { ListenFailed } from './errors.js';
 import { redactingFor } from './log.js';
@@ -119,6 +120,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout);
   const reaper = new Reaper(store, revoker, config.reaper, log);
 
+  const reaperPause = reaperPauseControl(pool);
   const tokens = new TokenStore(pool);
   const auth = new AuthService(config.root_token, config.auth, tokens, log);
   const app = createApp({
@@ -127,11 +129,13 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     policies: new PolicySet(config.policies),
     auditor,
     wrapping: new WrappingService(pool, leases),
+    reaperPause,
     log,
     discovery: { mounts, authMounts: config.auth },
     health: {
       version: VERSION,
       clusterName: 'credbroker',
+      reaperPaused: () => reaperPause.isPaused(),
       storeReachable: () =>
         pool.query('SELECT 1').then(
           () => true,

@@ -15,6 +15,7 @@ import {
   UnsupportedOperation,
 } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
+import type { ReaperPauseControl } from '../leases/reaper-pause.js';
 import { withTimings } from '../timing.js';
 import { parseWrapTtl } from '../wrapping/wrap-ttl.js';
 import type { WrappingService } from '../wrapping/wrapping-service.js';
@@ -41,6 +42,8 @@ export interface AppOptions {
   health: HealthState;
   /** Seals the answers of requests sent with X-Vault-Wrap-TTL; serves sys/wrapping/*. */
   wrapping: WrappingService;
+  /** The reaper's pause switch (sys/broker/reaper/*). */
+  reaperPause: ReaperPauseControl;
   /** The mounts and auth mounts that sys/mounts, sys/auth and `<mount>/roles` describe. */
   discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
   log: Logger;
@@ -89,6 +92,7 @@ export function createApp(opts: AppOptions): express.Express {
     health: opts.health,
     discovery: opts.discovery,
     wrapping: opts.wrapping,
+    reaperPause: opts.reaperPause,
   });
   const app = express();
   app.disable('x-powered-by');

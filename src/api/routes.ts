@@ -5,9 +5,11 @@ import { credsRoutes } from './routes/creds.js';
 import { discoveryRoutes, type DiscoveryDeps } from './routes/discovery.js';
 import { incidentRoutes, leaseRoutes } from './routes/leases.js';
 import type { Route } from './routes/route.js';
+import { reaperRoutes } from './routes/reaper.js';
 import { sysRoutes, type HealthState } from './routes/sys.js';
 import { wrappingRoutes } from './routes/wrapping.js';
 import type { WrappingService } from '../wrapping/wrapping-service.js';
+import type { ReaperPauseControl } from '../leases/reaper-pause.js';
 
 export type { Handler, Method, Reply, Route, RouteContext } from './routes/route.js';
 export type { HealthState } from './routes/sys.js';
@@ -27,6 +29,7 @@ export function buildRoutes(deps: {
   health: HealthState;
   discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
   wrapping: WrappingService;
+  reaperPause: ReaperPauseControl;
 }): Route[] {
   return [
     ...authRoutes(deps.auth, deps.leases),
@@ -34,6 +37,7 @@ export function buildRoutes(deps: {
     ...wrappingRoutes(deps.wrapping),
     ...leaseRoutes(deps.leases),
     ...incidentRoutes(deps.leases),
+    ...reaperRoutes(deps.reaperPause),
     ...discoveryRoutes({ ...deps.discovery, leases: deps.leases, version: deps.health.version }),
     ...credsRoutes(deps.leases),
   ];

@@ -7,6 +7,8 @@ export interface HealthState {
   storeReachable: () => Promise<boolean>;
   version: string;
   clusterName: string;
+  /** Whether the reaper is paused on every replica (sys/broker/reaper/pause). */
+  reaperPaused: () => Promise<boolean>;
 }
 
 /** Vault's health codes, honouring the query overrides clients send. This broker is always active. */
@@ -65,6 +67,13 @@ const LEADER = {
 export function sysRoutes(health: HealthState): Route[] {
   const healthCheck: Handler = async ({ req }) => {
     const { status, storeOk } = await healthStatus(req.query, health.storeReachable);
+    // Unknown when the store is down: the switch lives there, and health must answer without it.
+    const reaper = storeOk
+      ? await health.reaperPaused().then(
+          (p) => (p ? 'paused' : 'running'),
+          () => 'unknown',
+        )
+      : 'unknown';
     return {
       status,
       body: {
@@ -78,6 +87,7 @@ export function sysRoutes(health: HealthState): Route[] {
         version: health.version,
         cluster_name: health.clusterName,
         lease_store: storeOk ? 'ok' : 'unreachable',
+        reaper,
       },
     };
   };

@@ -105,6 +105,8 @@ export async function countClaimed(db: StoreDb, ids: string[]): Promise<{ live: 
 /**
  * Claims up to `limit` due leases: expired, pending past their grace, retries whose backoff has
  * passed, and claims that lapsed. SKIP LOCKED lets any number of reapers share the table.
+ * While the reaper is paused (credbroker_reaper_pause, read in the same statement so every
+ * replica honours it at its next claim), only revocations already begun are claimed.
  */
 export async function claimDue(
   db: StoreDb,
@@ -122,6 +124,7 @@ export async function claimDue(
               next_attempt_at = now() + make_interval(secs => $2)
         WHERE l.id IN (SELECT id FROM credbroker_leases
                         WHERE next_attempt_at <= now()
+                          AND (state = 'revoking' OR NOT (SELECT paused FROM credbroker_reaper_pause))
                         ORDER BY next_attempt_at
                         LIMIT $1
                         FOR UPDATE SKIP LOCKED)
