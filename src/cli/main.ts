@@ -10,6 +10,7 @@ import { addLeaseCommand } from './commands/lease.js';
 import { addLeasesCommand } from './commands/leases.js';
 import { addLoginCommand } from './commands/login.js';
 import { addMountsCommand } from './commands/mounts.js';
+import { addReaperCommand } from './commands/reaper.js';
 import { addRevokeCommand } from './commands/revoke.js';
 import { addMigrateCommand, addServerCommand } from './commands/server.js';
 
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   addAuditCommand(program);
   addLeasesCommand(program);
   addRevokeCommand(program);
+  addReaperCommand(program);
   addMountsCommand(program);
   return program;
 }
