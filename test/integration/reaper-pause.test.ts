@@ -11,6 +11,14 @@ import {
   roleExists,
 } from '../support/pg.js';
 import { sleep, waitUntil } from '../support/wait.js';
+import {
+  K8S_ISSUER,
+  kubernetesAuthMount,
+  kubernetesClaims,
+  kubernetesRole,
+  startJwksServer,
+  type JwksServer,
+} from '../support/jwks-server.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
 const PREFIX = 'rpause';
@@ -21,9 +29,11 @@ type TestBroker = Awaited<ReturnType<typeof startTestBroker>>;
 let a: TestBroker;
 let b: TestBroker;
 let storeDb: string;
+let cluster: JwksServer;
 let target: Awaited<ReturnType<typeof freshTargetDatabase>>;
 
 beforeAll(async () => {
+  cluster = await startJwksServer({ issuer: K8S_ISSUER });
   target = await freshTargetDatabase(PREFIX);
   storeDb = await freshStoreDatabase('rpause');
   // Two replicas on one store, each reaping on its own timer (every second), as in production.
@@ -35,6 +45,17 @@ beforeAll(async () => {
       roles: { reader: { member_of: [target.group], default_ttl: '10m', max_ttl: '1h' } },
       scheduleReaper: true,
       audit: { hmac_key: HMAC_KEY, postgres: true },
+      auth: {
+        kubernetes: kubernetesAuthMount(cluster, {
+          ops: kubernetesRole('ops', ['reaper-ops']),
+          etl: kubernetesRole('etl', ['etl']),
+        }),
+      },
+      policies: {
+        'reaper-ops': [{ path: 'sys/broker/reaper/*', capabilities: ['sudo'] }],
+        // Everything but sudo on the reaper's paths: not enough.
+        etl: [{ path: 'sys/broker/reaper/*', capabilities: ['read', 'update', 'list'] }],
+      },
     });
   a = await replica();
   b = await replica();
@@ -43,6 +64,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await a?.close();
   await b?.close();
+  await cluster?.close();
   await dropRolesWithPrefix(PREFIX);
 });
 
@@ -173,5 +195,44 @@ describe('reaper pause across two replicas', () => {
     }
     expect((await api(b, 'GET', 'sys/broker/reaper/status')).body.data.paused).toBe(false);
     expect((await api(a, 'GET', 'sys/broker/reaper/status', undefined, 'not-a-token')).status).toBe(403);
+  });
+});
+
+describe('who may pause', () => {
+  async function tokenFor(role: string, namespace: string, serviceAccount: string): Promise<string> {
+    const jwt = await cluster.sign(kubernetesClaims({ namespace, serviceAccount }));
+    const res = await api(a, 'PUT', 'auth/kubernetes/login', { role, jwt }, null);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    return res.body.auth.client_token;
+  }
+
+  it('needs sudo on sys/broker/reaper/*: 403 without it, and the operator who has it is named in status and audit', async () => {
+    await api(a, 'PUT', 'sys/broker/reaper/resume');
+    const etl = await tokenFor('etl', 'etl', 'reader');
+    expect((await api(a, 'PUT', 'sys/broker/reaper/pause', {}, etl)).status).toBe(403);
+    expect((await api(a, 'PUT', 'sys/broker/reaper/resume', {}, etl)).status).toBe(403);
+    expect((await api(a, 'GET', 'sys/broker/reaper/status', undefined, etl)).status).toBe(403);
+    expect((await api(b, 'GET', 'sys/broker/reaper/status')).body.data.paused).toBe(false);
+
+    const ops = await tokenFor('ops', 'ops', 'oncall');
+    const paused = await api(b, 'PUT', 'sys/broker/reaper/pause', { reason: 'drill' }, ops);
+    expect(paused.status, JSON.stringify(paused.body)).toBe(200);
+    const who = 'system:serviceaccount:ops:oncall';
+    expect((await api(a, 'GET', 'sys/broker/reaper/status', undefined, ops)).body.data).toMatchObject({
+      paused: true,
+      paused_by: `kubernetes/${who}`,
+      reason: 'drill',
+    });
+    const audit = await adminQuery(
+      storeDb,
+      `SELECT identity->>'name' AS who, identity->>'auth_mount' AS mount, outcome FROM credbroker_audit
+        WHERE type = 'response' AND path = 'sys/broker/reaper/pause'
+          AND identity->>'name' <> 'root' ORDER BY time`,
+    );
+    expect(audit).toEqual([
+      { who: 'system:serviceaccount:etl:reader', mount: 'kubernetes', outcome: 'denied' },
+      { who, mount: 'kubernetes', outcome: 'ok' },
+    ]);
+    expect((await api(a, 'PUT', 'sys/broker/reaper/resume', {}, ops)).status).toBe(200);
   });
 });
