@@ -9,3 +9,7 @@ CREATE TABLE credbroker_reaper_pause (
   reason text
 );
 INSERT INTO credbroker_reaper_pause (singleton) VALUES (true);
+
+-- Revocations already begun, by when they are due: what a paused reaper still claims, found
+-- without walking the (possibly large) queue of held expiries.
+CREATE INDEX credbroker_leases_revoking_due ON credbroker_leases (next_attempt_at) WHERE state = 'revoking';

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import { messageOf } from '../errors.js';
 import type { LeaseStore } from './lease-store.js';
+import { isReaperPaused } from './reaper-pause.js';
 import { claimDue, releaseDeadClaims } from './sql/claims.js';
 import type { Revoker } from './revoker.js';
 
@@ -35,11 +36,14 @@ export class Reaper {
       return 0;
     });
     if (released > 0) this.log.info({ released }, 'took over leases whose reaper died');
+    // Only picks the cheaper query: the claim itself re-checks the pause, so an unread switch is safe.
+    const paused = await isReaperPaused(this.store.pool).catch(() => false);
     const claimed = await claimDue(
       this.store.pool,
       opts.limit ?? this.config.batch_size,
       this.config.claim_ttl,
       this.store.holder(),
+      { begunOnly: paused },
     );
     const result: ReapResult = { claimed: claimed.length, revoked: [], failed: [] };
     for (const [leaseId, outcome] of await this.revoker.revokeClaimedMany(claimed)) {

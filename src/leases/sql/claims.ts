@@ -102,20 +102,29 @@ export async function countClaimed(db: StoreDb, ids: string[]): Promise<{ live: 
   return rows[0]!;
 }
 
+// What is due. While the reaper is paused (credbroker_reaper_pause, read in the same statement,
+// so every replica honours a pause at its next claim) only revocations already begun qualify.
+const DUE_UNLESS_PAUSED = `next_attempt_at <= now()
+                          AND (state = 'revoking' OR NOT (SELECT paused FROM credbroker_reaper_pause))`;
+// The same while paused, through the partial index on revoking rows: a paused store may hold a
+// large queue of expiries, which the index on next_attempt_at would walk and filter every tick.
+const DUE_BEGUN = `next_attempt_at <= now() AND state = 'revoking'`;
+
 /**
  * Claims up to `limit` due leases: expired, pending past their grace, retries whose backoff has
- * passed, and claims that lapsed. SKIP LOCKED lets any number of reapers share the table.
- * While the reaper is paused (credbroker_reaper_pause, read in the same statement so every
- * replica honours it at its next claim), only revocations already begun are claimed.
+ * passed, and claims that lapsed. SKIP LOCKED lets any number of reapers share the table. While
+ * the reaper is paused only revocations already begun are claimed; `begunOnly` (the caller has
+ * read that it is paused) claims just those, cheaply.
  */
 export async function claimDue(
   db: StoreDb,
   limit: number,
   ttlSeconds: number,
   holder: number | null,
+  opts: { begunOnly?: boolean } = {},
 ): Promise<LeaseRow[]> {
   const { rows } = await storeQuery<LeaseRow>(db, {
-    name: 'credbroker.claim_due',
+    name: opts.begunOnly ? 'credbroker.claim_due_begun' : 'credbroker.claim_due',
     text: `UPDATE credbroker_leases l
           SET state = 'revoking',
               revoke_reason = COALESCE(l.revoke_reason, CASE l.state WHEN 'pending' THEN 'cleanup' ELSE 'expired' END),
@@ -123,8 +132,7 @@ export async function claimDue(
               claimed_until = now() + make_interval(secs => $2),
               next_attempt_at = now() + make_interval(secs => $2)
         WHERE l.id IN (SELECT id FROM credbroker_leases
-                        WHERE next_attempt_at <= now()
-                          AND (state = 'revoking' OR NOT (SELECT paused FROM credbroker_reaper_pause))
+                        WHERE ${opts.begunOnly ? DUE_BEGUN : DUE_UNLESS_PAUSED}
                         ORDER BY next_attempt_at
                         LIMIT $1
                         FOR UPDATE SKIP LOCKED)
