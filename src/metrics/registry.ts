@@ -101,7 +101,10 @@ export function defineMetrics(registry: Registry) {
 
 export type MetricSet = ReturnType<typeof defineMetrics>;
 
-/** Every metric name this broker exports (histograms also export _bucket, _sum and _count). */
-export function exportedMetricNames(): string[] {
-  return Object.values(defineMetrics(new Registry())).map((m) => (m as unknown as { name: string }).name);
+/** Every series name this broker exports: a histogram's as its _bucket, _sum and _count. */
+export function exportedSeriesNames(): string[] {
+  return Object.values(defineMetrics(new Registry())).flatMap((metric) => {
+    const { name } = metric as unknown as { name: string };
+    return metric instanceof Histogram ? [`${name}_bucket`, `${name}_sum`, `${name}_count`] : [name];
+  });
 }
