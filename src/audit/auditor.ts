@@ -2,7 +2,6 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { BrokerError, ConfigError, type ErrorCode } from '../errors.js';
-import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import { hmacField } from './hmac.js';
 import { DEFAULT_AUDIT_FIELDS, capRecord, scrubRecord, type AuditFields, type AuditRecord } from './record.js';
 import { FileSink, PostgresSink, StdoutSink, type AuditSink } from './sinks.js';
@@ -14,6 +13,14 @@ export class AuditUnavailable extends BrokerError {
   constructor(options?: { cause?: unknown }) {
     super('audit log unavailable: request refused', options);
   }
+}
+
+/**
+ * Where each sink write's time and outcome go: the broker's metrics, named by this narrow shape
+ * because config/schema.ts imports this module (importing metrics here would make a cycle).
+ */
+export interface SinkWriteObserver {
+  auditSinkWrite(sink: string, seconds: number, ok: boolean): void;
 }
 
 export const auditConfigSchema = z
@@ -64,7 +71,7 @@ export class Auditor {
     private readonly sinkDeadlineMs = SINK_DEADLINE_MS,
     /** Which data keys stay plain: derived from the engines the broker runs. */
     private readonly fields: AuditFields = DEFAULT_AUDIT_FIELDS,
-    private readonly metrics?: BrokerMetrics,
+    private readonly metrics?: SinkWriteObserver,
   ) {
     if (sinks.length > 0 && !hmacKey) throw new ConfigError('audit: an hmac_key is required');
   }
@@ -139,7 +146,7 @@ export class Auditor {
 /** The auditor a config asks for; without an `audit` section, one that records nothing. */
 export function createAuditor(
   config: AuditConfig | undefined,
-  deps: { storePool: pg.Pool; log: Logger; fields?: AuditFields; metrics?: BrokerMetrics },
+  deps: { storePool: pg.Pool; log: Logger; fields?: AuditFields; metrics?: SinkWriteObserver },
 ): Auditor {
   if (!config) return new Auditor([], '', deps.log);
   const sinks: AuditSink[] = [];
