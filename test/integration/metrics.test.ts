@@ -196,6 +196,29 @@ describe('GET /v1/sys/metrics?format=prometheus', () => {
     expect(value('credbroker_target_pool_waiting', { mount: 'db' })).toBe(0);
   });
 
+  it('a revocation that fails for good counts as irrevocable, by mount', async () => {
+    const res = await api(broker, 'PUT', 'db/creds/reader', {});
+    expect(res.status).toBe(200);
+    // Its mount vanished from the config: the revocation fails, and with its attempts used up, for good.
+    await adminQuery(
+      storeDb,
+      `UPDATE credbroker_leases SET mount = 'ghost', attempts = 99, expires_at = now() - interval '1 second', next_attempt_at = now() - interval '1 second' WHERE id = $1`,
+      [res.body.lease_id],
+    );
+    expect((await broker.reaper.reapOnce()).failed).toEqual([res.body.lease_id]);
+    expect(
+      (await adminQuery(storeDb, 'SELECT state FROM credbroker_leases WHERE id = $1', [res.body.lease_id]))[0].state,
+    ).toBe('irrevocable');
+    const samples = samplesOf(await (await scrape()).text());
+    const failures = samples.filter((s) => s.name === 'credbroker_revocation_failures_total');
+    expect(failures).toEqual([
+      { name: 'credbroker_revocation_failures_total', labels: { mount: '_unknown', result: 'irrevocable' }, value: 1 },
+    ]);
+    await adminQuery(storeDb, `UPDATE credbroker_leases SET state = 'revoked', mount = 'db' WHERE id = $1`, [
+      res.body.lease_id,
+    ]);
+  });
+
   it('a token with read on sys/metrics scrapes; one without it, or none, gets 403; another format is a 400', async () => {
     const scraper = await login('scraper', 'monitoring', 'prometheus');
     const allowed = await scrape(scraper);
