@@ -22,6 +22,7 @@ import { reaperPauseControl } from './leases/reaper-pause.js';
 import { Revoker } from './leases/revoker.js';
 import { ListenFailed } from './errors.js';
 import { redactingFor } from './log.js';
+import { BrokerMetrics } from './metrics/broker-metrics.js';
 import { MountRegistry } from './mounts.js';
 import { migrate } from './store/migrate.js';
 import { explainStoreError, pgTlsOptions, unverifiedTlsWarning } from './store/pg-ssl.js';
@@ -41,6 +42,7 @@ export interface Broker {
   auditor: Auditor;
   auth: AuthService;
   mounts: MountRegistry;
+  metrics: BrokerMetrics;
   /**
    * Re-reads the listener's certificate and key (SIGHUP): new handshakes present them, open
    * connections keep theirs. A file that is missing or does not match is logged and changes nothing.
@@ -113,16 +115,22 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   }
 
   const store = new LeaseStore(pool, () => processLock.holder());
-  const auditor = createAuditor(config.audit, { storePool: pool, log, fields: auditFieldsFor(engines) });
-  const revoker = new Revoker(store, mounts, config.reaper, log, (event) =>
-    auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }),
+  const metrics = new BrokerMetrics({ store: pool, mounts, authMounts: Object.keys(config.auth) });
+  const auditor = createAuditor(config.audit, { storePool: pool, log, fields: auditFieldsFor(engines), metrics });
+  const revoker = new Revoker(
+    store,
+    mounts,
+    config.reaper,
+    log,
+    (event) => auditor.event({ request_id: `reaper:${event.lease_id}`, ...event }),
+    metrics,
   );
-  const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout);
-  const reaper = new Reaper(store, revoker, config.reaper, log);
+  const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout, metrics);
+  const reaper = new Reaper(store, revoker, config.reaper, log, metrics);
 
   const reaperPause = reaperPauseControl(pool);
   const tokens = new TokenStore(pool);
-  const auth = new AuthService(config.root_token, config.auth, tokens, log);
+  const auth = new AuthService(config.root_token, config.auth, tokens, log, metrics);
   const app = createApp({
     leases,
     auth,
@@ -131,6 +139,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     wrapping: new WrappingService(pool, leases),
     reaperPause,
     log,
+    metrics,
     discovery: { mounts, authMounts: config.auth },
     health: {
       version: VERSION,
@@ -216,5 +225,5 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     );
   }
   log.info({ url, mounts: mounts.names() }, 'credbroker listening');
-  return { url, port, leases, reaper, store, mounts, auditor, auth, reloadTls, close };
+  return { url, port, leases, reaper, store, mounts, metrics, auditor, auth, reloadTls, close };
 }

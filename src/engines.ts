@@ -142,7 +142,16 @@ export interface Target<Role> {
    * false where the target has no such thing for this role; the leases are then revoked one by one.
    */
   revokeIssuedBefore?(role: Role, before: Date): Promise<boolean>;
+  /** The target pool's connections in this process, for metrics; an engine without a pool omits it. Must be cheap. */
+  connectionPool?(): ConnectionPoolStats;
   close(): Promise<void>;
+}
+
+export interface ConnectionPoolStats {
+  total: number;
+  idle: number;
+  /** Callers queued for a connection. */
+  waiting: number;
 }
 
 /**

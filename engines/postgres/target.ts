@@ -11,6 +11,7 @@ import type {
   RevokeRequest,
   Target,
   VerifyCheck,
+  ConnectionPoolStats,
 } from '../../src/engines.js';
 import {
   Batcher,
@@ -485,6 +486,10 @@ export class PostgresTarget implements Target<PostgresRole> {
     }
     if (failures.length) throw new Error(`objects or privileges of the role remain in ${failures.join('; ')}`);
     await this.pool.query(`DROP ROLE IF EXISTS ${names}`);
+  }
+
+  connectionPool(): ConnectionPoolStats {
+    return { total: this.pool.totalCount, idle: this.pool.idleCount, waiting: this.pool.waitingCount };
   }
 
   async close(): Promise<void> {

@@ -16,6 +16,7 @@ import {
 } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import type { ReaperPauseControl } from '../leases/reaper-pause.js';
+import { BrokerMetrics } from '../metrics/broker-metrics.js';
 import { withTimings } from '../timing.js';
 import { parseWrapTtl } from '../wrapping/wrap-ttl.js';
 import type { WrappingService } from '../wrapping/wrapping-service.js';
@@ -49,6 +50,8 @@ export interface AppOptions {
   log: Logger;
   /** Largest accepted request body. */
   bodyLimit?: string;
+  /** What sys/metrics serves and where denials are counted; one of its own if absent. */
+  metrics?: BrokerMetrics;
 }
 
 /** The token from `X-Vault-Token` or `Authorization: Bearer`. */
@@ -86,7 +89,9 @@ function decodePath(path: string): string {
 
 /** The HTTP API: Vault's dynamic-secrets subset. Routing, authentication, authorization, audit and error mapping. */
 export function createApp(opts: AppOptions): express.Express {
+  const metrics = opts.metrics ?? new BrokerMetrics();
   const routes = buildRoutes({
+    metrics,
     leases: opts.leases,
     auth: opts.auth,
     health: opts.health,
@@ -119,7 +124,7 @@ export function createApp(opts: AppOptions): express.Express {
   app.use('/v1', async (req: Request, res: Response) => {
     const requestId = randomUUID();
     const started: number = res.locals.started ?? performance.now();
-    const call = new ApiCall(req, requestId, opts);
+    const call = new ApiCall(req, requestId, opts, metrics);
     const { timings, result } = withTimings(() => call.run(routes));
     try {
       const reply = await result;
@@ -130,7 +135,8 @@ export function createApp(opts: AppOptions): express.Express {
         'Server-Timing',
         `store;dur=${timings.store.toFixed(2)}, target;dur=${timings.target.toFixed(2)}, broker;dur=${broker.toFixed(2)}`,
       );
-      if (reply.body === undefined) res.status(reply.status).end();
+      if (reply.text !== undefined) res.status(reply.status).send(reply.text);
+      else if (reply.body === undefined) res.status(reply.status).end();
       else res.status(reply.status).json(reply.body);
     } catch (err) {
       sendError(res, err, opts.log, requestId);
@@ -174,6 +180,7 @@ class ApiCall {
     private readonly req: Request,
     private readonly requestId: string,
     private readonly opts: AppOptions,
+    private readonly metrics: BrokerMetrics,
   ) {}
 
   async run(routes: Route[]): Promise<Reply> {
@@ -185,6 +192,7 @@ class ApiCall {
       if (err instanceof AuditUnavailable) throw err;
       // Recorded as answered: the same status and first error the client gets.
       const answer = errorReply(err, this.requestId);
+      if (answer.status === 403) this.metrics.denied(this.identity);
       await this.recordResponse(answer.status, undefined, answer.body.errors[0] ?? '');
       throw err;
     }

@@ -1,9 +1,11 @@
 import type { AuthService } from '../auth/auth-service.js';
 import type { LeaseService } from '../leases/lease-service.js';
+import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import { authRoutes } from './routes/auth.js';
 import { credsRoutes } from './routes/creds.js';
 import { discoveryRoutes, type DiscoveryDeps } from './routes/discovery.js';
 import { incidentRoutes, leaseRoutes } from './routes/leases.js';
+import { metricsRoutes } from './routes/metrics.js';
 import type { Route } from './routes/route.js';
 import { reaperRoutes } from './routes/reaper.js';
 import { sysRoutes, type HealthState } from './routes/sys.js';
@@ -30,10 +32,12 @@ export function buildRoutes(deps: {
   discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
   wrapping: WrappingService;
   reaperPause: ReaperPauseControl;
+  metrics: BrokerMetrics;
 }): Route[] {
   return [
     ...authRoutes(deps.auth, deps.leases),
     ...sysRoutes(deps.health),
+    ...metricsRoutes(deps.metrics),
     ...wrappingRoutes(deps.wrapping),
     ...leaseRoutes(deps.leases),
     ...incidentRoutes(deps.leases),

@@ -15,6 +15,14 @@ export class AuditUnavailable extends BrokerError {
   }
 }
 
+/**
+ * Where each sink write's time and outcome go: the broker's metrics, named by this narrow shape
+ * because config/schema.ts imports this module (importing metrics here would make a cycle).
+ */
+export interface SinkWriteObserver {
+  auditSinkWrite(sink: string, seconds: number, ok: boolean): void;
+}
+
 export const auditConfigSchema = z
   .object({
     /** A secret: in a config file it is a ${env:} or ${file:} ref. */
@@ -63,6 +71,7 @@ export class Auditor {
     private readonly sinkDeadlineMs = SINK_DEADLINE_MS,
     /** Which data keys stay plain: derived from the engines the broker runs. */
     private readonly fields: AuditFields = DEFAULT_AUDIT_FIELDS,
+    private readonly metrics?: SinkWriteObserver,
   ) {
     if (sinks.length > 0 && !hmacKey) throw new ConfigError('audit: an hmac_key is required');
   }
@@ -75,9 +84,7 @@ export class Auditor {
   async record(record: AuditRecord): Promise<void> {
     if (this.sinks.length === 0) return;
     const line = capRecord(scrubRecord(record, this.hmacKey, this.fields));
-    const results = await Promise.allSettled(
-      this.sinks.map((sink) => withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name)),
-    );
+    const results = await Promise.allSettled(this.sinks.map((sink) => this.timedWrite(sink, line)));
     const failures: unknown[] = [];
     results.forEach((result, i) => {
       if (result.status === 'fulfilled') return;
@@ -85,6 +92,17 @@ export class Auditor {
       this.log.error({ sink: this.sinks[i]!.name, code: errorCode(result.reason) }, 'audit sink failed to write');
     });
     if (failures.length === this.sinks.length) throw new AuditUnavailable({ cause: failures[0] });
+  }
+
+  private async timedWrite(sink: AuditSink, line: Parameters<AuditSink['write']>[0]): Promise<void> {
+    const started = performance.now();
+    let ok = false;
+    try {
+      await withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name);
+      ok = true;
+    } finally {
+      this.metrics?.auditSinkWrite(sink.name, (performance.now() - started) / 1000, ok);
+    }
   }
 
   /** Like record(), for engine events (the reaper's revocations) no request waits on: never throws. */
@@ -128,12 +146,12 @@ export class Auditor {
 /** The auditor a config asks for; without an `audit` section, one that records nothing. */
 export function createAuditor(
   config: AuditConfig | undefined,
-  deps: { storePool: pg.Pool; log: Logger; fields?: AuditFields },
+  deps: { storePool: pg.Pool; log: Logger; fields?: AuditFields; metrics?: SinkWriteObserver },
 ): Auditor {
   if (!config) return new Auditor([], '', deps.log);
   const sinks: AuditSink[] = [];
   if (config.file) sinks.push(new FileSink(config.file.path));
   if (config.stdout) sinks.push(new StdoutSink());
   if (config.postgres) sinks.push(new PostgresSink(deps.storePool));
-  return new Auditor(sinks, config.hmac_key, deps.log, SINK_DEADLINE_MS, deps.fields);
+  return new Auditor(sinks, config.hmac_key, deps.log, SINK_DEADLINE_MS, deps.fields, deps.metrics);
 }

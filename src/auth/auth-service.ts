@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import { CertificateRefused, InvalidRequest, PermissionDenied, UnknownPath } from '../errors.js';
+import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { AuthMountConfig } from './auth-config.js';
 import { CertAuthMount } from './cert-login.js';
 import { ROOT_IDENTITY, type Identity } from './identity.js';
@@ -35,6 +36,7 @@ export class AuthService {
     mounts: Record<string, AuthMountConfig>,
     readonly tokens: TokenStore,
     private readonly log: Logger,
+    private readonly metrics?: BrokerMetrics,
   ) {
     this.rootDigest = digest(rootToken);
     for (const [name, config] of Object.entries(mounts))
@@ -55,6 +57,17 @@ export class AuthService {
 
   /** `peer`: the certificates the connection's client presented, which a cert mount checks. */
   async login(mountName: string, body: LoginRequest, peer: PeerCertificates = NO_PEER): Promise<LoginResult> {
+    try {
+      const result = await this.loginOn(mountName, body, peer);
+      this.metrics?.login(mountName);
+      return result;
+    } catch (err) {
+      this.metrics?.login(mountName, err);
+      throw err;
+    }
+  }
+
+  private async loginOn(mountName: string, body: LoginRequest, peer: PeerCertificates): Promise<LoginResult> {
     const mount = this.mounts.get(mountName);
     if (!mount) throw new UnknownPath(`auth/${mountName}/login`);
     const verified =

@@ -1,4 +1,5 @@
 import type {
+  ConnectionPoolStats,
   HandleFacts,
   VerifyCheck,
   IssueRequest,
@@ -117,6 +118,10 @@ export class GuardedTarget<Role> {
   async revokeIssuedBefore(role: Role, before: Date): Promise<boolean> {
     if (!this.target.revokeIssuedBefore) return false;
     return this.call('revoke', new Set(), () => this.target.revokeIssuedBefore!(role, before));
+  }
+
+  connectionPool(): ConnectionPoolStats | undefined {
+    return this.target.connectionPool?.();
   }
 
   close(): Promise<void> {

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import type { VerifyCheck } from '../engines.js';
 import { LeaseNotFound, UnknownPath } from '../errors.js';
+import type { BrokerMetrics, LeaseOperation } from '../metrics/broker-metrics.js';
 import type { MountRegistry } from '../mounts.js';
 import { issueLease, type IssuedLease, type IssueOptions } from './issue.js';
 import type { LeaseDeps } from './lease-deps.js';
@@ -19,6 +20,9 @@ import { findLease, irrevocableUnder, liveIdsWithPrefix } from './sql/lookup.js'
 
 export type { IssuedLease, RenewedLease };
 
+/** A lease id's mount: its first segment (`<mount>/creds/<role>/<random>`). */
+const mountOf = (leaseId: string): string => leaseId.split('/', 1)[0] ?? '';
+
 /**
  * The lease lifecycle, for the API and the CLI: issue (issue.ts), renew (renew.ts), revoke one,
  * by token, by force (revoke.ts) or by prefix (revoke-prefix.ts), and the reads. Answers with
@@ -34,21 +38,22 @@ export class LeaseService {
     policy: ReaperConfig,
     log: Logger,
     engineTimeoutSeconds = 10,
+    private readonly metrics?: BrokerMetrics,
   ) {
     this.deps = { store, mounts, revoker, policy, log, engineTimeoutSeconds };
   }
 
   issue(mountName: string, roleName: string, opts: IssueOptions): Promise<IssuedLease> {
-    return issueLease(this.deps, mountName, roleName, opts);
+    return this.timed('issue', mountName, () => issueLease(this.deps, mountName, roleName, opts));
   }
 
   /** `ttlCap`: a policy's allowed_ttl, which may cap below the role's own maximum. */
   renew(leaseId: string, incrementSeconds: number | undefined, ttlCap?: number): Promise<RenewedLease> {
-    return renewLease(this.deps, leaseId, incrementSeconds, ttlCap);
+    return this.timed('renew', mountOf(leaseId), () => renewLease(this.deps, leaseId, incrementSeconds, ttlCap));
   }
 
   revoke(leaseId: string, reason: RevokeReason = 'revoked'): Promise<{ warnings: string[] }> {
-    return revokeLease(this.deps, leaseId, reason);
+    return this.timed('revoke', mountOf(leaseId), () => revokeLease(this.deps, leaseId, reason));
   }
 
   revokePrefix(prefix: string, issuedBefore: Date | null = null): Promise<{ revoked: number }> {
@@ -106,6 +111,10 @@ export class LeaseService {
     // A caller limited to its own leases is not told every mount's name.
     if (keys.size === 0 && base !== '') requireMountOf(this.deps, base, { nameConfigured: !owner });
     return [...keys].sort();
+  }
+
+  private timed<T>(operation: LeaseOperation, mount: string, work: () => Promise<T>): Promise<T> {
+    return this.metrics ? this.metrics.timeLeaseOperation(operation, mount, work) : work();
   }
 
   private view(row: FoundLease): LeaseView {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import { messageOf } from '../errors.js';
+import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { LeaseStore } from './lease-store.js';
 import { isReaperPaused } from './reaper-pause.js';
 import { claimDue, releaseDeadClaims } from './sql/claims.js';
@@ -26,6 +27,7 @@ export class Reaper {
     private readonly revoker: Revoker,
     private readonly config: ReaperConfig,
     private readonly log: Logger,
+    private readonly metrics?: BrokerMetrics,
   ) {}
 
   /** One batch: claim up to `limit` due leases and revoke them at each mount's bounded concurrency. */
@@ -45,6 +47,7 @@ export class Reaper {
       this.store.holder(),
       { begunOnly: paused },
     );
+    this.metrics?.reaperBatch(claimed.length);
     const result: ReapResult = { claimed: claimed.length, revoked: [], failed: [] };
     for (const [leaseId, outcome] of await this.revoker.revokeClaimedMany(claimed)) {
       (outcome.ok ? result.revoked : result.failed).push(leaseId);

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
+import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { MountRegistry } from '../mounts.js';
 import { Batcher } from '../store/batcher.js';
 import { ClaimHeartbeat } from './claim-heartbeat.js';
@@ -40,6 +41,7 @@ export class Revoker {
       error?: string;
       data?: Record<string, unknown>;
     }) => void | Promise<void> = () => undefined,
+    private readonly metrics?: BrokerMetrics,
   ) {
     this.heartbeat = new ClaimHeartbeat(store.pool, policy.claim_ttl, log);
     this.revokedMarks = new Batcher(async (ids: string[]) => {
@@ -122,6 +124,7 @@ export class Revoker {
     // is revoked (and audited) again; the other order lost the event of a revocation for good.
     await this.onEvent({ operation: 'revoked', lease_id: lease.id, data: { reason: lease.revoke_reason } });
     await this.revokedMarks.run(lease.id);
+    if (lease.revoke_reason === 'expired') this.metrics?.expiredLeaseRevoked(lease.mount, lease.expires_at);
     this.log.info({ lease_id: lease.id, reason: lease.revoke_reason }, 'lease revoked');
     return { ok: true };
   }
@@ -133,6 +136,7 @@ export class Revoker {
       backoffMaxSeconds: this.policy.backoff_max,
     };
     const state = await markRevokeFailed(this.store.pool, lease.id, error, policy, credentialDisabled);
+    this.metrics?.revocationFailed(lease.mount, state === 'irrevocable');
     await this.onEvent({
       operation: state === 'irrevocable' ? 'irrevocable' : 'revoke-failed',
       lease_id: lease.id,

@@ -21,6 +21,8 @@ export const authzOf = (ctx: RouteContext): Authz => ctx.authz!;
 export interface Reply {
   status: number;
   body?: unknown;
+  /** A body sent as it is, not as JSON (its content-type in `headers`); never audited. */
+  text?: string;
   headers?: Record<string, string>;
 }
 

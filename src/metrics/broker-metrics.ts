@@ -1,0 +1,104 @@
+import { Registry } from 'prom-client';
+import type { Identity } from '../auth/identity.js';
+import { BrokerError } from '../errors.js';
+import type { MountRegistry } from '../mounts.js';
+import type { StoreDb } from '../store/query.js';
+import { collectTargetPools, LeaseGaugeCollector } from './collectors.js';
+import { defineMetrics, type MetricSet } from './registry.js';
+
+export type LeaseOperation = 'issue' | 'renew' | 'revoke';
+
+/** Distinct identities the denial counter names; past them every denial counts as "_other". */
+const DENIAL_IDENTITIES = 100;
+const UNKNOWN = '_unknown';
+
+/** The outcome label of a failure: a BrokerError's stable code (a closed set), never its message. */
+export const outcomeOf = (err: unknown): string => (err instanceof BrokerError ? err.code : 'ERR_INTERNAL');
+
+/**
+ * One broker's metrics: what the hot path calls (counter increments and histogram observations,
+ * nothing else) and what a scrape renders. Label values a caller chooses (a mount in a request
+ * path, an identity) are bounded here, so no request can grow the series without limit.
+ */
+export class BrokerMetrics {
+  readonly registry = new Registry();
+  readonly set: MetricSet = defineMetrics(this.registry);
+  private readonly deniedIdentities = new Set<string>();
+  private readonly leaseGauges: LeaseGaugeCollector | undefined;
+
+  constructor(private readonly sources: { store?: StoreDb; mounts?: MountRegistry; authMounts?: string[] } = {}) {
+    if (sources.store && sources.mounts) this.leaseGauges = new LeaseGaugeCollector(sources.store, sources.mounts);
+  }
+
+  /** A configured mount's name, or "_unknown" for a name only a request said. */
+  private mountLabel(mount: string): string {
+    return !this.sources.mounts || this.sources.mounts.get(mount) ? mount : UNKNOWN;
+  }
+
+  /** Times `work` and counts it by outcome. */
+  async timeLeaseOperation<T>(operation: LeaseOperation, mount: string, work: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    let outcome = 'ok';
+    try {
+      return await work();
+    } catch (err) {
+      outcome = outcomeOf(err);
+      throw err;
+    } finally {
+      const labels = { operation, mount: this.mountLabel(mount), outcome };
+      this.set.leaseOperations.inc(labels);
+      this.set.leaseOperationSeconds.observe(labels, (performance.now() - started) / 1000);
+    }
+  }
+
+  reaperBatch(claimed: number): void {
+    this.set.reaperBatchSize.observe(claimed);
+  }
+
+  /** An expired lease revoked: how late after its expiry. */
+  expiredLeaseRevoked(mount: string, expiresAt: Date, now = Date.now()): void {
+    this.set.reaperLagSeconds.observe(
+      { mount: this.mountLabel(mount) },
+      Math.max(0, (now - expiresAt.getTime()) / 1000),
+    );
+  }
+
+  revocationFailed(mount: string, irrevocable: boolean): void {
+    this.set.revocationFailures.inc({ mount: this.mountLabel(mount), result: irrevocable ? 'irrevocable' : 'retry' });
+  }
+
+  auditSinkWrite(sink: string, seconds: number, ok: boolean): void {
+    this.set.auditSinkSeconds.observe({ sink }, seconds);
+    if (!ok) this.set.auditSinkFailures.inc({ sink });
+  }
+
+  login(authMount: string, err?: unknown): void {
+    const known = !this.sources.authMounts || this.sources.authMounts.includes(authMount);
+    this.set.logins.inc({
+      auth_mount: known ? authMount : UNKNOWN,
+      outcome: err === undefined ? 'ok' : 'failed',
+      reason: err === undefined ? 'ok' : outcomeOf(err),
+    });
+  }
+
+  /** A 403; `identity` undefined: no valid token was presented. */
+  denied(identity: Identity | undefined): void {
+    let label = identity ? (identity.root ? 'root' : `${identity.authMount}/${identity.name}`) : '_anonymous';
+    if (!this.deniedIdentities.has(label)) {
+      if (this.deniedIdentities.size < DENIAL_IDENTITIES) this.deniedIdentities.add(label);
+      else label = '_other';
+    }
+    this.set.policyDenials.inc({ identity: label });
+  }
+
+  /** The Prometheus text exposition, gauges read now (the store's counts at most ~10 s old). */
+  async render(): Promise<string> {
+    if (this.leaseGauges) await this.leaseGauges.collect(this.set);
+    if (this.sources.mounts) collectTargetPools(this.set, this.sources.mounts);
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
