@@ -1,6 +1,7 @@
 import { Registry } from 'prom-client';
 import type { Identity } from '../auth/identity.js';
 import { BrokerError } from '../errors.js';
+import { isReaperPaused } from '../leases/reaper-pause.js';
 import type { MountRegistry } from '../mounts.js';
 import type { StoreDb } from '../store/query.js';
 import { collectTargetPools, LeaseGaugeCollector } from './collectors.js';
@@ -94,6 +95,7 @@ export class BrokerMetrics {
   /** The Prometheus text exposition, gauges read now (the store's counts at most ~10 s old). */
   async render(): Promise<string> {
     if (this.leaseGauges) await this.leaseGauges.collect(this.set);
+    if (this.sources.store) this.set.reaperPaused.set((await isReaperPaused(this.sources.store)) ? 1 : 0);
     if (this.sources.mounts) collectTargetPools(this.set, this.sources.mounts);
     return this.registry.metrics();
   }

@@ -65,6 +65,11 @@ export function defineMetrics(registry: Registry) {
       labelNames: ['mount', 'state'] as const,
       registers,
     }),
+    reaperPaused: new Gauge({
+      name: 'credbroker_reaper_paused',
+      help: 'Whether the reaper is paused on every replica (1: expiries and crashed issues queue), from the store',
+      registers,
+    }),
     targetPoolWaiting: new Gauge({
       name: 'credbroker_target_pool_waiting',
       help: 'Requests queued for a connection of the mount’s target pool in this process',

@@ -99,6 +99,13 @@ const states = async (ids: string[]) =>
     ])
   ).map((r) => r.state);
 
+/** The reaper-paused gauge as replica `on` exports it to Prometheus. */
+async function pausedGauge(on: TestBroker): Promise<string | undefined> {
+  const res = await api(on, 'GET', 'sys/metrics?format=prometheus');
+  expect(res.status).toBe(200);
+  return /^credbroker_reaper_paused (\S+)$/m.exec(String(res.body))?.[1];
+}
+
 const existing = async (usernames: string[]) =>
   (await adminQuery('postgres', 'SELECT count(*)::int AS n FROM pg_roles WHERE rolname = ANY($1)', [usernames]))[0].n;
 
@@ -117,6 +124,8 @@ describe('reaper pause across two replicas', () => {
       expect(health.status).toBe(200);
       expect(health.body).toMatchObject({ initialized: true, sealed: false, lease_store: 'ok', reaper: 'paused' });
     }
+
+    expect(await pausedGauge(b)).toBe('1');
 
     const expiring = [
       ...(await Promise.all([1, 2, 1].map((ttl) => issue(a, ttl)))),
@@ -172,6 +181,7 @@ describe('reaper pause across two replicas', () => {
     ]);
     for (const replica of [a, b]) {
       expect((await api(replica, 'GET', 'sys/health', undefined, null)).body.reaper).toBe('running');
+      expect(await pausedGauge(replica)).toBe('0');
     }
 
     // The audit trail names who paused and why, and who resumed.
