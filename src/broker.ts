@@ -177,10 +177,13 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       ? null
       : cron.schedule(
           '*/5 * * * * *',
+          // An expired token's leases go with it: an expiry, held like the reaper's while it is paused
+          // (a restored store's tokens look expired too). Revoking a token explicitly still runs.
           () =>
-            expireTokensOnce(tokens, leases, log).catch((err) =>
-              log.warn({ err: (err as Error).message }, 'token expiry sweep failed'),
-            ),
+            reaperPause
+              .isPaused()
+              .then((paused) => (paused ? 0 : expireTokensOnce(tokens, leases, log)))
+              .catch((err) => log.warn({ err: (err as Error).message }, 'token expiry sweep failed')),
           {
             name: 'token-expiry',
             noOverlap: true,

@@ -49,9 +49,11 @@ beforeAll(async () => {
         kubernetes: kubernetesAuthMount(cluster, {
           ops: kubernetesRole('ops', ['reaper-ops']),
           etl: kubernetesRole('etl', ['etl']),
+          short: kubernetesRole('etl', ['etl-creds'], { token_ttl: '2s' }),
         }),
       },
       policies: {
+        'etl-creds': [{ path: 'db/creds/reader', capabilities: ['update'] }],
         'reaper-ops': [{ path: 'sys/broker/reaper/*', capabilities: ['sudo'] }],
         // Everything but sudo on the reaper's paths: not enough.
         etl: [{ path: 'sys/broker/reaper/*', capabilities: ['read', 'update', 'list'] }],
@@ -244,5 +246,29 @@ describe('who may pause', () => {
       { who, mount: 'kubernetes', outcome: 'ok' },
     ]);
     expect((await api(a, 'PUT', 'sys/broker/reaper/resume', {}, ops)).status).toBe(200);
+  });
+});
+
+describe('token expiry while paused', () => {
+  it("an expired token's leases are held while paused and revoked after resume", async () => {
+    await api(a, 'PUT', 'sys/broker/reaper/pause', { reason: 'token expiry' });
+    try {
+      const jwt = await cluster.sign(kubernetesClaims({ namespace: 'etl', serviceAccount: 'short' }));
+      const login = await api(a, 'PUT', 'auth/kubernetes/login', { role: 'short', jwt }, null);
+      expect(login.status, JSON.stringify(login.body)).toBe(200);
+      const res = await api(a, 'PUT', 'db/creds/reader', { ttl: 600 }, login.body.auth.client_token);
+      expect(res.status, JSON.stringify(res.body)).toBe(200);
+      // The token expires after 2 s; the token-expiry sweep runs every 5 s on each replica.
+      await sleep(8000);
+      expect(await roleExists(res.body.data.username)).toBe(true);
+      expect(await states([res.body.lease_id])).toEqual(['active']);
+      await api(b, 'PUT', 'sys/broker/reaper/resume');
+      await waitUntil(async () => !(await roleExists(res.body.data.username)), {
+        timeoutMs: 12_000,
+        what: "the expired token's lease to be revoked after resume",
+      });
+    } finally {
+      await api(a, 'PUT', 'sys/broker/reaper/resume');
+    }
   });
 });
