@@ -138,6 +138,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     auditor,
     wrapping: new WrappingService(pool, leases),
     reaperPause,
+    auditStore: config.audit?.postgres ? pool : null,
     log,
     metrics,
     discovery: { mounts, authMounts: config.auth },

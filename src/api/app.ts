@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
+import type pg from 'pg';
 import { AuditUnavailable, type Auditor } from '../audit/auditor.js';
 import type { AuditRecord } from '../audit/record.js';
 import type { AuthService } from '../auth/auth-service.js';
@@ -52,6 +53,8 @@ export interface AppOptions {
   bodyLimit?: string;
   /** What sys/metrics serves and where denials are counted; one of its own if absent. */
   metrics?: BrokerMetrics;
+  /** The store holding the postgres audit sink's table, for sys/broker/audit; absent when that sink is off. */
+  auditStore?: pg.Pool | null;
 }
 
 /** The token from `X-Vault-Token` or `Authorization: Bearer`. */
@@ -98,6 +101,7 @@ export function createApp(opts: AppOptions): express.Express {
     discovery: opts.discovery,
     wrapping: opts.wrapping,
     reaperPause: opts.reaperPause,
+    auditStore: opts.auditStore ?? null,
   });
   const app = express();
   app.disable('x-powered-by');

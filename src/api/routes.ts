@@ -1,6 +1,8 @@
 import type { AuthService } from '../auth/auth-service.js';
 import type { LeaseService } from '../leases/lease-service.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
+import type pg from 'pg';
+import { auditRoutes } from './routes/audit.js';
 import { authRoutes } from './routes/auth.js';
 import { credsRoutes } from './routes/creds.js';
 import { discoveryRoutes, type DiscoveryDeps } from './routes/discovery.js';
@@ -33,6 +35,8 @@ export function buildRoutes(deps: {
   wrapping: WrappingService;
   reaperPause: ReaperPauseControl;
   metrics: BrokerMetrics;
+  /** The store holding the postgres audit sink's table; null when that sink is off. */
+  auditStore: pg.Pool | null;
 }): Route[] {
   return [
     ...authRoutes(deps.auth, deps.leases),
@@ -42,6 +46,7 @@ export function buildRoutes(deps: {
     ...leaseRoutes(deps.leases),
     ...incidentRoutes(deps.leases),
     ...reaperRoutes(deps.reaperPause),
+    ...auditRoutes(deps.auditStore),
     ...discoveryRoutes({ ...deps.discovery, leases: deps.leases, version: deps.health.version }),
     ...credsRoutes(deps.leases),
   ];
