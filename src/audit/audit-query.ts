@@ -84,31 +84,33 @@ export function auditQueryStatement(filter: AuditFilter): { text: string; values
   const values: unknown[] = [];
   const param = (v: unknown) => `$${values.push(v)}`;
   const where: string[] = [];
-  if (filter.identity !== undefined) where.push(`identity ->> 'name' = ${param(filter.identity)}`);
-  if (filter.lease !== undefined) where.push(`lease_id = ${param(filter.lease)}`);
+  if (filter.identity !== undefined) where.push(`a.identity ->> 'name' = ${param(filter.identity)}`);
+  if (filter.lease !== undefined) where.push(`a.lease_id = ${param(filter.lease)}`);
   if (filter.username !== undefined)
     where.push(
-      `lease_id IN (SELECT i.lease_id FROM credbroker_audit i
+      `a.lease_id IN (SELECT i.lease_id FROM credbroker_audit i
          WHERE i.type = 'response' AND i.data -> 'data' ->> 'username' = ${param(filter.username)}
            AND i.data -> 'data' ->> 'username' IS NOT NULL AND i.lease_id IS NOT NULL)`,
     );
-  if (filter.path !== undefined) where.push(`starts_with(path, ${param(filter.path)})`);
-  if (filter.since !== undefined) where.push(`time >= ${param(filter.since)}`);
-  if (filter.until !== undefined) where.push(`time < ${param(filter.until)}`);
-  if (filter.outcome !== undefined) where.push(`outcome = ${param(filter.outcome)}`);
+  if (filter.path !== undefined) where.push(`starts_with(a.path, ${param(filter.path)})`);
+  if (filter.since !== undefined) where.push(`a.time >= ${param(filter.since)}`);
+  if (filter.until !== undefined) where.push(`a.time < ${param(filter.until)}`);
+  if (filter.outcome !== undefined) where.push(`a.outcome = ${param(filter.outcome)}`);
   if (filter.after !== undefined) {
     const { micros, id } = parseCursor(filter.after);
     where.push(
-      `(time, id) > ('epoch'::timestamptz + ${param(micros)}::bigint * interval '1 microsecond', ${param(id)}::bigint)`,
+      `(a.time, a.id) > ('epoch'::timestamptz + ${param(micros)}::bigint * interval '1 microsecond', ${param(id)}::bigint)`,
     );
   }
   const limit = filter.limit ?? AUDIT_QUERY_DEFAULT_LIMIT;
+  // Qualified: a bare `id` in ORDER BY would be the text output column, which no index sorts.
   const text = `
-    SELECT id::text, time, (extract(epoch FROM time) * 1000000)::bigint::text AS micros, type, request_id, identity,
-           remote_address, operation, path, lease_id, outcome, status, error, data
-      FROM credbroker_audit
+    SELECT a.id::text AS id, a.time, (extract(epoch FROM a.time) * 1000000)::bigint::text AS micros, a.type,
+           a.request_id, a.identity, a.remote_address, a.operation, a.path, a.lease_id, a.outcome, a.status, a.error,
+           a.data
+      FROM credbroker_audit a
      ${where.length > 0 ? `WHERE ${where.join('\n       AND ')}` : ''}
-     ORDER BY time, id
+     ORDER BY a.time, a.id
      LIMIT ${param(limit + 1)}`;
   return { text, values };
 }

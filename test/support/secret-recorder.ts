@@ -24,6 +24,8 @@ const SECRET_KEYS = new Set([
 ]);
 const SECRET_HEADERS = ['x-vault-token', 'authorization'];
 const MIN_LENGTH = 12;
+/** An audit HMAC (src/audit/hmac.ts) under a secret's key, as sys/broker/audit answers: the hash, not the secret. */
+const AUDIT_HMAC = /^hmac-sha256:[0-9a-f]{64}$/;
 
 const dir = inject('sweepDir');
 const file = dir ? join(dir, 'secrets', `${process.pid}.jsonl`) : null;
@@ -31,7 +33,8 @@ if (file) mkdirSync(join(dir!, 'secrets'), { recursive: true });
 const seen = new Set<string>();
 
 export function recordSecret(kind: string, value: unknown): void {
-  if (!file || typeof value !== 'string' || value.length < MIN_LENGTH || seen.has(value)) return;
+  if (!file || typeof value !== 'string' || value.length < MIN_LENGTH || seen.has(value) || AUDIT_HMAC.test(value))
+    return;
   seen.add(value);
   appendFileSync(file, `${JSON.stringify({ kind, value })}\n`);
 }
