@@ -7,7 +7,7 @@ import {
   selectorQuery,
   type SelectorFlags,
 } from '../lease-selector-options.js';
-import { ENV_HELP, leaseId, leasePrefix, print } from '../options.js';
+import { ENV_HELP, leaseId, leasePrefix } from '../options.js';
 import { printTable } from '../table.js';
 import { runRevokeJob } from './revoke.js';
 
