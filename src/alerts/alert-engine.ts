@@ -3,7 +3,7 @@ import type { AuditRecord } from '../audit/record.js';
 import type { Alert, Clock, Detector, EmitAlert } from './alert.js';
 import { AlertDedup } from './alert-dedup.js';
 import type { AlertsConfig } from './alerts-config.js';
-import { mergeBaseline } from './baseline-store.js';
+import { mergeBaselines } from './baseline-store.js';
 import { denialBurstDetector } from './denial-burst.js';
 import { firstUseDetector } from './first-use.js';
 import { irrevocableDetector } from './irrevocable.js';
@@ -94,7 +94,7 @@ export function configuredDetectors(
     if (d.denial_burst.enabled) on.push(denialBurstDetector(d.denial_burst, base));
     if (d.login_failures.enabled) on.push(loginFailuresDetector(d.login_failures, base));
     if (d.issue_rate.enabled)
-      on.push(new IssueRateDetector(d.issue_rate, { ...base, merge: (m) => mergeBaseline(deps.store, m) }));
+      on.push(new IssueRateDetector(d.issue_rate, { ...base, merge: (m) => mergeBaselines(deps.store, m) }));
     if (d.first_use.enabled)
       on.push(firstUseDetector(d.first_use, { ...base, log: deps.log, markSeen: (p) => markSeen(deps.store, p) }));
     if (d.root_token.enabled) on.push(rootTokenDetector(base));

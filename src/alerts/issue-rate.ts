@@ -1,6 +1,6 @@
 import type { AuditRecord } from '../audit/record.js';
 import { identityKey, type Clock, type Detector, type EmitAlert } from './alert.js';
-import type { StoredBaseline } from './baseline-store.js';
+import type { BaselineMerge, StoredBaseline } from './baseline-store.js';
 
 export interface IssueRateConfig {
   factor: number;
@@ -59,13 +59,8 @@ export class IssueRateDetector implements Detector {
     private readonly deps: {
       now: Clock;
       emit: EmitAlert;
-      merge: (m: {
-        identity: string;
-        delta: number;
-        now: number;
-        firstSeen: number;
-        halfLifeSeconds: number;
-      }) => Promise<StoredBaseline>;
+      /** mergeBaselines, bound to the store. */
+      merge: (m: BaselineMerge) => Promise<Map<string, StoredBaseline>>;
     },
   ) {
     this.k = Math.LN2 / config.half_life;
@@ -136,30 +131,34 @@ export class IssueRateDetector implements Detector {
     });
   }
 
-  /** Merges every identity's new issues into the store and adopts the shared rate. */
+  /** Merges every active identity's new issues into the store, in one statement, and adopts the shared rates. */
   async tick(): Promise<void> {
-    for (const [key, state] of [...this.rates]) {
-      if (state.pending === 0 && state.bucketAt + this.config.window * 1000 < this.deps.now()) continue;
-      const now = this.deps.now();
+    const now = this.deps.now();
+    const active = [...this.rates].filter(
+      ([, state]) => state.pending > 0 || state.bucketAt + this.config.window * 1000 >= now,
+    );
+    if (active.length === 0) return;
+    const deltas = active.map(([identity, state]) => {
       const delta = this.decay(state.pending, state.pendingAt, now);
       state.pending = 0;
       state.pendingAt = now;
-      let stored: StoredBaseline;
-      try {
-        stored = await this.deps.merge({
-          identity: key,
-          delta,
-          now,
-          firstSeen: state.firstSeen,
-          halfLifeSeconds: this.config.half_life,
-        });
-      } catch (err) {
-        // Kept for the next merge: a store outage loses no counts.
-        state.pending = this.decay(state.pending, state.pendingAt, now) + delta;
-        throw err;
-      }
+      return { identity, delta, firstSeen: state.firstSeen };
+    });
+    let merged: Map<string, StoredBaseline>;
+    try {
+      merged = await this.deps.merge({ now, halfLifeSeconds: this.config.half_life, deltas });
+    } catch (err) {
+      // Kept for the next merge: a store outage loses no counts.
+      active.forEach(([, state], i) => {
+        state.pending = this.decay(state.pending, state.pendingAt, now) + deltas[i]!.delta;
+      });
+      throw err;
+    }
+    const after = this.deps.now();
+    for (const [identity, state] of active) {
+      const stored = merged.get(identity);
+      if (!stored) continue;
       // Issues observed while the merge was in flight are ours and not yet in the store.
-      const after = this.deps.now();
       state.rate = this.decay(stored.rate, now, after) + this.decay(state.pending, state.pendingAt, after);
       state.at = after;
       state.firstSeen = Math.min(state.firstSeen, stored.firstSeen);

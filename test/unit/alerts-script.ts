@@ -3,7 +3,7 @@ import type { AuditRecord } from '../../src/audit/record.js';
 import type { Alert, Detector, EmitAlert } from '../../src/alerts/alert.js';
 import { AlertEngine } from '../../src/alerts/alert-engine.js';
 import { DEFAULT_ALERTS_CONFIG } from '../../src/alerts/alerts-config.js';
-import type { StoredBaseline } from '../../src/alerts/baseline-store.js';
+import type { BaselineMerge, StoredBaseline } from '../../src/alerts/baseline-store.js';
 import { denialBurstDetector } from '../../src/alerts/denial-burst.js';
 import { firstUseDetector } from '../../src/alerts/first-use.js';
 import { irrevocableDetector } from '../../src/alerts/irrevocable.js';
@@ -37,24 +37,23 @@ export class MemoryAlertStore {
   readonly baselines = new Map<string, { rate: number; updatedAt: number; firstSeen: number }>();
   readonly seen = new Set<string>();
 
-  async merge(m: {
-    identity: string;
-    delta: number;
-    now: number;
-    firstSeen: number;
-    halfLifeSeconds: number;
-  }): Promise<StoredBaseline> {
-    const row = this.baselines.get(m.identity);
-    const next = row
-      ? {
-          rate:
-            row.rate * Math.exp((-Math.LN2 * Math.max(0, m.now - row.updatedAt)) / 1000 / m.halfLifeSeconds) + m.delta,
-          updatedAt: Math.max(row.updatedAt, m.now),
-          firstSeen: Math.min(row.firstSeen, m.firstSeen),
-        }
-      : { rate: m.delta, updatedAt: m.now, firstSeen: m.firstSeen };
-    this.baselines.set(m.identity, next);
-    return { rate: next.rate, firstSeen: next.firstSeen };
+  async merge(m: BaselineMerge): Promise<Map<string, StoredBaseline>> {
+    const merged = new Map<string, StoredBaseline>();
+    for (const d of m.deltas) {
+      const row = this.baselines.get(d.identity);
+      const next = row
+        ? {
+            rate:
+              row.rate * Math.exp((-Math.LN2 * Math.max(0, m.now - row.updatedAt)) / 1000 / m.halfLifeSeconds) +
+              d.delta,
+            updatedAt: Math.max(row.updatedAt, m.now),
+            firstSeen: Math.min(row.firstSeen, d.firstSeen),
+          }
+        : { rate: d.delta, updatedAt: m.now, firstSeen: d.firstSeen };
+      this.baselines.set(d.identity, next);
+      merged.set(d.identity, { rate: next.rate, firstSeen: next.firstSeen });
+    }
+    return merged;
   }
 
   async markSeen(p: { kind: SeenKind; identity: string; value: string }) {
