@@ -167,7 +167,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     metrics,
     log,
     store: pool,
-    reaperStatus: () => reaperPause.status(),
+    reaperPause,
     source: `credbroker@${hostname()}`,
   });
   const tokens = new TokenStore(pool);

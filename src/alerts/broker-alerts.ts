@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Auditor } from '../audit/auditor.js';
-import type { ReaperPauseStatus } from '../leases/reaper-pause.js';
+import type { ReaperPauseControl } from '../leases/reaper-pause.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { StoreDb } from '../store/query.js';
 import type { Alert } from './alert.js';
@@ -45,7 +45,7 @@ export function startAlerts(
     metrics: BrokerMetrics;
     log: Logger;
     store: StoreDb;
-    reaperStatus: () => Promise<ReaperPauseStatus>;
+    reaperPause: ReaperPauseControl;
     /** Names this broker in webhook bodies. */
     source: string;
     now?: () => number;
@@ -67,7 +67,11 @@ export function startAlerts(
       now,
       log: deps.log,
       store: deps.store,
-      reaperStatus: deps.reaperStatus,
+      // The full status counts the queued expiries: asked for only while paused.
+      reaperStatus: async () =>
+        (await deps.reaperPause.isPaused())
+          ? deps.reaperPause.status()
+          : { paused: false, since: null, pausedBy: null, reason: null, dueQueued: 0 },
     }),
   });
   deps.auditor.subscribe((record) => engine.observe(record));
@@ -95,6 +99,8 @@ export function startAlerts(
     async close() {
       timers.forEach((timer) => clearInterval(timer));
       await Promise.all(running);
+      // The last counts since the previous merge, so a replica going away leaves the baseline whole.
+      await Promise.all(engine.detectors.filter((d) => d.name === 'issue_rate').map((d) => engine.tickOne(d)));
       await notifier?.close();
     },
   };

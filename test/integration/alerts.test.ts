@@ -167,4 +167,14 @@ describe('alerts on a real broker', () => {
       { kind: 'role', value: 'db/creds/reader' },
     ]);
   });
+
+  it('a replica shutting down merges its last issues into the shared baseline', async () => {
+    const [before] = await adminQuery(storeDb, `SELECT identity, rate FROM credbroker_alert_baselines`);
+    const token = await login(b, 'pipeline');
+    expect((await api(b, 'PUT', 'db/creds/reader', {}, token)).status).toBe(200);
+    await b.close();
+    const [after] = await adminQuery(storeDb, `SELECT identity, rate FROM credbroker_alert_baselines`);
+    // One more issue: + ln2/3600, less a few seconds' decay of the rest.
+    expect(after.rate - before.rate).toBeGreaterThan((Math.LN2 / 3600) * 0.9);
+  });
 });
