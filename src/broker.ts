@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
@@ -5,6 +6,7 @@ import cron from 'node-cron';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { engines as allEngines } from '../engines/index.js';
+import { startAlerts, type BrokerAlerts } from './alerts/broker-alerts.js';
 import { createApp } from './api/app.js';
 import { createAuditor, type Auditor } from './audit/auditor.js';
 import { auditFieldsFor } from './audit/record.js';
@@ -49,6 +51,7 @@ export interface Broker {
   auth: AuthService;
   mounts: MountRegistry;
   metrics: BrokerMetrics;
+  alerts: BrokerAlerts;
   /**
    * Re-reads the listener's certificate and key (SIGHUP): new handshakes present them, open
    * connections keep theirs. A file that is missing or does not match is logged and changes nothing.
@@ -159,6 +162,14 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const jobs = new RevokeJobs(pool, jobRunner);
 
   const reaperPause = reaperPauseControl(pool);
+  const alerts = startAlerts(config.alerts, {
+    auditor,
+    metrics,
+    log,
+    store: pool,
+    reaperPause,
+    source: `credbroker@${hostname()}`,
+  });
   const tokens = new TokenStore(pool);
   const auth = new AuthService(config.root_token, config.auth, tokens, log, metrics);
   const app = createApp({
@@ -190,6 +201,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   } catch (err) {
     // Nothing may stay open behind a failed start: a caller that exits must be able to.
     await mounts.close().catch(() => undefined);
+    await alerts.close().catch(() => undefined);
     await auditor.close().catch(() => undefined);
     await processLock.close();
     await pool.end().catch(() => undefined);
@@ -242,6 +254,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       await reaper.stop();
       await jobRunner.stop();
       await mounts!.close();
+      await alerts.close();
       await auditor.close();
       await processLock.close();
       await pool.end();
@@ -267,5 +280,20 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     );
   }
   log.info({ url, mounts: mounts.names() }, 'credbroker listening');
-  return { url, port, leases, reaper, jobs, jobRunner, store, mounts, metrics, auditor, auth, reloadTls, close };
+  return {
+    url,
+    port,
+    leases,
+    reaper,
+    jobs,
+    jobRunner,
+    store,
+    mounts,
+    metrics,
+    alerts,
+    auditor,
+    auth,
+    reloadTls,
+    close,
+  };
 }

@@ -2,6 +2,7 @@ import cron from 'node-cron';
 import { z } from 'zod';
 import { authMountSchema } from '../auth/auth-config.js';
 import { policyConfigSchema } from '../auth/policy.js';
+import { alertsConfigSchema } from '../alerts/alerts-config.js';
 import { auditConfigSchema } from '../audit/auditor.js';
 import { engines as allEngines } from '../../engines/index.js';
 import type { EngineRegistry } from '../engines.js';
@@ -114,6 +115,8 @@ export function configSchemaFor(engines: EngineRegistry) {
       auth: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), authMountSchema).default({}),
       policies: policyConfigSchema.default({}),
       audit: auditConfigSchema.optional(),
+      /** Detectors on the audit stream; without the section they run on their defaults, with no webhook. */
+      alerts: alertsConfigSchema.optional(),
     })
     .strict()
     .superRefine((config, ctx) => {

@@ -1,4 +1,4 @@
-import { Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
 import type { Identity } from '../auth/identity.js';
 import { BrokerError } from '../errors.js';
 import { runningJobCounts } from '../jobs/job-store.js';
@@ -114,5 +114,17 @@ export class BrokerMetrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+
+  /** Alerts let out by the alert engine (after deduplication); both labels are closed sets. */
+  private readonly alerts = new Counter({
+    name: 'credbroker_alerts_total',
+    help: 'Alerts raised on the audit stream, by detector and severity',
+    labelNames: ['detector', 'severity'] as const,
+    registers: [this.registry],
+  });
+
+  alertRaised(detector: string, severity: string): void {
+    this.alerts.inc({ detector, severity });
   }
 }
