@@ -1,4 +1,4 @@
-import { Counter, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 import type { Identity } from '../auth/identity.js';
 import { BrokerError } from '../errors.js';
 import { runningJobCounts } from '../jobs/job-store.js';
@@ -116,15 +116,8 @@ export class BrokerMetrics {
     return this.registry.contentType;
   }
 
-  /** Alerts let out by the alert engine (after deduplication); both labels are closed sets. */
-  private readonly alerts = new Counter({
-    name: 'credbroker_alerts_total',
-    help: 'Alerts raised on the audit stream, by detector and severity',
-    labelNames: ['detector', 'severity'] as const,
-    registers: [this.registry],
-  });
-
+  /** An alert let out by the alert engine (after deduplication); both labels are closed sets. */
   alertRaised(detector: string, severity: string): void {
-    this.alerts.inc({ detector, severity });
+    this.set.alerts.inc({ detector, severity });
   }
 }

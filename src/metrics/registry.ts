@@ -101,6 +101,12 @@ export function defineMetrics(registry: Registry) {
       labelNames: ['identity'] as const,
       registers,
     }),
+    alerts: new Counter({
+      name: 'credbroker_alerts_total',
+      help: 'Alerts raised on the audit stream, by detector and severity',
+      labelNames: ['detector', 'severity'] as const,
+      registers,
+    }),
     revokeJobLeases: new Counter({
       name: 'credbroker_revoke_job_leases_total',
       help: 'Leases of incident revocation jobs this process handled, by outcome (revoked, failed)',
