@@ -29,6 +29,8 @@ import { explainStoreError, pgTlsOptions, unverifiedTlsWarning } from './store/p
 import { createStorePool } from './store/pool.js';
 import { ProcessLock } from './store/process-lock.js';
 import { scheduleTidy } from './store/tidy.js';
+import { scheduleSweep } from './sweep/schedule-sweep.js';
+import { Sweeper } from './sweep/sweeper.js';
 import { isLoopback, loadListenerCredentials, serverTlsOptions, type ListenTlsConfig } from './tls/listener-tls.js';
 import { VERSION } from './version.js';
 import { WrappingService } from './wrapping/wrapping-service.js';
@@ -41,6 +43,8 @@ export interface Broker {
   store: LeaseStore;
   auditor: Auditor;
   auth: AuthService;
+  /** The orphan sweep; tests call sweepOnce() directly. */
+  sweeper: Sweeper;
   mounts: MountRegistry;
   metrics: BrokerMetrics;
   /**
@@ -129,6 +133,15 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const reaper = new Reaper(store, revoker, config.reaper, log, metrics);
 
   const reaperPause = reaperPauseControl(pool);
+  const sweeper = new Sweeper({
+    store: pool,
+    mounts,
+    modeOf: (mount) => config.mounts[mount]?.sweep ?? 'report',
+    graceSeconds: config.sweep.grace,
+    audit: (event) => auditor.event(event),
+    metrics,
+    log,
+  });
   const tokens = new TokenStore(pool);
   const auth = new AuthService(config.root_token, config.auth, tokens, log, metrics);
   const app = createApp({
@@ -138,6 +151,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     auditor,
     wrapping: new WrappingService(pool, leases),
     reaperPause,
+    sweeper,
     auditStore: config.audit?.postgres ? pool : null,
     log,
     metrics,
@@ -191,6 +205,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
           },
         );
   const tidyTask = opts.reaper === false ? null : scheduleTidy(pool, config, log);
+  const sweepTask = opts.reaper === false ? null : scheduleSweep(sweeper, config.sweep.schedule, log);
 
   let closing: Promise<void> | undefined;
   const close = () =>
@@ -198,6 +213,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       await task?.destroy();
       await tokenTask?.destroy();
       await tidyTask?.destroy();
+      await sweepTask?.destroy();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
@@ -229,5 +245,5 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     );
   }
   log.info({ url, mounts: mounts.names() }, 'credbroker listening');
-  return { url, port, leases, reaper, store, mounts, metrics, auditor, auth, reloadTls, close };
+  return { url, port, leases, reaper, store, mounts, metrics, auditor, auth, sweeper, reloadTls, close };
 }

@@ -58,6 +58,10 @@ const BROKER_NON_SECRET_KEYS = [
   'creation_time',
   'creation_ttl',
   'wrapped_accessor',
+  // The orphan sweep's findings: an object's name on a target (a role, a user), never a secret.
+  'object',
+  'first_seen',
+  'created_at',
 ];
 
 /**

@@ -1,4 +1,4 @@
-import { Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import type { Identity } from '../auth/identity.js';
 import { BrokerError } from '../errors.js';
 import { isReaperPaused } from '../leases/reaper-pause.js';
@@ -102,5 +102,26 @@ export class BrokerMetrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+
+  private readonly sweepOrphans = new Gauge({
+    name: 'credbroker_sweep_orphans',
+    help: "Objects on the mount's target that no live lease owns, past the grace, at this replica's last sweep",
+    labelNames: ['mount'],
+    registers: [this.registry],
+  });
+  private readonly sweepDroppedTotal = new Counter({
+    name: 'credbroker_sweep_dropped_total',
+    help: 'Orphaned objects the sweep revoked through the engine',
+    labelNames: ['mount'],
+    registers: [this.registry],
+  });
+
+  sweepFound(mount: string, count: number): void {
+    this.sweepOrphans.set({ mount: this.mountLabel(mount) }, count);
+  }
+
+  sweepDropped(mount: string): void {
+    this.sweepDroppedTotal.inc({ mount: this.mountLabel(mount) });
   }
 }
