@@ -21,8 +21,10 @@ export interface SweepFinding {
 export interface MountSweepResult {
   mount: string;
   found: SweepFinding[];
-  /** Why the mount was not swept: its engine cannot list, another replica is on it, its target failed. */
+  /** Why the mount was not swept: its engine cannot list its objects, or another replica is on it. */
   skippedReason?: string;
+  /** Why the sweep of this mount failed (its target or the store): not swept, and worth an alert. */
+  error?: string;
 }
 
 export interface SweepRequest {
@@ -83,7 +85,7 @@ export class Sweeper {
         error: reason,
         data: { mount: mount.name },
       });
-      return skipped(`sweep failed: ${reason}`);
+      return { mount: mount.name, found: [], error: reason };
     }
   }
 

@@ -22,6 +22,7 @@ const mountData = (m: MountSweepResult) => ({
     ...(f.error ? { error: f.error } : {}),
   })),
   ...(m.skippedReason ? { skipped_reason: m.skippedReason } : {}),
+  ...(m.error ? { error: m.error } : {}),
 });
 
 /** sys/broker/sweep: the orphan sweep now, reporting or (`apply`) dropping; sudo on the path. */
