@@ -164,8 +164,9 @@ export interface Target<Role> {
    * (PostgreSQL roles with the mount's prefix, IAM users under its path), whether or not a lease
    * still owns it. Read from the target's own catalog; must never list what the broker could not
    * have made (the mount's admin login, a group role), since the sweep may revoke what no lease owns.
+   * `roles`: the mount's roles now, for an engine whose naming depends on them (IAM's user_path).
    */
-  listOwned?(): Promise<OwnedListing>;
+  listOwned?(roles: Role[]): Promise<OwnedListing>;
   /** The target pool's connections in this process, for metrics; an engine without a pool omits it. Must be cheap. */
   connectionPool?(): ConnectionPoolStats;
   close(): Promise<void>;

@@ -122,9 +122,9 @@ export class GuardedTarget<Role> {
   }
 
   /** The engine's objects for the orphan sweep; null where the engine cannot list them. */
-  async listOwned(): Promise<OwnedListing | null> {
+  async listOwned(roles: Role[]): Promise<OwnedListing | null> {
     if (!this.target.listOwned) return null;
-    return this.call('list', new Set(), () => this.target.listOwned!());
+    return this.call('list', new Set(), () => this.target.listOwned!(roles));
   }
 
   connectionPool(): ConnectionPoolStats | undefined {

@@ -90,7 +90,7 @@ export class Sweeper {
   }
 
   private async sweepLocked(mount: Mount, apply: boolean): Promise<MountSweepResult> {
-    const listing = await mount.target.listOwned();
+    const listing = await mount.target.listOwned([...mount.roles.values()].map((r) => r.config));
     if (!listing)
       return { mount: mount.name, found: [], skippedReason: `engine "${mount.type}" cannot list its objects` };
     // After the listing, never before: see the class comment.
