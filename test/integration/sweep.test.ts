@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, startTestBroker } from '../support/broker.js';
+import { ROOT_TOKEN, api, startTestBroker } from '../support/broker.js';
 import {
   adminQuery,
   dropRolesWithPrefix,
@@ -113,6 +113,12 @@ describe('orphan sweep', () => {
     const dropped = await auditEvents('sweep-dropped');
     expect(dropped.map((e) => e.data.object).sort()).toEqual([owner, plain].sort());
     expect(dropped.every((e) => e.data.mount === 'db' && e.outcome === 'ok')).toBe(true);
+
+    const metrics = await fetch(`${broker.url}/v1/sys/metrics?format=prometheus`, {
+      headers: { 'x-vault-token': ROOT_TOKEN },
+    }).then((r) => r.text());
+    expect(metrics).toMatch(/^credbroker_sweep_orphans\{mount="db"\} 2$/m);
+    expect(metrics).toMatch(/^credbroker_sweep_dropped_total\{mount="db"\} 2$/m);
 
     // Nothing left to find: the leased roles stay owned, run after run.
     expect((await sweep({ apply: true }))[0]!.found).toEqual([]);
