@@ -11,6 +11,7 @@ import {
   randomName,
   roleExists,
 } from '../support/pg.js';
+import { waitUntil } from '../support/wait.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
 const PREFIX = 'swp';
@@ -165,6 +166,32 @@ describe('orphan sweep', () => {
       expect(await roleExists(young)).toBe(false);
     } finally {
       await patient.close();
+    }
+  });
+
+  it('runs on its schedule in a replica and drops on a mount that says sweep: drop', async () => {
+    // The real timer is what is tested here: every second, on a second broker of the same store.
+    const orphan = orphanName('timer');
+    await adminQuery('postgres', `CREATE ROLE ${orphan} LOGIN`);
+    const leased = await issue();
+    const scheduled = await startTestBroker({
+      storeDatabase: storeDb,
+      targetDatabase: target.database,
+      prefix: PREFIX,
+      roles: { reader: { member_of: [target.group] } },
+      mount: { sweep: 'drop' },
+      sweep: { schedule: '* * * * * *', grace: '0s' },
+      scheduleReaper: true,
+    });
+    try {
+      await waitUntil(async () => !(await roleExists(orphan)), {
+        timeoutMs: 15_000,
+        what: 'the scheduled sweep to drop the orphan',
+        intervalMs: 200,
+      });
+      expect(await canLogIn(leased.data)).toBe(true);
+    } finally {
+      await scheduled.close();
     }
   });
 
