@@ -33,6 +33,8 @@ import { explainStoreError, pgTlsOptions, unverifiedTlsWarning } from './store/p
 import { createStorePool } from './store/pool.js';
 import { ProcessLock } from './store/process-lock.js';
 import { scheduleTidy } from './store/tidy.js';
+import { scheduleSweep } from './sweep/schedule-sweep.js';
+import { Sweeper } from './sweep/sweeper.js';
 import { isLoopback, loadListenerCredentials, serverTlsOptions, type ListenTlsConfig } from './tls/listener-tls.js';
 import { VERSION } from './version.js';
 import { WrappingService } from './wrapping/wrapping-service.js';
@@ -49,6 +51,8 @@ export interface Broker {
   store: LeaseStore;
   auditor: Auditor;
   auth: AuthService;
+  /** The orphan sweep; tests call sweepOnce() directly. */
+  sweeper: Sweeper;
   mounts: MountRegistry;
   metrics: BrokerMetrics;
   alerts: BrokerAlerts;
@@ -170,6 +174,15 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     reaperPause,
     source: `credbroker@${hostname()}`,
   });
+  const sweeper = new Sweeper({
+    store: pool,
+    mounts,
+    modeOf: (mount) => config.mounts[mount]?.sweep ?? 'report',
+    graceSeconds: config.sweep.grace,
+    audit: (event) => auditor.event(event),
+    metrics,
+    log,
+  });
   const tokens = new TokenStore(pool);
   const auth = new AuthService(config.root_token, config.auth, tokens, log, metrics);
   const app = createApp({
@@ -179,6 +192,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     auditor,
     wrapping: new WrappingService(pool, leases),
     reaperPause,
+    sweeper,
     jobs,
     auditStore: config.audit?.postgres ? pool : null,
     log,
@@ -234,6 +248,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
           },
         );
   const tidyTask = opts.reaper === false ? null : scheduleTidy(pool, config, log);
+  const sweepTask = opts.reaper === false ? null : scheduleSweep(sweeper, config.sweep.schedule, log);
   // Every replica looks for a revoke job nobody runs (a new one, or one whose process died).
   const jobTask =
     opts.reaper === false
@@ -246,6 +261,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       await task?.destroy();
       await tokenTask?.destroy();
       await tidyTask?.destroy();
+      await sweepTask?.destroy();
       await jobTask?.destroy();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -293,6 +309,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     alerts,
     auditor,
     auth,
+    sweeper,
     reloadTls,
     close,
   };

@@ -64,6 +64,10 @@ const BROKER_NON_SECRET_KEYS = [
   'subject',
   'summary',
   'remote_address',
+  // The orphan sweep's findings: an object's name on a target (a role, a user), never a secret.
+  'object',
+  'first_seen',
+  'created_at',
 ];
 
 /**

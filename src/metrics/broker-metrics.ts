@@ -120,4 +120,12 @@ export class BrokerMetrics {
   alertRaised(detector: string, severity: string): void {
     this.set.alerts.inc({ detector, severity });
   }
+
+  sweepFound(mount: string, count: number): void {
+    this.set.sweepOrphans.set({ mount: this.mountLabel(mount) }, count);
+  }
+
+  sweepDropped(mount: string): void {
+    this.set.sweepDropped.inc({ mount: this.mountLabel(mount) });
+  }
 }

@@ -29,6 +29,8 @@ export interface TestBrokerOptions {
   policies?: Record<string, unknown>;
   /** An alerts section (a webhook at a receiver in the test, detector thresholds). */
   alerts?: Record<string, unknown>;
+  /** The orphan sweep's top-level section (schedule, grace). */
+  sweep?: Record<string, unknown>;
 }
 
 /** What every test broker shares: loopback on a free port, a store, the root token, quiet logs. */
@@ -53,6 +55,7 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.policies ? { policies: opts.policies } : {}),
     ...(opts.alerts ? { alerts: opts.alerts } : {}),
+    ...(opts.sweep ? { sweep: opts.sweep } : {}),
     mounts: {
       db: {
         type: 'postgres',
