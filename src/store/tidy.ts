@@ -23,6 +23,8 @@ export interface TidyResult {
   audit: number[];
   /** Expired wrapped answers (no retention: an expired wrapping token opens nothing). */
   wrapped: number[];
+  /** Finished revoke jobs older than store.retention, their lease lists with them. */
+  jobs: number[];
 }
 
 /**
@@ -60,6 +62,13 @@ export const TIDY_STATEMENTS = {
               WHERE expires_at < now() - make_interval(secs => $1)
               LIMIT $2 FOR UPDATE SKIP LOCKED)`,
   },
+  jobs: {
+    name: 'tidy-finished-jobs',
+    text: `DELETE FROM credbroker_jobs WHERE id IN (
+             SELECT id FROM credbroker_jobs
+              WHERE state = 'done' AND finished_at < now() - make_interval(secs => $1)
+              LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+  },
 } as const;
 
 async function deleteInBatches(
@@ -89,6 +98,8 @@ export async function tidyOnce(pool: pg.Pool, policy: TidyPolicy): Promise<TidyR
     tokens: await deleteInBatches(pool, TIDY_STATEMENTS.tokens, policy.storeRetentionSeconds, policy.batchSize),
     audit: await deleteInBatches(pool, TIDY_STATEMENTS.audit, policy.auditRetentionSeconds, policy.batchSize),
     wrapped: await deleteInBatches(pool, TIDY_STATEMENTS.wrapped, 0, policy.batchSize),
+    // A job's lease list goes with it (ON DELETE CASCADE): batches count jobs, not their leases.
+    jobs: await deleteInBatches(pool, TIDY_STATEMENTS.jobs, policy.storeRetentionSeconds, policy.batchSize),
   };
 }
 
@@ -116,9 +127,9 @@ export function scheduleTidy(
           tokens: total(result.tokens),
           audit: total(result.audit),
           wrapped: total(result.wrapped),
+          jobs: total(result.jobs),
         };
-        if (deleted.leases + deleted.tokens + deleted.audit + deleted.wrapped > 0)
-          log.info({ deleted }, 'store tidied');
+        if (Object.values(deleted).some((n) => n > 0)) log.info({ deleted }, 'store tidied');
       },
       (err) => log.warn({ err: messageOf(err) }, 'store tidy failed; the next run retries'),
     );

@@ -87,7 +87,7 @@ describe('the store tidy', () => {
 
     const result = await tidyOnce(pool, POLICY);
 
-    expect(result).toEqual({ leases: [1000, 1000, 500], tokens: [9], audit: [1000, 1000, 100], wrapped: [] });
+    expect(result).toEqual({ leases: [1000, 1000, 500], tokens: [9], audit: [1000, 1000, 100], wrapped: [], jobs: [] });
     const leases = await pool.query<{ role: string; n: number }>(
       'SELECT role, count(*)::int AS n FROM credbroker_leases GROUP BY role ORDER BY role',
     );
@@ -104,7 +104,7 @@ describe('the store tidy', () => {
     expect(await count('credbroker_audit')).toBe(20);
 
     // Nothing left to do: a second run deletes nothing.
-    expect(await tidyOnce(pool, POLICY)).toEqual({ leases: [], tokens: [], audit: [], wrapped: [] });
+    expect(await tidyOnce(pool, POLICY)).toEqual({ leases: [], tokens: [], audit: [], wrapped: [], jobs: [] });
   });
 
   it('runs on its schedule inside a broker (store.tidy.schedule), with the retentions of the config', async () => {
