@@ -11,6 +11,8 @@ import type { AuditRecord } from './record.js';
  */
 export interface AuditSink {
   readonly name: string;
+  /** How long a write may take before the Auditor counts it failed; the Auditor's deadline when absent. */
+  readonly timeoutMs?: number;
   write(line: AuditRecord): Promise<void>;
   close(): Promise<void>;
 }
