@@ -215,7 +215,10 @@ describe('syslog sinks', () => {
     await until(
       'a record sent after the receiver came back',
       () => {
-        void api(b, 'GET', 'sys/mounts').then((r) => later.push(r.body.request_id));
+        void api(b, 'GET', 'sys/mounts').then(
+          (r) => later.push(r.body.request_id),
+          () => undefined,
+        );
         return receiver.messages.some((m) => later.includes(m.record.request_id));
       },
       20_000,
@@ -267,8 +270,9 @@ describe('webhook sink', () => {
       return { status: res.status, ms: performance.now() - started, id: res.body.request_id };
     });
     expect(results.map((r) => r.status)).toEqual(Array(50).fill(200));
-    // 1 s timeout plus a margin for two shared cores; the broker-wide deadline is 5 s.
-    expect(Math.max(...results.map((r) => r.ms))).toBeLessThan(2500);
+    // 1 s timeout plus a margin for two shared cores: under 2 s, so a request that waited the timeout
+    // twice (once per record) fails, as does the broker-wide 5 s deadline.
+    expect(Math.max(...results.map((r) => r.ms))).toBeLessThan(1800);
     const ids = fileRequestIds(auditPath);
     for (const r of results) expect(ids.has(r.id)).toBe(true);
   });
