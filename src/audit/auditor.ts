@@ -25,6 +25,8 @@ export class AuditUnavailable extends BrokerError {
  */
 export interface SinkWriteObserver {
   auditSinkWrite(sink: string, seconds: number, ok: boolean): void;
+  /** Reads the streaming sinks' buffer depths at each scrape. */
+  watchAuditBuffers?(read: () => { sink: string; records: number }[]): void;
 }
 
 export const auditConfigSchema = z
@@ -119,6 +121,13 @@ export class Auditor {
     }
   }
 
+  /** How many records each streaming sink holds that its receiver has not accepted yet. */
+  bufferDepths(): { sink: string; records: number }[] {
+    return this.sinks.flatMap((sink) =>
+      sink.buffered === undefined ? [] : [{ sink: sink.name, records: sink.buffered }],
+    );
+  }
+
   /** Like record(), for engine events (the reaper's revocations) no request waits on: never throws. */
   async event(event: Omit<AuditRecord, 'type' | 'time'> & { operation: string }): Promise<void> {
     try {
@@ -170,5 +179,7 @@ export function createAuditor(
   for (const syslog of config.syslog ?? [])
     sinks.push(syslog.protocol === 'udp' ? new SyslogUdpSink(syslog) : new SyslogTcpSink(syslog));
   for (const webhook of config.webhook ?? []) sinks.push(new WebhookSink(webhook));
-  return new Auditor(sinks, config.hmac_key, deps.log, SINK_DEADLINE_MS, deps.fields, deps.metrics);
+  const auditor = new Auditor(sinks, config.hmac_key, deps.log, SINK_DEADLINE_MS, deps.fields, deps.metrics);
+  deps.metrics?.watchAuditBuffers?.(() => auditor.bufferDepths());
+  return auditor;
 }

@@ -123,10 +123,14 @@ async function webhookReceiver(answer = true) {
   return { batches, headers, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
 
-async function until<T>(what: string, check: () => T | undefined | false, ms = 15_000): Promise<T> {
+async function until<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  ms = 15_000,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
-    const value = check();
+    const value = await check();
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -146,6 +150,15 @@ async function inParallel<T>(count: number, concurrency: number, work: (i: numbe
     }),
   );
   return results;
+}
+
+/** The buffer-depth gauge of one sink, from the broker's Prometheus text. */
+async function bufferedRecords(b: { metrics: { render(): Promise<string> } }, sink: string): Promise<number> {
+  const line = (await b.metrics.render())
+    .split('\n')
+    .find((l) => l.startsWith(`credbroker_audit_sink_buffered_records{sink="${sink}"}`));
+  if (!line) throw new Error(`no buffer gauge for ${sink}`);
+  return Number(line.split(' ').pop());
 }
 
 const fileRequestIds = (path: string) =>
@@ -208,6 +221,8 @@ describe('syslog sinks', () => {
 
     const whileDown = await inParallel(5, 5, () => api(b, 'GET', 'sys/mounts'));
     expect(whileDown.map((r) => r.status)).toEqual(Array(5).fill(200));
+    const sink = `syslog:tcp://127.0.0.1:${port}`;
+    expect(await bufferedRecords(b, sink)).toBeGreaterThan(0);
 
     const receiver = await tcpReceiver(port);
     cleanups.push(receiver.close);
@@ -225,6 +240,8 @@ describe('syslog sinks', () => {
     );
     const ids = fileRequestIds(auditPath);
     for (const m of receiver.messages) expect(ids.has(m.record.request_id)).toBe(true);
+    // What was held while the receiver was down went out too.
+    await until('the buffer to drain', async () => (await bufferedRecords(b, sink)) === 0);
   });
 });
 

@@ -38,6 +38,10 @@ export class SyslogTcpSink implements AuditSink {
     this.buffer = new SinkBuffer(this.name, config.buffer, config.timeout);
   }
 
+  get buffered(): number {
+    return this.buffer.size;
+  }
+
   write(record: AuditRecord): Promise<void> {
     if (this.closed) return Promise.reject(closed(this.name));
     const bytes = octetCounted(formatSyslog(record, { facility: this.config.facility, appName: this.config.app_name }));

@@ -31,6 +31,10 @@ export class SyslogUdpSink implements AuditSink {
     this.buffer = new SinkBuffer(this.name, config.buffer, config.timeout);
   }
 
+  get buffered(): number {
+    return this.buffer.size;
+  }
+
   write(record: AuditRecord): Promise<void> {
     if (this.closed) return Promise.reject(closed(this.name));
     const message = Buffer.from(

@@ -39,6 +39,10 @@ export class WebhookSink implements AuditSink {
     this.buffer = new SinkBuffer(this.name, config.buffer, config.timeout);
   }
 
+  get buffered(): number {
+    return this.buffer.size;
+  }
+
   write(record: AuditRecord): Promise<void> {
     if (this.aborted.signal.aborted) return Promise.reject(closed(this.name));
     const json = JSON.stringify(record);
