@@ -18,6 +18,8 @@ import type { EngineRegistry } from './engines.js';
 import { LeaseService } from './leases/lease-service.js';
 import { LeaseStore } from './leases/lease-store.js';
 import { Reaper } from './leases/reaper.js';
+import { RevokeJobRunner } from './jobs/revoke-job-runner.js';
+import { RevokeJobs } from './jobs/revoke-jobs.js';
 import { reaperPauseControl } from './leases/reaper-pause.js';
 import { Revoker } from './leases/revoker.js';
 import { ListenFailed } from './errors.js';
@@ -38,6 +40,10 @@ export interface Broker {
   port: number;
   leases: LeaseService;
   reaper: Reaper;
+  /** Incident revocation jobs: start one, report on it (sys/broker/revoke, sys/broker/jobs). */
+  jobs: RevokeJobs;
+  /** Runs those jobs in this process; its timer takes up jobs nobody runs (tests may call tick()). */
+  jobRunner: RevokeJobRunner;
   store: LeaseStore;
   auditor: Auditor;
   auth: AuthService;
@@ -128,6 +134,30 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const leases = new LeaseService(store, mounts, revoker, config.reaper, log, config.engine_timeout, metrics);
   const reaper = new Reaper(store, revoker, config.reaper, log, metrics);
 
+  const jobRunner = new RevokeJobRunner(
+    { store, mounts, revoker, policy: config.reaper, log, engineTimeoutSeconds: config.engine_timeout },
+    log,
+    {
+      progress: (_job, outcomes) => {
+        const failed = outcomes.filter((o) => o.outcome === 'failed').length;
+        metrics.revokeJobOutcomes(outcomes.length - failed, failed);
+      },
+      finished: (job) =>
+        auditor.event({
+          request_id: `job:${job.id}`,
+          operation: 'revoke-job-finished',
+          data: {
+            job: job.id,
+            total: job.total,
+            revoked: job.revoked,
+            failed: job.failed,
+            requested_by: job.requested_by,
+          },
+        }),
+    },
+  );
+  const jobs = new RevokeJobs(pool, jobRunner);
+
   const reaperPause = reaperPauseControl(pool);
   const tokens = new TokenStore(pool);
   const auth = new AuthService(config.root_token, config.auth, tokens, log, metrics);
@@ -138,6 +168,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     auditor,
     wrapping: new WrappingService(pool, leases),
     reaperPause,
+    jobs,
     auditStore: config.audit?.postgres ? pool : null,
     log,
     metrics,
@@ -191,6 +222,11 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
           },
         );
   const tidyTask = opts.reaper === false ? null : scheduleTidy(pool, config, log);
+  // Every replica looks for a revoke job nobody runs (a new one, or one whose process died).
+  const jobTask =
+    opts.reaper === false
+      ? null
+      : cron.schedule('*/2 * * * * *', () => jobRunner.tick(), { name: 'revoke-jobs', noOverlap: true });
 
   let closing: Promise<void> | undefined;
   const close = () =>
@@ -198,11 +234,13 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       await task?.destroy();
       await tokenTask?.destroy();
       await tidyTask?.destroy();
+      await jobTask?.destroy();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
       });
       await reaper.stop();
+      await jobRunner.stop();
       await mounts!.close();
       await auditor.close();
       await processLock.close();
@@ -229,5 +267,5 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     );
   }
   log.info({ url, mounts: mounts.names() }, 'credbroker listening');
-  return { url, port, leases, reaper, store, mounts, metrics, auditor, auth, reloadTls, close };
+  return { url, port, leases, reaper, jobs, jobRunner, store, mounts, metrics, auditor, auth, reloadTls, close };
 }

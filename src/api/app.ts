@@ -16,6 +16,7 @@ import {
   UnsupportedOperation,
 } from '../errors.js';
 import type { LeaseService } from '../leases/lease-service.js';
+import type { RevokeJobs } from '../jobs/revoke-jobs.js';
 import type { ReaperPauseControl } from '../leases/reaper-pause.js';
 import { BrokerMetrics } from '../metrics/broker-metrics.js';
 import { withTimings } from '../timing.js';
@@ -46,6 +47,8 @@ export interface AppOptions {
   wrapping: WrappingService;
   /** The reaper's pause switch (sys/broker/reaper/*). */
   reaperPause: ReaperPauseControl;
+  /** Incident revocation jobs and the operator's lease listing (sys/broker/revoke, jobs, leases). */
+  jobs: RevokeJobs;
   /** The mounts and auth mounts that sys/mounts, sys/auth and `<mount>/roles` describe. */
   discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
   log: Logger;
@@ -101,6 +104,7 @@ export function createApp(opts: AppOptions): express.Express {
     discovery: opts.discovery,
     wrapping: opts.wrapping,
     reaperPause: opts.reaperPause,
+    jobs: opts.jobs,
     auditStore: opts.auditStore ?? null,
   });
   const app = express();

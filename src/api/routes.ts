@@ -7,6 +7,8 @@ import { authRoutes } from './routes/auth.js';
 import { credsRoutes } from './routes/creds.js';
 import { discoveryRoutes, type DiscoveryDeps } from './routes/discovery.js';
 import { incidentRoutes, leaseRoutes } from './routes/leases.js';
+import { jobRoutes } from './routes/jobs.js';
+import type { RevokeJobs } from '../jobs/revoke-jobs.js';
 import { metricsRoutes } from './routes/metrics.js';
 import type { Route } from './routes/route.js';
 import { reaperRoutes } from './routes/reaper.js';
@@ -34,6 +36,7 @@ export function buildRoutes(deps: {
   discovery: Omit<DiscoveryDeps, 'leases' | 'version'>;
   wrapping: WrappingService;
   reaperPause: ReaperPauseControl;
+  jobs: RevokeJobs;
   metrics: BrokerMetrics;
   /** The store holding the postgres audit sink's table; null when that sink is off. */
   auditStore: pg.Pool | null;
@@ -46,6 +49,7 @@ export function buildRoutes(deps: {
     ...leaseRoutes(deps.leases),
     ...incidentRoutes(deps.leases),
     ...reaperRoutes(deps.reaperPause),
+    ...jobRoutes(deps.jobs),
     ...auditRoutes(deps.auditStore),
     ...discoveryRoutes({ ...deps.discovery, leases: deps.leases, version: deps.health.version }),
     ...credsRoutes(deps.leases),

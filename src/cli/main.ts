@@ -7,6 +7,7 @@ import { addCredsCommand } from './commands/creds.js';
 import { addDevCommand } from './commands/dev.js';
 import { addExecCommand } from './commands/exec.js';
 import { addLeaseCommand } from './commands/lease.js';
+import { addJobsCommand } from './commands/jobs.js';
 import { addLeasesCommand } from './commands/leases.js';
 import { addLoginCommand } from './commands/login.js';
 import { addMountsCommand } from './commands/mounts.js';
@@ -20,6 +21,8 @@ export function buildProgram(): Command {
     .description('Dynamic credentials broker: short-lived PostgreSQL logins as leases, behind a Vault-compatible API.')
     .version(VERSION, '-V, --version', 'print the version and exit')
     .showHelpAfterError()
+    // A subcommand's flags are its own: `leases list --irrevocable` is list's flag, not `leases`'.
+    .enablePositionalOptions()
     .configureOutput({ outputError: (str, write) => write(str) });
   addServerCommand(program);
   addDevCommand(program);
@@ -32,6 +35,7 @@ export function buildProgram(): Command {
   addAuditCommand(program);
   addLeasesCommand(program);
   addRevokeCommand(program);
+  addJobsCommand(program);
   addReaperCommand(program);
   addMountsCommand(program);
   return program;

@@ -1,6 +1,7 @@
 import { Gauge, Registry } from 'prom-client';
 import type { Identity } from '../auth/identity.js';
 import { BrokerError } from '../errors.js';
+import { runningJobCounts } from '../jobs/job-store.js';
 import { isReaperPaused } from '../leases/reaper-pause.js';
 import type { MountRegistry } from '../mounts.js';
 import type { StoreDb } from '../store/query.js';
@@ -92,10 +93,21 @@ export class BrokerMetrics {
     this.set.policyDenials.inc({ identity: label });
   }
 
+  /** Outcomes a revoke job of this process just recorded. */
+  revokeJobOutcomes(revoked: number, failed: number): void {
+    if (revoked) this.set.revokeJobLeases.inc({ outcome: 'revoked' }, revoked);
+    if (failed) this.set.revokeJobLeases.inc({ outcome: 'failed' }, failed);
+  }
+
   /** The Prometheus text exposition, gauges read now (the store's counts at most ~10 s old). */
   async render(): Promise<string> {
     if (this.leaseGauges) await this.leaseGauges.collect(this.set);
-    if (this.sources.store) this.set.reaperPaused.set((await isReaperPaused(this.sources.store)) ? 1 : 0);
+    if (this.sources.store) {
+      this.set.reaperPaused.set((await isReaperPaused(this.sources.store)) ? 1 : 0);
+      const jobs = await runningJobCounts(this.sources.store);
+      this.set.revokeJobsRunning.set(jobs.running);
+      this.set.revokeJobLeasesRemaining.set(jobs.remaining);
+    }
     if (this.sources.mounts) collectTargetPools(this.set, this.sources.mounts);
     return this.registry.metrics();
   }

@@ -101,6 +101,22 @@ export function defineMetrics(registry: Registry) {
       labelNames: ['identity'] as const,
       registers,
     }),
+    revokeJobLeases: new Counter({
+      name: 'credbroker_revoke_job_leases_total',
+      help: 'Leases of incident revocation jobs this process handled, by outcome (revoked, failed)',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    revokeJobsRunning: new Gauge({
+      name: 'credbroker_revoke_jobs_running',
+      help: 'Incident revocation jobs not finished, in the store (every replica reports the same)',
+      registers,
+    }),
+    revokeJobLeasesRemaining: new Gauge({
+      name: 'credbroker_revoke_job_leases_remaining',
+      help: 'Leases the running incident revocation jobs still have to do, in the store',
+      registers,
+    }),
   };
 }
 

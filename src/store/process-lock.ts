@@ -8,6 +8,16 @@ export const PROCESS_LOCK_CLASS = 0x63627231;
 const RECONNECT_MS = 1000;
 
 /**
+ * The process lock keys held right now on the store's database, as a subquery whose one
+ * parameter is PROCESS_LOCK_CLASS: a claim whose holder is not among them belongs to a process
+ * that is gone.
+ */
+export const liveHoldersSql = (classParam: string): string =>
+  `SELECT l.objid::bigint FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.classid = ${classParam}::bigint AND l.objsubid = 2 AND l.granted
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+
+/**
  * A session advisory lock this process holds on the store for as long as it runs, under a random
  * key recorded on the claims it makes. PostgreSQL releases it the moment the process's connection
  * ends, so a replica that was killed is seen to be gone at once (pg_locks), and the leases it was

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { parseInstant } from '../../audit/audit-query.js';
 import { clientFromEnv, type AnswerBody } from '../client.js';
 import { ENV_HELP } from '../options.js';
+import { printTable } from '../table.js';
 
 const QUERY_EXAMPLE = `
 Example: which pipeline had cb_etl_reader_x7…? A database log names a role; ask who leased it:
@@ -44,13 +45,6 @@ function tableRow(r: AnswerBody): string[] {
   return [r.time, identity, r.operation ?? r.type, r.path ?? '-', r.lease_id ?? '-', result || '-'];
 }
 
-function printTable(rows: string[][]): void {
-  const all = [['TIME', 'IDENTITY', 'OPERATION', 'PATH', 'LEASE', 'OUTCOME'], ...rows];
-  const widths = all[0]!.map((_, i) => Math.max(...all.map((row) => row[i]!.length)));
-  for (const row of all)
-    process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ')}\n`.trimEnd() + '\n');
-}
-
 async function queryAuditLog(opts: QueryOptions): Promise<void> {
   const now = new Date();
   const params = new URLSearchParams();
@@ -77,7 +71,7 @@ async function queryAuditLog(opts: QueryOptions): Promise<void> {
   } while (after && remaining > 0);
   if (!opts.json) {
     if (rows.length === 0) process.stderr.write('no audit records match\n');
-    else printTable(rows);
+    else printTable(['TIME', 'IDENTITY', 'OPERATION', 'PATH', 'LEASE', 'OUTCOME'], rows);
   }
 }
 

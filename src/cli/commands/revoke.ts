@@ -1,8 +1,35 @@
 import type { Command } from 'commander';
-import { clientFromEnv } from '../client.js';
-import { ENV_HELP, leasePrefix } from '../options.js';
+import { clientFromEnv, type AnswerBody } from '../client.js';
+import { followJob, printJobSummary } from '../job-progress.js';
+import { addSelectorOptions, SELECTOR_HELP, selectorFromFlags, type SelectorFlags } from '../lease-selector-options.js';
+import { ENV_HELP, print } from '../options.js';
+import { printTable } from '../table.js';
 
-async function revokeUnder(opts: { prefix: string; force?: boolean; issuedBefore?: string }): Promise<void> {
+interface RevokeFlags extends SelectorFlags {
+  force?: boolean;
+  dryRun?: boolean;
+  reason?: string;
+  detach?: boolean;
+  json?: boolean;
+}
+
+const EXAMPLE = `
+Examples (an incident: a namespace's service accounts leaked):
+  credbroker revoke --meta service_account_namespace=etl --dry-run     # what would go, changes nothing
+  credbroker revoke --meta service_account_namespace=etl --reason INC-42
+  credbroker revoke --identity system:serviceaccount:ci:deployer --mount db --mount wh
+  credbroker revoke --mount aws --role deploy --issued-before now      # AWS: the whole role cut at once
+  credbroker revoke --prefix db/creds/reader/                          # the classic revoke-prefix
+
+A revocation with a selector runs as a job in the broker: it survives a broker restart (any replica
+carries it on) and never stops at the first failure. This command follows it — a progress bar on a
+terminal, a line per second otherwise — and ends with a summary listing each lease that failed, with
+its error; failures stay queued for the reaper's retries (see \`credbroker leases list --state revoking\`).
+Ctrl-C stops following, not the job: \`credbroker jobs show <id>\`.
+Exit status: 0 when every selected lease was revoked, 1 if any failed (or on any error).`;
+
+/** revoke-prefix, revoke-issued-before and revoke-force, answered at once (no job). */
+async function revokePrefixNow(opts: RevokeFlags & { prefix: string }): Promise<void> {
   if (opts.force && opts.issuedBefore) throw new Error('--force and --issued-before cannot be combined');
   process.stderr.write(
     `revoking leases under ${opts.prefix}${opts.force ? ' (force: targets are not contacted)' : ''}…\n`,
@@ -28,20 +55,69 @@ async function revokeUnder(opts: { prefix: string; force?: boolean; issuedBefore
     );
 }
 
+function printDryRun(dry: AnswerBody): void {
+  process.stdout.write(
+    `dry run: ${dry.total} ${dry.total === 1 ? 'lease' : 'leases'} would be revoked; nothing changed\n`,
+  );
+  if (dry.total === 0) return;
+  printTable(
+    ['MOUNT', 'ROLE', 'STATE', 'LEASES'],
+    dry.by_role.map((g: AnswerBody) => [g.mount, g.role, g.state, String(g.count)]),
+  );
+  process.stdout.write(`\nfirst ${dry.lease_ids.length} by id:\n${dry.lease_ids.join('\n')}\n`);
+}
+
+/** Starts (or dry-runs) a revoke job for a selector, and follows it to its summary. */
+export async function runRevokeJob(
+  selector: Record<string, unknown>,
+  opts: { dryRun?: boolean; reason?: string; detach?: boolean; json?: boolean },
+): Promise<void> {
+  const client = clientFromEnv();
+  const res = await client.request('PUT', 'sys/broker/revoke', {
+    ...selector,
+    ...(opts.dryRun ? { dry_run: true } : {}),
+    ...(opts.reason ? { reason: opts.reason } : {}),
+  });
+  if (opts.dryRun) return opts.json ? print(res.data) : printDryRun(res.data);
+  const started = res.data;
+  process.stderr.write(`job ${started.id}: ${started.total} ${started.total === 1 ? 'lease' : 'leases'} selected\n`);
+  if (opts.detach) {
+    process.stdout.write(`${started.id}\n`);
+    return;
+  }
+  await followJob(client, started.id);
+  const report = (await client.request('GET', `sys/broker/jobs/${encodeURIComponent(started.id)}`)).data;
+  if (opts.json) print(report);
+  else printJobSummary(report);
+  if (report.failed > 0) {
+    process.exitCode = 1;
+    process.stderr.write(
+      `error: ${report.failed} ${report.failed === 1 ? 'lease' : 'leases'} could not be revoked; they stay queued for retry\n`,
+    );
+  }
+}
+
+async function revoke(opts: RevokeFlags): Promise<void> {
+  const selector = selectorFromFlags(opts);
+  const onlyPrefix = Object.keys(selector).every((k) => k === 'lease_prefix' || k === 'issued_before');
+  if (opts.force || (opts.prefix && onlyPrefix && !opts.dryRun))
+    return revokePrefixNow({ ...opts, prefix: opts.prefix ?? '' });
+  if (Object.keys(selector).length === 0 || Object.keys(selector).every((k) => k === 'state'))
+    throw new Error('say which leases: --identity, --meta, --mount, --role, … (see --help), or --all for every lease');
+  await runRevokeJob(selector, opts);
+}
+
 export function addRevokeCommand(program: Command): void {
-  program
+  const command = program
     .command('revoke')
-    .description('revoke every lease under a prefix (a mount, a role or one lease)')
-    .requiredOption('--prefix <prefix>', 'e.g. demo/creds/readonly', leasePrefix)
-    .option('--force', 'mark revoked WITHOUT reaching the target (for a target that is gone for good)')
-    .option(
-      '--issued-before <time>',
-      'only leases issued before this RFC 3339 time ("now" for now); AWS roles are cut at once with a deny on aws:TokenIssueTime',
-    )
-    .addHelpText(
-      'after',
-      `${ENV_HELP}\n\nPrints how many leases were revoked. A prefix whose mount is not configured is an error naming the configured ones.\n` +
-        'Failures do not stop the run: every lease that could not be revoked is listed, and stays queued for retry.',
-    )
-    .action(revokeUnder);
+    .description('revoke leases by identity, metadata, mount, role, time or prefix: an incident revocation job');
+  addSelectorOptions(command)
+    .option('--all', 'every lease the broker holds (say it to mean it)')
+    .option('--dry-run', 'print what would be revoked (counts by mount/role, first ids) and change nothing')
+    .option('--reason <text>', "why, for the job's record and the audit log (an incident number)")
+    .option('--detach', 'print the job id and return at once instead of following it')
+    .option('--json', 'print the dry run or the final report as JSON')
+    .option('--force', 'with --prefix: mark revoked WITHOUT reaching the target (a target gone for good)')
+    .addHelpText('after', `${SELECTOR_HELP}\n${EXAMPLE}\n${ENV_HELP}`)
+    .action((opts: RevokeFlags) => revoke(opts));
 }

@@ -1,6 +1,6 @@
 import type { StoreDb } from '../../store/query.js';
 import { storeQuery } from '../../store/query.js';
-import { PROCESS_LOCK_CLASS } from '../../store/process-lock.js';
+import { PROCESS_LOCK_CLASS, liveHoldersSql } from '../../store/process-lock.js';
 import type { LeaseRow, RevokeReason } from '../lease-row.js';
 import { prefixUpperBound } from './prefix-range.js';
 
@@ -176,9 +176,7 @@ export async function releaseDeadClaims(db: StoreDb): Promise<number> {
     text: `UPDATE credbroker_leases
           SET claimed_until = now(), next_attempt_at = now(), claimed_by = NULL
         WHERE state = 'revoking' AND claimed_by IS NOT NULL AND claimed_until > now()
-          AND claimed_by NOT IN (SELECT l.objid::bigint FROM pg_locks l
-                                  WHERE l.locktype = 'advisory' AND l.classid = $1::bigint AND l.objsubid = 2 AND l.granted
-                                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))`,
+          AND claimed_by NOT IN (${liveHoldersSql('$1')})`,
     values: [PROCESS_LOCK_CLASS],
   });
   return rowCount ?? 0;
