@@ -5,10 +5,13 @@ import { createServer as createTcpServer, type AddressInfo, type Server as TcpSe
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { AuditUnavailable, Auditor } from '../../src/audit/auditor.js';
 import { hmacField } from '../../src/audit/hmac.js';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { webhookSinkSchema } from '../../src/audit/sinks/sink-config.js';
 import { WebhookSink } from '../../src/audit/sinks/webhook-sink.js';
+import { createLogger } from '../../src/log.js';
 import { randomSecret } from '../../src/random.js';
 import { api, startTestBroker } from '../support/broker.js';
 import { dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
@@ -116,11 +119,12 @@ async function webhookReceiver(answer = true) {
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(async () => {
+  const close = async () => {
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
-  });
-  return { batches, headers, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+  };
+  cleanups.push(close);
+  return { batches, headers, close, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }
 
 async function until<T>(
@@ -329,5 +333,39 @@ describe('webhook sink', () => {
     for (const o of held) expect(o.ms).toBeGreaterThan(1500);
     // Drained: the sink takes records again.
     await expect(sink.write(record(9))).rejects.toMatchObject({ code: 'ERR_WEBHOOK_TIMEOUT' });
+  });
+
+  it('a failing webhook is logged by its origin and an error code, never the token in its URL or headers', async () => {
+    const probe = await webhookReceiver();
+    const closedUrl = probe.url;
+    await probe.close();
+    const token = randomSecret();
+    const lines: string[] = [];
+    const log = createLogger(
+      'info',
+      new Writable({
+        write(chunk, _enc, done) {
+          lines.push(String(chunk));
+          done();
+        },
+      }),
+    );
+    const sink = new WebhookSink(
+      webhookSinkSchema.parse({
+        url: `${closedUrl}/hook?token=${token}`,
+        headers: { authorization: `Bearer ${token}` },
+        flush_interval: '10ms',
+      }),
+    );
+    const auditor = new Auditor([sink], HMAC_KEY, log);
+    await expect(auditor.record({ type: 'event', time: new Date().toISOString(), request_id: 'x' })).rejects.toThrow(
+      AuditUnavailable,
+    );
+    await auditor.close();
+    const text = lines.join('');
+    expect(text).toContain(`webhook:${closedUrl}`);
+    expect(text).toContain('ERR_WEBHOOK_UNREACHABLE');
+    expect(text).not.toContain(token);
+    expect(text).not.toContain('/hook');
   });
 });
