@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
+import { createServer as createTlsServer } from 'node:tls';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
@@ -15,6 +16,7 @@ import { createLogger } from '../../src/log.js';
 import { randomSecret } from '../../src/random.js';
 import { api, startTestBroker } from '../support/broker.js';
 import { dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase } from '../support/pg.js';
+import { tlsFixture } from '../support/tls.js';
 
 /** Roles are cluster-wide: every role this file creates starts with this. */
 const PREFIX = 'audstrm';
@@ -65,11 +67,11 @@ function parseSyslog(raw: string): SyslogMessage {
   return { pri: Number(m[1]), version: m[2]!, appName: m[5]!, msgId: m[7]!, record: JSON.parse(m[9]!), raw };
 }
 
-/** A syslog TCP receiver that splits its stream by RFC 6587 octet counting, strictly. */
-async function tcpReceiver(port = 0) {
+/** A syslog TCP receiver (TLS with `tls`) that splits its stream by RFC 6587 octet counting, strictly. */
+async function tcpReceiver(port = 0, tls?: { cert: string; key: string }) {
   const messages: SyslogMessage[] = [];
   const sockets = new Set<Socket>();
-  const server: TcpServer = createTcpServer((socket) => {
+  const onConnection = (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     let pending = Buffer.alloc(0);
@@ -86,7 +88,10 @@ async function tcpReceiver(port = 0) {
         pending = pending.subarray(space + 1 + length);
       }
     });
-  });
+  };
+  const server: TcpServer = tls
+    ? createTlsServer(tls, onConnection).on('tlsClientError', () => undefined)
+    : createTcpServer(onConnection);
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   const close = async () => {
     for (const s of sockets) s.destroy();
@@ -214,6 +219,26 @@ describe('syslog sinks', () => {
     const denied = await until('the refused request', () => tcp.messages.find((x) => x.record.status === 403));
     // A denial is a notice (severity 5), not informational.
     expect(denied.pri).toBe(4 * 8 + 5);
+  });
+
+  it('TLS syslog reaches a receiver whose certificate the configured CA signed, and no other', async () => {
+    const tls = await tlsFixture();
+    cleanups.push(async () => rmSync(tls.dir, { recursive: true, force: true }));
+    const receiver = await tcpReceiver(0, { cert: tls.server.certPem, key: tls.server.keyPem });
+    cleanups.push(receiver.close);
+    const address = `127.0.0.1:${receiver.port}`;
+    const trusting = await broker({ syslog: { address, tls: { ca_file: tls.caFile }, timeout: '1s' } });
+    const res = await api(trusting, 'GET', 'sys/mounts');
+    expect(res.status).toBe(200);
+    await until('the records over TLS', () =>
+      receiver.messages.some((m) => m.record.request_id === res.body.request_id),
+    );
+
+    // The system's CAs do not know the test CA: the handshake fails and, as the only sink, refuses the request.
+    const count = receiver.messages.length;
+    const distrusting = await broker({ syslog: { address, tls: {}, timeout: '1s' } });
+    expect((await api(distrusting, 'GET', 'sys/mounts')).status).toBe(503);
+    expect(receiver.messages.length).toBe(count);
   });
 
   it('TCP syslog reconnects to a receiver that was down, and later records arrive', async () => {

@@ -92,6 +92,8 @@ describe('streaming sink config', () => {
       { syslog: { address: 'h:514', timeout: 'soon' } },
       { syslog: { address: 'h:514', buffer: 0 } },
       { syslog: [] },
+      { syslog: { address: 'h:514', protocol: 'udp', tls: {} } },
+      { syslog: { address: 'h:514', tls: { cert_file: '/c.pem' } } },
       { webhook: { url: 'ftp://v/x' } },
       { webhook: { url: 'http://v/x', batch_size: 0 } },
       { webhook: { url: 'http://v/x', headers: { authorization: 1 } } },

@@ -31,16 +31,33 @@ const address = z
   })
   .refine((a) => a.port > 0 && a.port < 65536, 'port must be 1..65535');
 
+/** TLS for TCP syslog (RFC 5425 framing is the same octet counting); without ca_file, the system's CAs. */
+const syslogTlsSchema = z
+  .object({
+    ca_file: z.string().min(1).optional(),
+    /** A client certificate, for receivers that ask for one. */
+    cert_file: z.string().min(1).optional(),
+    key_file: z.string().min(1).optional(),
+    /** The name the receiver's certificate must carry, when it is not the address's host. */
+    server_name: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((t) => (t.cert_file === undefined) === (t.key_file === undefined), {
+    message: 'cert_file and key_file go together',
+  });
+
 export const syslogSinkSchema = z
   .object({
     address,
     protocol: z.enum(['tcp', 'udp']).default('tcp'),
+    tls: syslogTlsSchema.optional(),
     facility: z.enum(Object.keys(FACILITIES) as [Facility, ...Facility[]]).default('auth'),
     app_name: z.string().min(1).max(48).default('credbroker'),
     timeout: durationMs('2s'),
     buffer,
   })
-  .strict();
+  .strict()
+  .refine((s) => !(s.tls && s.protocol === 'udp'), { message: 'tls needs protocol tcp', path: ['tls'] });
 
 export const webhookSinkSchema = z
   .object({

@@ -1,4 +1,7 @@
-import { connect, type Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { connect, isIP, type Socket } from 'node:net';
+import { connect as connectTls, type ConnectionOptions } from 'node:tls';
+import { ConfigError } from '../../errors.js';
 import type { AuditRecord } from '../record.js';
 import type { AuditSink } from '../sinks.js';
 import { SinkBuffer, type BufferedEntry } from './sink-buffer.js';
@@ -10,6 +13,14 @@ interface Frame extends BufferedEntry {
   readonly bytes: Buffer;
   /** The connection it was last handed to; cleared when that connection fails, so it is sent again. */
   sentOn?: Socket;
+}
+
+function readTlsFile(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(`audit.syslog.tls: cannot read ${path}`, { cause: err });
+  }
 }
 
 const MIN_BACKOFF_MS = 100;
@@ -31,9 +42,18 @@ export class SyslogTcpSink implements AuditSink {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private backoffMs = MIN_BACKOFF_MS;
   private closed = false;
+  /** Present when the sink speaks TLS: files read once, at start, so a missing one fails the config. */
+  private readonly tls: ConnectionOptions | undefined;
 
   constructor(private readonly config: SyslogSinkConfig) {
-    this.name = `syslog:tcp://${config.address.host}:${config.address.port}`;
+    this.name = `syslog:${config.tls ? 'tls' : 'tcp'}://${config.address.host}:${config.address.port}`;
+    this.tls = config.tls && {
+      ...(config.tls.ca_file ? { ca: readTlsFile(config.tls.ca_file) } : {}),
+      ...(config.tls.cert_file ? { cert: readTlsFile(config.tls.cert_file) } : {}),
+      ...(config.tls.key_file ? { key: readTlsFile(config.tls.key_file) } : {}),
+      // SNI takes a name, never an address; the certificate is then checked against the address.
+      servername: config.tls.server_name ?? (isIP(config.address.host) ? undefined : config.address.host),
+    };
     this.timeoutMs = config.timeout;
     this.buffer = new SinkBuffer(this.name, config.buffer, config.timeout);
   }
@@ -64,12 +84,13 @@ export class SyslogTcpSink implements AuditSink {
 
   private connect(): void {
     if (this.socket || this.reconnectTimer || this.closed) return;
-    const socket = connect({ host: this.config.address.host, port: this.config.address.port });
+    const target = { host: this.config.address.host, port: this.config.address.port };
+    const socket = this.tls ? connectTls({ ...target, ...this.tls }) : connect(target);
     this.socket = socket;
     socket.setNoDelay(true);
     // A connect that never answers is given up after the sink's timeout, and retried.
     const connectTimer = setTimeout(() => socket.destroy(), this.timeoutMs);
-    socket.once('connect', () => {
+    socket.once(this.tls ? 'secureConnect' : 'connect', () => {
       clearTimeout(connectTimer);
       this.connected = true;
       this.backoffMs = MIN_BACKOFF_MS;
