@@ -74,6 +74,8 @@ export class WebhookSink implements AuditSink {
         method: 'POST',
         headers: { ...this.config.headers, 'content-type': 'application/json' },
         body: `[${batch.map((e) => e.json).join(',')}]`,
+        // A redirect would send the records, and the headers' token, wherever the receiver says.
+        redirect: 'error',
         signal: AbortSignal.any([AbortSignal.timeout(this.timeoutMs), this.aborted.signal]),
       });
       // Read to the end so the connection goes back to the pool.
