@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
@@ -5,6 +6,7 @@ import cron from 'node-cron';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { engines as allEngines } from '../engines/index.js';
+import { startAlerts, type BrokerAlerts } from './alerts/broker-alerts.js';
 import { createApp } from './api/app.js';
 import { createAuditor, type Auditor } from './audit/auditor.js';
 import { auditFieldsFor } from './audit/record.js';
@@ -31,6 +33,8 @@ import { explainStoreError, pgTlsOptions, unverifiedTlsWarning } from './store/p
 import { createStorePool } from './store/pool.js';
 import { ProcessLock } from './store/process-lock.js';
 import { scheduleTidy } from './store/tidy.js';
+import { scheduleSweep } from './sweep/schedule-sweep.js';
+import { Sweeper } from './sweep/sweeper.js';
 import { isLoopback, loadListenerCredentials, serverTlsOptions, type ListenTlsConfig } from './tls/listener-tls.js';
 import { VERSION } from './version.js';
 import { WrappingService } from './wrapping/wrapping-service.js';
@@ -47,8 +51,11 @@ export interface Broker {
   store: LeaseStore;
   auditor: Auditor;
   auth: AuthService;
+  /** The orphan sweep; tests call sweepOnce() directly. */
+  sweeper: Sweeper;
   mounts: MountRegistry;
   metrics: BrokerMetrics;
+  alerts: BrokerAlerts;
   /**
    * Re-reads the listener's certificate and key (SIGHUP): new handshakes present them, open
    * connections keep theirs. A file that is missing or does not match is logged and changes nothing.
@@ -159,6 +166,23 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   const jobs = new RevokeJobs(pool, jobRunner);
 
   const reaperPause = reaperPauseControl(pool);
+  const alerts = startAlerts(config.alerts, {
+    auditor,
+    metrics,
+    log,
+    store: pool,
+    reaperPause,
+    source: `credbroker@${hostname()}`,
+  });
+  const sweeper = new Sweeper({
+    store: pool,
+    mounts,
+    modeOf: (mount) => config.mounts[mount]?.sweep ?? 'report',
+    graceSeconds: config.sweep.grace,
+    audit: (event) => auditor.event(event),
+    metrics,
+    log,
+  });
   const tokens = new TokenStore(pool);
   const auth = new AuthService(config.root_token, config.auth, tokens, log, metrics);
   const app = createApp({
@@ -168,6 +192,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     auditor,
     wrapping: new WrappingService(pool, leases),
     reaperPause,
+    sweeper,
     jobs,
     auditStore: config.audit?.postgres ? pool : null,
     log,
@@ -190,6 +215,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
   } catch (err) {
     // Nothing may stay open behind a failed start: a caller that exits must be able to.
     await mounts.close().catch(() => undefined);
+    await alerts.close().catch(() => undefined);
     await auditor.close().catch(() => undefined);
     await processLock.close();
     await pool.end().catch(() => undefined);
@@ -222,6 +248,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
           },
         );
   const tidyTask = opts.reaper === false ? null : scheduleTidy(pool, config, log);
+  const sweepTask = opts.reaper === false ? null : scheduleSweep(sweeper, config.sweep.schedule, log);
   // Every replica looks for a revoke job nobody runs (a new one, or one whose process died).
   const jobTask =
     opts.reaper === false
@@ -234,6 +261,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       await task?.destroy();
       await tokenTask?.destroy();
       await tidyTask?.destroy();
+      await sweepTask?.destroy();
       await jobTask?.destroy();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -242,6 +270,7 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
       await reaper.stop();
       await jobRunner.stop();
       await mounts!.close();
+      await alerts.close();
       await auditor.close();
       await processLock.close();
       await pool.end();
@@ -267,5 +296,21 @@ export async function startBroker(config: BrokerConfig, opts: StartOptions): Pro
     );
   }
   log.info({ url, mounts: mounts.names() }, 'credbroker listening');
-  return { url, port, leases, reaper, jobs, jobRunner, store, mounts, metrics, auditor, auth, reloadTls, close };
+  return {
+    url,
+    port,
+    leases,
+    reaper,
+    jobs,
+    jobRunner,
+    store,
+    mounts,
+    metrics,
+    alerts,
+    auditor,
+    auth,
+    sweeper,
+    reloadTls,
+    close,
+  };
 }

@@ -97,6 +97,23 @@ export interface VerifyCheck {
   fix?: string;
 }
 
+/** One object on a target that the mount's naming says the broker made, as `listOwned` finds it. */
+export interface OwnedObject {
+  /** Its name on the target: what a lease's handle holds under `OwnedListing.handleKey`. */
+  name: string;
+  /** What `revoke()` takes to destroy it, as `plan()` would have recorded it. */
+  handle: RevokeHandle;
+  /** When the target made it, where the target's catalog records it (IAM's CreateDate). */
+  createdAt?: Date;
+}
+
+/** What a target holds of the broker's making, and how to tell which lease owns each. */
+export interface OwnedListing {
+  /** The handle key whose string value is an object's name: a lease owns the object its handle names. */
+  handleKey: string;
+  objects: OwnedObject[];
+}
+
 /** One connected mount: the side effects on a target. Knows nothing of HTTP, auth or the lease table. */
 export interface Target<Role> {
   /**
@@ -142,6 +159,14 @@ export interface Target<Role> {
    * false where the target has no such thing for this role; the leases are then revoked one by one.
    */
   revokeIssuedBefore?(role: Role, before: Date): Promise<boolean>;
+  /**
+   * Optional, for the orphan sweep: every object on the target the broker's naming says it made
+   * (PostgreSQL roles with the mount's prefix, IAM users under its path), whether or not a lease
+   * still owns it. Read from the target's own catalog; must never list what the broker could not
+   * have made (the mount's admin login, a group role), since the sweep may revoke what no lease owns.
+   * `roles`: the mount's roles now, for an engine whose naming depends on them (IAM's user_path).
+   */
+  listOwned?(roles: Role[]): Promise<OwnedListing>;
   /** The target pool's connections in this process, for metrics; an engine without a pool omits it. Must be cheap. */
   connectionPool?(): ConnectionPoolStats;
   close(): Promise<void>;

@@ -12,6 +12,7 @@ import type {
   IssueResponse,
   JsonValue,
   Limiter,
+  OwnedListing,
   PlanRequest,
   RevokeHandle,
   RevokeRequest,
@@ -19,6 +20,7 @@ import type {
 } from '../../src/engines.js';
 import { InvalidRequest, Semaphore, randomName } from '../../src/engine-kit.js';
 import { createClients, describeAwsError, isNoSuchEntity } from './clients.js';
+import { listOwnedUsers } from './owned-users.js';
 import {
   LEASE_TAG,
   deniesIssuedBefore,
@@ -280,6 +282,11 @@ export class AwsTarget implements Target<AwsRole> {
   }
 
   /** Bounds concurrent AWS work and turns SDK errors into AWS's code and message. */
+  /** IAM users named as this engine names them, under its paths; STS sessions are not objects to list. */
+  listOwned(roles: AwsRole[]): Promise<OwnedListing> {
+    return this.aws(() => listOwnedUsers(this.iam, roles));
+  }
+
   private async aws<T>(work: () => Promise<T>): Promise<T> {
     try {
       return await this.calls.run(work);

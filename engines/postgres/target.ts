@@ -4,6 +4,7 @@ import type {
   IssueRequest,
   Limiter,
   IssueResponse,
+  OwnedListing,
   PlanRequest,
   RenewRequest,
   RevokeHandle,
@@ -23,6 +24,7 @@ import {
   type PgTls,
 } from '../../src/engine-kit.js';
 import { KeyedLock } from './keyed-lock.js';
+import { listOwnedRoles } from './owned-roles.js';
 import { dropOwnedStatements, roleDependencies, urlForDatabase } from './owned-objects.js';
 import { REQUIRED_TO_ISSUE, checkPrivileges } from './privileges.js';
 import type { PostgresMount, PostgresRole } from './schema.js';
@@ -486,6 +488,11 @@ export class PostgresTarget implements Target<PostgresRole> {
     }
     if (failures.length) throw new Error(`objects or privileges of the role remain in ${failures.join('; ')}`);
     await this.pool.query(`DROP ROLE IF EXISTS ${names}`);
+  }
+
+  /** Roles named like this mount's (the prefix, the role, the random suffix), leased or not. */
+  listOwned(): Promise<OwnedListing> {
+    return this.explained(listOwnedRoles(this.pool, this.mount.username_prefix, SUFFIX_LENGTH));
   }
 
   connectionPool(): ConnectionPoolStats {

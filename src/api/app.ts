@@ -36,6 +36,7 @@ import {
   type RouteContext,
 } from './routes.js';
 import { wrappedAnswer } from './routes/wrapping.js';
+import type { Sweeper } from '../sweep/sweeper.js';
 
 export interface AppOptions {
   leases: LeaseService;
@@ -58,6 +59,8 @@ export interface AppOptions {
   metrics?: BrokerMetrics;
   /** The store holding the postgres audit sink's table, for sys/broker/audit; absent when that sink is off. */
   auditStore?: pg.Pool | null;
+  /** The orphan sweep, for sys/broker/sweep. */
+  sweeper?: Sweeper;
 }
 
 /** The token from `X-Vault-Token` or `Authorization: Bearer`. */
@@ -106,6 +109,7 @@ export function createApp(opts: AppOptions): express.Express {
     reaperPause: opts.reaperPause,
     jobs: opts.jobs,
     auditStore: opts.auditStore ?? null,
+    sweeper: opts.sweeper,
   });
   const app = express();
   app.disable('x-powered-by');

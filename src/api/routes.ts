@@ -13,6 +13,8 @@ import { metricsRoutes } from './routes/metrics.js';
 import type { Route } from './routes/route.js';
 import { reaperRoutes } from './routes/reaper.js';
 import { sysRoutes, type HealthState } from './routes/sys.js';
+import { sweepRoutes } from './routes/sweep.js';
+import type { Sweeper } from '../sweep/sweeper.js';
 import { wrappingRoutes } from './routes/wrapping.js';
 import type { WrappingService } from '../wrapping/wrapping-service.js';
 import type { ReaperPauseControl } from '../leases/reaper-pause.js';
@@ -40,6 +42,8 @@ export function buildRoutes(deps: {
   metrics: BrokerMetrics;
   /** The store holding the postgres audit sink's table; null when that sink is off. */
   auditStore: pg.Pool | null;
+  /** The orphan sweep (sys/broker/sweep); absent in an app built without one. */
+  sweeper?: Sweeper;
 }): Route[] {
   return [
     ...authRoutes(deps.auth, deps.leases),
@@ -49,6 +53,7 @@ export function buildRoutes(deps: {
     ...leaseRoutes(deps.leases),
     ...incidentRoutes(deps.leases),
     ...reaperRoutes(deps.reaperPause),
+    ...sweepRoutes(deps.sweeper),
     ...jobRoutes(deps.jobs),
     ...auditRoutes(deps.auditStore),
     ...discoveryRoutes({ ...deps.discovery, leases: deps.leases, version: deps.health.version }),

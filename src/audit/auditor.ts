@@ -80,6 +80,8 @@ function withinDeadline<T>(work: Promise<T>, ms: number, name: string): Promise<
 
 /** Scrubs records and hands them to every sink; fails closed when none accepts. */
 export class Auditor {
+  private readonly listeners: ((record: AuditRecord) => void)[] = [];
+
   constructor(
     private readonly sinks: AuditSink[],
     private readonly hmacKey: string,
@@ -108,6 +110,25 @@ export class Auditor {
       this.log.error({ sink: this.sinks[i]!.name, code: errorCode(result.reason) }, 'audit sink failed to write');
     });
     if (failures.length === this.sinks.length) throw new AuditUnavailable({ cause: failures[0] });
+    this.notify(line);
+  }
+
+  /**
+   * Calls `listener` with every record a sink accepted, scrubbed as the sinks got it, synchronously
+   * inside record(): a listener must only do in-memory work and never throw (a throw is logged).
+   */
+  subscribe(listener: (record: AuditRecord) => void): void {
+    this.listeners.push(listener);
+  }
+
+  private notify(line: AuditRecord): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(line);
+      } catch (err) {
+        this.log.error({ code: errorCode(err) }, 'audit listener failed');
+      }
+    }
   }
 
   private async timedWrite(sink: AuditSink, line: Parameters<AuditSink['write']>[0]): Promise<void> {

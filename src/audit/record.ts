@@ -58,6 +58,16 @@ const BROKER_NON_SECRET_KEYS = [
   'creation_time',
   'creation_ttl',
   'wrapped_accessor',
+  // An alert's event (src/alerts/): names, counts and addresses the detectors wrote, never a request's values.
+  'detector',
+  'severity',
+  'subject',
+  'summary',
+  'remote_address',
+  // The orphan sweep's findings: an object's name on a target (a role, a user), never a secret.
+  'object',
+  'first_seen',
+  'created_at',
 ];
 
 /**

@@ -14,6 +14,7 @@ import { addMountsCommand } from './commands/mounts.js';
 import { addReaperCommand } from './commands/reaper.js';
 import { addRevokeCommand } from './commands/revoke.js';
 import { addMigrateCommand, addServerCommand } from './commands/server.js';
+import { addSweepCommand } from './commands/sweep.js';
 
 /** The `credbroker` command; each subcommand is defined in its own module, added in help order. */
 export function buildProgram(): Command {
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   addRevokeCommand(program);
   addJobsCommand(program);
   addReaperCommand(program);
+  addSweepCommand(program);
   addMountsCommand(program);
   return program;
 }

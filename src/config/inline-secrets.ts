@@ -30,6 +30,7 @@ export function refuseInlineSecrets(raw: Record<string, unknown>, engines: Engin
   const own: [string, unknown, ConfigSecret][] = [
     ['root_token', raw.root_token, 'value'],
     ['audit.hmac_key', asRecord(raw.audit).hmac_key, 'value'],
+    ['alerts.webhook.routing_key', asRecord(asRecord(raw.alerts).webhook).routing_key, 'value'],
     ['store.url', asRecord(raw.store).url, 'url-password'],
   ];
   for (const [key, value, kind] of own) if (inlineSecret(value, kind)) refuse(key, kind);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { EngineRegistry } from '../engines.js';
 import { durationSeconds } from './duration-schema.js';
+import { mountSweepSchema, type MountSweepMode } from '../sweep/sweep-config.js';
 
 /** Names that end up in lease ids, URLs and PostgreSQL identifiers: kept boring on purpose. */
 export const NAME_PATTERN = /^[a-z][a-z0-9_-]{0,31}$/;
@@ -22,6 +23,8 @@ const mountCommonSchema = z
   .object({
     type: z.string(),
     roles: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
+    /** What the periodic orphan sweep does on this mount (any engine): report, or drop. */
+    sweep: mountSweepSchema,
   })
   .passthrough();
 
@@ -36,12 +39,13 @@ export type RoleConfig = RoleCommon & Record<string, unknown>;
 export interface MountConfig {
   type: string;
   roles: Record<string, RoleConfig>;
+  sweep: MountSweepMode;
   [engineField: string]: unknown;
 }
 
 /** The engine's part of a validated mount: what its `connect` receives. */
 export function engineMountConfig(mount: MountConfig): Record<string, unknown> {
-  const { type: _type, roles: _roles, ...config } = mount;
+  const { type: _type, roles: _roles, sweep: _sweep, ...config } = mount;
   return config;
 }
 
@@ -73,7 +77,7 @@ function validateMount(
     };
   const base = mountCommonSchema.safeParse(raw);
   if (!base.success) return { issues: base.error.issues };
-  const { type, roles: rawRoles, ...mountFields } = base.data;
+  const { type, roles: rawRoles, sweep, ...mountFields } = base.data;
   const engine = Object.hasOwn(engines, type) ? engines[type] : undefined;
   if (!engine)
     return { issues: [{ code: 'custom', path: ['type'], message: `unknown engine "${type}"`, input: type }] };
@@ -97,7 +101,7 @@ function validateMount(
     if (!role.success) return { issues: under(path, role.error.issues) };
     roles[roleName] = { ...common.data, ...(role.data as Record<string, unknown>) };
   }
-  return { mount: { type, ...(parsed.data as Record<string, unknown>), roles } };
+  return { mount: { type, ...(parsed.data as Record<string, unknown>), roles, sweep } };
 }
 
 /** `mounts`: each mount and each of its roles validated by its engine's schemas, from `engines`. */

@@ -2,6 +2,7 @@ import cron from 'node-cron';
 import { z } from 'zod';
 import { authMountSchema } from '../auth/auth-config.js';
 import { policyConfigSchema } from '../auth/policy.js';
+import { alertsConfigSchema } from '../alerts/alerts-config.js';
 import { auditConfigSchema } from '../audit/auditor.js';
 import { engines as allEngines } from '../../engines/index.js';
 import type { EngineRegistry } from '../engines.js';
@@ -10,6 +11,7 @@ import { mountsSchemaFor } from './mount-schema.js';
 import { pgSslSchema } from '../store/pg-ssl.js';
 import { storeRetentionSchema, tidySchema } from '../store/retention.js';
 import { listenTlsSchema } from '../tls/listener-tls.js';
+import { sweepSchema } from '../sweep/sweep-config.js';
 
 export { durationSeconds };
 export {
@@ -109,11 +111,15 @@ export function configSchemaFor(engines: EngineRegistry) {
       /** Upper bound on one engine call (issue, renew, revoke); must stay below reaper.pending_grace. */
       engine_timeout: durationSeconds.default(10),
       reaper: reaperSchema.default(reaperSchema.parse({})),
+      /** The orphan sweep: roles and users on the targets that no live lease owns. */
+      sweep: sweepSchema.default(sweepSchema.parse({})),
       mounts: mountsSchemaFor(engines),
       /** Login methods by mount name: /v1/auth/<name>/login. */
       auth: z.record(z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/), authMountSchema).default({}),
       policies: policyConfigSchema.default({}),
       audit: auditConfigSchema.optional(),
+      /** Detectors on the audit stream; without the section they run on their defaults, with no webhook. */
+      alerts: alertsConfigSchema.optional(),
     })
     .strict()
     .superRefine((config, ctx) => {

@@ -4,6 +4,7 @@ import type {
   VerifyCheck,
   IssueRequest,
   Limiter,
+  OwnedListing,
   RevokeHandle,
   IssueResponse,
   RenewRequest,
@@ -118,6 +119,12 @@ export class GuardedTarget<Role> {
   async revokeIssuedBefore(role: Role, before: Date): Promise<boolean> {
     if (!this.target.revokeIssuedBefore) return false;
     return this.call('revoke', new Set(), () => this.target.revokeIssuedBefore!(role, before));
+  }
+
+  /** The engine's objects for the orphan sweep; null where the engine cannot list them. */
+  async listOwned(roles: Role[]): Promise<OwnedListing | null> {
+    if (!this.target.listOwned) return null;
+    return this.call('list', new Set(), () => this.target.listOwned!(roles));
   }
 
   connectionPool(): ConnectionPoolStats | undefined {

@@ -116,6 +116,19 @@ export class BrokerMetrics {
     return this.registry.contentType;
   }
 
+  /** An alert let out by the alert engine (after deduplication); both labels are closed sets. */
+  alertRaised(detector: string, severity: string): void {
+    this.set.alerts.inc({ detector, severity });
+  }
+
+  sweepFound(mount: string, count: number): void {
+    this.set.sweepOrphans.set({ mount: this.mountLabel(mount) }, count);
+  }
+
+  sweepDropped(mount: string): void {
+    this.set.sweepDropped.inc({ mount: this.mountLabel(mount) });
+  }
+
   private auditBuffers: Gauge<'sink'> | undefined;
   private readAuditBuffers: () => { sink: string; records: number }[] = () => [];
 

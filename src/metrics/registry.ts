@@ -101,6 +101,24 @@ export function defineMetrics(registry: Registry) {
       labelNames: ['identity'] as const,
       registers,
     }),
+    alerts: new Counter({
+      name: 'credbroker_alerts_total',
+      help: 'Alerts raised on the audit stream, by detector and severity',
+      labelNames: ['detector', 'severity'] as const,
+      registers,
+    }),
+    sweepOrphans: new Gauge({
+      name: 'credbroker_sweep_orphans',
+      help: "Objects on the mount's target that no live lease owns, past the grace, at this replica's last sweep",
+      labelNames: ['mount'] as const,
+      registers,
+    }),
+    sweepDropped: new Counter({
+      name: 'credbroker_sweep_dropped_total',
+      help: 'Orphaned objects the sweep revoked through the engine',
+      labelNames: ['mount'] as const,
+      registers,
+    }),
     revokeJobLeases: new Counter({
       name: 'credbroker_revoke_job_leases_total',
       help: 'Leases of incident revocation jobs this process handled, by outcome (revoked, failed)',

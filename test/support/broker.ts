@@ -27,6 +27,10 @@ export interface TestBrokerOptions {
   /** Auth mounts and policies, as in the config. */
   auth?: Record<string, unknown>;
   policies?: Record<string, unknown>;
+  /** An alerts section (a webhook at a receiver in the test, detector thresholds). */
+  alerts?: Record<string, unknown>;
+  /** The orphan sweep's top-level section (schedule, grace). */
+  sweep?: Record<string, unknown>;
 }
 
 /** What every test broker shares: loopback on a free port, a store, the root token, quiet logs. */
@@ -50,6 +54,8 @@ export function testConfig(opts: TestBrokerOptions): BrokerConfig {
     ...(opts.tls ? { listen: { address: '127.0.0.1', port: 0, tls: opts.tls } } : {}),
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.policies ? { policies: opts.policies } : {}),
+    ...(opts.alerts ? { alerts: opts.alerts } : {}),
+    ...(opts.sweep ? { sweep: opts.sweep } : {}),
     mounts: {
       db: {
         type: 'postgres',

@@ -100,6 +100,16 @@ export const IAM_ACTIONS: Record<string, Handler> = {
 
   GetUser: (caller, params, state) => ({ User: userXml(targetUser(caller, params, state)) }),
 
+  // One page, whatever MaxItems says: IsTruncated is always false.
+  ListUsers: (_caller, params, state) => {
+    const v = new Validator();
+    const prefix = v.string(params, 'PathPrefix', { min: 1, max: 512, pattern: /^\/([\x21-\x7e]*\/)?$/ }) ?? '/';
+    v.string(params, 'Marker', { min: 1, max: 320 });
+    v.done();
+    const users = [...state.users.values()].filter((u) => u.path.startsWith(prefix)).map(userXml);
+    return listResult('Users', users);
+  },
+
   DeleteUser: (_caller, params, state) => {
     const user = findUser(state, required(params, { UserName: USER_NAME }).UserName!);
     const conflict = (what: string) => new AwsError(409, 'DeleteConflict', `Cannot delete entity, must ${what} first.`);

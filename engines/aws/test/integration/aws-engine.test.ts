@@ -176,6 +176,40 @@ describe('revoking STS sessions', () => {
     );
   });
 
+  it('a revoke job selecting a whole role cuts its sessions with the same deny, not one by one', async () => {
+    const old = (await api(broker, 'PUT', 'aws/creds/multi', { role_arn: OTHER_ROLE_ARN })).body;
+    await new Promise((r) => setTimeout(r, 1100));
+    const cutoff = new Date();
+    await new Promise((r) => setTimeout(r, 1100));
+    const fresh = (await api(broker, 'PUT', 'aws/creds/multi', { role_arn: OTHER_ROLE_ARN })).body;
+    const writes = putRolePolicyCalls();
+    const start = await api(broker, 'PUT', 'sys/broker/revoke', {
+      mount: 'aws',
+      role: 'multi',
+      issued_before: cutoff.toISOString(),
+    });
+    expect(start.status, JSON.stringify(start.body)).toBe(202);
+    let job: any;
+    for (let i = 0; i < 200 && job?.state !== 'done'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      job = (await api(broker, 'GET', `sys/broker/jobs/${start.body.data.id}`)).body.data;
+    }
+    expect(job).toMatchObject({ state: 'done', failed: 0 });
+    expect(job.revoked).toBe(job.total);
+    expect(putRolePolicyCalls() - writes).toBe(2); // one statement on each of the role's two AWS roles
+    await expect(callerArn(endpoint, old.data)).rejects.toThrow();
+    expect(await callerArn(endpoint, fresh.data)).toContain('assumed-role/audit/');
+    const events = await adminQuery(
+      storeDb,
+      `SELECT operation FROM credbroker_audit WHERE type = 'event' AND lease_id = $1`,
+      [old.lease_id],
+    );
+    expect(events).toEqual([{ operation: 'revoked' }]);
+    expect((await api(broker, 'PUT', 'sys/leases/lookup', { lease_id: fresh.lease_id })).body.data.state).toBe(
+      'active',
+    );
+  });
+
   it('refuses an issued_before that is not an RFC 3339 time', async () => {
     const res = await api(broker, 'PUT', 'sys/broker/revoke-issued-before/aws/creds/multi/', {
       issued_before: 'yesterday',
