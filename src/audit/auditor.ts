@@ -5,6 +5,10 @@ import { BrokerError, ConfigError, type ErrorCode } from '../errors.js';
 import { hmacField } from './hmac.js';
 import { DEFAULT_AUDIT_FIELDS, capRecord, scrubRecord, type AuditFields, type AuditRecord } from './record.js';
 import { FileSink, PostgresSink, StdoutSink, type AuditSink } from './sinks.js';
+import { oneOrMany, syslogSinkSchema, webhookSinkSchema } from './sinks/sink-config.js';
+import { SyslogTcpSink } from './sinks/syslog-tcp-sink.js';
+import { SyslogUdpSink } from './sinks/syslog-udp-sink.js';
+import { WebhookSink } from './sinks/webhook-sink.js';
 import { auditRetentionSchema } from '../store/retention.js';
 
 /** No audit sink accepted the record, so the request it describes must not go ahead. */
@@ -21,6 +25,8 @@ export class AuditUnavailable extends BrokerError {
  */
 export interface SinkWriteObserver {
   auditSinkWrite(sink: string, seconds: number, ok: boolean): void;
+  /** Reads the streaming sinks' buffer depths at each scrape. */
+  watchAuditBuffers?(read: () => { sink: string; records: number }[]): void;
 }
 
 export const auditConfigSchema = z
@@ -33,12 +39,22 @@ export const auditConfigSchema = z
       .optional(),
     stdout: z.boolean().optional(),
     postgres: z.boolean().optional(),
+    /** RFC 5424 over TCP or UDP: one receiver or a list. */
+    syslog: oneOrMany(syslogSinkSchema).optional(),
+    /** Batches of records POSTed as a JSON array: one endpoint or a list. */
+    webhook: oneOrMany(webhookSinkSchema).optional(),
     retention: auditRetentionSchema,
   })
   .strict()
-  .refine((audit) => audit.file !== undefined || audit.stdout === true || audit.postgres === true, {
-    message: 'configure at least one sink: file, stdout or postgres',
-  });
+  .refine(
+    (audit) =>
+      audit.file !== undefined ||
+      audit.stdout === true ||
+      audit.postgres === true ||
+      audit.syslog !== undefined ||
+      audit.webhook !== undefined,
+    { message: 'configure at least one sink: file, stdout, postgres, syslog or webhook' },
+  );
 
 export type AuditConfig = z.infer<typeof auditConfigSchema>;
 
@@ -48,7 +64,6 @@ const errorCode = (err: unknown): string => {
   return typeof code === 'string' && code ? code : err instanceof Error ? err.name : typeof err;
 };
 
-/** Scrubs records and hands them to every sink; fails closed when none accepts. */
 /** A sink that neither accepts nor refuses within this counts as failed: a hung sink must not hang requests. */
 const SINK_DEADLINE_MS = 5000;
 
@@ -63,6 +78,7 @@ function withinDeadline<T>(work: Promise<T>, ms: number, name: string): Promise<
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
+/** Scrubs records and hands them to every sink; fails closed when none accepts. */
 export class Auditor {
   private readonly listeners: ((record: AuditRecord) => void)[] = [];
 
@@ -119,11 +135,18 @@ export class Auditor {
     const started = performance.now();
     let ok = false;
     try {
-      await withinDeadline(sink.write(line), this.sinkDeadlineMs, sink.name);
+      await withinDeadline(sink.write(line), sink.timeoutMs ?? this.sinkDeadlineMs, sink.name);
       ok = true;
     } finally {
       this.metrics?.auditSinkWrite(sink.name, (performance.now() - started) / 1000, ok);
     }
+  }
+
+  /** How many records each streaming sink holds that its receiver has not accepted yet. */
+  bufferDepths(): { sink: string; records: number }[] {
+    return this.sinks.flatMap((sink) =>
+      sink.buffered === undefined ? [] : [{ sink: sink.name, records: sink.buffered }],
+    );
   }
 
   /** Like record(), for engine events (the reaper's revocations) no request waits on: never throws. */
@@ -174,5 +197,10 @@ export function createAuditor(
   if (config.file) sinks.push(new FileSink(config.file.path));
   if (config.stdout) sinks.push(new StdoutSink());
   if (config.postgres) sinks.push(new PostgresSink(deps.storePool));
-  return new Auditor(sinks, config.hmac_key, deps.log, SINK_DEADLINE_MS, deps.fields, deps.metrics);
+  for (const syslog of config.syslog ?? [])
+    sinks.push(syslog.protocol === 'udp' ? new SyslogUdpSink(syslog) : new SyslogTcpSink(syslog));
+  for (const webhook of config.webhook ?? []) sinks.push(new WebhookSink(webhook));
+  const auditor = new Auditor(sinks, config.hmac_key, deps.log, SINK_DEADLINE_MS, deps.fields, deps.metrics);
+  deps.metrics?.watchAuditBuffers?.(() => auditor.bufferDepths());
+  return auditor;
 }

@@ -1,4 +1,4 @@
-import { Registry } from 'prom-client';
+import { Gauge, Registry } from 'prom-client';
 import type { Identity } from '../auth/identity.js';
 import { BrokerError } from '../errors.js';
 import { runningJobCounts } from '../jobs/job-store.js';
@@ -127,5 +127,24 @@ export class BrokerMetrics {
 
   sweepDropped(mount: string): void {
     this.set.sweepDropped.inc({ mount: this.mountLabel(mount) });
+  }
+
+  private auditBuffers: Gauge<'sink'> | undefined;
+  private readAuditBuffers: () => { sink: string; records: number }[] = () => [];
+
+  /** A gauge of the records each streaming audit sink holds not yet accepted, read at each scrape. */
+  watchAuditBuffers(read: () => { sink: string; records: number }[]): void {
+    this.readAuditBuffers = read;
+    const depths = () => this.readAuditBuffers();
+    this.auditBuffers ??= new Gauge({
+      name: 'credbroker_audit_sink_buffered_records',
+      help: 'Audit records a streaming sink (syslog, webhook) holds that its receiver has not accepted yet, by sink',
+      labelNames: ['sink'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { sink, records } of depths()) this.set({ sink }, records);
+      },
+    });
   }
 }
