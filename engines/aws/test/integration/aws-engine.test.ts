@@ -189,7 +189,7 @@ describe('revoking STS sessions', () => {
       issued_before: cutoff.toISOString(),
     });
     expect(start.status, JSON.stringify(start.body)).toBe(202);
-    let job: any;
+    let job: { state?: string; total?: number; revoked?: number } | undefined;
     for (let i = 0; i < 200 && job?.state !== 'done'; i++) {
       await new Promise((r) => setTimeout(r, 50));
       job = (await api(broker, 'GET', `sys/broker/jobs/${start.body.data.id}`)).body.data;
