@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { messageOf } from '../errors.js';
+import { SingleRun } from '../single-run.js';
 import type { LeaseDeps } from '../leases/lease-deps.js';
 import { waitForOthersMs } from '../leases/lease-deps.js';
 import type { RevokeOutcome } from '../leases/revoker.js';
@@ -39,8 +40,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * revoked are counted, not revoked again.
  */
 export class RevokeJobRunner {
-  private running: Promise<void> | null = null;
-  private stopped = false;
+  private readonly ticks = new SingleRun();
 
   constructor(
     private readonly deps: LeaseDeps,
@@ -50,22 +50,17 @@ export class RevokeJobRunner {
 
   /** What the timer calls (and a new job's request, to start at once): never throws, never overlaps. */
   tick(): Promise<void> {
-    if (this.running || this.stopped) return this.running ?? Promise.resolve();
-    this.running = this.runAvailable()
-      .catch((err) => this.log.warn({ err: messageOf(err) }, 'revoke job step failed; will retry'))
-      .finally(() => {
-        this.running = null;
-      });
-    return this.running;
+    return this.ticks.run(() =>
+      this.runAvailable().catch((err) => this.log.warn({ err: messageOf(err) }, 'revoke job step failed; will retry')),
+    );
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.running;
+  stop(): Promise<void> {
+    return this.ticks.stop();
   }
 
   private async runAvailable(): Promise<void> {
-    while (!this.stopped) {
+    while (!this.ticks.isStopped) {
       const job = await claimRunningJob(this.deps.store.pool, this.deps.store.holder(), this.deps.policy.claim_ttl);
       if (!job) return;
       await this.run(job);
@@ -93,8 +88,8 @@ export class RevokeJobRunner {
       await this.cutWholeRoles(job);
       const takeOverAt = Date.now() + waitForOthersMs(this.deps);
       for (;;) {
-        const left = await this.pass(job, Date.now() >= takeOverAt, () => lost || this.stopped);
-        if (lost || this.stopped) break;
+        const left = await this.pass(job, Date.now() >= takeOverAt, () => lost || this.ticks.isStopped);
+        if (lost || this.ticks.isStopped) break;
         if (left === 0) {
           const finished = await finishJobIfDone(pool, job.id);
           if (finished) {
@@ -110,7 +105,7 @@ export class RevokeJobRunner {
       }
     } finally {
       clearInterval(heartbeat);
-      if (this.stopped && !lost) await releaseJob(pool, job.id, holder).catch(() => undefined);
+      if (this.ticks.isStopped && !lost) await releaseJob(pool, job.id, holder).catch(() => undefined);
     }
   }
 

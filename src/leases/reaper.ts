@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { ReaperConfig } from '../config/schema.js';
 import { messageOf } from '../errors.js';
+import { SingleRun } from '../single-run.js';
 import type { BrokerMetrics } from '../metrics/broker-metrics.js';
 import type { LeaseStore } from './lease-store.js';
 import { isReaperPaused } from './reaper-pause.js';
@@ -19,8 +20,7 @@ export interface ReapResult {
  * leases in memory; any number of reapers share the table through SKIP LOCKED claims.
  */
 export class Reaper {
-  private running: Promise<void> | null = null;
-  private stopped = false;
+  private readonly ticks = new SingleRun();
 
   constructor(
     private readonly store: LeaseStore,
@@ -66,7 +66,7 @@ export class Reaper {
       for (;;) {
         const { claimed } = await this.reapOnce();
         total += claimed;
-        if (claimed < this.config.batch_size || this.stopped) return;
+        if (claimed < this.config.batch_size || this.ticks.isStopped) return;
       }
     };
     await Promise.all([loop(), loop()]);
@@ -75,21 +75,17 @@ export class Reaper {
 
   /** What the timer calls: never throws, never overlaps itself. */
   tick(): Promise<void> {
-    if (this.running || this.stopped) return this.running ?? Promise.resolve();
-    this.running = this.drain()
-      .then((n) => {
-        if (n > 0) this.log.debug({ claimed: n }, 'reaper tick');
-      })
-      .catch((err) => this.log.warn({ err: messageOf(err) }, 'reaper tick failed; will retry'))
-      .finally(() => {
-        this.running = null;
-      });
-    return this.running;
+    return this.ticks.run(() =>
+      this.drain()
+        .then((n) => {
+          if (n > 0) this.log.debug({ claimed: n }, 'reaper tick');
+        })
+        .catch((err) => this.log.warn({ err: messageOf(err) }, 'reaper tick failed; will retry')),
+    );
   }
 
   /** Stops claiming new work and waits for the batch in flight. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.running;
+  stop(): Promise<void> {
+    return this.ticks.stop();
   }
 }

@@ -1,4 +1,3 @@
-import { SignJWT, exportSPKI, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type Broker } from '../../src/broker.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -13,6 +12,7 @@ import {
   pgUrl,
   roleExists,
 } from '../support/pg.js';
+import { kubernetesPubkeyAuth } from '../support/kubernetes-login.js';
 import { waitUntil } from '../support/wait.js';
 
 /**
@@ -21,8 +21,7 @@ import { waitUntil } from '../support/wait.js';
  * selected leases on their targets and reports its progress and outcome.
  */
 const PREFIX = 'rjob';
-const ISSUER = 'https://cluster.example';
-let privateKey: CryptoKey;
+let k8s: Awaited<ReturnType<typeof kubernetesPubkeyAuth>>;
 let broker: Broker;
 let storeDb: string;
 
@@ -32,8 +31,7 @@ interface Issued {
 }
 
 beforeAll(async () => {
-  const keys = await generateKeyPair('RS256', { extractable: true });
-  privateKey = keys.privateKey as CryptoKey;
+  k8s = await kubernetesPubkeyAuth(['etl']);
   const [a, b] = [await freshTargetDatabase(PREFIX), await freshTargetDatabase(`${PREFIX}w`)];
   storeDb = await freshStoreDatabase('rjob');
   const config = configSchema.parse({
@@ -41,14 +39,7 @@ beforeAll(async () => {
     store: { url: pgUrl(storeDb) },
     root_token: ROOT_TOKEN,
     log_level: 'silent',
-    auth: {
-      k8s: {
-        type: 'kubernetes',
-        jwt_validation_pubkeys: [await exportSPKI(keys.publicKey)],
-        bound_issuer: ISSUER,
-        roles: { etl: { bound_audiences: ['credbroker'], token_policies: ['etl'] } },
-      },
-    },
+    auth: k8s.auth,
     policies: { etl: [{ path: '+/creds/*', capabilities: ['read', 'update'] }] },
     mounts: {
       db: {
@@ -74,22 +65,7 @@ afterAll(async () => {
   await dropRolesWithPrefix(`${PREFIX}w`);
 });
 
-async function login(namespace: string, name: string): Promise<string> {
-  const jwt = await new SignJWT({
-    'kubernetes.io/serviceaccount/namespace': namespace,
-    'kubernetes.io/serviceaccount/service-account.name': name,
-  })
-    .setProtectedHeader({ alg: 'RS256' })
-    .setIssuer(ISSUER)
-    .setAudience('credbroker')
-    .setSubject(`system:serviceaccount:${namespace}:${name}`)
-    .setIssuedAt()
-    .setExpirationTime('5m')
-    .sign(privateKey);
-  const res = await api(broker, 'PUT', 'auth/k8s/login', { role: 'etl', jwt }, null);
-  expect(res.status, JSON.stringify(res.body)).toBe(200);
-  return res.body.auth.client_token;
-}
+const login = (namespace: string, name: string) => k8s.login(broker.url, namespace, name);
 
 async function issue(token: string, path: string, n: number): Promise<Issued[]> {
   const out: Issued[] = [];

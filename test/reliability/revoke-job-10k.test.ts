@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SignJWT, exportSPKI, generateKeyPair } from 'jose';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema, type BrokerConfig } from '../../src/config/schema.js';
@@ -13,6 +12,7 @@ import { ROOT_TOKEN } from '../support/broker.js';
 import { startBrokerProcess } from '../support/broker-process.js';
 import { adminQuery, dropRolesWithPrefix, freshStoreDatabase, freshTargetDatabase, pgUrl } from '../support/pg.js';
 import { killAndWait, sleep } from '../support/reliability.js';
+import { kubernetesPubkeyAuth } from '../support/kubernetes-login.js';
 import { waitUntil } from '../support/wait.js';
 
 /**
@@ -26,7 +26,6 @@ const N = 10_000;
 const BYSTANDER = 100;
 const A = 'rj10a';
 const B = 'rj10b';
-const ISSUER = 'https://cluster.example';
 
 const dataDir = join(tmpdir(), `credbroker-rj10-${randomSecret().slice(0, 10)}`);
 const password = randomSecret();
@@ -47,7 +46,7 @@ const queryB = async <R extends pg.QueryResultRow = any>(sql: string, params: un
   }
 };
 
-let privateKey: CryptoKey;
+let k8s: Awaited<ReturnType<typeof kubernetesPubkeyAuth>>;
 
 beforeAll(async () => {
   serverB = await startEmbeddedPostgres({ dataDir, password, persistent: true });
@@ -56,8 +55,7 @@ beforeAll(async () => {
   const targetA = await freshTargetDatabase(A);
   storeDb = await freshStoreDatabase('rj10');
   auditDir = await mkdtemp(join(tmpdir(), 'credbroker-rj10-audit-'));
-  const keys = await generateKeyPair('RS256', { extractable: true });
-  privateKey = keys.privateKey as CryptoKey;
+  k8s = await kubernetesPubkeyAuth(['etl']);
   config = configSchema.parse({
     listen: { address: '127.0.0.1', port: 0 },
     store: { url: pgUrl(storeDb), max_connections: 20 },
@@ -67,14 +65,7 @@ beforeAll(async () => {
     // Failures retry quickly and never run out while the target is down for a few seconds.
     reaper: { pending_grace: 30, backoff_base: 1, backoff_max: 2, max_attempts: 100, claim_ttl: 10 },
     audit: { hmac_key: 'rj10-audit-hmac-key-0123456789abcdef', file: { path: join(auditDir, 'audit.log') } },
-    auth: {
-      k8s: {
-        type: 'kubernetes',
-        jwt_validation_pubkeys: [await exportSPKI(keys.publicKey)],
-        bound_issuer: ISSUER,
-        roles: { etl: { bound_audiences: ['credbroker'], token_policies: ['etl'] } },
-      },
-    },
+    auth: k8s.auth,
     policies: { etl: [{ path: '+/creds/*', capabilities: ['read', 'update'] }] },
     mounts: {
       a: {
@@ -101,19 +92,7 @@ afterAll(async () => {
   await dropRolesWithPrefix(A);
 }, 120_000);
 
-async function login(url: string, namespace: string, name: string): Promise<string> {
-  const jwt = await new SignJWT({ 'kubernetes.io/serviceaccount/namespace': namespace })
-    .setProtectedHeader({ alg: 'RS256' })
-    .setIssuer(ISSUER)
-    .setAudience('credbroker')
-    .setSubject(`system:serviceaccount:${namespace}:${name}`)
-    .setIssuedAt()
-    .setExpirationTime('10m')
-    .sign(privateKey);
-  const res = await fetch(`${url}/v1/auth/k8s/login`, { method: 'PUT', body: JSON.stringify({ role: 'etl', jwt }) });
-  expect(res.status).toBe(200);
-  return ((await res.json()) as any).auth.client_token;
-}
+const login = (url: string, namespace: string, name: string) => k8s.login(url, namespace, name);
 
 /** `count` leases on `path` at concurrency 16; answers their ids and usernames. */
 async function issueMany(url: string, token: string, path: string, count: number) {
