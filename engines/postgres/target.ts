@@ -59,6 +59,8 @@ interface TransactionOptions {
   tag?: string;
   /** Serializes the transaction with every other one under this key, across replicas. */
   lock?: string;
+  /** More keys taken after `lock`, in sorted order (so two holders of several never deadlock). */
+  alsoLock?: string[];
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -259,7 +261,8 @@ export class PostgresTarget implements Target<PostgresRole> {
   private async transaction(statements: string[], opts: TransactionOptions = {}): Promise<void> {
     const prologue = ['BEGIN'];
     if (opts.tag) prologue.push(`SET LOCAL application_name = ${escapeLiteral(opts.tag)}`);
-    if (opts.lock) prologue.push(`SELECT pg_advisory_xact_lock(hashtext(${escapeLiteral(`credbroker ${opts.lock}`)}))`);
+    for (const key of [...(opts.lock ? [opts.lock] : []), ...[...new Set(opts.alsoLock ?? [])].sort()])
+      prologue.push(`SELECT pg_advisory_xact_lock(hashtext(${escapeLiteral(`credbroker ${key}`)}))`);
     const sql = [...prologue, ...statements, 'COMMIT'].join(';\n');
     for (let attempt = 1; ; attempt++) {
       try {
@@ -431,8 +434,12 @@ export class PostgresTarget implements Target<PostgresRole> {
       ...(h.revocation_statements as string[]).map((t) => renderStatement(t, { name: h.username })),
       `DROP ROLE IF EXISTS ${escapeIdentifier(h.username)}`,
     ]);
+    // The operator's revocation statements touch what the role's creation statements GRANTed (a
+    // table's ACL row): under the role's own lock, as its issues run, they wait for an issue in
+    // flight instead of failing with "tuple concurrently updated" while issues keep coming.
+    const roleLocks = live.flatMap((h) => (typeof h.lock === 'string' ? [h.lock] : []));
     try {
-      await this.transaction(statements, { lock });
+      await this.transaction(statements, { lock, alsoLock: roleLocks });
     } catch (err) {
       if (sqlstate(err) !== DEPENDENT_OBJECTS_STILL_EXIST) throw err;
       await this.dropOwnedThenRoles(live, lock);

@@ -165,11 +165,12 @@ describe('a 10,000-lease incident revocation across two mounts, a target outage 
       );
 
     // Midway, the second target goes away.
-    await watchUntil(broker.url, (j) => j.revoked + j.failed >= N * 0.25);
+    // (Pages go in lease id order, so mount a's leases come first: at 60 % a fifth of b's are revoked.)
+    await watchUntil(broker.url, (j) => j.revoked + j.failed >= N * 0.6);
     await serverB!.stop();
     const outageStarted = Date.now();
     // Later, the broker running the job is killed, and started again.
-    await watchUntil(broker.url, (j) => j.revoked + j.failed >= N * 0.5);
+    await watchUntil(broker.url, (j) => j.revoked + j.failed >= N * 0.8);
     const killedAt = progress[progress.length - 1]!.done;
     await killAndWait(broker.child);
     broker = await startBrokerProcess({ config }, children, { reaper: true });
@@ -192,6 +193,8 @@ describe('a 10,000-lease incident revocation across two mounts, a target outage 
       { outcome: 'revoked', n: job.revoked },
     ]);
     expect(job.failed).toBeGreaterThan(0);
+    // Some of b's leases were revoked before its target stopped.
+    expect(job.failed).toBeLessThan(N / 2);
 
     // Every failure listed (paging the report), and only leases of the stopped target.
     const failed = new Set<string>();
@@ -267,7 +270,7 @@ describe('a 10,000-lease incident revocation across two mounts, a target outage 
 
     console.log(
       `revoke job 10k: issue ${issueSeconds.toFixed(1)} s; job ${jobSeconds.toFixed(1)} s end to end (store's count: ${job.elapsed_seconds} s) ` +
-        `for ${N} leases on 2 mounts, with target b down ${outageSeconds.toFixed(1)} s from 25% and a SIGKILL + restart at ${killedAt}; ` +
+        `for ${N} leases on 2 mounts, with target b down ${outageSeconds.toFixed(1)} s from 60% and a SIGKILL + restart at ${killedAt}; ` +
         `${job.revoked} revoked, ${job.failed} failed (all on b); the reaper revoked those ${retrySeconds.toFixed(1)} s after b returned; ` +
         `${twice} leases audited as revoked twice (in flight at the kill)`,
     );
