@@ -3,6 +3,7 @@ import { messageOf } from '../errors.js';
 import { SingleRun } from '../single-run.js';
 import type { LeaseDeps } from '../leases/lease-deps.js';
 import { waitForOthersMs } from '../leases/lease-deps.js';
+import { cutRolesAtTargets } from '../leases/role-cutoff.js';
 import type { RevokeOutcome } from '../leases/revoker.js';
 import {
   claimRunningJob,
@@ -155,22 +156,13 @@ export class RevokeJobRunner {
     if (!selectsWholeRoles(selector)) return;
     const before = selector.issued_before ?? job.created_at;
     const { pool } = this.deps.store;
-    for (const { mount: mountName, role: roleName } of await rolesOfJob(pool, job.id)) {
-      const mount = this.deps.mounts.get(mountName);
-      const role = mount?.roles.get(roleName);
-      if (!mount || !role || !mount.target.revokeIssuedBefore) continue;
-      const cut = await mount.target.revokeIssuedBefore(role.config, before).catch((err) => {
-        this.log.warn({ job: job.id, mount: mountName, role: roleName, err: messageOf(err) }, 'role cut-off failed');
-        return false;
-      });
-      if (!cut) continue;
-      const ids = await markJobRoleRevoked(pool, job.id, mountName, roleName, before);
-      await this.deps.revoker.announceRevoked(ids, 'revoked');
-      this.log.warn(
-        { job: job.id, mount: mountName, role: roleName, before, count: ids.length },
-        'every credential of the role issued before the cut-off ended at the target',
-      );
-    }
+    // A failed cut must not stop the job: those leases are revoked one by one instead.
+    await cutRolesAtTargets(this.deps, await rolesOfJob(pool, job.id), before, {
+      markRevoked: (mount, role) => markJobRoleRevoked(pool, job.id, mount, role, before),
+      reason: 'revoked',
+      log: { job: job.id },
+      tolerateFailures: true,
+    });
   }
 }
 

@@ -3,6 +3,7 @@ import { awaitClaims } from './lease-claims.js';
 import { waitForOthersMs, type LeaseDeps } from './lease-deps.js';
 import { requireMountOf, resolvePrefix } from './lease-prefix.js';
 import { REVOKE_PAGE, revokeLease } from './revoke.js';
+import { cutRolesAtTargets } from './role-cutoff.js';
 import { markRoleRevokedBefore, rolesIssuedBefore } from './sql/bulk-revoke.js';
 import { claimPrefixPage, liveClaimsUnder } from './sql/claims.js';
 
@@ -74,24 +75,11 @@ async function revokePages(
   }
 }
 
-/**
- * Incident revocation by issue time: where a target can end every credential of a role issued
- * before a time at once (AWS's aws:TokenIssueTime deny), do that and mark those leases revoked
- * in one statement; the rest are revoked one by one by the caller.
- */
+/** The roles under the prefix that their targets can cut at once, cut; their leases marked revoked. */
 async function revokeWholeRoles(deps: LeaseDeps, prefix: string, before: Date): Promise<number> {
-  let revoked = 0;
-  for (const { mount: mountName, role: roleName } of await rolesIssuedBefore(deps.store.pool, prefix, before)) {
-    const mount = deps.mounts.get(mountName);
-    const role = mount?.roles.get(roleName);
-    if (!mount || !role || !(await mount.target.revokeIssuedBefore(role.config, before))) continue;
-    const ids = await markRoleRevokedBefore(deps.store.pool, prefix, mountName, roleName, before);
-    await deps.revoker.announceRevoked(ids, 'prefix');
-    deps.log.warn(
-      { mount: mountName, role: roleName, before, count: ids.length },
-      'every credential of the role issued before the cut-off ended at the target',
-    );
-    revoked += ids.length;
-  }
-  return revoked;
+  return cutRolesAtTargets(deps, await rolesIssuedBefore(deps.store.pool, prefix, before), before, {
+    markRevoked: (mount, role) => markRoleRevokedBefore(deps.store.pool, prefix, mount, role, before),
+    reason: 'prefix',
+    log: { prefix },
+  });
 }
